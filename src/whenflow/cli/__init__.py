@@ -1,0 +1,1 @@
+"""The `whenflow` command (typer + rich); imports layers lazily, per command."""

@@ -1,0 +1,162 @@
+"""Pipeline and task definitions after loading: frozen, validated, free of YAML.
+
+The DSL (`whenflow.dsl`) turns a YAML document into these; the engine runs them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+NODE_ID_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
+PIPELINE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+ParamType = Literal["string", "number", "integer", "boolean", "object", "array", "file", "any"]
+PARAM_TYPES: tuple[str, ...] = (
+    "string",
+    "number",
+    "integer",
+    "boolean",
+    "object",
+    "array",
+    "file",
+    "any",
+)
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One typed input or output of a pipeline or task signature."""
+
+    type: ParamType = "any"
+    required: bool = False
+    default: Any = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSignature:
+    """Typed inputs and outputs; `None` on a TaskSpec means "not declared, accept anything"."""
+
+    inputs: Mapping[str, ParamSpec] = field(default_factory=dict)
+    outputs: Mapping[str, ParamSpec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a node runs: an executor type and its type-specific configuration.
+
+    `config` holds the fields of the task block other than `type`/`ref`
+    (for python: `callable`, `isolation`; for shell: `command`, `script`, `env`...).
+    `signature` is known when the task comes from a TaskDefinition or `@whenflow.task`.
+    """
+
+    type: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    signature: TaskSignature | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDefinition:
+    """A reusable, versioned task (`kind: Task`), referenced as `name@version`."""
+
+    name: str
+    version: str
+    task: TaskSpec
+    description: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Backoff(StrEnum):
+    CONSTANT = "constant"
+    EXPONENTIAL = "exponential"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many attempts a node gets and how long it waits between them."""
+
+    max_attempts: int = 1
+    delay_s: float = 0.0
+    backoff: Backoff = Backoff.CONSTANT
+    max_delay_s: float | None = None
+    retry_on: tuple[str, ...] = ()  # exception type names; empty means every error
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("retry.maxAttempts must be at least 1")
+        if self.delay_s < 0:
+            raise ValueError("retry.delay must be >= 0")
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        delay = self.delay_s
+        if self.backoff is Backoff.EXPONENTIAL:
+            delay = self.delay_s * (2 ** (attempt - 1))
+        if self.max_delay_s is not None:
+            delay = min(delay, self.max_delay_s)
+        return delay
+
+    def retries(self, error_type: str) -> bool:
+        return not self.retry_on or error_type in self.retry_on
+
+
+class OnItemError(StrEnum):
+    FAIL = "fail"
+    CONTINUE = "continue"
+    DROP = "drop"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDefinition:
+    """One node: what it runs and when it starts and stops."""
+
+    id: str
+    task: TaskSpec
+    start_when: str | None = None
+    stop_when: str | None = None
+    input_bindings: Mapping[str, Any] = field(default_factory=dict)
+    for_each: str | None = None
+    max_parallel: int | None = None
+    on_item_error: OnItemError = OnItemError.FAIL
+    allow_failure: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_s: float | None = None
+    within_s: float | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineDefinition:
+    """A whole pipeline, with every node's defaults already applied."""
+
+    name: str
+    version: str
+    nodes: tuple[NodeDefinition, ...]
+    description: str = ""
+    inputs: Mapping[str, ParamSpec] = field(default_factory=dict)
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    concurrency: int | None = None
+    fail_fast: bool = False
+    stop_when: str | None = None
+    source_path: str | None = None
+    source_text: str | None = None
+
+    def node(self, node_id: str) -> NodeDefinition:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(n.id for n in self.nodes)

@@ -1,0 +1,51 @@
+"""The event record and the names the engine reserves (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PIPELINE_SOURCE = "pipeline"
+EXTERNAL_SOURCE = "external"
+
+# Event names a node publishes itself; a task's custom events may not use them.
+RESERVED_NODE_EVENTS = frozenset(
+    {
+        "started",
+        "completed",
+        "failed",
+        "retrying",
+        "skipped",
+        "stopped",
+        "cancelled",
+        "waiting",
+        "approved",
+        "rejected",
+        "item_completed",
+        "item_failed",
+    }
+)
+
+# Node events after which the node is terminal and its outputs (if any) are in the pool.
+SETTLING_NODE_EVENTS = frozenset(
+    {"completed", "failed", "skipped", "stopped", "cancelled", "approved", "rejected"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of an execution's append-only event log; `seq` orders them."""
+
+    event_id: str
+    execution_id: str
+    seq: int
+    event_type: str
+    source: str
+    timestamp: float
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The part after the source: `completed` in `extract.completed`."""
+        return self.event_type.partition(".")[2]

@@ -1,0 +1,122 @@
+"""Rows the engine hands to the state store, in the order they must become durable.
+
+The engine appends these to an ordered write buffer; the store commits whole
+batches, so what is durable is always a prefix of what was appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from whenflow.domain.events import Event
+from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.domain.variables import Variable
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionCreated:
+    execution_id: str
+    pipeline_name: str
+    pipeline_version: str
+    definition_text: str
+    definition_path: str | None
+    inputs: Mapping[str, Any]
+    created_at: float
+    parent_execution_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionUpdated:
+    execution_id: str
+    status: ExecutionStatus
+    updated_at: float
+    finished_at: float | None = None
+    outputs: Mapping[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUpdated:
+    """The latest state of a node; upserted by (execution_id, node_id)."""
+
+    execution_id: str
+    node_id: str
+    state: NodeState
+    attempts: int
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecorded:
+    """One attempt of a node or forEach item; upserted by its key."""
+
+    execution_id: str
+    node_id: str
+    item_index: int  # -1 when the node has no forEach
+    attempt: int
+    status: NodeState
+    idempotency_key: str
+    started_at: float
+    finished_at: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventAppended:
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class VariableWritten:
+    execution_id: str
+    variable: Variable
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppended:
+    execution_id: str
+    node_id: str
+    attempt: int
+    item_index: int
+    stream: str
+    message: str
+    at: float
+
+
+Record = (
+    ExecutionCreated
+    | ExecutionUpdated
+    | NodeUpdated
+    | AttemptRecorded
+    | EventAppended
+    | VariableWritten
+    | LogAppended
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSnapshot:
+    """Everything durable about one execution: enough to resume or to show it."""
+
+    execution_id: str
+    pipeline_name: str
+    pipeline_version: str
+    definition_text: str
+    definition_path: str | None
+    inputs: Mapping[str, Any]
+    status: ExecutionStatus
+    created_at: float
+    finished_at: float | None
+    outputs: Mapping[str, Any] | None
+    error: str | None
+    events: tuple[Event, ...] = ()
+    variables: tuple[Variable, ...] = ()
+    nodes: tuple[NodeUpdated, ...] = ()
+    attempts: tuple[AttemptRecorded, ...] = field(default_factory=tuple)

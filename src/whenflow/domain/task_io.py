@@ -1,0 +1,81 @@
+"""What passes between the engine and an executor: one request in, one result out.
+
+Executors implement `Executor`; the engine hands them a `TaskRequest` and a
+`TaskContext` and gets a `TaskResult` back, or an exception for a failed attempt.
+Adding a field to these dataclasses breaks no executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from whenflow.domain.definitions import TaskSpec
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """One attempt of one task (or of one forEach item).
+
+    `idempotency_key` is the same for every attempt of the same node (and item),
+    so an outside system can deduplicate; `attempt` is the fencing token.
+    """
+
+    execution_id: str
+    node_id: str
+    attempt: int
+    task: TaskSpec
+    inputs: Mapping[str, Any]
+    idempotency_key: str
+    item_index: int | None = None
+    timeout_s: float | None = None
+    workdir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """The outputs of a successful attempt, by name."""
+
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TaskContext(Protocol):
+    """What a running task may do besides returning outputs."""
+
+    @property
+    def execution_id(self) -> str: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+    @property
+    def idempotency_key(self) -> str: ...
+
+    @property
+    def item_index(self) -> int | None: ...
+
+    def emit(self, name: str, payload: Mapping[str, Any] | None = None) -> None:
+        """Publish the custom event `<node>.<name>`; safe to call from any thread."""
+        ...
+
+    def log(self, message: str, *, stream: str = "log") -> None:
+        """Append a line to the task's log; safe to call from any thread."""
+        ...
+
+
+class Executor(Protocol):
+    """Runs one kind of task (`task.type`)."""
+
+    task_type: str
+
+    def check(self, task: TaskSpec) -> list[str]:
+        """Problems with the task's configuration found without running it."""
+        ...
+
+    async def execute(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
+        """Run one attempt; raise to fail it. Cancellation must stop the work."""
+        ...

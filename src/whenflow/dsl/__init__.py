@@ -1,0 +1,1 @@
+"""The pipeline language: YAML schema and loading, validation, trigger expressions."""

@@ -1,0 +1,325 @@
+"""Every `{{ }}` in whenflow goes through the one sandbox defined here (DESIGN.md §4, §10).
+
+At load time `analyze_*` parses a template once, rejects escape attempts
+(`__class__`, `|attr`, `{% include %}`...) and records which top-level names it
+reads, so the validator can check node references and the engine can index them.
+At run time `CompiledTemplate.evaluate` uses the compiled form, or, for a plain
+reference such as `{{ extract.output_path }}`, a path lookup that compiles nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, NoReturn
+
+from jinja2 import TemplateSyntaxError, Undefined, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from whenflow.domain.errors import WhenflowError
+
+# Names a template may use besides node ids.
+HELPER_NAMES = frozenset({"events", "settled", "any_ok", "now", "secret"})
+SCOPE_NAMES = frozenset({"pipeline", "system", "item", "index"})
+RESERVED_NAMES = HELPER_NAMES | SCOPE_NAMES | frozenset({"true", "false", "none", "loop"})
+
+MAX_RENDERED_CHARS = 1_000_000
+
+_FORBIDDEN_STATEMENTS = (
+    nodes.Include,
+    nodes.Import,
+    nodes.FromImport,
+    nodes.Extends,
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.Block,
+    nodes.FilterBlock,
+    nodes.Scope,
+)
+
+
+class TemplateSafetyError(WhenflowError):
+    """A template tries to leave the sandbox or uses a construct whenflow forbids."""
+
+
+class TemplateSyntaxProblem(WhenflowError):
+    """A template does not parse; `lineno` is 1-based within the template text."""
+
+    def __init__(self, message: str, lineno: int) -> None:
+        super().__init__(message)
+        self.lineno = lineno
+
+
+class Missing(Undefined):
+    """A variable that was never written (its node was skipped, failed, or did not set it).
+
+    Comparisons with it are false (like NaN, so `!=` is true), it is falsy, and
+    attribute access on it stays missing. Rendering it as text or computing with
+    it raises, so missing data is never silently turned into "" or 0.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return True
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __hash__(self) -> int:
+        return id(type(self))
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __getitem__(self, key: object) -> Missing:
+        return self
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self._fail_with_undefined_error()
+
+    def __str__(self) -> str:
+        self._fail_with_undefined_error()
+
+
+def _make_env() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=Missing, autoescape=False, cache_size=0)
+    env.globals.clear()
+    return env
+
+
+ENV = _make_env()
+
+
+class Namespace:
+    """What a template sees for a node or scope: `{{ node.output }}`.
+
+    Only `__getitem__` is public, so an output named `items` or `keys` is found
+    instead of a dict method; the leading-underscore slots are out of a
+    template's reach because such attributes are rejected at load time.
+    """
+
+    __slots__ = ("_name", "_values")
+
+    def __init__(self, name: str, values: Mapping[str, Any]) -> None:
+        self._name = name
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """What static analysis learned about one template."""
+
+    source: str
+    kind: str  # "literal" | "expression" | "text"
+    names: frozenset[str] = frozenset()  # top-level names read (node ids, scopes, helpers)
+    event_patterns: tuple[str, ...] = ()  # constant arguments of events(...)
+    dynamic_events: bool = False  # events(...) with a non-constant argument
+    path: tuple[str | int, ...] | None = None  # set for a plain reference
+    expression: str | None = None  # the inner text of a single {{ }}
+
+
+def _check_safety(tree: nodes.Node) -> None:
+    for node in tree.find_all(nodes.Node):
+        if isinstance(node, _FORBIDDEN_STATEMENTS):
+            raise TemplateSafetyError(
+                f"'{type(node).__name__.lower()}' statements are not allowed in templates"
+            )
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            raise TemplateSafetyError(
+                f"attribute {node.attr!r} is not allowed: names starting with '_' are private"
+            )
+        if isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
+            raise TemplateSafetyError(f"the string {node.value!r} is not allowed in a template")
+        if isinstance(node, nodes.Filter | nodes.Test) and node.name == "attr":
+            raise TemplateSafetyError("the 'attr' filter is not allowed")
+        if isinstance(node, nodes.Name) and node.name.startswith("_"):
+            raise TemplateSafetyError(f"name {node.name!r} is not allowed")
+
+
+def _parse(text: str) -> nodes.Template:
+    try:
+        return ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        raise TemplateSyntaxProblem(exc.message or str(exc), exc.lineno) from None
+
+
+def _plain_path(expr: nodes.Expr) -> tuple[str | int, ...] | None:
+    """(`a`, `b`, 0) for `a.b[0]`; None if the expression is anything more."""
+    parts: list[str | int] = []
+    while True:
+        if isinstance(expr, nodes.Getattr):
+            parts.append(expr.attr)
+            expr = expr.node
+        elif (
+            isinstance(expr, nodes.Getitem)
+            and isinstance(expr.arg, nodes.Const)
+            and isinstance(expr.arg.value, str | int)
+            and not isinstance(expr.arg.value, bool)
+        ):
+            parts.append(expr.arg.value)
+            expr = expr.node
+        elif isinstance(expr, nodes.Name) and expr.ctx == "load":
+            parts.append(expr.name)
+            return tuple(reversed(parts))
+        else:
+            return None
+
+
+def _info(source: str, kind: str, tree: nodes.Node, expression: str | None) -> TemplateInfo:
+    _check_safety(tree)
+    stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    names = frozenset(
+        n.name for n in tree.find_all(nodes.Name) if n.ctx == "load" and n.name not in stored
+    )
+    patterns: list[str] = []
+    dynamic = False
+    for call in tree.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "events":
+            for arg in call.args:
+                if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+                    patterns.append(arg.value)
+                else:
+                    dynamic = True
+            if not call.args:
+                dynamic = True
+    path = None
+    if kind == "expression":
+        body = tree.body[0] if isinstance(tree, nodes.Template) else None
+        if isinstance(body, nodes.Output) and len(body.nodes) == 1:
+            path = _plain_path(body.nodes[0])
+    return TemplateInfo(source, kind, names, tuple(patterns), dynamic, path, expression)
+
+
+def single_expression(text: str) -> str | None:
+    """The inner text if `text` is exactly one `{{ expr }}` (surrounding blanks allowed)."""
+    stripped = text.strip()
+    if not (stripped.startswith("{{") and stripped.endswith("}}")):
+        return None
+    inner = stripped[2:-2]
+    if "{{" in inner or "}}" in inner or "{%" in inner:
+        return None
+    return inner.strip()
+
+
+@lru_cache(maxsize=4096)
+def analyze_expression(expression: str) -> TemplateInfo:
+    """Analyse the inner text of a `{{ }}` condition; raise on syntax or safety errors."""
+    tree = _parse("{{ " + expression + " }}")
+    return _info(expression, "expression", tree, expression)
+
+
+@lru_cache(maxsize=4096)
+def analyze_template(text: str) -> TemplateInfo:
+    """Analyse a rendered field: a literal, one `{{ expr }}` (native value), or text."""
+    inner = single_expression(text)
+    if inner is not None:
+        return analyze_expression(inner)
+    if "{{" not in text and "{%" not in text and "{#" not in text:
+        return TemplateInfo(text, "literal")
+    tree = _parse(text)
+    return _info(text, "text", tree, None)
+
+
+def _lookup(context: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
+    value: Any = context.get(path[0], None) if isinstance(path[0], str) else None
+    if value is None and path[0] not in context:
+        return Missing(name=str(path[0]))
+    for part in path[1:]:
+        if isinstance(value, Missing):
+            return value
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            if isinstance(part, str) and not isinstance(value, Namespace | Mapping | list):
+                # Fall back to Jinja's attribute semantics for odd objects.
+                return ENV.getattr(value, part)
+            return Missing(name=str(part))
+    return value
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    """A template ready to evaluate many times; compile once per pipeline version."""
+
+    info: TemplateInfo
+    _expression: Callable[..., Any] | None = field(default=None, repr=False)
+    _template: Any = field(default=None, repr=False)
+
+    def evaluate(self, context: Mapping[str, Any]) -> Any:
+        """Native value for a single expression, text for a text template.
+
+        Raises TemplateEvaluationError with the template in the message.
+        """
+        info = self.info
+        try:
+            if info.kind == "literal":
+                return info.source
+            if info.path is not None:
+                return _lookup(context, info.path)
+            if self._expression is not None:
+                return self._expression(**context)
+            rendered = self._template.render(**context)
+        except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+            _raise_eval(info.source, exc)
+        except (AttributeError, LookupError) as exc:
+            _raise_eval(info.source, exc)
+        if len(rendered) > MAX_RENDERED_CHARS:
+            raise TemplateEvaluationError(
+                info.source, f"rendered text is over {MAX_RENDERED_CHARS} characters"
+            )
+        return rendered
+
+
+class TemplateEvaluationError(WhenflowError):
+    """A template raised while being evaluated; the message quotes it."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{{{{ {source} }}}}: {message}" if "{{" not in source else f"{source}: {message}")
+        self.source = source
+        self.reason = message
+
+
+def _raise_eval(source: str, exc: Exception) -> NoReturn:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, UndefinedError):
+        message = f"a value it reads is missing ({message})"
+    raise TemplateEvaluationError(source, f"{type(exc).__name__}: {message}") from exc
+
+
+@lru_cache(maxsize=8192)
+def compile_template(text: str) -> CompiledTemplate:
+    """Compile a rendered field (see `analyze_template`); cached by its text."""
+    info = analyze_template(text)
+    if info.kind == "literal" or info.path is not None:
+        return CompiledTemplate(info)
+    if info.kind == "expression":
+        assert info.expression is not None
+        return CompiledTemplate(info, _expression=ENV.compile_expression(info.expression, undefined_to_none=False))
+    return CompiledTemplate(info, _template=ENV.from_string(text))
+
+
+def compile_condition(expression: str) -> CompiledTemplate:
+    """Compile the inner text of a `{{ }}` trigger condition."""
+    return compile_template("{{ " + expression + " }}")

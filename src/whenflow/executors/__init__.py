@@ -1,0 +1,1 @@
+"""One module per task type; each implements `whenflow.domain.task_io.Executor`."""

@@ -1,0 +1,1 @@
+"""Use cases the CLI and API call: run, resume and inspect executions."""

@@ -1,0 +1,1 @@
+"""SQLAlchemy tables, the group-commit state store, Alembic migrations, artifacts."""
