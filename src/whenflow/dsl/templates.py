@@ -296,7 +296,9 @@ class TemplateEvaluationError(WhenflowError):
     """A template raised while being evaluated; the message quotes it."""
 
     def __init__(self, source: str, message: str) -> None:
-        super().__init__(f"{{{{ {source} }}}}: {message}" if "{{" not in source else f"{source}: {message}")
+        super().__init__(
+            f"{{{{ {source} }}}}: {message}" if "{{" not in source else f"{source}: {message}"
+        )
         self.source = source
         self.reason = message
 
@@ -316,7 +318,9 @@ def compile_template(text: str) -> CompiledTemplate:
         return CompiledTemplate(info)
     if info.kind == "expression":
         assert info.expression is not None
-        return CompiledTemplate(info, _expression=ENV.compile_expression(info.expression, undefined_to_none=False))
+        return CompiledTemplate(
+            info, _expression=ENV.compile_expression(info.expression, undefined_to_none=False)
+        )
     return CompiledTemplate(info, _template=ENV.from_string(text))
 
 

@@ -1,0 +1,340 @@
+"""A validated pipeline compiled for the engine (DESIGN.md §4).
+
+`build_program` runs every static check on a parsed definition and, when they
+all pass, returns a `PipelineProgram`: each node's effective `startWhen` as a
+syntax tree, its templates compiled once, and what it reads. Problems are
+collected, located (`file:line:col`) and raised together as DefinitionErrors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from whenflow.domain.definitions import NodeDefinition, PipelineDefinition, TaskSignature, TaskSpec
+from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, SourceLocation, WhenflowError
+from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE
+from whenflow.dsl.compiled_values import compile_value, iter_strings
+from whenflow.dsl.templates import (
+    RESERVED_NAMES,
+    CompiledTemplate,
+    TemplateSyntaxProblem,
+    analyze_expression,
+    analyze_template,
+)
+from whenflow.dsl.trigger_analysis import (
+    pattern_has_outside_source,
+    pattern_sources,
+    referenced_nodes,
+    waits_when_true,
+)
+from whenflow.dsl.trigger_ast import And, ConditionAtom, EventAtom, Expr, atoms, to_source
+from whenflow.dsl.trigger_parser import ExpressionSyntaxError, parse_trigger
+
+# Task config fields rendered per attempt, by task type; every other field is descriptive.
+RENDERED_CONFIG_FIELDS: Mapping[str, tuple[str, ...]] = {"shell": ("command", "env", "workdir")}
+RESERVED_NODE_IDS = RESERVED_NAMES | {PIPELINE_SOURCE, EXTERNAL_SOURCE}
+ITEM_NAMES = frozenset({"item", "index"})
+
+
+class TaskChecker(Protocol):
+    """What validation needs to know about executors (the TaskRunner satisfies it)."""
+
+    def knows(self, task_type: str) -> bool: ...
+
+    def check(self, request_task: Any) -> list[str]: ...
+
+
+SignatureResolver = Callable[[TaskSpec], TaskSignature | None]
+
+
+class Locator(Protocol):
+    """Maps a field of a node (or of the pipeline spec, node_id None) to a file position."""
+
+    def locate(self, node_id: str | None, *fields: str | int) -> SourceLocation | None: ...
+
+    def locate_in(
+        self, node_id: str | None, *fields: str | int, offset: int
+    ) -> SourceLocation | None: ...
+
+
+@dataclass(frozen=True)
+class NodeProgram:
+    definition: NodeDefinition
+    index: int
+    start: Expr
+    stop: Expr | None
+    bindings: Mapping[str, Any]
+    for_each: CompiledTemplate | None
+    rendered_config: Mapping[str, Any]
+    reads: frozenset[str]
+    signature: TaskSignature | None
+
+    @property
+    def id(self) -> str:
+        return self.definition.id
+
+
+@dataclass(frozen=True)
+class PipelineProgram:
+    definition: PipelineDefinition
+    nodes: tuple[NodeProgram, ...]
+    stop: Expr | None
+    outputs: Mapping[str, Any]
+    by_id: Mapping[str, NodeProgram] = field(default_factory=dict)
+
+    def effective_start_when(self, node_id: str) -> str:
+        return to_source(self.by_id[node_id].start)
+
+
+class _Collector:
+    def __init__(self, locator: Locator) -> None:
+        self.locator = locator
+        self.issues: list[DefinitionIssue] = []
+
+    def add(
+        self, message: str, node_id: str | None, *fields: str | int, offset: int | None = None
+    ) -> None:
+        if offset is None:
+            location = self.locator.locate(node_id, *fields)
+        else:
+            location = self.locator.locate_in(node_id, *fields, offset=offset)
+        prefix = f"nodes.{node_id}" if node_id else "spec"
+        path = ".".join([prefix, *(str(f) for f in fields)])
+        self.issues.append(DefinitionIssue(message, location, path))
+
+
+def _template_names_check(
+    c: _Collector,
+    text: str,
+    node_ids: Sequence[str],
+    allow_item: bool,
+    node_id: str | None,
+    *fields: str | int,
+) -> frozenset[str]:
+    """Check one rendered string; return the node ids it reads."""
+    try:
+        info = analyze_template(text)
+    except TemplateSyntaxProblem as exc:
+        c.add(f"template syntax error: {exc}", node_id, *fields)
+        return frozenset()
+    except WhenflowError as exc:
+        c.add(str(exc), node_id, *fields)
+        return frozenset()
+    reads: set[str] = set()
+    for name in sorted(info.names):
+        if name in node_ids:
+            reads.add(name)
+        elif name in ITEM_NAMES and not allow_item:
+            c.add(f"'{name}' is only defined in a node with forEach", node_id, *fields)
+        elif name not in RESERVED_NAMES:
+            c.add(_unknown_node(name, node_ids), node_id, *fields)
+    return frozenset(reads)
+
+
+def _unknown_node(name: str, node_ids: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, node_ids, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown node {name!r}{hint}"
+
+
+def _parse_trigger_field(
+    c: _Collector, text: str, node_ids: Sequence[str], node_id: str | None, fld: str
+) -> Expr | None:
+    try:
+        expr = parse_trigger(text)
+    except ExpressionSyntaxError as exc:
+        c.add(f"syntax error: {exc.message}", node_id, fld, offset=exc.column)
+        return None
+    ok = True
+    for atom in atoms(expr):
+        if isinstance(atom, EventAtom):
+            if not pattern_sources(atom.pattern, node_ids) and not pattern_has_outside_source(
+                atom.pattern
+            ):
+                source = atom.pattern.partition(".")[0]
+                c.add(
+                    f"event:{atom.pattern} can never happen: {_unknown_node(source, node_ids)}",
+                    node_id,
+                    fld,
+                    offset=atom.column,
+                )
+                ok = False
+            continue
+        try:
+            info = analyze_expression(atom.source)
+        except TemplateSyntaxProblem as exc:
+            c.add(f"condition syntax error: {exc}", node_id, fld, offset=atom.column)
+            ok = False
+            continue
+        except WhenflowError as exc:
+            c.add(str(exc), node_id, fld, offset=atom.column)
+            ok = False
+            continue
+        for name in sorted(info.names):
+            if name in ITEM_NAMES:
+                c.add(f"'{name}' is not defined in a trigger", node_id, fld, offset=atom.column)
+                ok = False
+            elif name not in node_ids and name not in RESERVED_NAMES:
+                c.add(_unknown_node(name, node_ids), node_id, fld, offset=atom.column)
+                ok = False
+    return expr if ok else None
+
+
+def _default_start(reads: frozenset[str], node_ids: Sequence[str]) -> Expr:
+    operands: list[Expr] = [EventAtom(f"{PIPELINE_SOURCE}.started")]
+    operands.extend(EventAtom(f"{n}.completed") for n in node_ids if n in reads)
+    return operands[0] if len(operands) == 1 else And(tuple(operands))
+
+
+def _check_signature(c: _Collector, node: NodeDefinition, signature: TaskSignature | None) -> None:
+    if signature is None:
+        return
+    for name in node.input_bindings:
+        if name not in signature.inputs:
+            declared = ", ".join(sorted(signature.inputs)) or "none"
+            c.add(
+                f"the task declares no input {name!r} (declared: {declared})",
+                node.id,
+                "inputBindings",
+                name,
+            )
+    for name, spec in signature.inputs.items():
+        if spec.required and spec.default is None and name not in node.input_bindings:
+            c.add(f"required input {name!r} ({spec.type}) is not bound", node.id, "inputBindings")
+
+
+def _find_cycle(edges: Mapping[str, frozenset[str]], order: Sequence[str]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(edges.get(n, ())):
+            if state.get(m) == 1:
+                return [*stack[stack.index(m) :], m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in order:
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
+def build_program(
+    definition: PipelineDefinition,
+    locator: Locator,
+    checker: TaskChecker,
+    resolve_signature: SignatureResolver | None = None,
+) -> PipelineProgram:
+    """Validate `definition` and compile it; raise DefinitionErrors listing every problem."""
+    c = _Collector(locator)
+    node_ids = definition.node_ids
+    programs: list[NodeProgram] = []
+    start_refs: dict[str, frozenset[str]] = {}
+    for index, node in enumerate(definition.nodes):
+        if node.id in RESERVED_NODE_IDS:
+            c.add(f"{node.id!r} is a reserved name; choose another node id", node.id, "id")
+        allow_item = node.for_each is not None
+        reads: set[str] = set()
+        for key, value in node.input_bindings.items():
+            for sub, text in iter_strings(value):
+                reads |= _template_names_check(
+                    c, text, node_ids, allow_item, node.id, "inputBindings", key, *sub
+                )
+        if node.for_each is not None:
+            reads |= _template_names_check(c, node.for_each, node_ids, False, node.id, "forEach")
+        rendered_fields = RENDERED_CONFIG_FIELDS.get(node.task.type, ())
+        rendered_config = {k: node.task.config[k] for k in rendered_fields if k in node.task.config}
+        for key, value in rendered_config.items():
+            for sub, text in iter_strings(value):
+                reads |= _template_names_check(
+                    c, text, node_ids, allow_item, node.id, "task", key, *sub
+                )
+        if node.id in reads:
+            c.add("a node cannot read its own outputs", node.id, "inputBindings")
+        frozen_reads = frozenset(reads)
+
+        if not checker.knows(node.task.type):
+            c.add(f"unknown task type {node.task.type!r}", node.id, "task", "type")
+        else:
+            for problem in checker.check(node.task):
+                c.add(problem, node.id, "task")
+        signature = node.task.signature
+        if signature is None and resolve_signature is not None and checker.knows(node.task.type):
+            signature = resolve_signature(node.task)
+        _check_signature(c, node, signature)
+
+        start: Expr | None
+        if node.start_when is None:
+            start = _default_start(frozen_reads, node_ids)
+        else:
+            start = _parse_trigger_field(c, node.start_when, node_ids, node.id, "startWhen")
+            if start is not None:
+                waited = waits_when_true(start, node_ids)
+                for missing in sorted(frozen_reads - waited, key=node_ids.index):
+                    c.add(
+                        f"the node reads {missing!r} but startWhen can be true before "
+                        f"{missing!r} has finished; add event:{missing}.completed",
+                        node.id,
+                        "startWhen",
+                    )
+        stop = None
+        if node.stop_when is not None:
+            stop = _parse_trigger_field(c, node.stop_when, node_ids, node.id, "stopWhen")
+        if start is None:
+            continue
+        start_refs[node.id] = referenced_nodes(start, node_ids)
+        programs.append(
+            NodeProgram(
+                definition=node,
+                index=index,
+                start=start,
+                stop=stop,
+                bindings=compile_value(dict(node.input_bindings)),
+                for_each=compile_value(node.for_each) if node.for_each is not None else None,
+                rendered_config=compile_value(rendered_config),
+                reads=frozen_reads,
+                signature=signature,
+            )
+        )
+
+    cycle = _find_cycle(start_refs, node_ids)
+    if cycle:
+        c.add(
+            "these nodes wait for each other and can never start: " + " -> ".join(cycle),
+            cycle[0],
+            "startWhen",
+        )
+    pipeline_stop = None
+    if definition.stop_when is not None:
+        pipeline_stop = _parse_trigger_field(c, definition.stop_when, node_ids, None, "stopWhen")
+    for key, value in definition.outputs.items():
+        for sub, text in iter_strings(value):
+            _template_names_check(c, text, node_ids, False, None, "outputs", key, *sub)
+    if c.issues:
+        raise DefinitionErrors(c.issues)
+    outputs = compile_value(dict(definition.outputs))
+    return PipelineProgram(
+        definition=definition,
+        nodes=tuple(programs),
+        stop=pipeline_stop,
+        outputs=outputs,
+        by_id={p.id: p for p in programs},
+    )
+
+
+def condition_atoms(expr: Expr) -> list[ConditionAtom]:
+    return [a for a in atoms(expr) if isinstance(a, ConditionAtom)]

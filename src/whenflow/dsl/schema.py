@@ -1,0 +1,278 @@
+"""Pydantic models of the YAML documents (DESIGN.md §2): their shape, not their meaning.
+
+These models only say which keys exist and what type each value has; the
+meaning (node references, trigger expressions, templates) is checked later by
+`whenflow.dsl.validation`. Keys are camelCase exactly as written in YAML; every
+model forbids unknown keys, so a typo is a located error, except a task block,
+whose type-specific fields (`callable`, `command`...) are left for the
+executor to check.
+
+Aliases only: the models are not `populate_by_name`, on purpose, so that the
+language has one spelling per key (`maxAttempts`, never `max_attempts`). The
+models are only ever built from YAML data, never by field name.
+
+Durations are parsed here (to seconds), so a bad one is reported at its place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+
+from whenflow.domain.definitions import NODE_ID_PATTERN, PIPELINE_NAME_PATTERN, ParamType
+from whenflow.domain.durations import parse_duration
+
+API_VERSION = "whenflow/v1"
+SEMVER_PATTERN = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
+)
+TASK_REF_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*@\S+$")
+
+# Tags of the task-block union; pydantic puts them in error locations, and
+# `whenflow.dsl.convert` drops them when it maps a location back to YAML.
+TASK_REF_TAG = "task-ref"
+TASK_INLINE_TAG = "task-inline"
+
+
+def _matching(pattern: re.Pattern[str], what: str, hint: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid {what}; {hint}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _text_version(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f'version {value!r} was read as a number; quote it, e.g. "1.0.0"')
+    return value
+
+
+def _to_seconds(value: Any) -> float:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return parse_duration(value)
+    raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 2s, 10m, 1h or seconds")
+
+
+def _bool_as_expression(value: Any) -> Any:
+    # `startWhen: true` reads as a YAML boolean; the trigger language spells it "true".
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+NodeId = Annotated[
+    str,
+    _matching(
+        NODE_ID_PATTERN,
+        "node id",
+        "use lowercase letters, digits and '_', starting with a letter or '_'",
+    ),
+    Field(json_schema_extra={"pattern": NODE_ID_PATTERN.pattern}),
+]
+Name = Annotated[
+    str,
+    _matching(
+        PIPELINE_NAME_PATTERN,
+        "name",
+        "use lowercase letters, digits, '_' and '-', starting with a letter",
+    ),
+    Field(json_schema_extra={"pattern": PIPELINE_NAME_PATTERN.pattern}),
+]
+Version = Annotated[
+    str,
+    BeforeValidator(_text_version),
+    _matching(SEMVER_PATTERN, "semantic version", 'write MAJOR.MINOR.PATCH, e.g. "1.0.0"'),
+    Field(json_schema_extra={"pattern": SEMVER_PATTERN.pattern}),
+]
+TaskRef = Annotated[
+    str,
+    _matching(TASK_REF_PATTERN, "task reference", "write name@version, e.g. transform@1.2.0"),
+    Field(json_schema_extra={"pattern": TASK_REF_PATTERN.pattern}),
+]
+Duration = Annotated[
+    float,
+    BeforeValidator(_to_seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)\s*)+$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "500ms, 2s, 10m, 1h30m, 1d, or a number of seconds",
+        }
+    ),
+]
+Expression = Annotated[
+    str,
+    BeforeValidator(_bool_as_expression),
+    WithJsonSchema({"type": ["string", "boolean"], "description": "trigger expression (§4)"}),
+]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+
+
+class _Schema(BaseModel):
+    """Base of the document models: camelCase aliases, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel)
+
+
+class ParamModel(_Schema):
+    """One typed input or output: `{type, required, default, description}`."""
+
+    type: ParamType = "any"
+    required: StrictBool = False
+    default: Any = None
+    description: str = ""
+
+
+class RetryModel(_Schema):
+    """`retry:` of a node or of `spec.defaults`."""
+
+    max_attempts: PositiveInt
+    delay: Duration = 0.0
+    backoff: Literal["constant", "exponential"] = "constant"
+    max_delay: Duration | None = None
+    retry_on: list[str] = Field(default_factory=list)
+
+
+class DefaultsModel(_Schema):
+    """`spec.defaults`: applied to every node that does not set its own."""
+
+    retry: RetryModel | None = None
+    timeout: Duration | None = None
+
+
+class TaskRefModel(_Schema):
+    """`task: {ref: name@version}`: a registered TaskDefinition."""
+
+    ref: TaskRef
+
+
+class InlineTaskModel(BaseModel):
+    """`task: {type: python, callable: ...}`: extra keys are the executor's config."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel)
+
+    type: Annotated[str, Field(min_length=1)]
+    inputs: dict[str, ParamModel] | None = None
+    outputs: dict[str, ParamModel] | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The type-specific fields, as written."""
+        return dict(self.model_extra or {})
+
+
+def _task_block_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return TASK_REF_TAG if "ref" in value else TASK_INLINE_TAG
+    return TASK_REF_TAG if isinstance(value, TaskRefModel) else TASK_INLINE_TAG
+
+
+TaskBlock = Annotated[
+    Union[  # noqa: UP007 - the tagged members need the explicit Union form
+        Annotated[TaskRefModel, Tag(TASK_REF_TAG)],
+        Annotated[InlineTaskModel, Tag(TASK_INLINE_TAG)],
+    ],
+    Discriminator(_task_block_kind),
+]
+
+
+class NodeModel(_Schema):
+    """One entry of `spec.nodes`."""
+
+    id: NodeId
+    description: str = ""
+    task: TaskBlock
+    start_when: Expression | None = None
+    stop_when: Expression | None = None
+    input_bindings: dict[str, Any] = Field(default_factory=dict)
+    for_each: str | None = None
+    max_parallel: PositiveInt | None = None
+    on_item_error: Literal["fail", "continue", "drop"] = "fail"
+    allow_failure: StrictBool = False
+    retry: RetryModel | None = None
+    timeout: Duration | None = None
+    within: Duration | None = None
+
+
+class PipelineMetadata(_Schema):
+    """`metadata` of a Pipeline: the version defaults to 0.1.0."""
+
+    name: Name
+    version: Version = "0.1.0"
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class TaskMetadata(_Schema):
+    """`metadata` of a Task: a task is referenced as name@version, so both are required."""
+
+    name: Name
+    version: Version
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class PipelineSpecModel(_Schema):
+    """`spec` of a Pipeline."""
+
+    inputs: dict[str, ParamModel] = Field(default_factory=dict)
+    defaults: DefaultsModel = Field(default_factory=DefaultsModel)
+    concurrency: PositiveInt | None = None
+    fail_fast: StrictBool = False
+    stop_when: Expression | None = None
+    nodes: Annotated[list[NodeModel], Field(min_length=1)]
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskSpecModel(BaseModel):
+    """`spec` of a Task: `type`, its type-specific fields, and the signature."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel)
+
+    type: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    inputs: dict[str, ParamModel] = Field(default_factory=dict)
+    outputs: dict[str, ParamModel] = Field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The type-specific fields, as written."""
+        return dict(self.model_extra or {})
+
+
+class PipelineDocument(_Schema):
+    """A whole `kind: Pipeline` document."""
+
+    model_config = ConfigDict(title="whenflow Pipeline")
+
+    api_version: Literal["whenflow/v1"]
+    kind: Literal["Pipeline"]
+    metadata: PipelineMetadata
+    spec: PipelineSpecModel
+
+
+class TaskDocument(_Schema):
+    """A whole `kind: Task` document: a reusable, versioned TaskDefinition."""
+
+    model_config = ConfigDict(title="whenflow Task")
+
+    api_version: Literal["whenflow/v1"]
+    kind: Literal["Task"]
+    metadata: TaskMetadata
+    spec: TaskSpecModel

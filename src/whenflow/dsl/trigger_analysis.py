@@ -1,0 +1,101 @@
+"""Static facts about trigger expressions: what they reference and what they wait for.
+
+`waits_when_true` answers "which nodes are certainly terminal once this
+expression is true?" — used to check that an explicit `startWhen` waits for
+every node its bindings read (DESIGN.md §4). Event atoms count as waiting only
+for exact node names and settling events (`completed`, `failed`, `skipped`...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from fnmatch import fnmatchcase
+
+from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE, SETTLING_NODE_EVENTS
+from whenflow.dsl.templates import analyze_expression
+from whenflow.dsl.trigger_ast import And, ConditionAtom, EventAtom, Expr, Literal, Not, Or
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_glob(text: str) -> bool:
+    return any(c in _GLOB_CHARS for c in text)
+
+
+def pattern_sources(pattern: str, node_ids: Sequence[str]) -> list[str]:
+    """Node ids the source part of an event pattern can match."""
+    source = pattern.partition(".")[0]
+    if not is_glob(source):
+        return [source] if source in node_ids else []
+    return [n for n in node_ids if fnmatchcase(n, source)]
+
+
+def pattern_has_outside_source(pattern: str) -> bool:
+    """Whether the pattern can match `pipeline.*` or `external.*` events."""
+    source = pattern.partition(".")[0]
+    return fnmatchcase(PIPELINE_SOURCE, source) or fnmatchcase(EXTERNAL_SOURCE, source)
+
+
+def condition_node_reads(condition: str, node_ids: Sequence[str]) -> frozenset[str]:
+    """Nodes whose state or variables a `{{ }}` condition depends on."""
+    info = analyze_expression(condition)
+    reads = {n for n in info.names if n in node_ids}
+    for pattern in info.event_patterns:
+        reads.update(pattern_sources(pattern, node_ids))
+    if info.dynamic_events:
+        reads.update(node_ids)
+    return frozenset(reads)
+
+
+def referenced_nodes(expr: Expr, node_ids: Sequence[str]) -> frozenset[str]:
+    """Every node an expression mentions, through events or variables."""
+    found: set[str] = set()
+    for atom in _walk_atoms(expr):
+        if isinstance(atom, EventAtom):
+            found.update(pattern_sources(atom.pattern, node_ids))
+        else:
+            found.update(condition_node_reads(atom.source, node_ids))
+    return frozenset(found)
+
+
+def _walk_atoms(expr: Expr) -> Iterable[EventAtom | ConditionAtom]:
+    if isinstance(expr, EventAtom | ConditionAtom):
+        yield expr
+    elif isinstance(expr, Not):
+        yield from _walk_atoms(expr.operand)
+    elif isinstance(expr, And | Or):
+        for operand in expr.operands:
+            yield from _walk_atoms(operand)
+
+
+def waits_when_true(expr: Expr, node_ids: Sequence[str]) -> frozenset[str]:
+    """Nodes certainly terminal whenever `expr` is true."""
+    return _waits(expr, node_ids, want=True)
+
+
+def _waits(expr: Expr, node_ids: Sequence[str], *, want: bool) -> frozenset[str]:
+    if isinstance(expr, Literal):
+        return frozenset()
+    if isinstance(expr, ConditionAtom):
+        # A condition is only evaluated once every node it reads is terminal.
+        return condition_node_reads(expr.source, node_ids)
+    if isinstance(expr, EventAtom):
+        if want:
+            source, _, name = expr.pattern.partition(".")
+            if not is_glob(source) and source in node_ids and name in SETTLING_NODE_EVENTS:
+                return frozenset({source})
+            return frozenset()
+        # False means every node the pattern can match is terminal.
+        if pattern_has_outside_source(expr.pattern):
+            return frozenset()
+        return frozenset(pattern_sources(expr.pattern, node_ids))
+    if isinstance(expr, Not):
+        return _waits(expr.operand, node_ids, want=not want)
+    parts = [_waits(o, node_ids, want=want) for o in expr.operands]
+    union = isinstance(expr, And) == want  # AND-true and OR-false need every operand
+    if union:
+        return frozenset().union(*parts)
+    result = parts[0]
+    for part in parts[1:]:
+        result &= part
+    return result

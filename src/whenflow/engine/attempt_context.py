@@ -1,0 +1,87 @@
+"""The `ctx` a running task gets: emit custom events and log lines, from any thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from whenflow.domain.events import RESERVED_NODE_EVENTS
+
+_EVENT_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+EmitSink = Callable[[str, int, int, str, Mapping[str, Any]], None]
+LogSink = Callable[[str, int, int, str, str], None]
+
+
+class AttemptContext:
+    """Implements `whenflow.domain.task_io.TaskContext` for one attempt."""
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        execution_id: str,
+        node_id: str,
+        attempt: int,
+        item_index: int | None,
+        idempotency_key: str,
+        emit_sink: EmitSink,
+        log_sink: LogSink,
+    ) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._execution_id = execution_id
+        self._node_id = node_id
+        self._attempt = attempt
+        self._item_index = item_index
+        self._key = idempotency_key
+        self._emit_sink = emit_sink
+        self._log_sink = log_sink
+
+    @property
+    def execution_id(self) -> str:
+        return self._execution_id
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    @property
+    def idempotency_key(self) -> str:
+        return self._key
+
+    @property
+    def item_index(self) -> int | None:
+        return self._item_index
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        # On the loop thread, act now so an event emitted just before returning
+        # is handled before the attempt's result; from a worker thread, queue it
+        # (the loop runs callbacks in order, so it still precedes the result).
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def emit(self, name: str, payload: Mapping[str, Any] | None = None) -> None:
+        if not _EVENT_NAME.match(name) or name in RESERVED_NODE_EVENTS:
+            raise ValueError(
+                f"custom event name {name!r} must match [a-z_][a-z0-9_]* and not be one of "
+                f"{', '.join(sorted(RESERVED_NODE_EVENTS))}"
+            )
+        data = dict(payload or {})
+        json.dumps(data)  # a payload must be JSON data; fail in the task, not in the loop
+        index = -1 if self._item_index is None else self._item_index
+        self._call(self._emit_sink, self._node_id, self._attempt, index, name, data)
+
+    def log(self, message: str, *, stream: str = "log") -> None:
+        index = -1 if self._item_index is None else self._item_index
+        self._call(self._log_sink, self._node_id, self._attempt, index, stream, str(message))

@@ -1,0 +1,104 @@
+"""Mutable per-execution state owned by the dispatcher, and the result it returns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.dsl.program import NodeProgram
+from whenflow.engine.trigger_eval import TriggerTree
+
+NO_ITEM = -1
+
+
+@dataclass(slots=True)
+class ForEachRun:
+    """Progress of a forEach node over its items."""
+
+    items: list[Any]
+    next_index: int = 0
+    running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)
+    results: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    retry_timers: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
+    queued: set[int] = field(default_factory=set)
+    pending_retries: list[int] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return (
+            self.next_index >= len(self.items)
+            and not self.running
+            and not self.retry_timers
+            and not self.queued
+            and not self.pending_retries
+        )
+
+
+@dataclass(slots=True)
+class NodeRuntime:
+    program: NodeProgram
+    start_tree: TriggerTree
+    stop_tree: TriggerTree | None
+    state: NodeState = NodeState.PENDING
+    attempt: int = 0
+    lost_attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    reason: str | None = None
+    task: asyncio.Task[None] | None = None
+    retry_timer: asyncio.TimerHandle | None = None
+    queued: bool = False
+    foreach: ForEachRun | None = None
+
+    @property
+    def id(self) -> str:
+        return self.program.id
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOutcome:
+    status: NodeState
+    attempts: int
+    outputs: Mapping[str, Any]
+    error: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": str(self.status),
+            "attempts": self.attempts,
+            "outputs": dict(self.outputs),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    """What `whenflow run --json` prints and `whenflow.run()` returns."""
+
+    execution_id: str
+    pipeline: str
+    version: str
+    status: ExecutionStatus
+    outputs: Mapping[str, Any]
+    nodes: Mapping[str, NodeOutcome]
+    events: tuple[str, ...]
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "execution_id": self.execution_id,
+            "pipeline": self.pipeline,
+            "version": self.version,
+            "status": str(self.status),
+            "outputs": dict(self.outputs),
+            "nodes": {k: v.to_json() for k, v in self.nodes.items()},
+            "events": list(self.events),
+            "error": self.error,
+        }

@@ -1,0 +1,62 @@
+"""Functions templates may call: `events()`, `settled()`, `any_ok()`, `now()` (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
+
+from whenflow.domain.errors import WhenflowError
+from whenflow.domain.states import NodeState
+from whenflow.dsl.templates import Namespace
+
+if TYPE_CHECKING:
+    from whenflow.engine.orchestrator import Orchestrator
+
+
+class SecretsUnavailable(WhenflowError):
+    """`secret()` needs a secrets backend, which this engine does not have configured."""
+
+
+def install_helpers(orch: Orchestrator) -> None:
+    """Put the helper functions into the execution's template context."""
+
+    def node_ids(args: tuple[Any, ...]) -> list[str]:
+        ids = []
+        for arg in args:
+            name = arg._name if isinstance(arg, Namespace) else str(arg)
+            if name not in orch.nodes:
+                raise ValueError(f"{name!r} is not a node of this pipeline")
+            ids.append(name)
+        return ids
+
+    def events(pattern: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "event_type": e.event_type,
+                "source": e.source,
+                "seq": e.seq,
+                "timestamp": e.timestamp,
+                "payload": dict(e.payload),
+            }
+            for e in orch.events
+            if fnmatchcase(e.event_type, pattern)
+        ]
+
+    def settled(*nodes: Any) -> bool:
+        return all(orch.nodes[n].state.is_terminal for n in node_ids(nodes))
+
+    def any_ok(*nodes: Any) -> bool:
+        return any(orch.nodes[n].state is NodeState.COMPLETED for n in node_ids(nodes))
+
+    def now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def secret(name: str) -> str:
+        raise SecretsUnavailable(
+            f"secret({name!r}): no secrets backend is configured in this version of whenflow"
+        )
+
+    orch.pool.context.update(
+        events=events, settled=settled, any_ok=any_ok, now=now, secret=secret
+    )

@@ -1,0 +1,129 @@
+"""The variable pool an execution's templates read (DESIGN.md §6).
+
+Namespaces: `pipeline.input.<name>`, `<node_id>.<output>`, `system.*`. The
+template context is built once and updated in place: a node's Namespace wraps
+its live outputs dict, so a completed node's outputs are visible at once. A
+forEach item sees `item` and `index` through a ChainMap overlay, never a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from collections import ChainMap
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+from whenflow.domain.param_types import type_name
+from whenflow.domain.variables import ArtifactRef, Variable
+from whenflow.dsl.templates import Namespace
+from whenflow.engine.ports import ArtifactStore
+
+INPUT_SCOPE = "pipeline.input"
+SYSTEM_SCOPE = "system"
+DEFAULT_OFFLOAD_BYTES = 1024 * 1024
+
+
+class OutputError(ValueError):
+    """A task returned an output that cannot live in the pool."""
+
+
+class VariablePool:
+    def __init__(
+        self,
+        *,
+        execution_id: str,
+        pipeline: str,
+        version: str,
+        inputs: Mapping[str, Any],
+        node_ids: Sequence[str],
+        started_at: float,
+        artifacts: ArtifactStore | None,
+        offload_bytes: int = DEFAULT_OFFLOAD_BYTES,
+    ) -> None:
+        self.execution_id = execution_id
+        self.artifacts = artifacts
+        self.offload_bytes = offload_bytes
+        self.inputs = dict(inputs)
+        self.system: dict[str, Any] = {
+            "execution_id": execution_id,
+            "pipeline": pipeline,
+            "version": version,
+            "started_at": started_at,
+        }
+        self.outputs: dict[str, dict[str, Any]] = {n: {} for n in node_ids}
+        self.context: dict[str, Any] = {
+            "pipeline": Namespace(
+                "pipeline",
+                {"input": Namespace(INPUT_SCOPE, self.inputs), "name": pipeline, "version": version},
+            ),
+            "system": Namespace(SYSTEM_SCOPE, self.system),
+        }
+        for node_id, values in self.outputs.items():
+            self.context[node_id] = Namespace(node_id, values)
+
+    def input_variables(self, at: float) -> list[Variable]:
+        return [
+            Variable(INPUT_SCOPE, k, v, type_name(v), at) for k, v in self.inputs.items()
+        ]
+
+    def overlay(self, extra: Mapping[str, Any]) -> MutableMapping[str, Any]:
+        """A view of the context with `item`/`index`/`system.attempt` on top."""
+        return ChainMap(dict(extra), self.context)
+
+    def store_outputs(
+        self, node_id: str, outputs: Mapping[str, Any], *, key_prefix: str, at: float
+    ) -> tuple[dict[str, Any], list[Variable]]:
+        """Turn task outputs into pool values and variables (files and big values to artifacts).
+
+        Returns (the values templates will see, the variables to persist).
+        Raises OutputError for a name or value that cannot be stored.
+        """
+        visible: dict[str, Any] = {}
+        variables: list[Variable] = []
+        for name, value in outputs.items():
+            if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+                raise OutputError(f"output name {name!r} must be an identifier not starting with '_'")
+            ref: ArtifactRef | None = None
+            if isinstance(value, pathlib.PurePath):
+                if self.artifacts is None:
+                    raise OutputError(f"output {name!r} is a file but no artifact store is set")
+                ref = self.artifacts.put_file(f"{key_prefix}/{name}", str(value))
+                value = self.artifacts.local_path(ref)
+            else:
+                try:
+                    encoded = json.dumps(value)
+                except (TypeError, ValueError) as exc:
+                    raise OutputError(
+                        f"output {name!r} is a {type(value).__name__}, not JSON data: {exc}"
+                    ) from None
+                if len(encoded) > self.offload_bytes and self.artifacts is not None:
+                    ref = self.artifacts.put_value(f"{key_prefix}/{name}", value)
+            visible[name] = value
+            stored = None if ref is not None else value
+            variables.append(
+                Variable(node_id, name, stored, "file" if ref and ref.kind == "file" else type_name(value), at, artifact=ref)
+            )
+        return visible, variables
+
+    def publish(self, node_id: str, values: Mapping[str, Any]) -> None:
+        self.outputs[node_id].update(values)
+
+    def restore(self, variables: Sequence[Variable]) -> None:
+        """Put persisted variables back (resume); artifact values are loaded again."""
+        for var in variables:
+            value = var.value
+            if var.artifact is not None and self.artifacts is not None:
+                if var.artifact.kind == "file":
+                    value = self.artifacts.local_path(var.artifact)
+                else:
+                    value = self.artifacts.load_value(var.artifact)
+            if var.scope == INPUT_SCOPE:
+                self.inputs[var.name] = value
+            elif var.scope in self.outputs:
+                self.outputs[var.scope][var.name] = value
+
+
+def now() -> float:
+    return time.time()

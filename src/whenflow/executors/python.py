@@ -1,0 +1,253 @@
+"""The `python` executor: call `package.module:function` with the node's inputs.
+
+    task: {type: python, callable: examples.features:extract, isolation: thread}
+
+Where the call runs:
+
+- an `async def` function is awaited on the engine's loop;
+- a plain function runs in this executor's thread pool, so it never blocks the
+  loop (a thread cannot be killed: on cancellation the attempt ends at once,
+  but the function runs on to its end in the background);
+- `isolation: process` runs either kind in a fresh child Python
+  (`whenflow.executors.python_child`), killed with its process group on
+  cancellation. Only JSON crosses that boundary; an exception in the child
+  fails the attempt under the child's exception type name and message.
+
+The function gets the inputs as keyword arguments and, if it has a parameter
+named `ctx`, the TaskContext. It returns a dict of outputs (None means none);
+`@whenflow.task` functions with a non-dict return annotation have their return
+value stored as the output `result`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from whenflow.domain.definitions import TaskSpec
+from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
+from whenflow.executors import python_child
+from whenflow.executors.callables import (
+    prepare_callable,
+    resolve_callable,
+    signature_of,
+)
+from whenflow.executors.errors import (
+    CallableNotFound,
+    ChildProcessDied,
+    InvalidTaskConfig,
+    isolated_error,
+)
+from whenflow.executors.subprocess_io import (
+    DEFAULT_GRACE_S,
+    feed_stdin,
+    read_lines,
+    spawn,
+    supervise,
+)
+
+__all__ = ["PythonExecutor", "resolve_callable", "signature_of"]
+
+T = TypeVar("T")
+
+ISOLATIONS = ("thread", "process")
+_CONFIG_FIELDS = ("callable", "isolation")
+_STDERR_TAIL_LINES = 50
+
+
+class PythonExecutor:
+    """Runs `python` tasks: on the loop, in a thread pool, or in a child process."""
+
+    task_type = "python"
+
+    def __init__(
+        self, *, max_threads: int | None = None, terminate_grace_s: float = DEFAULT_GRACE_S
+    ) -> None:
+        """
+        Args:
+            max_threads: Size of the pool for sync functions; Python's default when None.
+            terminate_grace_s: Seconds a cancelled child process gets between SIGTERM
+                and SIGKILL.
+        """
+        self._max_threads = max_threads
+        self._grace_s = terminate_grace_s
+        self._pool: ThreadPoolExecutor | None = None
+
+    def check(self, task: TaskSpec) -> list[str]:
+        """Config problems, importing the callable to prove it exists."""
+        problems = [
+            f"python task: unknown field {key!r}; known fields: {', '.join(_CONFIG_FIELDS)}"
+            for key in task.config
+            if key not in _CONFIG_FIELDS
+        ]
+        try:
+            spec, _ = _read_config(task)
+            prepare_callable(spec)
+        except InvalidTaskConfig as exc:
+            problems.append(str(exc))
+        return problems
+
+    async def execute(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
+        """Call the function once with the request's inputs; raise what it raises."""
+        spec, isolation = _read_config(request.task)
+        if isolation == "process":
+            return TaskResult(outputs=await self._run_in_child(spec, request, ctx))
+        # The first import of a user module can be slow: keep it off the loop too.
+        prepared = await self._in_thread(prepare_callable, spec)
+        arguments = prepared.arguments(request.inputs, ctx)
+        if prepared.is_async:
+            value = await prepared.fn(**arguments)
+        else:
+            value = await self._in_thread(prepared.fn, **arguments)
+            if inspect.isawaitable(value):
+                value = await value
+        return TaskResult(outputs=prepared.outputs(value))
+
+    def close(self) -> None:
+        """Stop the thread pool; functions still running finish in the background."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._max_threads, thread_name_prefix="whenflow-task")
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def _run_in_child(
+        self, spec: str, request: TaskRequest, ctx: TaskContext
+    ) -> dict[str, Any]:
+        payload = _child_request(spec, request)
+        answer = _ChildAnswer(ctx)
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        channel = asyncio.StreamReader()
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(channel), os.fdopen(read_fd, "rb", 0)
+            )
+        except BaseException:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        try:
+            try:
+                child = await spawn(
+                    [sys.executable, "-m", python_child.__name__, str(write_fd)],
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    pass_fds=(write_fd,),
+                    cwd=request.workdir,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            finally:
+                os.close(write_fd)  # the child holds its copy; EOF arrives when it exits
+            assert child.proc.stdout is not None
+            assert child.proc.stderr is not None
+            exit_code = await supervise(
+                child,
+                [
+                    feed_stdin(child, payload),
+                    read_lines(child.proc.stdout, answer.on_stdout),
+                    read_lines(child.proc.stderr, answer.on_stderr),
+                    read_lines(channel, answer.on_message, max_line=None),
+                ],
+                grace_s=self._grace_s,
+            )
+        finally:
+            transport.close()
+        return answer.outcome(exit_code)
+
+
+def _read_config(task: TaskSpec) -> tuple[str, str | None]:
+    spec = task.config.get("callable")
+    if spec is None:
+        raise InvalidTaskConfig("python", "`callable` is missing; add callable: pkg.module:func")
+    if not isinstance(spec, str):
+        raise CallableNotFound(repr(spec), "must be a string 'package.module:function'")
+    isolation = task.config.get("isolation")
+    if isolation is not None and isolation not in ISOLATIONS:
+        raise InvalidTaskConfig(
+            "python", f"isolation {isolation!r} is not one of: {', '.join(ISOLATIONS)}"
+        )
+    return spec, isolation
+
+
+def _child_request(spec: str, request: TaskRequest) -> bytes:
+    message = {
+        "callable": spec,
+        "inputs": dict(request.inputs),
+        # "" means the parent's cwd, which the child (maybe in `workdir`) does not share.
+        "sys_path": [entry or os.getcwd() for entry in sys.path],
+        "context": {
+            "execution_id": request.execution_id,
+            "node_id": request.node_id,
+            "attempt": request.attempt,
+            "idempotency_key": request.idempotency_key,
+            "item_index": request.item_index,
+        },
+    }
+    try:
+        return python_child.encode(message).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskConfig(
+            "python",
+            f"inputs of {spec!r} cannot be sent to an isolated process: {exc}; "
+            "bind JSON values or paths, or use isolation: thread",
+        ) from exc
+
+
+@dataclass
+class _ChildAnswer:
+    """What the child said: forwards emits and logs, keeps the result or the error."""
+
+    ctx: TaskContext
+    outputs: dict[str, Any] | None = None
+    error: Mapping[str, Any] | None = None
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=_STDERR_TAIL_LINES))
+
+    def on_stdout(self, line: str) -> None:
+        self.ctx.log(line, stream="stdout")
+
+    def on_stderr(self, line: str) -> None:
+        self.stderr_tail.append(line)
+        self.ctx.log(line, stream="stderr")
+
+    def on_message(self, line: str) -> None:
+        try:
+            message = python_child.decode(line)
+            kind = message["kind"]
+        except (ValueError, TypeError, KeyError):
+            self.ctx.log(f"unreadable message from the child: {line:.200}", stream="stderr")
+            return
+        if kind == "emit":
+            self.ctx.emit(str(message["name"]), message.get("payload") or {})
+        elif kind == "log":
+            self.ctx.log(str(message["message"]), stream=str(message.get("stream", "log")))
+        elif kind == "result":
+            self.outputs = dict(message["outputs"])
+        elif kind == "error":
+            self.error = message
+
+    def outcome(self, exit_code: int) -> dict[str, Any]:
+        if self.error is not None:
+            raise isolated_error(
+                str(self.error.get("type", "")),
+                str(self.error.get("message", "")),
+                module=str(self.error.get("module", "")),
+                traceback=str(self.error.get("traceback", "")),
+            )
+        if self.outputs is None:
+            raise ChildProcessDied(exit_code, list(self.stderr_tail))
+        return self.outputs

@@ -1,0 +1,229 @@
+"""The artifact store: large values and files, kept outside the variable table.
+
+`FsspecArtifactStore` implements the engine's `ArtifactStore` port over any
+fsspec filesystem: a local folder by default (`$WHENFLOW_HOME/artifacts`),
+`s3://`, `memory://` or another fsspec URL once its package is installed.
+The pool keeps only the `ArtifactRef` (URI, size, sha256, content type).
+
+Trust boundary (DESIGN.md §10): keys come from pipeline data, so a key is
+canonicalised and must name a path *under the root*. `..`, absolute paths,
+backslashes and, on a local root, symlinks that lead outside it raise
+`ArtifactPathError`; a reference read back from the database is checked the
+same way before its bytes are touched.
+
+The methods do blocking I/O; the engine calls them from a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import fsspec
+
+from whenflow.domain.errors import WhenflowError
+from whenflow.domain.variables import ArtifactRef
+
+_CHUNK = 1 << 20
+JSON_CONTENT_TYPE = "application/json"
+
+
+class ArtifactPathError(WhenflowError):
+    """An artifact key or reference points outside the artifact root; use a relative key."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"artifact key {key!r} rejected: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def canonical_key(key: str) -> str:
+    """`key` as a normalised relative POSIX path, or ArtifactPathError.
+
+    `a//b/./c` becomes `a/b/c`; empty keys, absolute keys, drive letters,
+    backslashes, NUL bytes and any `..` component are rejected outright
+    rather than resolved, so a key can never climb out of the root.
+    """
+    if not key or not key.strip():
+        raise ArtifactPathError(key, "empty key")
+    if "\x00" in key or "\\" in key:
+        raise ArtifactPathError(key, "NUL bytes and backslashes are not allowed")
+    if key.startswith("/") or "://" in key or (len(key) > 1 and key[1] == ":"):
+        raise ArtifactPathError(key, "absolute keys are not allowed")
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ArtifactPathError(key, "'..' is not allowed")
+    if not parts:
+        raise ArtifactPathError(key, "the key names the root itself")
+    return "/".join(parts)
+
+
+class FsspecArtifactStore:
+    """Artifacts under one fsspec root URL (a local folder by default)."""
+
+    def __init__(self, root_url: str | None = None, cache_dir: str | None = None) -> None:
+        """Args:
+        root_url: fsspec URL or local path of the root; default `$WHENFLOW_HOME/artifacts`.
+        cache_dir: where remote artifacts are downloaded for `local_path`;
+            default `$WHENFLOW_HOME/cache/artifacts`.
+        """
+        if root_url is None:
+            from whenflow.storage.database import whenflow_home
+
+            root_url = str(whenflow_home() / "artifacts")
+        fs, root = fsspec.core.url_to_fs(root_url)
+        self._fs: Any = fs
+        self._local = "file" in _protocols(fs)
+        if self._local:
+            root = os.path.realpath(root)
+            os.makedirs(root, exist_ok=True)
+        self._root: str = root.rstrip("/") or "/"
+        self._cache_dir = cache_dir
+
+    @property
+    def root(self) -> str:
+        """The root path inside the filesystem (a real path for a local root)."""
+        return self._root
+
+    def put_value(self, key: str, value: Any) -> ArtifactRef:
+        """Store a JSON-serialisable value under `key` as UTF-8 JSON."""
+        data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        path = self._target(key)
+        self._write(path, [data])
+        return ArtifactRef(
+            uri=self._uri(path),
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            content_type=JSON_CONTENT_TYPE,
+            kind="value",
+            filename=posixpath.basename(path),
+        )
+
+    def put_file(self, key: str, path: str) -> ArtifactRef:
+        """Copy the local file `path` into the store under `key`."""
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"not a file, cannot store it as an artifact: {path}")
+        target = self._target(key)
+        digest = hashlib.sha256()
+        size = 0
+        with source.open("rb") as handle:
+
+            def chunks() -> Iterator[bytes]:
+                nonlocal size
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    yield chunk
+
+            self._write(target, chunks())
+        content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
+        return ArtifactRef(
+            uri=self._uri(target),
+            size=size,
+            sha256=digest.hexdigest(),
+            content_type=content_type,
+            kind="file",
+            filename=source.name,
+        )
+
+    def load_value(self, ref: ArtifactRef) -> Any:
+        """The JSON value behind a `value` reference."""
+        with self._fs.open(self._path_of(ref), "rb") as handle:
+            return json.load(handle)
+
+    def local_path(self, ref: ArtifactRef) -> str:
+        """A local path with the artifact's bytes: the file itself on a local root,
+        otherwise a download into the cache (named by sha256, verified)."""
+        path = self._path_of(ref)
+        if self._local:
+            return path
+        cache = Path(self._cache_dir) if self._cache_dir else _default_cache_dir()
+        cached = cache / ref.sha256 / (ref.filename or "artifact")
+        if cached.is_file() and _sha256_file(cached) == ref.sha256:
+            return str(cached)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex}.part")
+        self._fs.get_file(path, str(partial))
+        if _sha256_file(partial) != ref.sha256:
+            partial.unlink()
+            raise WhenflowError(f"artifact {ref.uri} does not match its sha256; it was modified")
+        os.replace(partial, cached)
+        return str(cached)
+
+    def _target(self, key: str) -> str:
+        """The checked path inside the filesystem for a new artifact."""
+        path = posixpath.join(self._root, canonical_key(key))
+        if self._local:
+            self._check_local(key, path)
+        return path
+
+    def _path_of(self, ref: ArtifactRef) -> str:
+        """The checked path behind a reference read back from anywhere."""
+        fs_path = self._fs._strip_protocol(ref.uri)
+        prefix = self._root.rstrip("/") + "/"
+        if not fs_path.startswith(prefix):
+            raise ArtifactPathError(ref.uri, f"not under the artifact root {self._root!r}")
+        path = posixpath.join(self._root, canonical_key(fs_path[len(prefix) :]))
+        if self._local:
+            self._check_local(ref.uri, path)
+        return path
+
+    def _check_local(self, key: str, path: str) -> None:
+        # realpath resolves every symlink already on disk, in the parents and the leaf.
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self._root]) != self._root or real == self._root:
+            raise ArtifactPathError(key, "it resolves outside the artifact root (symlink?)")
+
+    def _write(self, path: str, chunks: Iterable[bytes]) -> None:
+        parent = posixpath.dirname(path)
+        self._fs.makedirs(parent, exist_ok=True)
+        if not self._local:
+            with self._fs.open(path, "wb") as out:
+                _copy(chunks, out)
+            return
+        # Local: write a sibling temp file, then rename, so readers never see half a file.
+        self._check_local(path, parent + "/x")
+        partial = f"{path}.{uuid.uuid4().hex}.part"
+        try:
+            with open(partial, "xb") as out:
+                _copy(chunks, out)
+            os.replace(partial, path)
+        except BaseException:
+            if os.path.exists(partial):
+                os.unlink(partial)
+            raise
+
+    def _uri(self, path: str) -> str:
+        return str(self._fs.unstrip_protocol(path))
+
+
+def _copy(chunks: Iterable[bytes], out: BinaryIO) -> None:
+    for chunk in chunks:
+        out.write(chunk)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _default_cache_dir() -> Path:
+    from whenflow.storage.database import whenflow_home
+
+    return whenflow_home() / "cache" / "artifacts"

@@ -1,0 +1,289 @@
+"""The read side: executions, events, variables, nodes and logs, as domain values.
+
+Services (and through them the CLI and API) call these. The caller owns the
+transaction: pass an open `AsyncConnection` to read several things in one
+snapshot, or an `AsyncEngine` to let a function borrow a connection for the
+one read. Nothing here writes or commits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from whenflow.domain.errors import ExecutionNotFound
+from whenflow.domain.events import Event
+from whenflow.domain.records import AttemptRecorded, ExecutionSnapshot, NodeUpdated
+from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.domain.variables import ArtifactRef, Variable
+from whenflow.storage import tables
+
+Bind = AsyncConnection | AsyncEngine
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSummary:
+    """One line of `whenflow executions list`."""
+
+    id: str
+    pipeline: str
+    version: str
+    status: ExecutionStatus
+    created_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line a task wrote; `id` grows with time, so `after_id` tails the log."""
+
+    id: int
+    execution_id: str
+    node_id: str
+    attempt: int
+    item_index: int
+    stream: str
+    message: str
+    at: float
+
+
+@asynccontextmanager
+async def _connected(bind: Bind) -> AsyncIterator[AsyncConnection]:
+    """Use the caller's connection as is, or borrow one from the engine for one read."""
+    if isinstance(bind, AsyncConnection):
+        yield bind
+    else:
+        async with bind.connect() as connection:
+            yield connection
+
+
+async def _require_execution(connection: AsyncConnection, execution_id: str) -> None:
+    ex = tables.executions
+    found = await connection.scalar(sa.select(ex.c.id).where(ex.c.id == execution_id))
+    if found is None:
+        raise ExecutionNotFound(execution_id)
+
+
+async def list_executions(
+    bind: Bind,
+    limit: int = 50,
+    status: ExecutionStatus | str | None = None,
+    pipeline: str | None = None,
+) -> list[ExecutionSummary]:
+    """The newest executions first, optionally of one status or pipeline."""
+    ex = tables.executions
+    query = sa.select(
+        ex.c.id,
+        ex.c.pipeline_name,
+        ex.c.pipeline_version,
+        ex.c.status,
+        ex.c.created_at,
+        ex.c.finished_at,
+    )
+    if status is not None:
+        query = query.where(ex.c.status == ExecutionStatus(status).value)
+    if pipeline is not None:
+        query = query.where(ex.c.pipeline_name == pipeline)
+    query = query.order_by(ex.c.created_at.desc(), ex.c.id).limit(limit)
+    async with _connected(bind) as connection:
+        rows = (await connection.execute(query)).all()
+    return [
+        ExecutionSummary(
+            id=r.id,
+            pipeline=r.pipeline_name,
+            version=r.pipeline_version,
+            status=ExecutionStatus(r.status),
+            created_at=r.created_at,
+            finished_at=r.finished_at,
+        )
+        for r in rows
+    ]
+
+
+async def get_execution(bind: Bind, execution_id: str) -> ExecutionSnapshot:
+    """Everything durable about one execution; raises ExecutionNotFound."""
+    ex = tables.executions
+    async with _connected(bind) as connection:
+        row = (await connection.execute(sa.select(ex).where(ex.c.id == execution_id))).first()
+        if row is None:
+            raise ExecutionNotFound(execution_id)
+        events = await _select_events(connection, execution_id, 0, None)
+        variables = await _select_variables(connection, execution_id)
+        nodes = await _select_nodes(connection, execution_id)
+        attempts = await _select_attempts(connection, execution_id)
+    return ExecutionSnapshot(
+        execution_id=row.id,
+        pipeline_name=row.pipeline_name,
+        pipeline_version=row.pipeline_version,
+        definition_text=row.definition_text,
+        definition_path=row.definition_path,
+        inputs=json.loads(row.inputs),
+        status=ExecutionStatus(row.status),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        outputs=None if row.outputs is None else json.loads(row.outputs),
+        error=row.error,
+        events=tuple(events),
+        variables=tuple(variables),
+        nodes=tuple(nodes),
+        attempts=tuple(attempts),
+    )
+
+
+async def get_events(
+    bind: Bind, execution_id: str, after_seq: int = 0, limit: int | None = None
+) -> list[Event]:
+    """Events with `seq > after_seq`, in seq order; raises ExecutionNotFound."""
+    async with _connected(bind) as connection:
+        found = await _select_events(connection, execution_id, after_seq, limit)
+        if not found:
+            await _require_execution(connection, execution_id)
+    return found
+
+
+async def get_variables(bind: Bind, execution_id: str) -> list[Variable]:
+    """The latest value of every variable, by scope and name; raises ExecutionNotFound."""
+    async with _connected(bind) as connection:
+        found = await _select_variables(connection, execution_id)
+        if not found:
+            await _require_execution(connection, execution_id)
+    return found
+
+
+async def get_nodes(bind: Bind, execution_id: str) -> list[NodeUpdated]:
+    """The latest state of every node that has one, by node id; raises ExecutionNotFound."""
+    async with _connected(bind) as connection:
+        found = await _select_nodes(connection, execution_id)
+        if not found:
+            await _require_execution(connection, execution_id)
+    return found
+
+
+async def get_attempts(bind: Bind, execution_id: str) -> list[AttemptRecorded]:
+    """Every recorded attempt, by node, item and attempt number; raises ExecutionNotFound."""
+    async with _connected(bind) as connection:
+        found = await _select_attempts(connection, execution_id)
+        if not found:
+            await _require_execution(connection, execution_id)
+    return found
+
+
+async def get_logs(
+    bind: Bind,
+    execution_id: str,
+    node_id: str | None = None,
+    after_id: int = 0,
+    limit: int | None = None,
+) -> list[LogLine]:
+    """Task log lines in the order written, optionally of one node; raises ExecutionNotFound."""
+    logs = tables.task_logs
+    query = sa.select(logs).where(logs.c.execution_id == execution_id, logs.c.id > after_id)
+    if node_id is not None:
+        query = query.where(logs.c.node_id == node_id)
+    query = query.order_by(logs.c.id).limit(limit)
+    async with _connected(bind) as connection:
+        rows = (await connection.execute(query)).all()
+        if not rows:
+            await _require_execution(connection, execution_id)
+    return [
+        LogLine(
+            id=r.id,
+            execution_id=r.execution_id,
+            node_id=r.node_id,
+            attempt=r.attempt,
+            item_index=r.item_index,
+            stream=r.stream,
+            message=r.message,
+            at=r.at,
+        )
+        for r in rows
+    ]
+
+
+async def _select_events(
+    connection: AsyncConnection, execution_id: str, after_seq: int, limit: int | None
+) -> list[Event]:
+    ev = tables.events
+    query = (
+        sa.select(ev)
+        .where(ev.c.execution_id == execution_id, ev.c.seq > after_seq)
+        .order_by(ev.c.seq)
+        .limit(limit)
+    )
+    return [
+        Event(
+            event_id=r.event_id,
+            execution_id=r.execution_id,
+            seq=r.seq,
+            event_type=r.event_type,
+            source=r.source,
+            timestamp=r.timestamp,
+            payload=json.loads(r.payload),
+        )
+        for r in await connection.execute(query)
+    ]
+
+
+async def _select_variables(connection: AsyncConnection, execution_id: str) -> list[Variable]:
+    va = tables.variables
+    query = sa.select(va).where(va.c.execution_id == execution_id).order_by(va.c.scope, va.c.name)
+    return [
+        Variable(
+            scope=r.scope,
+            name=r.name,
+            value=json.loads(r.value),
+            type=r.type,
+            created_at=r.created_at,
+            metadata=json.loads(r.metadata),
+            artifact=None if r.artifact is None else ArtifactRef.from_json(json.loads(r.artifact)),
+        )
+        for r in await connection.execute(query)
+    ]
+
+
+async def _select_nodes(connection: AsyncConnection, execution_id: str) -> list[NodeUpdated]:
+    ns = tables.node_states
+    query = sa.select(ns).where(ns.c.execution_id == execution_id).order_by(ns.c.node_id)
+    return [
+        NodeUpdated(
+            execution_id=r.execution_id,
+            node_id=r.node_id,
+            state=NodeState(r.state),
+            attempts=r.attempts,
+            updated_at=r.updated_at,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            error=r.error,
+            reason=r.reason,
+        )
+        for r in await connection.execute(query)
+    ]
+
+
+async def _select_attempts(connection: AsyncConnection, execution_id: str) -> list[AttemptRecorded]:
+    at = tables.node_attempts
+    query = (
+        sa.select(at)
+        .where(at.c.execution_id == execution_id)
+        .order_by(at.c.node_id, at.c.item_index, at.c.attempt)
+    )
+    return [
+        AttemptRecorded(
+            execution_id=r.execution_id,
+            node_id=r.node_id,
+            item_index=r.item_index,
+            attempt=r.attempt,
+            status=NodeState(r.status),
+            idempotency_key=r.idempotency_key,
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            error_type=r.error_type,
+            error_message=r.error_message,
+        )
+        for r in await connection.execute(query)
+    ]

@@ -1,0 +1,240 @@
+"""The durable state store: an ordered write buffer and one group-commit writer.
+
+`SqlStateStore` implements the engine's `StateStore` port (DESIGN.md §7):
+
+- `append(records)` is synchronous and never touches the database: it extends
+  an in-memory buffer, advances the append position and wakes the writer.
+- One writer task takes *everything* in the buffer, commits it in one
+  transaction (`write_batch.plan_batch`: a few Core `executemany` statements),
+  and releases the flush waiters whose position is now committed. Records
+  appended while a commit runs form the next batch, so the number of commits
+  follows the database's speed, not the number of records.
+- `flush()` is a barrier for the position at the time of the call.
+- A failed commit is fatal for the store: the error is kept, every pending and
+  later `flush()` and every later `append()` raise `StoreError` from it, and
+  nothing is silently dropped. Durable is then the prefix before that batch.
+
+Records are committed in append order, batch by batch, so what is durable is
+always a prefix of what was appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from whenflow.domain.errors import StoreError
+from whenflow.domain.records import ExecutionSnapshot, Record
+from whenflow.storage import queries
+from whenflow.storage.write_batch import BatchStatements, plan_batch
+
+_MAX_CAUSE_CHARS = 600
+
+
+class SqlStateStore:
+    """Group-commit state store over SQLite or PostgreSQL (SQLAlchemy Core, async).
+
+    Use it as `async with SqlStateStore(engine) as store:` or call `start()`
+    and `close()` yourself; `open_state_store(url)` also makes the engine and
+    migrates the schema.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+        """Args:
+        engine: where to write; its schema must be at head (`database.upgrade`).
+        owns_engine: dispose the engine in `close()`.
+        """
+        self._engine = engine
+        self._owns_engine = owns_engine
+        self._statements = BatchStatements(engine.dialect.name)
+        self._buffer: list[Record] = []
+        self._appended = 0  # records appended so far: the append position
+        self._committed = 0  # records durable so far: the committed position
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self.commits = 0  # batches committed; for probes and tests
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def pending(self) -> int:
+        """Records appended but not yet committed."""
+        return self._appended - self._committed
+
+    async def start(self) -> None:
+        """Start the writer task; idempotent."""
+        if self._closed:
+            raise StoreError("the state store is closed")
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="whenflow-state-writer")
+            self._writer.add_done_callback(self._writer_done)
+
+    def append(self, records: Sequence[Record]) -> None:
+        """Queue records for the next group commit; O(len(records)), never waits."""
+        if self._error is not None:
+            raise self._store_error()
+        if self._closing:
+            raise StoreError("the state store is closed; records appended after close() are lost")
+        if not records:
+            return
+        self._buffer.extend(records)
+        self._appended += len(records)
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Return once everything appended before this call is committed.
+
+        Raises:
+            StoreError: a commit failed (now or earlier), or the store is not running.
+        """
+        if self._error is not None:
+            raise self._store_error()
+        target = self._appended
+        if self._committed >= target:
+            return
+        if self._writer is None or self._writer.done():
+            raise StoreError("the state store is not started; call `await store.start()`")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        await future
+
+    async def load_execution(self, execution_id: str) -> ExecutionSnapshot:
+        """The committed state of one execution, after flushing this store's own appends.
+
+        Raises:
+            ExecutionNotFound: no execution with that id.
+        """
+        if self.pending and self._writer is not None:
+            await self.flush()
+        return await queries.get_execution(self._engine, execution_id)
+
+    async def close(self) -> None:
+        """Commit what is buffered, stop the writer, dispose an owned engine.
+
+        Raises StoreError if a commit failed during the store's life.
+        """
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            if self._writer is not None:
+                await asyncio.shield(self._writer)
+        finally:
+            self._closed = True
+            if self._owns_engine:
+                await self._engine.dispose()
+        if self._error is not None:
+            raise self._store_error()
+
+    async def __aenter__(self) -> SqlStateStore:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.close()
+        except StoreError:
+            # Do not hide the exception already on its way out; it is usually the cause.
+            if exc is None:
+                raise
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._buffer:
+                if self._closing:
+                    return
+                continue
+            batch, self._buffer = self._buffer, []
+            end = self._committed + len(batch)
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                self._fail(exc)
+                return
+            self._committed = end
+            self.commits += 1
+            self._release(end)
+            # Records appended during the commit have set the event again.
+            if self._buffer or self._closing:
+                self._wake.set()
+
+    async def _commit(self, batch: list[Record]) -> None:
+        steps = plan_batch(batch, self._statements)
+        async with self._engine.begin() as connection:
+            for step in steps:
+                await connection.execute(step.statement, step.rows)
+
+    def _release(self, committed: int) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= committed:
+            _, future = waiters.popleft()
+            if not future.done():  # the flusher may have been cancelled
+                future.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._buffer = []
+        while self._waiters:
+            _, future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(self._store_error())
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        # A writer that stops without an error while records wait (it was
+        # cancelled, the loop is closing) must not leave flush() hanging.
+        if self._error is None and (self._waiters or self._buffer):
+            cancelled = task.cancelled()
+            cause = task.exception() if not cancelled else None
+            self._fail(cause or RuntimeError("the state-store writer was cancelled"))
+
+    def _store_error(self) -> StoreError:
+        cause = str(self._error)
+        if len(cause) > _MAX_CAUSE_CHARS:
+            cause = cause[:_MAX_CAUSE_CHARS] + " …"
+        error = StoreError(
+            f"the state store could not commit ({type(self._error).__name__}: {cause}); "
+            "records after the last successful flush are not durable"
+        )
+        error.__cause__ = self._error
+        return error
+
+
+@asynccontextmanager
+async def open_state_store(
+    url: str | None = None, *, migrate: bool = True
+) -> AsyncIterator[SqlStateStore]:
+    """Make an engine for `url` (default: the embedded SQLite), migrate it, run a store.
+
+    The engine is disposed when the block ends; everything appended is
+    committed first.
+    """
+    from whenflow.storage.database import make_engine, upgrade
+
+    engine = make_engine(url)
+    try:
+        if migrate:
+            await upgrade(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    async with SqlStateStore(engine, owns_engine=True) as store:
+        yield store
