@@ -40,9 +40,12 @@ class InMemoryStateStore:
     def __init__(self) -> None:
         self.records: list[Record] = []
         self.flushes = 0
+        self.boundaries: list[int] = []
 
     def append(self, records: Sequence[Record]) -> None:
+        """Like the real store, a unit of records lands whole; `boundaries` marks units."""
         self.records.extend(records)
+        self.boundaries.append(len(self.records))
 
     async def flush(self) -> None:
         self.flushes += 1

@@ -184,7 +184,8 @@ def _the_pipeline(
     """The file's one Pipeline document; records an issue and returns None otherwise."""
     pipelines = [(data, source) for data, source in documents if _kind(data) == "Pipeline"]
     for data, source in documents:
-        if _kind(data) not in ("Pipeline", "Task"):
+        # An empty document (a trailing `---`) is not an error.
+        if data is not None and _kind(data) not in ("Pipeline", "Task"):
             try:
                 document_from_data(data, source)
             except DefinitionError as exc:

@@ -25,6 +25,7 @@ from whenflow.domain.records import (
     AttemptRecorded,
     EventAppended,
     ExecutionCreated,
+    ExecutionSnapshot,
     ExecutionUpdated,
     LogAppended,
     NodeUpdated,
@@ -192,6 +193,13 @@ class Orchestrator:
 
     async def run(self) -> ExecutionResult:
         await self.start()
+        return await self.wait()
+
+    async def resume(self, snapshot: ExecutionSnapshot) -> ExecutionResult:
+        """Continue an execution whose process died, from its durable state."""
+        from whenflow.engine.recovery import resume_execution
+
+        await resume_execution(self, snapshot)
         return await self.wait()
 
     async def _drain_tasks(self) -> None:

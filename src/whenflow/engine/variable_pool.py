@@ -89,7 +89,7 @@ class VariablePool:
             if isinstance(value, pathlib.PurePath):
                 if self.artifacts is None:
                     raise OutputError(f"output {name!r} is a file but no artifact store is set")
-                ref = self.artifacts.put_file(f"{key_prefix}/{name}", str(value))
+                ref = self.artifacts.put_file(f"{key_prefix}/{name}/{value.name}", str(value))
                 value = self.artifacts.local_path(ref)
             else:
                 try:

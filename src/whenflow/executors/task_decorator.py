@@ -222,15 +222,25 @@ def _outputs_of(hint: Any) -> tuple[dict[str, ParamSpec], bool]:
             hint = members[0]
     if isinstance(hint, type) and typing.is_typeddict(hint):
         required_keys: frozenset[str] = getattr(hint, "__required_keys__", frozenset())
-        fields = _resolved_hints(hint)
         return {
-            key: ParamSpec(type=param_type(field), required=key in required_keys)
-            for key, field in fields.items()
+            key: ParamSpec(
+                type=param_type(field), required=_field_required(key, field, required_keys)
+            )
+            for key, field in _resolved_hints(hint).items()
         }, False
     kind = param_type(hint)
     if kind == "object":
         return {}, False
     return {"result": ParamSpec(type=kind, required=not optional)}, True
+
+
+def _field_required(key: str, hint: Any, required_keys: frozenset[str]) -> bool:
+    # `__required_keys__` misses NotRequired[...] written as a string annotation
+    # (`from __future__ import annotations`) before Python 3.12; the hint itself is exact.
+    origin = typing.get_origin(hint)
+    if origin is typing.NotRequired:
+        return False
+    return origin is typing.Required or key in required_keys
 
 
 def _resolved_hints(obj: Any) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Example pipelines' task code; importable as `examples.<module>` from the repo root."""

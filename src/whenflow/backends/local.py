@@ -1,0 +1,61 @@
+"""The local backend: run every attempt in this process, through its executor.
+
+`LocalRunner` is the `TaskRunner` (whenflow.engine.ports) the engine uses by
+default. It only looks the executor up and awaits it; where the work really
+happens (the loop, a thread pool, a child process) is the executor's choice.
+It is kept thin on purpose: it is the seam where a distributed backend
+(Celery) plugs in with the same three methods.
+
+Backends and executors are sibling layers that must not import each other,
+so the registry is typed structurally (`ExecutorLookup`) rather than imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from whenflow.domain.definitions import TaskSpec
+from whenflow.domain.task_io import Executor, TaskContext, TaskRequest, TaskResult
+
+
+class ExecutorLookup(Protocol):
+    """What the runner needs of an executor registry (`whenflow.executors.registry`)."""
+
+    @property
+    def types(self) -> tuple[str, ...]: ...
+
+    def get(self, task_type: str) -> Executor:
+        """The executor for `task_type`; raises a WhenflowError naming the known types."""
+        ...
+
+
+class LocalRunner:
+    """Runs task attempts in-process with the executors of `registry`."""
+
+    def __init__(self, registry: ExecutorLookup) -> None:
+        self._registry = registry
+
+    def knows(self, task_type: str) -> bool:
+        """Whether an executor is registered for `task_type`."""
+        return task_type in self._registry.types
+
+    def check(self, request_task: TaskSpec) -> list[str]:
+        """Configuration problems of a task, from its executor (or an unknown type)."""
+        if not self.knows(request_task.type):
+            known = ", ".join(self._registry.types) or "none"
+            return [f"unknown task type {request_task.type!r}; known types: {known}"]
+        return self._registry.get(request_task.type).check(request_task)
+
+    async def run(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
+        """Run one attempt with the executor of `request.task.type`."""
+        return await self._registry.get(request.task.type).execute(request, ctx)
+
+    def close(self) -> None:
+        """Release what the executors hold (thread pools); attempts still running finish."""
+        for task_type in self._registry.types:
+            close: Callable[[], object] | None = getattr(
+                self._registry.get(task_type), "close", None
+            )
+            if callable(close):
+                close()

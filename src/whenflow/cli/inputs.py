@@ -1,0 +1,44 @@
+"""Execution inputs from the command line: `-i key=value` and `--inputs-file`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from whenflow.domain.errors import InputError
+
+
+def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
+    """Merge a JSON/YAML inputs file with `-i k=v` pairs (the pairs win).
+
+    Values stay strings here; the pipeline's declared types coerce them later.
+    """
+    values: dict[str, Any] = {}
+    if inputs_file is not None:
+        try:
+            text = inputs_file.read_text()
+        except OSError as exc:
+            raise InputError(str(inputs_file), f"cannot read the inputs file: {exc.strerror}") from None
+        try:
+            loaded = json.loads(text) if inputs_file.suffix == ".json" else _yaml(text)
+        except ValueError as exc:
+            raise InputError(str(inputs_file), f"not valid JSON/YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise InputError(str(inputs_file), "must hold a mapping of input names to values")
+        values.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(pair, "write inputs as -i name=value")
+        values[key.strip()] = value
+    return values
+
+
+def _yaml(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None

@@ -1,0 +1,280 @@
+"""The `whenflow` command.
+
+Imports are lazy: `--help`, `validate`, `graph` and `schema` never load the
+database layer; `run` loads it only after the definition has been validated.
+Every command that shows state takes `--json` (one JSON document on stdout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from whenflow.dsl.program import PipelineProgram
+    from whenflow.engine.runtime import ExecutionResult
+
+app = typer.Typer(
+    name="whenflow",
+    help="Pipelines whose nodes say when they run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+executions_app = typer.Typer(help="Inspect executions in the local store.", no_args_is_help=True)
+app.add_typer(executions_app, name="executions")
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+TasksOption = typer.Option(
+    [], "--tasks", help="Extra file or folder of `kind: Task` definitions (repeatable)."
+)
+JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(message, file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _load(file: Path, tasks: list[Path]) -> PipelineProgram:
+    """Parse and validate a pipeline; on errors print `file:line:col: ...` and exit 2."""
+    from whenflow.domain.errors import DefinitionError
+    from whenflow.services.pipelines import load_program
+
+    try:
+        return load_program(file, task_paths=tasks)
+    except DefinitionError as exc:
+        for issue in exc.issues:
+            print(str(issue), file=sys.stderr)
+        raise typer.Exit(EXIT_INVALID) from None
+
+
+def _exit_code(result: ExecutionResult) -> int:
+    return EXIT_OK if result.status.value == "completed" else EXIT_FAILED
+
+
+def _print_result(result: ExecutionResult, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json(), default=str))
+        return
+    from rich.console import Console
+
+    console = Console()
+    style = "green" if result.status.value == "completed" else "bold red"
+    console.print(f"execution {result.execution_id}: [{style}]{result.status.value}[/]")
+    if result.error:
+        console.print(f"  error: {result.error}", markup=False)
+    for node_id, node in result.nodes.items():
+        if node.status.value == "failed":
+            console.print(f"  {node_id} failed: {node.error}", markup=False)
+    if result.outputs:
+        console.print("outputs:", json.dumps(result.outputs, indent=2, default=str), markup=False)
+
+
+def _execute(
+    program: PipelineProgram | None,
+    *,
+    inputs: dict[str, Any] | None,
+    resume_id: str | None,
+    as_json: bool,
+) -> int:
+    from whenflow.cli.progress import Progress
+    from whenflow.domain.errors import ExecutionNotFound, InputError, WhenflowError
+    from whenflow.services.executions import ExecutionService
+
+    async def go(progress: Progress | None) -> ExecutionResult:
+        listener = progress.on_event if progress else None
+        async with ExecutionService.open() as service:
+            if resume_id is not None:
+                return await service.resume(resume_id, on_event=listener)
+            assert program is not None
+            return await service.run(program, inputs or {}, on_event=listener)
+
+    node_ids = list(program.definition.node_ids) if program else []
+    try:
+        if as_json:
+            result = asyncio.run(go(None))
+        else:
+            with Progress(node_ids) as progress:
+                result = asyncio.run(go(progress))
+    except InputError as exc:
+        _fail(f"error: {exc}", EXIT_INVALID)
+    except ExecutionNotFound as exc:
+        _fail(f"error: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted: resume with `whenflow resume <execution id>`", 130)
+    except WhenflowError as exc:
+        _fail(f"error: {exc}", EXIT_FAILED)
+    _print_result(result, as_json)
+    return _exit_code(result)
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(None, help="The pipeline YAML file.", show_default=False),
+    input_pairs: list[str] = typer.Option([], "-i", "--input", help="An input as name=value (repeatable)."),
+    inputs_file: Path = typer.Option(None, "--inputs-file", help="A JSON or YAML file of inputs."),
+    as_json: bool = JsonOption,
+    resume: str = typer.Option(None, "--resume", help="Resume this execution instead of starting one."),
+    tasks: list[Path] = TasksOption,
+) -> None:
+    """Run a pipeline here, with an embedded SQLite store, and show live progress."""
+    from whenflow.cli.inputs import parse_inputs
+    from whenflow.domain.errors import InputError
+
+    if resume is not None:
+        raise typer.Exit(_execute(None, inputs=None, resume_id=resume, as_json=as_json))
+    if file is None:
+        _fail("error: give a pipeline file (or --resume EXECUTION_ID)", EXIT_INVALID)
+    program = _load(file, tasks)
+    try:
+        inputs = parse_inputs(input_pairs, inputs_file)
+    except InputError as exc:
+        _fail(f"error: {exc}", EXIT_INVALID)
+    raise typer.Exit(_execute(program, inputs=inputs, resume_id=None, as_json=as_json))
+
+
+@app.command("resume")
+def resume_cmd(execution_id: str, as_json: bool = JsonOption) -> None:
+    """Continue an execution whose process died; completed nodes do not run again."""
+    raise typer.Exit(_execute(None, inputs=None, resume_id=execution_id, as_json=as_json))
+
+
+@app.command()
+def validate(file: Path, tasks: list[Path] = TasksOption, as_json: bool = JsonOption) -> None:
+    """Check a pipeline; print each node's effective startWhen, or the errors (exit 2)."""
+    program = _load(file, tasks)
+    triggers = {n.id: program.effective_start_when(n.id) for n in program.nodes}
+    if as_json:
+        print(json.dumps({"valid": True, "pipeline": program.definition.name, "startWhen": triggers}))
+        return
+    print(f"{file}: pipeline {program.definition.name} {program.definition.version} is valid")
+    width = max(len(n) for n in triggers)
+    for node_id, trigger in triggers.items():
+        print(f"  {node_id:<{width}}  startWhen: {trigger}")
+
+
+@app.command()
+def graph(
+    file: Path,
+    fmt: str = typer.Option("mermaid", "--format", help="mermaid or dot"),
+    tasks: list[Path] = TasksOption,
+) -> None:
+    """Print the graph the expressions imply, edges labelled by event."""
+    from whenflow.dsl.graph import to_dot, to_mermaid
+
+    if fmt not in ("mermaid", "dot"):
+        _fail(f"error: --format must be mermaid or dot, not {fmt!r}", EXIT_INVALID)
+    program = _load(file, tasks)
+    sys.stdout.write(to_mermaid(program) if fmt == "mermaid" else to_dot(program))
+
+
+@app.command()
+def schema(kind: str = typer.Option("all", "--kind", help="pipeline, task or all")) -> None:
+    """Print the JSON Schema of definition files, for editors."""
+    from whenflow.dsl import json_schema
+
+    makers = {
+        "pipeline": json_schema.pipeline_json_schema,
+        "task": json_schema.task_json_schema,
+        "all": json_schema.definition_json_schema,
+    }
+    if kind not in makers:
+        _fail(f"error: --kind must be one of {', '.join(makers)}", EXIT_INVALID)
+    print(json.dumps(makers[kind](), indent=2))
+
+
+def _query(action: Any) -> Any:
+    from whenflow.domain.errors import WhenflowError
+    from whenflow.services.executions import ExecutionService
+
+    async def go() -> Any:
+        async with ExecutionService.open() as service:
+            return await action(service)
+
+    try:
+        return asyncio.run(go())
+    except WhenflowError as exc:
+        _fail(f"error: {exc}", EXIT_FAILED)
+
+
+@executions_app.command("list")
+def executions_list(
+    limit: int = typer.Option(20, "--limit"),
+    status: str = typer.Option(None, "--status"),
+    as_json: bool = JsonOption,
+) -> None:
+    """The most recent executions."""
+    rows = _query(lambda s: s.list_executions(limit=limit, status=status))
+    if as_json:
+        print(json.dumps([r.to_json() for r in rows]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("execution", "pipeline", "version", "status", "created")
+    for r in rows:
+        table.add_row(r.execution_id, r.pipeline, r.version, r.status, r.created)
+    Console().print(table)
+
+
+@executions_app.command("show")
+def executions_show(execution_id: str, as_json: bool = JsonOption) -> None:
+    """One execution: status, nodes, outputs (same object as `run --json`)."""
+    result = _query(lambda s: s.show(execution_id))
+    _print_result(result, as_json)
+    if not as_json:
+        for node_id, node in result.nodes.items():
+            print(f"  {node_id:<24} {node.status.value:<10} attempts={node.attempts}")
+
+
+@executions_app.command("events")
+def executions_events(execution_id: str, as_json: bool = JsonOption) -> None:
+    """The event log of an execution, in seq order."""
+    events = _query(lambda s: s.events(execution_id))
+    if as_json:
+        print(json.dumps([e.to_json() for e in events], default=str))
+        return
+    for e in events:
+        payload = f" {json.dumps(e.payload, default=str)}" if e.payload else ""
+        print(f"{e.seq:>6} {e.time} {e.event_type}{payload}")
+
+
+@executions_app.command("vars")
+def executions_vars(execution_id: str, as_json: bool = JsonOption) -> None:
+    """The variables an execution wrote."""
+    variables = _query(lambda s: s.variables(execution_id))
+    if as_json:
+        print(json.dumps([v.to_json() for v in variables], default=str))
+        return
+    for v in variables:
+        print(f"{v.scope}.{v.name} ({v.type}) = {v.display}")
+
+
+@executions_app.command("logs")
+def executions_logs(
+    execution_id: str,
+    node: str = typer.Option(None, "--node"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Task logs (stdout, stderr, ctx.log) of an execution."""
+    logs = _query(lambda s: s.logs(execution_id, node_id=node))
+    if as_json:
+        print(json.dumps([line.to_json() for line in logs], default=str))
+        return
+    for line in logs:
+        print(f"{line.node_id}#{line.attempt} [{line.stream}] {line.message}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

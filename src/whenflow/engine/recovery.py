@@ -1,0 +1,139 @@
+"""Resuming an execution from its durable prefix after a crash (DESIGN.md §7).
+
+The event log is replayed into a fresh trigger index (no side effects), node
+states and variables are restored from their rows, and then each unfinished
+node is reconciled: a node that was running starts a new attempt
+(at-least-once, the lost attempt is recorded), a retrying node retries, a
+pending node whose trigger is now decided starts or is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from whenflow.domain.errors import BindingError
+from whenflow.domain.events import PIPELINE_SOURCE
+from whenflow.domain.records import ExecutionSnapshot, ExecutionUpdated
+from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.engine.foreach import ITEM_SCOPE_SUFFIX, evaluate_items, fill
+from whenflow.engine.runtime import NO_ITEM, ForEachRun
+
+if TYPE_CHECKING:
+    from whenflow.engine.orchestrator import Orchestrator
+
+LOST = "AttemptLost"
+
+
+async def resume_execution(orch: Orchestrator, snapshot: ExecutionSnapshot) -> None:
+    """Rebuild `orch` from `snapshot` and continue dispatching; like `Orchestrator.start`."""
+    orch._loop = asyncio.get_running_loop()
+    orch._done = orch._loop.create_future()
+    orch.started_at = snapshot.created_at
+    orch.pool.system["started_at"] = snapshot.created_at
+    orch.events = list(snapshot.events)
+    orch._seq = snapshot.events[-1].seq if snapshot.events else 0
+
+    item_results: dict[str, dict[int, dict[str, object]]] = {}
+    plain = []
+    for var in snapshot.variables:
+        if var.scope.endswith(ITEM_SCOPE_SUFFIX):
+            node_id = var.scope.removesuffix(ITEM_SCOPE_SUFFIX)
+            item_results.setdefault(node_id, {})[int(var.name)] = dict(var.value or {})
+        else:
+            plain.append(var)
+    orch.pool.restore(plain)
+
+    for row in snapshot.nodes:
+        rt = orch.nodes.get(row.node_id)
+        if rt is None:
+            continue
+        rt.state, rt.attempt = row.state, row.attempts
+        rt.started_at, rt.finished_at = row.started_at, row.finished_at
+        rt.error, rt.reason = row.error, row.reason
+    orch._non_terminal = sum(1 for rt in orch.nodes.values() if not rt.state.is_terminal)
+    lost = Counter((a.node_id, a.item_index) for a in snapshot.attempts if a.error_type == LOST)
+    for rt in orch.nodes.values():
+        rt.lost_attempts = lost[(rt.id, NO_ITEM)]
+
+    orch._register_trees()
+    for event in snapshot.events:
+        orch.index.on_event(event)
+    orch.index.settle_unreferenced()
+    orch._decisions.clear()
+    orch._arm_within()
+    orch._unit(_reconcile, orch, snapshot, item_results)
+    await orch._store.flush()
+
+
+def _reconcile(
+    orch: Orchestrator, snapshot: ExecutionSnapshot, item_results: dict[str, dict[int, dict[str, object]]]
+) -> None:
+    orch._publish(
+        "pipeline.resumed",
+        PIPELINE_SOURCE,
+        {"previous_status": str(snapshot.status), "last_seq": orch._seq},
+    )
+    orch.status = ExecutionStatus.RUNNING
+    orch._records.append(ExecutionUpdated(orch.execution_id, ExecutionStatus.RUNNING, orch._clock()))
+    attempts_by_item: dict[tuple[str, int], int] = {}
+    running_items: dict[str, list[int]] = {}
+    for a in snapshot.attempts:
+        key = (a.node_id, a.item_index)
+        attempts_by_item[key] = max(attempts_by_item.get(key, 0), a.attempt)
+        if a.item_index != NO_ITEM and a.status is NodeState.RUNNING:
+            running_items.setdefault(a.node_id, []).append(a.item_index)
+
+    for rt in orch.nodes.values():
+        if rt.state is NodeState.RUNNING:
+            if rt.program.for_each is not None:
+                _resume_foreach(orch, rt, item_results.get(rt.id, {}), attempts_by_item, running_items)
+            else:
+                orch._attempt_row(rt.id, NO_ITEM, rt.attempt, NodeState.FAILED, LOST,
+                                  "the process running this attempt stopped; starting a new attempt")
+                rt.lost_attempts += 1
+                rt.queued = True
+                orch._ready.append((rt.id, NO_ITEM))
+        elif rt.state is NodeState.RETRYING:
+            rt.queued = True
+            orch._ready.append((rt.id, NO_ITEM))
+        elif rt.state is NodeState.WAITING:
+            orch._waiting_nodes += 1
+        elif rt.state is NodeState.PENDING:
+            if rt.start_tree.value is not None:
+                orch._decisions.append((rt.start_tree, rt.start_tree.value))
+            if rt.stop_tree is not None and rt.stop_tree.value is True:
+                orch._decisions.append((rt.stop_tree, True))
+        if rt.state is NodeState.RUNNING and rt.stop_tree is not None and rt.stop_tree.value is True:
+            orch._decisions.append((rt.stop_tree, True))
+    if orch.pipeline_stop is not None and orch.pipeline_stop.value is True:
+        orch._decisions.append((orch.pipeline_stop, True))
+
+
+def _resume_foreach(
+    orch: Orchestrator,
+    rt: object,
+    results: dict[int, dict[str, object]],
+    attempts: dict[tuple[str, int], int],
+    running_items: dict[str, list[int]],
+) -> None:
+    from whenflow.engine.runtime import NodeRuntime
+
+    assert isinstance(rt, NodeRuntime)
+    try:
+        items = evaluate_items(orch, rt)
+    except BindingError as exc:
+        orch._fail(rt, type(exc).__name__, str(exc))
+        return
+    run = ForEachRun(items=items)
+    run.results.update(results)
+    for index in range(len(items)):
+        if (rt.id, index) in attempts:
+            run.attempts[index] = attempts[(rt.id, index)]
+    for index in running_items.get(rt.id, []):
+        if index not in results:
+            orch._attempt_row(rt.id, index, run.attempts.get(index, 1), NodeState.FAILED, LOST,
+                              "the process running this item stopped; starting a new attempt")
+    rt.foreach = run
+    fill(orch, rt)

@@ -1,0 +1,273 @@
+"""The `shell` executor: run an argv or a bash script, with data only in the environment.
+
+    task: {type: shell, command: ["wc", "-l", "data.csv"]}
+    task: {type: shell, script: "echo \"lines=$(wc -l < \"$WF_INPUT_PATH\")\" >> \"$WF_OUTPUTS\""}
+
+`command` runs without a shell. `script` runs as `bash -e -o pipefail FILE`
+with the script text written to FILE exactly as given: it is never rendered
+or interpolated (DESIGN.md §10), so data reaches a script only as environment
+variables:
+
+- `WF_INPUT_<NAME>` for every input (strings as-is, other values as JSON);
+- `WF_EXECUTION_ID`, `WF_NODE_ID`, `WF_ATTEMPT`, `WF_IDEMPOTENCY_KEY`,
+  `WF_ITEM_INDEX` (forEach items only);
+- `WF_OUTPUTS`, an empty file where the task writes `name=value` lines; each
+  becomes an output, natively typed when the value is a JSON number, boolean,
+  null, object or array, otherwise kept as text;
+- the task's own `env: {NAME: value}` (rendered by the engine beforehand).
+
+stdout and stderr go to the task log line by line while the process runs. A
+non-zero exit raises ShellCommandFailed with the last stderr lines. The
+process leads its own group; cancellation kills the whole group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+from whenflow.domain.definitions import TaskSpec
+from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
+from whenflow.executors.errors import InvalidTaskConfig, ShellCommandFailed, TaskOutputError
+from whenflow.executors.subprocess_io import DEFAULT_GRACE_S, read_lines, spawn, supervise
+
+__all__ = ["ShellCommandFailed", "ShellExecutor", "input_variable", "parse_outputs"]
+
+_CONFIG_FIELDS = ("command", "script", "env", "workdir")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_STDERR_TAIL_LINES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class _ShellConfig:
+    command: tuple[str, ...] | None
+    script: str | None
+    env: Mapping[str, str]
+    workdir: str | None
+
+
+class ShellExecutor:
+    """Runs `shell` tasks as child processes, never through string interpolation."""
+
+    task_type = "shell"
+
+    def __init__(
+        self, *, bash: str | None = None, terminate_grace_s: float = DEFAULT_GRACE_S
+    ) -> None:
+        """
+        Args:
+            bash: The bash used for `script`; found on PATH when None.
+            terminate_grace_s: Seconds a cancelled process group gets between SIGTERM
+                and SIGKILL.
+        """
+        self._bash = bash
+        self._grace_s = terminate_grace_s
+
+    def check(self, task: TaskSpec) -> list[str]:
+        """Config problems: exactly one of `command`/`script`, well-formed `env` and `workdir`."""
+        problems: list[str] = []
+        _parse_config(task.config, problems)
+        return problems
+
+    async def execute(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
+        """Run the process to its end; its WF_OUTPUTS lines plus `exit_code` are the outputs."""
+        problems: list[str] = []
+        config = _parse_config(request.task.config, problems)
+        if problems:
+            raise InvalidTaskConfig("shell", "; ".join(problems))
+        workdir = _existing_workdir(config.workdir or request.workdir)
+        with tempfile.TemporaryDirectory(prefix="whenflow-shell-") as scratch:
+            outputs_file = Path(scratch) / "outputs"
+            outputs_file.touch()
+            argv = self._argv(config, Path(scratch))
+            env = _environment(request, config, outputs_file)
+            exit_code = await self._run(argv, env, workdir, ctx)
+            outputs = parse_outputs(outputs_file.read_text(encoding="utf-8", errors="replace"))
+        outputs["exit_code"] = exit_code
+        return TaskResult(outputs=outputs)
+
+    def _argv(self, config: _ShellConfig, scratch: Path) -> list[str]:
+        if config.command is not None:
+            return list(config.command)
+        bash = self._bash or shutil.which("bash")
+        if bash is None:
+            raise InvalidTaskConfig("shell", "`script` needs bash, which is not on PATH")
+        script_file = scratch / "script.sh"
+        script_file.write_text(config.script or "", encoding="utf-8")
+        return [bash, "-e", "-o", "pipefail", str(script_file)]
+
+    async def _run(
+        self, argv: list[str], env: dict[str, str], workdir: str | None, ctx: TaskContext
+    ) -> int:
+        stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
+
+        def on_stderr(line: str) -> None:
+            stderr_tail.append(line)
+            ctx.log(line, stream="stderr")
+
+        try:
+            child = await spawn(
+                argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+            )
+        except (FileNotFoundError, PermissionError) as exc:
+            raise InvalidTaskConfig(
+                "shell", f"cannot run {argv[0]!r}: {exc.strerror}; check the program name and PATH"
+            ) from exc
+        except ValueError as exc:  # e.g. a NUL byte in an argument or a variable
+            raise InvalidTaskConfig("shell", f"cannot start {argv[0]!r}: {exc}") from exc
+        assert child.proc.stdout is not None
+        assert child.proc.stderr is not None
+        exit_code = await supervise(
+            child,
+            [
+                read_lines(child.proc.stdout, lambda line: ctx.log(line, stream="stdout")),
+                read_lines(child.proc.stderr, on_stderr),
+            ],
+            grace_s=self._grace_s,
+        )
+        if exit_code != 0:
+            raise ShellCommandFailed(exit_code, list(stderr_tail))
+        return exit_code
+
+
+def _existing_workdir(workdir: str | None) -> str | None:
+    # A local stat: cheap enough to do on the loop, like the scratch files.
+    if workdir is not None and not os.path.isdir(workdir):
+        raise InvalidTaskConfig("shell", f"workdir {workdir!r} is not a directory")
+    return workdir
+
+
+def input_variable(name: str) -> str:
+    """The environment variable carrying input `name`: `WF_INPUT_<NAME>`."""
+    return "WF_INPUT_" + re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
+
+
+def parse_outputs(text: str) -> dict[str, Any]:
+    """Outputs from the `name=value` lines of WF_OUTPUTS; blank lines are ignored.
+
+    A value that is a JSON number, boolean, null, object or array becomes that
+    value; anything else (including a quoted JSON string) stays text as written.
+    """
+    outputs: dict[str, Any] = {}
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise TaskOutputError(
+                f"line {number} of $WF_OUTPUTS is {line[:200]!r}; write one `name=value` per line"
+            )
+        outputs[name.strip()] = _output_value(value)
+    return outputs
+
+
+def _output_value(text: str) -> Any:
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return text
+    return text if isinstance(value, str) else value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # NaN/Infinity stay text
+
+
+def _environment(request: TaskRequest, config: _ShellConfig, outputs_file: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(config.env)
+    for name, value in request.inputs.items():
+        env[input_variable(name)] = _env_text(value)
+    env.update(
+        {
+            "WF_EXECUTION_ID": request.execution_id,
+            "WF_NODE_ID": request.node_id,
+            "WF_ATTEMPT": str(request.attempt),
+            "WF_IDEMPOTENCY_KEY": request.idempotency_key,
+            "WF_OUTPUTS": str(outputs_file),
+        }
+    )
+    if request.item_index is not None:
+        env["WF_ITEM_INDEX"] = str(request.item_index)
+    else:
+        env.pop("WF_ITEM_INDEX", None)  # never inherit one from the engine's own environment
+    return env
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _parse_config(config: Mapping[str, Any], problems: list[str]) -> _ShellConfig:
+    """Read the task block, appending every problem found to `problems`."""
+    for key in config:
+        if key not in _CONFIG_FIELDS:
+            problems.append(f"unknown field {key!r}; known fields: {', '.join(_CONFIG_FIELDS)}")
+    command = config.get("command")
+    script = config.get("script")
+    if (command is None) == (script is None):
+        problems.append("give exactly one of `command` (a list of arguments) or `script` (text)")
+    argv: tuple[str, ...] | None = None
+    if command is not None:
+        if (
+            not isinstance(command, list | tuple)
+            or not command
+            or not all(_is_scalar(item) for item in command)
+        ):
+            problems.append("`command` must be a non-empty list of strings, e.g. [echo, hi]")
+        else:
+            argv = tuple(_scalar_text(item) for item in command)
+    if script is not None and (not isinstance(script, str) or not script.strip()):
+        problems.append("`script` must be non-empty text")
+    env: dict[str, str] = {}
+    raw_env = config.get("env", {})
+    if not isinstance(raw_env, Mapping):
+        problems.append("`env` must be a mapping of NAME: value")
+    else:
+        for name, value in raw_env.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                problems.append(f"env name {name!r} is not a valid variable name")
+            elif name.startswith("WF_"):
+                problems.append(f"env name {name!r}: the WF_ prefix is reserved for whenflow")
+            elif not _is_scalar(value):
+                problems.append(f"env {name}: the value must be a string, number or boolean")
+            else:
+                env[name] = _scalar_text(value)
+    workdir = config.get("workdir")
+    if workdir is not None and not isinstance(workdir, str):
+        problems.append("`workdir` must be a path string")
+    return _ShellConfig(
+        command=argv,
+        script=script if isinstance(script, str) else None,
+        env=env,
+        workdir=workdir if isinstance(workdir, str) else None,
+    )
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,137 @@
+"""Run, resume and inspect executions against the durable store (DESIGN.md §7, §9)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from whenflow.backends.local import LocalRunner
+from whenflow.domain.events import Event
+from whenflow.domain.param_types import resolve_inputs
+from whenflow.dsl.program import PipelineProgram
+from whenflow.engine.orchestrator import Orchestrator
+from whenflow.engine.runtime import ExecutionResult
+from whenflow.services.pipelines import default_runner, load_stored_program
+from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, _iso
+from whenflow.storage import queries
+from whenflow.storage.artifacts import FsspecArtifactStore
+from whenflow.storage.database import default_database_url, make_engine, upgrade
+from whenflow.storage.state_store import SqlStateStore
+
+EventListener = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where state and artifacts live; from the environment by default."""
+
+    database_url: str
+    artifacts_url: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=os.environ.get("WHENFLOW_DATABASE_URL") or default_database_url(),
+            artifacts_url=os.environ.get("WHENFLOW_ARTIFACTS_URL") or None,
+        )
+
+
+class ExecutionService:
+    """The use cases of executions; open it with `async with ExecutionService.open()`."""
+
+    def __init__(
+        self, store: SqlStateStore, artifacts: FsspecArtifactStore, runner: LocalRunner
+    ) -> None:
+        self._store = store
+        self._artifacts = artifacts
+        self._runner = runner
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, settings: Settings | None = None, runner: LocalRunner | None = None
+    ) -> AsyncIterator[ExecutionService]:
+        settings = settings or Settings.from_env()
+        engine = make_engine(settings.database_url)
+        own_runner = runner is None
+        task_runner = runner or default_runner()
+        try:
+            await upgrade(engine)
+            async with SqlStateStore(engine) as store:
+                yield cls(store, FsspecArtifactStore(settings.artifacts_url), task_runner)
+        finally:
+            await engine.dispose()
+            if own_runner:
+                task_runner.close()
+
+    async def run(
+        self,
+        program: PipelineProgram,
+        inputs: Mapping[str, Any],
+        *,
+        on_event: EventListener | None = None,
+        execution_id: str | None = None,
+    ) -> ExecutionResult:
+        """Start an execution and wait for its end; raises InputError for bad inputs."""
+        resolved = resolve_inputs(program.definition.inputs, inputs)
+        orchestrator = Orchestrator(
+            program,
+            store=self._store,
+            runner=self._runner,
+            artifacts=self._artifacts,
+            inputs=resolved,
+            execution_id=execution_id,
+            on_event=on_event,
+        )
+        return await orchestrator.run()
+
+    async def resume(self, execution_id: str, *, on_event: EventListener | None = None) -> ExecutionResult:
+        """Continue an unfinished execution; a finished one is returned as it is."""
+        snapshot = await self._store.load_execution(execution_id)
+        if snapshot.status.is_terminal:
+            return ExecutionResult.from_snapshot(snapshot)
+        program = load_stored_program(snapshot.definition_text, snapshot.definition_path)
+        orchestrator = Orchestrator(
+            program,
+            store=self._store,
+            runner=self._runner,
+            artifacts=self._artifacts,
+            inputs=snapshot.inputs,
+            execution_id=execution_id,
+            on_event=on_event,
+        )
+        return await orchestrator.resume(snapshot)
+
+    async def show(self, execution_id: str) -> ExecutionResult:
+        return ExecutionResult.from_snapshot(await self._store.load_execution(execution_id))
+
+    async def list_executions(self, *, limit: int = 20, status: str | None = None) -> list[ExecutionRow]:
+        from whenflow.domain.states import ExecutionStatus
+
+        wanted = ExecutionStatus(status) if status else None
+        rows = await queries.list_executions(self._store.engine, limit=limit, status=wanted)
+        return [
+            ExecutionRow(r.id, r.pipeline, r.version, str(r.status), _iso(r.created_at) or "", _iso(r.finished_at))
+            for r in rows
+        ]
+
+    async def events(self, execution_id: str) -> list[EventView]:
+        events = await queries.get_events(self._store.engine, execution_id)
+        return [EventView(e.seq, e.event_type, e.source, e.timestamp, e.payload, e.event_id) for e in events]
+
+    async def variables(self, execution_id: str) -> list[VariableView]:
+        variables = await queries.get_variables(self._store.engine, execution_id)
+        return [
+            VariableView(v.scope, v.name, v.type, v.value, v.artifact.to_json() if v.artifact else None)
+            for v in variables
+        ]
+
+    async def logs(self, execution_id: str, *, node_id: str | None = None) -> list[LogView]:
+        lines = await queries.get_logs(self._store.engine, execution_id, node_id=node_id)
+        return [
+            LogView(l.node_id, l.attempt, None if l.item_index < 0 else l.item_index, l.stream, l.message, l.at)
+            for l in lines
+        ]

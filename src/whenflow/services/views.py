@@ -1,0 +1,106 @@
+"""Read models the CLI and API print: plain data with a `to_json`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_DISPLAY = 120
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRow:
+    execution_id: str
+    pipeline: str
+    version: str
+    status: str
+    created: str
+    finished: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "execution_id": self.execution_id,
+            "pipeline": self.pipeline,
+            "version": self.version,
+            "status": self.status,
+            "created_at": self.created,
+            "finished_at": self.finished,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    seq: int
+    event_type: str
+    source: str
+    timestamp: float
+    payload: Mapping[str, Any]
+    event_id: str
+
+    @property
+    def time(self) -> str:
+        return _iso(self.timestamp) or ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "source": self.source,
+            "timestamp": self.time,
+            "payload": dict(self.payload),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VariableView:
+    scope: str
+    name: str
+    type: str
+    value: Any
+    artifact: Mapping[str, Any] | None
+
+    @property
+    def display(self) -> str:
+        if self.artifact is not None:
+            return f"<artifact {self.artifact['uri']} {self.artifact['size']} bytes>"
+        text = json.dumps(self.value, default=str)
+        return text if len(text) <= MAX_DISPLAY else text[: MAX_DISPLAY - 1] + "…"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "name": self.name,
+            "type": self.type,
+            "value": self.value,
+            "artifact": dict(self.artifact) if self.artifact else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LogView:
+    node_id: str
+    attempt: int
+    item_index: int | None
+    stream: str
+    message: str
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "attempt": self.attempt,
+            "item_index": self.item_index,
+            "stream": self.stream,
+            "message": self.message,
+            "at": _iso(self.at),
+        }
