@@ -20,7 +20,13 @@ def extract(start: str, end: str) -> dict[str, Any]:
     rows = []
     for day in _days(start, end):
         rng = random.Random(day.toordinal())  # the same day always gives the same row
-        rows.append({"date": day.isoformat(), "orders": rng.randint(50, 150), "revenue": round(rng.uniform(1e3, 5e3), 2)})
+        rows.append(
+            {
+                "date": day.isoformat(),
+                "orders": rng.randint(50, 150),
+                "revenue": round(rng.uniform(1e3, 5e3), 2),
+            }
+        )
     out = Path(tempfile.mkdtemp(prefix="extract-")) / "rows.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {"output_path": out, "row_count": len(rows)}

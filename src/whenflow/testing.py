@@ -1,8 +1,8 @@
 """In-memory fakes of every engine port, for unit tests and for users testing pipelines.
 
-    InMemoryStateStore    StateStore: records in a list; `flush()` is immediate
-    InMemoryArtifactStore ArtifactStore: bytes in a dict, files in a temp folder
-    InlineRunner          TaskRunner: `noop`, and `python` tasks looked up in a dict
+InMemoryStateStore    StateStore: records in a list; `flush()` is immediate
+InMemoryArtifactStore ArtifactStore: bytes in a dict, files in a temp folder
+InlineRunner          TaskRunner: `noop`, and `python` tasks looked up in a dict
 """
 
 from __future__ import annotations
@@ -128,7 +128,11 @@ class InMemoryArtifactStore:
         data = json.dumps(value).encode()
         self._values[key] = data
         return ArtifactRef(
-            f"memory://{key}", len(data), hashlib.sha256(data).hexdigest(), "application/json", "value"
+            f"memory://{key}",
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            "application/json",
+            "value",
         )
 
     def put_file(self, key: str, path: str) -> ArtifactRef:
@@ -136,8 +140,12 @@ class InMemoryArtifactStore:
         shutil.copyfile(path, target)
         data = target.read_bytes()
         return ArtifactRef(
-            str(target), len(data), hashlib.sha256(data).hexdigest(), "application/octet-stream",
-            "file", Path(path).name,
+            str(target),
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            "application/octet-stream",
+            "file",
+            Path(path).name,
         )
 
     def load_value(self, ref: ArtifactRef) -> Any:

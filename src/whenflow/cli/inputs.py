@@ -19,7 +19,9 @@ def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
         try:
             text = inputs_file.read_text()
         except OSError as exc:
-            raise InputError(str(inputs_file), f"cannot read the inputs file: {exc.strerror}") from None
+            raise InputError(
+                str(inputs_file), f"cannot read the inputs file: {exc.strerror}"
+            ) from None
         try:
             loaded = json.loads(text) if inputs_file.suffix == ".json" else _yaml(text)
         except ValueError as exc:

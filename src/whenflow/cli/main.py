@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -117,11 +117,17 @@ def _execute(
 
 @app.command()
 def run(
-    file: Path = typer.Argument(None, help="The pipeline YAML file.", show_default=False),
-    input_pairs: list[str] = typer.Option([], "-i", "--input", help="An input as name=value (repeatable)."),
-    inputs_file: Path = typer.Option(None, "--inputs-file", help="A JSON or YAML file of inputs."),
+    file: Annotated[Path | None, typer.Argument(help="The pipeline YAML file.")] = None,
+    input_pairs: Annotated[
+        list[str] | None, typer.Option("-i", "--input", help="An input as name=value (repeatable).")
+    ] = None,
+    inputs_file: Annotated[
+        Path | None, typer.Option("--inputs-file", help="A JSON or YAML file of inputs.")
+    ] = None,
     as_json: bool = JsonOption,
-    resume: str = typer.Option(None, "--resume", help="Resume this execution instead of starting one."),
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Resume this execution instead of starting one.")
+    ] = None,
     tasks: list[Path] = TasksOption,
 ) -> None:
     """Run a pipeline here, with an embedded SQLite store, and show live progress."""
@@ -134,7 +140,7 @@ def run(
         _fail("error: give a pipeline file (or --resume EXECUTION_ID)", EXIT_INVALID)
     program = _load(file, tasks)
     try:
-        inputs = parse_inputs(input_pairs, inputs_file)
+        inputs = parse_inputs(input_pairs or [], inputs_file)
     except InputError as exc:
         _fail(f"error: {exc}", EXIT_INVALID)
     raise typer.Exit(_execute(program, inputs=inputs, resume_id=None, as_json=as_json))
@@ -152,7 +158,9 @@ def validate(file: Path, tasks: list[Path] = TasksOption, as_json: bool = JsonOp
     program = _load(file, tasks)
     triggers = {n.id: program.effective_start_when(n.id) for n in program.nodes}
     if as_json:
-        print(json.dumps({"valid": True, "pipeline": program.definition.name, "startWhen": triggers}))
+        print(
+            json.dumps({"valid": True, "pipeline": program.definition.name, "startWhen": triggers})
+        )
         return
     print(f"{file}: pipeline {program.definition.name} {program.definition.version} is valid")
     width = max(len(n) for n in triggers)
@@ -207,7 +215,7 @@ def _query(action: Any) -> Any:
 @executions_app.command("list")
 def executions_list(
     limit: int = typer.Option(20, "--limit"),
-    status: str = typer.Option(None, "--status"),
+    status: Annotated[str | None, typer.Option("--status")] = None,
     as_json: bool = JsonOption,
 ) -> None:
     """The most recent executions."""
@@ -260,7 +268,7 @@ def executions_vars(execution_id: str, as_json: bool = JsonOption) -> None:
 @executions_app.command("logs")
 def executions_logs(
     execution_id: str,
-    node: str = typer.Option(None, "--node"),
+    node: Annotated[str | None, typer.Option("--node")] = None,
     as_json: bool = JsonOption,
 ) -> None:
     """Task logs (stdout, stderr, ctx.log) of an execution."""

@@ -79,9 +79,13 @@ class ProgressModel:
                     row.items_total = int(payload["items"])
             if row.state in ("completed", "failed", "skipped", "stopped", "cancelled"):
                 row.ended = now
-            detail = payload.get("message") or payload.get("reason") or payload.get("error_type") or ""
+            detail = (
+                payload.get("message") or payload.get("reason") or payload.get("error_type") or ""
+            )
             row.detail = str(detail)
-            attempt = f" (attempt {row.attempt})" if name in ("started", "retrying", "failed") else ""
+            attempt = (
+                f" (attempt {row.attempt})" if name in ("started", "retrying", "failed") else ""
+            )
             suffix = f": {row.detail}" if row.detail else ""
             return f"{source} {name}{attempt}{suffix}"
         if name in ("item_completed", "item_failed"):
@@ -124,7 +128,9 @@ class ProgressModel:
 class Progress:
     """Chooses live table or plain lines; use as a context manager around the run."""
 
-    def __init__(self, node_ids: list[str], *, enabled: bool = True, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, node_ids: list[str], *, enabled: bool = True, stream: TextIO | None = None
+    ) -> None:
         self.model = ProgressModel(node_ids)
         self.stream = stream or sys.stdout
         self.enabled = enabled

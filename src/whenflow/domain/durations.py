@@ -28,7 +28,8 @@ def parse_duration(value: str | float | int) -> float:
         pos = match.end()
     if pos != len(text):
         raise ValueError(
-            f"{value!r} is not a duration; write e.g. 500ms, 2s, 10m, 1h30m, 1d or a number of seconds"
+            f"{value!r} is not a duration; "
+            "write e.g. 500ms, 2s, 10m, 1h30m, 1d or a number of seconds"
         )
     return total
 

@@ -1,16 +1,16 @@
 """One exception tree for the whole project.
 
-    WhenflowError
-    ├── DefinitionError          a pipeline or task definition is invalid (exit 2)
-    │   └── DefinitionErrors     several located issues, reported together
-    ├── InputError               execution inputs do not match the pipeline's inputs (exit 2)
-    ├── TaskError                one attempt of a task failed
-    │   ├── BindingError         an input binding could not be rendered or typed
-    │   ├── TaskTimeout          the attempt ran past its timeout
-    │   └── TaskCancelled        the attempt was cancelled (stopWhen, failFast, cancel)
-    ├── ExpressionError          a trigger condition failed at run time
-    ├── ExecutionNotFound        no execution with that id in the store
-    └── StoreError               the state store cannot be used
+WhenflowError
+├── DefinitionError          a pipeline or task definition is invalid (exit 2)
+│   └── DefinitionErrors     several located issues, reported together
+├── InputError               execution inputs do not match the pipeline's inputs (exit 2)
+├── TaskError                one attempt of a task failed
+│   ├── BindingError         an input binding could not be rendered or typed
+│   ├── TaskTimeout          the attempt ran past its timeout
+│   └── TaskCancelled        the attempt was cancelled (stopWhen, failFast, cancel)
+├── ExpressionError          a trigger condition failed at run time
+├── ExecutionNotFound        no execution with that id in the store
+└── StoreError               the state store cannot be used
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def type_name(value: Any) -> str:
 
 
 def fits(value: Any, declared: str) -> bool:
-    """Whether `value` is of the declared type (`integer` fits `number`; a path string fits `file`)."""
+    """Whether `value` has the declared type (`integer` fits `number`, a path fits `file`)."""
     actual = type_name(value)
     if declared == "any":
         return True

@@ -29,7 +29,8 @@ def _edges_of(expr: Expr, target: str, kind: str, node_ids: tuple[str, ...]) -> 
             edges.extend(Edge(s, target, atom.name_glob, kind) for s in sources)
         elif isinstance(atom, ConditionAtom):
             edges.extend(
-                Edge(s, target, "vars", kind) for s in sorted(condition_node_reads(atom.source, node_ids))
+                Edge(s, target, "vars", kind)
+                for s in sorted(condition_node_reads(atom.source, node_ids))
             )
     return edges
 
@@ -54,7 +55,7 @@ def derive_edges(program: PipelineProgram) -> list[Edge]:
 def to_mermaid(program: PipelineProgram) -> str:
     lines = ["flowchart TD"]
     for node in program.nodes:
-        lines.append(f"    {node.id}[\"{node.id} ({node.definition.task.type})\"]")
+        lines.append(f'    {node.id}["{node.id} ({node.definition.task.type})"]')
     for e in derive_edges(program):
         arrow = "-.->" if e.kind == "stop" else "-->"
         label = f"stop: {e.label}" if e.kind == "stop" else e.label
@@ -69,9 +70,11 @@ def _mermaid_id(name: str) -> str:
 def to_dot(program: PipelineProgram) -> str:
     lines = [f'digraph "{program.definition.name}" {{', "    rankdir=TB;"]
     for node in program.nodes:
-        lines.append(f'    "{node.id}" [label="{node.id}\\n{node.definition.task.type}" shape=box];')
+        lines.append(
+            f'    "{node.id}" [label="{node.id}\\n{node.definition.task.type}" shape=box];'
+        )
     for e in derive_edges(program):
-        style = ' style=dashed' if e.kind == "stop" else ""
+        style = " style=dashed" if e.kind == "stop" else ""
         lines.append(f'    "{e.source}" -> "{e.target}" [label="{e.label}"{style}];')
     lines.append("}")
     return "\n".join(lines) + "\n"

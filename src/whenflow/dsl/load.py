@@ -24,7 +24,9 @@ class ParsedLocator:
     def locate(self, node_id: str | None, *fields: str | int) -> SourceLocation | None:
         return self._parsed.source_map.locate(self._path(node_id, fields))
 
-    def locate_in(self, node_id: str | None, *fields: str | int, offset: int) -> SourceLocation | None:
+    def locate_in(
+        self, node_id: str | None, *fields: str | int, offset: int
+    ) -> SourceLocation | None:
         return self._parsed.source_map.locate_in_value(self._path(node_id, fields), offset)
 
 

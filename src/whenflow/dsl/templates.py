@@ -68,10 +68,17 @@ class Missing(Undefined):
     def __ne__(self, other: object) -> bool:
         return True
 
-    def __lt__(self, other: object) -> bool:
+    def __lt__(self, other: object) -> bool:  # type: ignore[override]
         return False
 
-    __le__ = __gt__ = __ge__ = __lt__
+    def __le__(self, other: object) -> bool:  # type: ignore[override]
+        return False
+
+    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+        return False
+
+    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+        return False
 
     def __hash__(self) -> int:
         return id(type(self))
@@ -84,7 +91,7 @@ class Missing(Undefined):
             raise AttributeError(name)
         return self
 
-    def __getitem__(self, key: object) -> Missing:
+    def __getitem__(self, key: object) -> Missing:  # type: ignore[override]
         return self
 
     def __len__(self) -> int:
@@ -278,9 +285,10 @@ class CompiledTemplate:
                 return info.source
             if info.path is not None:
                 return _lookup(context, info.path)
+            scope = {n: context[n] for n in info.names if n in context}
             if self._expression is not None:
-                return self._expression(**context)
-            rendered = self._template.render(**context)
+                return self._expression(**scope)
+            rendered = self._template.render(**scope)
         except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
             _raise_eval(info.source, exc)
         except (AttributeError, LookupError) as exc:

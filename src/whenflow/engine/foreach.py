@@ -116,7 +116,9 @@ def item_done(orch: Orchestrator, rt: NodeRuntime, index: int, attempt: int, out
             orch._records.append(
                 VariableWritten(
                     orch.execution_id,
-                    Variable(rt.id + ITEM_SCOPE_SUFFIX, str(index), values, "object", orch._clock()),
+                    Variable(
+                        rt.id + ITEM_SCOPE_SUFFIX, str(index), values, "object", orch._clock()
+                    ),
                 )
             )
             orch._attempt_row(rt.id, index, attempt, NodeState.COMPLETED)
@@ -145,7 +147,13 @@ def _item_failed(
         orch._publish(
             f"{rt.id}.retrying",
             rt.id,
-            {"index": index, "attempt": attempt, "delay": delay, "error_type": error_type, "message": message},
+            {
+                "index": index,
+                "attempt": attempt,
+                "delay": delay,
+                "error_type": error_type,
+                "message": message,
+            },
         )
         run.retry_timers[index] = orch._call_later(delay, _retry_due, orch, rt, index)
         return
@@ -181,7 +189,13 @@ def _complete(orch: Orchestrator, rt: NodeRuntime, run: ForEachRun) -> None:
             results.append(None)
     values = {"results": results}
     orch._records.append(
-        VariableWritten(orch.execution_id, Variable(rt.id, "results", results, "array", orch._clock()))
+        VariableWritten(
+            orch.execution_id, Variable(rt.id, "results", results, "array", orch._clock())
+        )
     )
     orch.pool.publish(rt.id, values)
-    orch._terminal(rt, NodeState.COMPLETED, {"attempt": rt.attempt, "items": len(run.items), "failed_items": sorted(run.failed)})
+    orch._terminal(
+        rt,
+        NodeState.COMPLETED,
+        {"attempt": rt.attempt, "items": len(run.items), "failed_items": sorted(run.failed)},
+    )

@@ -291,7 +291,9 @@ class Orchestrator:
             value = leaf.template.evaluate(self.pool.context)
         except TemplateEvaluationError as exc:
             leaf.error = str(exc)
-            self._condition_errors.append((leaf.tree, f"{{{{ {leaf.template.info.source} }}}}: {exc.reason}"))
+            self._condition_errors.append(
+                (leaf.tree, f"{{{{ {leaf.template.info.source} }}}}: {exc.reason}")
+            )
             return
         leaf.settle(bool(value) and not isinstance(value, Missing))
 
@@ -310,7 +312,9 @@ class Orchestrator:
 
     # ---------------------------------------------------------------- events
 
-    def _publish(self, event_type: str, source: str, payload: Mapping[str, Any] | None = None) -> Event:
+    def _publish(
+        self, event_type: str, source: str, payload: Mapping[str, Any] | None = None
+    ) -> Event:
         self._seq += 1
         event = Event(
             event_id=uuid.uuid4().hex,
@@ -327,6 +331,9 @@ class Orchestrator:
         for listener in self._listeners:
             listener(event)
         return event
+
+    def _publish_only(self, event_type: str, source: str, payload: Mapping[str, Any]) -> None:
+        self._publish(event_type, source, payload)
 
     def _node_row(self, rt: NodeRuntime) -> None:
         self._records.append(
@@ -386,7 +393,9 @@ class Orchestrator:
             else:
                 self._launch_item(rt, index)
 
-    def _render_inputs(self, rt: NodeRuntime, context: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _render_inputs(
+        self, rt: NodeRuntime, context: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Inputs and rendered task config for one attempt; raises BindingError."""
         node = rt.program
         inputs: dict[str, Any] = {}
@@ -401,8 +410,10 @@ class Orchestrator:
                 if spec is not None and (not spec.required or spec.default is not None):
                     continue
                 raise BindingError(
-                    node.id, name, "reads a value that was never written (its node was skipped, "
-                    "failed, or did not produce it)"
+                    node.id,
+                    name,
+                    "reads a value that was never written (its node was skipped, "
+                    "failed, or did not produce it)",
                 )
             if spec is not None and not fits(value, spec.type):
                 raise BindingError(
@@ -468,7 +479,9 @@ class Orchestrator:
                 item_index=item_index,
                 attempt=attempt,
                 status=status,
-                idempotency_key=self.idempotency_key(node_id, None if item_index == NO_ITEM else item_index),
+                idempotency_key=self.idempotency_key(
+                    node_id, None if item_index == NO_ITEM else item_index
+                ),
                 started_at=started_at if started_at is not None else now,
                 finished_at=None if status is NodeState.RUNNING else now,
                 error_type=error_type,
@@ -545,10 +558,18 @@ class Orchestrator:
         if item_index is None:
             return rt.attempt == attempt and rt.foreach is None
         run = rt.foreach
-        return run is not None and run.attempts.get(item_index) == attempt and item_index in run.running
+        return (
+            run is not None
+            and run.attempts.get(item_index) == attempt
+            and item_index in run.running
+        )
 
     def _attempt_done(
-        self, rt: NodeRuntime, attempt: int, item_index: int | None, outcome: TaskResult | BaseException
+        self,
+        rt: NodeRuntime,
+        attempt: int,
+        item_index: int | None,
+        outcome: TaskResult | BaseException,
     ) -> None:
         if not self._is_current(rt, attempt, item_index):
             return  # a stale result of a cancelled or superseded attempt: fenced off
@@ -559,7 +580,9 @@ class Orchestrator:
         rt.task = None
         if isinstance(outcome, TaskResult):
             try:
-                values, variables = self._accept_outputs(rt, outcome.outputs, f"{self.execution_id}/{rt.id}")
+                values, variables = self._accept_outputs(
+                    rt, outcome.outputs, f"{self.execution_id}/{rt.id}"
+                )
             except OutputError as exc:
                 outcome = exc
             else:
@@ -573,7 +596,9 @@ class Orchestrator:
     def _accept_outputs(
         self, rt: NodeRuntime, outputs: Mapping[str, Any], key_prefix: str
     ) -> tuple[dict[str, Any], list[Any]]:
-        values, variables = self.pool.store_outputs(rt.id, outputs, key_prefix=key_prefix, at=self._clock())
+        values, variables = self.pool.store_outputs(
+            rt.id, outputs, key_prefix=key_prefix, at=self._clock()
+        )
         signature = rt.program.signature
         if signature is not None:
             for name, spec in signature.outputs.items():
@@ -603,7 +628,9 @@ class Orchestrator:
             return
         self._fail(rt, error_type, message)
 
-    def _call_later(self, delay: float, handler: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
+    def _call_later(
+        self, delay: float, handler: Callable[..., None], *args: Any
+    ) -> asyncio.TimerHandle:
         assert self._loop is not None
         self._timers += 1
 
@@ -626,8 +653,16 @@ class Orchestrator:
 
     def _fail(self, rt: NodeRuntime, error_type: str, message: str) -> None:
         rt.error = message
-        self._terminal(rt, NodeState.FAILED, {"error_type": error_type, "message": message, "attempt": rt.attempt})
-        if not rt.program.definition.allow_failure and self.definition.fail_fast and self._ending is None:
+        self._terminal(
+            rt,
+            NodeState.FAILED,
+            {"error_type": error_type, "message": message, "attempt": rt.attempt},
+        )
+        if (
+            not rt.program.definition.allow_failure
+            and self.definition.fail_fast
+            and self._ending is None
+        ):
             self._end_all(ExecutionStatus.FAILED, f"failFast: node {rt.id!r} failed")
 
     def _skip(self, rt: NodeRuntime, reason: str) -> None:
@@ -689,19 +724,21 @@ class Orchestrator:
 
     def post_external_event(self, name: str, payload: Mapping[str, Any] | None = None) -> None:
         """Publish `external.<name>` into this running execution."""
-        self._unit(self._publish, f"external.{name}", "external", dict(payload or {}))
+        self._unit(self._publish_only, f"external.{name}", "external", dict(payload or {}))
 
     def _within_expired(self, node_id: str) -> None:
         self.index.expire_external(node_id)
 
-    def _on_emit(self, node_id: str, attempt: int, item: int, name: str, payload: Mapping[str, Any]) -> None:
+    def _on_emit(
+        self, node_id: str, attempt: int, item: int, name: str, payload: Mapping[str, Any]
+    ) -> None:
         rt = self.nodes[node_id]
         if not self._is_current(rt, attempt, None if item == NO_ITEM else item):
             return
         body = {**payload, "attempt": attempt}
         if item != NO_ITEM:
             body["index"] = item
-        self._unit(self._publish, f"{node_id}.{name}", node_id, body)
+        self._unit(self._publish_only, f"{node_id}.{name}", node_id, body)
 
     def _on_log(self, node_id: str, attempt: int, item: int, stream: str, message: str) -> None:
         self._store.append(
@@ -716,7 +753,9 @@ class Orchestrator:
             if rt.state is NodeState.PENDING and not rt.queued:
                 if unknown_external([rt.start_tree]):
                     continue
-                self._skip(rt, "unsatisfiable: the execution is quiescent and startWhen is still undecided")
+                self._skip(
+                    rt, "unsatisfiable: the execution is quiescent and startWhen is still undecided"
+                )
                 return True
         return False
 
@@ -748,7 +787,9 @@ class Orchestrator:
         for handle in self._within_handles:
             handle.cancel()
         now = self._clock()
-        self._publish(f"pipeline.{status.value}", PIPELINE_SOURCE, {"error": self.error} if self.error else {})
+        self._publish(
+            f"pipeline.{status.value}", PIPELINE_SOURCE, {"error": self.error} if self.error else {}
+        )
         self._records.append(
             ExecutionUpdated(self.execution_id, status, now, now, dict(self.outputs), self.error)
         )
@@ -765,7 +806,11 @@ class Orchestrator:
 
     # helpers used by engine.foreach and engine.recovery
     def spawn_item(
-        self, rt: NodeRuntime, attempt: int, index: int, inputs: Mapping[str, Any], config: Mapping[str, Any]
+        self,
+        rt: NodeRuntime,
+        attempt: int,
+        index: int,
+        inputs: Mapping[str, Any],
+        config: Mapping[str, Any],
     ) -> asyncio.Task[None]:
         return self._spawn(rt, attempt, index, inputs, config)
-

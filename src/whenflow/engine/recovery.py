@@ -68,7 +68,9 @@ async def resume_execution(orch: Orchestrator, snapshot: ExecutionSnapshot) -> N
 
 
 def _reconcile(
-    orch: Orchestrator, snapshot: ExecutionSnapshot, item_results: dict[str, dict[int, dict[str, object]]]
+    orch: Orchestrator,
+    snapshot: ExecutionSnapshot,
+    item_results: dict[str, dict[int, dict[str, object]]],
 ) -> None:
     orch._publish(
         "pipeline.resumed",
@@ -76,7 +78,9 @@ def _reconcile(
         {"previous_status": str(snapshot.status), "last_seq": orch._seq},
     )
     orch.status = ExecutionStatus.RUNNING
-    orch._records.append(ExecutionUpdated(orch.execution_id, ExecutionStatus.RUNNING, orch._clock()))
+    orch._records.append(
+        ExecutionUpdated(orch.execution_id, ExecutionStatus.RUNNING, orch._clock())
+    )
     attempts_by_item: dict[tuple[str, int], int] = {}
     running_items: dict[str, list[int]] = {}
     for a in snapshot.attempts:
@@ -88,10 +92,18 @@ def _reconcile(
     for rt in orch.nodes.values():
         if rt.state is NodeState.RUNNING:
             if rt.program.for_each is not None:
-                _resume_foreach(orch, rt, item_results.get(rt.id, {}), attempts_by_item, running_items)
+                _resume_foreach(
+                    orch, rt, item_results.get(rt.id, {}), attempts_by_item, running_items
+                )
             else:
-                orch._attempt_row(rt.id, NO_ITEM, rt.attempt, NodeState.FAILED, LOST,
-                                  "the process running this attempt stopped; starting a new attempt")
+                orch._attempt_row(
+                    rt.id,
+                    NO_ITEM,
+                    rt.attempt,
+                    NodeState.FAILED,
+                    LOST,
+                    "the process running this attempt stopped; starting a new attempt",
+                )
                 rt.lost_attempts += 1
                 rt.queued = True
                 orch._ready.append((rt.id, NO_ITEM))
@@ -105,7 +117,11 @@ def _reconcile(
                 orch._decisions.append((rt.start_tree, rt.start_tree.value))
             if rt.stop_tree is not None and rt.stop_tree.value is True:
                 orch._decisions.append((rt.stop_tree, True))
-        if rt.state is NodeState.RUNNING and rt.stop_tree is not None and rt.stop_tree.value is True:
+        if (
+            rt.state is NodeState.RUNNING
+            and rt.stop_tree is not None
+            and rt.stop_tree.value is True
+        ):
             orch._decisions.append((rt.stop_tree, True))
     if orch.pipeline_stop is not None and orch.pipeline_stop.value is True:
         orch._decisions.append((orch.pipeline_stop, True))
@@ -133,7 +149,13 @@ def _resume_foreach(
             run.attempts[index] = attempts[(rt.id, index)]
     for index in running_items.get(rt.id, []):
         if index not in results:
-            orch._attempt_row(rt.id, index, run.attempts.get(index, 1), NodeState.FAILED, LOST,
-                              "the process running this item stopped; starting a new attempt")
+            orch._attempt_row(
+                rt.id,
+                index,
+                run.attempts.get(index, 1),
+                NodeState.FAILED,
+                LOST,
+                "the process running this item stopped; starting a new attempt",
+            )
     rt.foreach = run
     fill(orch, rt)

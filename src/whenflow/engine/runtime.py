@@ -78,32 +78,6 @@ class NodeOutcome:
             "error": self.error,
         }
 
-    @classmethod
-    def from_snapshot(cls, snapshot: ExecutionSnapshot) -> ExecutionResult:
-        """The result as stored: what `executions show` prints for any execution."""
-        outputs: dict[str, dict[str, Any]] = {}
-        for var in snapshot.variables:
-            if "#" in var.scope or var.scope in ("pipeline.input", "system"):
-                continue
-            value = var.value if var.artifact is None else var.artifact.to_json()
-            outputs.setdefault(var.scope, {})[var.name] = value
-        nodes = {
-            row.node_id: NodeOutcome(
-                row.state, row.attempts, outputs.get(row.node_id, {}), row.error, row.reason
-            )
-            for row in snapshot.nodes
-        }
-        return cls(
-            execution_id=snapshot.execution_id,
-            pipeline=snapshot.pipeline_name,
-            version=snapshot.pipeline_version,
-            status=snapshot.status,
-            outputs=dict(snapshot.outputs or {}),
-            nodes=nodes,
-            events=tuple(e.event_type for e in snapshot.events),
-            error=snapshot.error,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
@@ -130,3 +104,28 @@ class ExecutionResult:
             "error": self.error,
         }
 
+    @classmethod
+    def from_snapshot(cls, snapshot: ExecutionSnapshot) -> ExecutionResult:
+        """The result as stored: what `executions show` prints for any execution."""
+        outputs: dict[str, dict[str, Any]] = {}
+        for var in snapshot.variables:
+            if "#" in var.scope or var.scope in ("pipeline.input", "system"):
+                continue
+            value = var.value if var.artifact is None else var.artifact.to_json()
+            outputs.setdefault(var.scope, {})[var.name] = value
+        nodes = {
+            row.node_id: NodeOutcome(
+                row.state, row.attempts, outputs.get(row.node_id, {}), row.error, row.reason
+            )
+            for row in snapshot.nodes
+        }
+        return cls(
+            execution_id=snapshot.execution_id,
+            pipeline=snapshot.pipeline_name,
+            version=snapshot.pipeline_version,
+            status=snapshot.status,
+            outputs=dict(snapshot.outputs or {}),
+            nodes=nodes,
+            events=tuple(e.event_type for e in snapshot.events),
+            error=snapshot.error,
+        )

@@ -57,6 +57,4 @@ def install_helpers(orch: Orchestrator) -> None:
             f"secret({name!r}): no secrets backend is configured in this version of whenflow"
         )
 
-    orch.pool.context.update(
-        events=events, settled=settled, any_ok=any_ok, now=now, secret=secret
-    )
+    orch.pool.context.update(events=events, settled=settled, any_ok=any_ok, now=now, secret=secret)

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from typing import Literal as Lit
 
 from whenflow.dsl.templates import CompiledTemplate
-from whenflow.dsl.trigger_ast import And, ConditionAtom, EventAtom, Expr, Literal, Not, Or, to_source
+from whenflow.dsl.trigger_ast import (
+    And,
+    ConditionAtom,
+    EventAtom,
+    Expr,
+    Literal,
+    Not,
+    to_source,
+)
 
 Tri = bool | None
 TreeKind = Lit["start", "stop", "pipeline_stop"]
@@ -163,7 +171,16 @@ def _propagate(node: _Node, value: bool) -> None:
 class TriggerTree:
     """One expression of one owner: a node's startWhen or stopWhen, or the pipeline's stopWhen."""
 
-    __slots__ = ("event_leaves", "condition_leaves", "expr", "kind", "on_decided", "owner", "root", "value")
+    __slots__ = (
+        "condition_leaves",
+        "event_leaves",
+        "expr",
+        "kind",
+        "on_decided",
+        "owner",
+        "root",
+        "value",
+    )
 
     def __init__(
         self,

@@ -56,7 +56,11 @@ class VariablePool:
         self.context: dict[str, Any] = {
             "pipeline": Namespace(
                 "pipeline",
-                {"input": Namespace(INPUT_SCOPE, self.inputs), "name": pipeline, "version": version},
+                {
+                    "input": Namespace(INPUT_SCOPE, self.inputs),
+                    "name": pipeline,
+                    "version": version,
+                },
             ),
             "system": Namespace(SYSTEM_SCOPE, self.system),
         }
@@ -64,9 +68,7 @@ class VariablePool:
             self.context[node_id] = Namespace(node_id, values)
 
     def input_variables(self, at: float) -> list[Variable]:
-        return [
-            Variable(INPUT_SCOPE, k, v, type_name(v), at) for k, v in self.inputs.items()
-        ]
+        return [Variable(INPUT_SCOPE, k, v, type_name(v), at) for k, v in self.inputs.items()]
 
     def overlay(self, extra: Mapping[str, Any]) -> MutableMapping[str, Any]:
         """A view of the context with `item`/`index`/`system.attempt` on top."""
@@ -84,7 +86,9 @@ class VariablePool:
         variables: list[Variable] = []
         for name, value in outputs.items():
             if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-                raise OutputError(f"output name {name!r} must be an identifier not starting with '_'")
+                raise OutputError(
+                    f"output name {name!r} must be an identifier not starting with '_'"
+                )
             ref: ArtifactRef | None = None
             if isinstance(value, pathlib.PurePath):
                 if self.artifacts is None:
@@ -103,7 +107,14 @@ class VariablePool:
             visible[name] = value
             stored = None if ref is not None else value
             variables.append(
-                Variable(node_id, name, stored, "file" if ref and ref.kind == "file" else type_name(value), at, artifact=ref)
+                Variable(
+                    node_id,
+                    name,
+                    stored,
+                    "file" if ref and ref.kind == "file" else type_name(value),
+                    at,
+                    artifact=ref,
+                )
             )
         return visible, variables
 

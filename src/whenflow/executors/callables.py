@@ -121,9 +121,14 @@ def signature_of(fn: object) -> TaskSignature | None:
     return definition.task.signature if definition is not None else None
 
 
+def cached_callable(spec: str) -> PreparedCallable | None:
+    """The prepared callable if `spec` was resolved before; never imports anything."""
+    return _prepared.get(spec)
+
+
 def prepare_callable(spec: str) -> PreparedCallable:
     """Resolve `spec` and inspect its signature once; cached per spec string."""
-    cached = _prepared.get(spec)
+    cached = cached_callable(spec)
     if cached is not None:
         return cached
     fn = _import_callable(spec)

@@ -37,6 +37,7 @@ from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
 from whenflow.executors import python_child
 from whenflow.executors.callables import (
+    cached_callable,
     prepare_callable,
     resolve_callable,
     signature_of,
@@ -101,8 +102,10 @@ class PythonExecutor:
         spec, isolation = _read_config(request.task)
         if isolation == "process":
             return TaskResult(outputs=await self._run_in_child(spec, request, ctx))
-        # The first import of a user module can be slow: keep it off the loop too.
-        prepared = await self._in_thread(prepare_callable, spec)
+        prepared = cached_callable(spec)
+        if prepared is None:
+            # The first import of a user module can be slow: keep it off the loop too.
+            prepared = await self._in_thread(prepare_callable, spec)
         arguments = prepared.arguments(request.inputs, ctx)
         if prepared.is_async:
             value = await prepared.fn(**arguments)
@@ -132,12 +135,13 @@ class PythonExecutor:
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         channel = asyncio.StreamReader()
+        read_end = os.fdopen(read_fd, "rb", 0)
         try:
             transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(channel), os.fdopen(read_fd, "rb", 0)
+                lambda: asyncio.StreamReaderProtocol(channel), read_end
             )
         except BaseException:
-            os.close(read_fd)
+            read_end.close()
             os.close(write_fd)
             raise
         try:

@@ -88,7 +88,9 @@ class ExecutionService:
         )
         return await orchestrator.run()
 
-    async def resume(self, execution_id: str, *, on_event: EventListener | None = None) -> ExecutionResult:
+    async def resume(
+        self, execution_id: str, *, on_event: EventListener | None = None
+    ) -> ExecutionResult:
         """Continue an unfinished execution; a finished one is returned as it is."""
         snapshot = await self._store.load_execution(execution_id)
         if snapshot.status.is_terminal:
@@ -108,30 +110,51 @@ class ExecutionService:
     async def show(self, execution_id: str) -> ExecutionResult:
         return ExecutionResult.from_snapshot(await self._store.load_execution(execution_id))
 
-    async def list_executions(self, *, limit: int = 20, status: str | None = None) -> list[ExecutionRow]:
+    async def list_executions(
+        self, *, limit: int = 20, status: str | None = None
+    ) -> list[ExecutionRow]:
         from whenflow.domain.states import ExecutionStatus
 
         wanted = ExecutionStatus(status) if status else None
         rows = await queries.list_executions(self._store.engine, limit=limit, status=wanted)
         return [
-            ExecutionRow(r.id, r.pipeline, r.version, str(r.status), _iso(r.created_at) or "", _iso(r.finished_at))
+            ExecutionRow(
+                r.id,
+                r.pipeline,
+                r.version,
+                str(r.status),
+                _iso(r.created_at) or "",
+                _iso(r.finished_at),
+            )
             for r in rows
         ]
 
     async def events(self, execution_id: str) -> list[EventView]:
         events = await queries.get_events(self._store.engine, execution_id)
-        return [EventView(e.seq, e.event_type, e.source, e.timestamp, e.payload, e.event_id) for e in events]
+        return [
+            EventView(e.seq, e.event_type, e.source, e.timestamp, e.payload, e.event_id)
+            for e in events
+        ]
 
     async def variables(self, execution_id: str) -> list[VariableView]:
         variables = await queries.get_variables(self._store.engine, execution_id)
         return [
-            VariableView(v.scope, v.name, v.type, v.value, v.artifact.to_json() if v.artifact else None)
+            VariableView(
+                v.scope, v.name, v.type, v.value, v.artifact.to_json() if v.artifact else None
+            )
             for v in variables
         ]
 
     async def logs(self, execution_id: str, *, node_id: str | None = None) -> list[LogView]:
         lines = await queries.get_logs(self._store.engine, execution_id, node_id=node_id)
         return [
-            LogView(l.node_id, l.attempt, None if l.item_index < 0 else l.item_index, l.stream, l.message, l.at)
-            for l in lines
+            LogView(
+                line.node_id,
+                line.attempt,
+                None if line.item_index < 0 else line.item_index,
+                line.stream,
+                line.message,
+                line.at,
+            )
+            for line in lines
         ]
