@@ -1,5 +1,34 @@
-"""whenflow: pipelines whose nodes say when they run."""
+"""whenflow: pipelines whose nodes say when they run.
+
+    import whenflow
+
+    @whenflow.task
+    def extract(start: str, end: str) -> dict: ...
+
+    result = whenflow.run("pipeline.yaml", inputs={"start": "2024-01-01"})
+
+Attributes are imported lazily, so `import whenflow` stays cheap.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0.dev0"
+__all__ = ["__version__", "run", "task"]
+
+if TYPE_CHECKING:
+    from whenflow.api_run import run
+    from whenflow.executors.task_decorator import task
+
+
+def __getattr__(name: str) -> Any:
+    if name == "run":
+        from whenflow.api_run import run
+
+        return run
+    if name == "task":
+        from whenflow.executors.task_decorator import task
+
+        return task
+    raise AttributeError(f"module 'whenflow' has no attribute {name!r}")

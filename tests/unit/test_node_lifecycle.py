@@ -1,0 +1,459 @@
+"""DESIGN.md §5 — node states and execution semantics, asserted as event sequences."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from engine_harness import make, run, run_async
+
+from whenflow.domain.records import VariableWritten
+
+
+class Transient(RuntimeError):
+    pass
+
+
+class Fatal(RuntimeError):
+    pass
+
+
+def failing_until(n: int) -> Any:
+    calls = {"n": 0}
+
+    def fn() -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] < n:
+            raise Transient(f"call {calls['n']}")
+        return {"calls": calls["n"]}
+
+    return fn
+
+
+async def forever() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    return {}
+
+
+def test_retry_with_exponential_backoff_capped_by_max_delay() -> None:
+    r = run(
+        """
+        nodes:
+          - id: flaky
+            task: {type: python, callable: flaky}
+            retry: {maxAttempts: 4, delay: 10ms, backoff: exponential, maxDelay: 25ms}
+        """,
+        {"flaky": failing_until(4)},
+    )
+    assert r.node_events("flaky") == [
+        "flaky.started",
+        "flaky.retrying",
+        "flaky.started",
+        "flaky.retrying",
+        "flaky.started",
+        "flaky.retrying",
+        "flaky.started",
+        "flaky.completed",
+    ]
+    assert [p["delay"] for p in r.payloads("flaky.retrying")] == [0.01, 0.02, 0.025]
+    assert [p["attempt"] for p in r.payloads("flaky.started")] == [1, 2, 3, 4]
+    assert r.result.nodes["flaky"].attempts == 4
+    assert r.result.nodes["flaky"].outputs == {"calls": 4}
+
+
+def test_retries_run_out_and_the_node_fails() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: flaky, task: {type: python, callable: flaky}, retry: {maxAttempts: 2, delay: 0s}}
+          - {id: after, task: {type: noop}, inputBindings: {x: "{{ flaky.calls }}"}}
+        """,
+        {"flaky": failing_until(5)},
+    )
+    assert r.events == [
+        "pipeline.started",
+        "flaky.started",
+        "flaky.retrying",
+        "flaky.started",
+        "flaky.failed",
+        "after.skipped",
+        "pipeline.failed",
+    ]
+    assert r.payloads("flaky.failed")[0]["error_type"] == "Transient"
+
+
+def test_retry_on_limits_which_errors_retry() -> None:
+    def fatal() -> dict[str, Any]:
+        raise Fatal("no point retrying")
+
+    r = run(
+        """
+        nodes:
+          - id: a
+            task: {type: python, callable: fatal}
+            retry: {maxAttempts: 5, delay: 0s, retryOn: [Transient]}
+        """,
+        {"fatal": fatal},
+    )
+    assert r.node_events("a") == ["a.started", "a.failed"]
+
+
+def test_timeout_is_a_failed_attempt() -> None:
+    r = run(
+        """
+        nodes:
+          - id: slow
+            task: {type: python, callable: forever}
+            timeout: 20ms
+            retry: {maxAttempts: 2, delay: 0s}
+        """,
+        {"forever": forever},
+    )
+    assert r.node_events("slow") == ["slow.started", "slow.retrying", "slow.started", "slow.failed"]
+    assert r.payloads("slow.failed")[0]["error_type"] == "TaskTimeout"
+    assert r.payloads("slow.retrying")[0]["error_type"] == "TaskTimeout"
+
+
+def test_stop_when_stops_a_running_node_and_cancels_its_task() -> None:
+    cancelled: list[bool] = []
+
+    async def worker() -> dict[str, Any]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return {}
+
+    r = run(
+        """
+        nodes:
+          - {id: worker, task: {type: python, callable: worker}, stopWhen: "event:stopper.completed"}
+          - {id: stopper, task: {type: noop}}
+        """,
+        {"worker": worker},
+    )
+    assert r.node_events("worker") == ["worker.started", "worker.stopped"]
+    assert r.events.index("worker.stopped") > r.events.index("stopper.completed")
+    assert cancelled == [True]
+    assert r.result.status.value == "completed"
+
+
+def test_stop_when_on_a_pending_node_means_it_never_starts() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: noop}}
+          - {id: b, task: {type: noop}, inputBindings: {x: "{{ a.x }}"}, stopWhen: "event:pipeline.started"}
+        """
+    )
+    assert r.node_events("b") == ["b.stopped"]
+
+
+def test_pipeline_stop_when_stops_everything() -> None:
+    r = run(
+        """
+        stopWhen: "event:trigger.completed"
+        nodes:
+          - {id: long, task: {type: python, callable: forever}}
+          - {id: trigger, task: {type: noop}}
+          - {id: later, task: {type: noop}, startWhen: "event:long.completed"}
+        """,
+        {"forever": forever},
+    )
+    assert r.result.status.value == "stopped"
+    assert r.status("long") == "stopped"
+    assert r.status("later") == "stopped"
+    assert r.events[-1] == "pipeline.stopped"
+
+
+def test_allow_failure_keeps_the_execution_completed() -> None:
+    def bad() -> dict[str, Any]:
+        raise Fatal("x")
+
+    r = run(
+        """
+        nodes:
+          - {id: optional, task: {type: python, callable: bad}, allowFailure: true}
+          - {id: main, task: {type: noop}}
+        """,
+        {"bad": bad},
+    )
+    assert r.result.status.value == "completed"
+    assert r.status("optional") == "failed"
+
+
+def test_fail_fast_cancels_the_rest() -> None:
+    def bad() -> dict[str, Any]:
+        raise Fatal("x")
+
+    r = run(
+        """
+        failFast: true
+        nodes:
+          - {id: long, task: {type: python, callable: forever}}
+          - {id: bad, task: {type: python, callable: bad}}
+          - {id: later, task: {type: noop}, startWhen: "event:long.completed"}
+        """,
+        {"forever": forever, "bad": bad},
+    )
+    assert r.result.status.value == "failed"
+    assert r.events[-4:] == ["bad.failed", "long.cancelled", "later.cancelled", "pipeline.failed"]
+
+
+def test_concurrency_limits_running_tasks() -> None:
+    running = {"now": 0, "max": 0}
+
+    async def task() -> dict[str, Any]:
+        running["now"] += 1
+        running["max"] = max(running["max"], running["now"])
+        for _ in range(3):
+            await asyncio.sleep(0)  # yield so others could start if allowed
+        running["now"] -= 1
+        return {}
+
+    nodes = "\n".join(f"  - {{id: n{i}, task: {{type: python, callable: task}}}}" for i in range(6))
+    r = run(f"concurrency: 2\nnodes:\n{nodes}\n", {"task": task})
+    assert running["max"] == 2
+    assert r.result.status.value == "completed"
+
+
+def test_cancel_ends_running_and_pending_nodes() -> None:
+    async def scenario() -> None:
+        orch, store = make(
+            """
+            nodes:
+              - {id: long, task: {type: python, callable: forever}}
+              - {id: later, task: {type: noop}, startWhen: "event:long.completed"}
+            """,
+            {"forever": forever},
+        )
+        started = asyncio.get_running_loop().create_future()
+        orch.add_listener(lambda e: e.event_type == "long.started" and started.set_result(None))
+        await orch.start()
+        await started
+        orch.cancel("user asked")
+        result = await orch.wait()
+        assert result.status.value == "cancelled"
+        assert store.event_types()[-3:] == [
+            "long.cancelled",
+            "later.cancelled",
+            "pipeline.cancelled",
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_for_each_runs_items_in_parallel_bounded_and_keeps_order() -> None:
+    running = {"now": 0, "max": 0}
+
+    async def square(x: int) -> dict[str, Any]:
+        running["now"] += 1
+        running["max"] = max(running["max"], running["now"])
+        for _ in range(x % 3 + 1):
+            await asyncio.sleep(0)
+        running["now"] -= 1
+        return {"y": x * x}
+
+    r = run(
+        """
+        nodes:
+          - {id: src, task: {type: noop}, inputBindings: {xs: [3, 1, 4, 1, 5, 9, 2]}}
+          - id: sq
+            forEach: "{{ src.xs }}"
+            maxParallel: 3
+            task: {type: python, callable: square}
+            inputBindings: {x: "{{ item }}"}
+          - {id: total, task: {type: noop}, inputBindings: {ys: "{{ sq.results | map(attribute='y') | list }}"}}
+        """,
+        {"square": square},
+    )
+    assert running["max"] == 3
+    assert r.result.nodes["total"].outputs == {"ys": [9, 1, 16, 1, 25, 81, 4]}
+    assert r.node_events("sq").count("sq.item_completed") == 7
+    assert sorted(p["index"] for p in r.payloads("sq.item_completed")) == list(range(7))
+
+
+def test_for_each_item_sees_item_and_index() -> None:
+    r = run(
+        """
+        nodes:
+          - id: each
+            forEach: "{{ ['a', 'b'] }}"
+            task: {type: noop}
+            inputBindings: {label: "{{ index }}:{{ item }}"}
+        """
+    )
+    assert r.result.nodes["each"].outputs == {"results": [{"label": "0:a"}, {"label": "1:b"}]}
+
+
+def test_for_each_empty_list_completes_with_empty_results() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: each, forEach: "{{ [] }}", task: {type: noop}}
+        """
+    )
+    assert r.node_events("each") == ["each.started", "each.completed"]
+    assert r.result.nodes["each"].outputs == {"results": []}
+
+
+def _odd_fails(x: int) -> dict[str, Any]:
+    if x % 2:
+        raise Fatal(f"odd {x}")
+    return {"x": x}
+
+
+def _foreach(mode: str) -> Any:
+    return run(
+        f"""
+        nodes:
+          - id: each
+            forEach: "{{{{ [0, 1, 2, 3] }}}}"
+            maxParallel: 1
+            onItemError: {mode}
+            task: {{type: python, callable: odd}}
+            inputBindings: {{x: "{{{{ item }}}}"}}
+        """,
+        {"odd": _odd_fails},
+    )
+
+
+def test_on_item_error_fail_stops_at_the_first_failed_item() -> None:
+    r = _foreach("fail")
+    assert r.node_events("each") == [
+        "each.started",
+        "each.item_completed",
+        "each.item_failed",
+        "each.failed",
+    ]
+    assert "item 1 failed" in r.payloads("each.failed")[0]["message"]
+
+
+def test_on_item_error_continue_keeps_a_hole_for_failed_items() -> None:
+    r = _foreach("continue")
+    assert r.status("each") == "completed"
+    assert r.result.nodes["each"].outputs == {"results": [{"x": 0}, None, {"x": 2}, None]}
+    assert r.node_events("each").count("each.item_failed") == 2
+
+
+def test_on_item_error_drop_leaves_failed_items_out() -> None:
+    r = _foreach("drop")
+    assert r.result.nodes["each"].outputs == {"results": [{"x": 0}, {"x": 2}]}
+
+
+def test_bindings_give_native_values_and_render_text_once() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: noop}, inputBindings: {n: 41, s: "{{ '{{ 7*7 }}' }}", xs: [1, 2]}}
+          - id: b
+            task: {type: noop}
+            inputBindings:
+              n: "{{ a.n + 1 }}"
+              text: "n={{ a.n }}"
+              s: "{{ a.s }}"
+              nested: {first: "{{ a.xs[0] }}", all: ["{{ a.xs }}"]}
+        """
+    )
+    assert r.result.nodes["b"].outputs == {
+        "n": 42,
+        "text": "n=41",
+        "s": "{{ 7*7 }}",
+        "nested": {"first": 1, "all": [[1, 2]]},
+    }
+
+
+def test_a_binding_to_a_missing_value_fails_the_node_clearly() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: noop}}
+          - {id: b, task: {type: noop}, inputBindings: {x: "{{ a.nothing }}"}}
+        """
+    )
+    assert r.node_events("b") == ["b.failed"]
+    message = r.payloads("b.failed")[0]["message"]
+    assert "'b'" in message and "'x'" in message and "never written" in message
+
+
+def test_binding_type_mismatch_names_node_input_and_both_types() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: noop}, inputBindings: {n: "abc"}}
+          - id: b
+            task: {type: noop, inputs: {count: {type: integer, required: true}}}
+            inputBindings: {count: "{{ a.n }}"}
+        """
+    )
+    message = r.payloads("b.failed")[0]["message"]
+    assert "'b'" in message and "'count'" in message
+    assert "integer" in message and "string" in message
+
+
+def test_idempotency_key_is_stable_across_attempts_and_attempt_fences() -> None:
+    seen: list[tuple[str, int]] = []
+
+    def task(ctx: Any) -> dict[str, Any]:
+        seen.append((ctx.idempotency_key, ctx.attempt))
+        if ctx.attempt < 3:
+            raise Transient("again")
+        return {}
+
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: python, callable: task}, retry: {maxAttempts: 3, delay: 0s}}
+        """,
+        {"task": task},
+    )
+    key = f"{r.result.execution_id}/a"
+    assert seen == [(key, 1), (key, 2), (key, 3)]
+
+
+def test_pipeline_outputs_and_large_values_go_to_the_artifact_store() -> None:
+    def big() -> dict[str, Any]:
+        return {"blob": "x" * 5000, "small": 1}
+
+    async def scenario() -> None:
+        r = await run_async(
+            """
+            nodes:
+              - {id: a, task: {type: python, callable: big}}
+              - {id: b, task: {type: noop}, inputBindings: {size: "{{ a.blob | length }}"}}
+            outputs:
+              size: "{{ b.size }}"
+              small: "{{ a.small }}"
+            """,
+            {"big": big},
+            offload_bytes=1024,
+        )
+        assert r.result.outputs == {"size": 5000, "small": 1}
+        blob = next(
+            rec.variable
+            for rec in r.store.records
+            if isinstance(rec, VariableWritten) and rec.variable.name == "blob"
+        )
+        assert blob.value is None
+        assert blob.artifact is not None and blob.artifact.size == 5002
+
+    asyncio.run(scenario())
+
+
+def test_every_attempt_is_recorded() -> None:
+    from whenflow.domain.records import AttemptRecorded
+
+    r = run(
+        """
+        nodes:
+          - {id: flaky, task: {type: python, callable: flaky}, retry: {maxAttempts: 3, delay: 0s}}
+        """,
+        {"flaky": failing_until(2)},
+    )
+    finished = [
+        (rec.attempt, rec.status.value)
+        for rec in r.store.records
+        if isinstance(rec, AttemptRecorded) and rec.finished_at is not None
+    ]
+    assert finished == [(1, "failed"), (2, "completed")]

@@ -1,0 +1,161 @@
+"""DESIGN.md §7 — a crash at any durable point, then resume: nothing lost, nothing run twice.
+
+The in-memory store marks where each unit of work ends; the real store commits
+whole units, so every such boundary is a state a crash can leave behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from engine_harness import check_log_invariants, program
+
+from whenflow.domain.records import AttemptRecorded, EventAppended
+from whenflow.engine.orchestrator import Orchestrator
+from whenflow.testing import InlineRunner, InMemoryArtifactStore, InMemoryStateStore
+
+SPEC = """
+inputs: {n: {type: integer}}
+nodes:
+  - {id: extract, task: {type: python, callable: extract}, inputBindings: {n: "{{ pipeline.input.n }}"}}
+  - id: transform
+    startWhen: "event:extract.completed && {{ extract.rows > 0 }}"
+    task: {type: python, callable: transform}
+    inputBindings: {rows: "{{ extract.rows }}"}
+  - {id: notify_empty, startWhen: "event:extract.completed && {{ extract.rows == 0 }}", task: {type: noop}}
+  - id: fan
+    forEach: "{{ extract.items }}"
+    maxParallel: 2
+    task: {type: python, callable: square}
+    inputBindings: {x: "{{ item }}"}
+  - id: join
+    startWhen: "{{ settled(transform, notify_empty) and any_ok(transform, notify_empty) }}"
+    task: {type: noop}
+  - {id: flaky, task: {type: python, callable: flaky}, retry: {maxAttempts: 3, delay: 0s}}
+outputs:
+  quality: "{{ transform.quality }}"
+  squares: "{{ fan.results | map(attribute='y') | list }}"
+"""
+
+
+def functions() -> dict[str, Any]:
+    def flaky(ctx: Any) -> dict[str, Any]:
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return {"ok": True}
+
+    return {
+        "extract": lambda n: {"rows": n, "items": list(range(n))},
+        "transform": lambda rows: {"quality": rows * 2},
+        "square": lambda x: {"y": x * x},
+        "flaky": flaky,
+    }
+
+
+async def full_run() -> tuple[Orchestrator, InMemoryStateStore, Any]:
+    store = InMemoryStateStore()
+    orch = Orchestrator(
+        program(SPEC, functions()),
+        store=store,
+        runner=InlineRunner(functions()),
+        artifacts=InMemoryArtifactStore(),
+        inputs={"n": 3},
+    )
+    return orch, store, await orch.run()
+
+
+def test_resume_from_every_durable_boundary() -> None:
+    async def scenario() -> int:
+        orch, store, reference = await full_run()
+        resumed = 0
+        for cut in store.boundaries:
+            crashed = InMemoryStateStore()
+            crashed.records = list(store.records[:cut])
+            snapshot = await crashed.load_execution(orch.execution_id)
+            if snapshot.status.is_terminal:
+                continue
+            runner = InlineRunner(functions())
+            again = Orchestrator(
+                program(SPEC, functions()),
+                store=crashed,
+                runner=runner,
+                artifacts=InMemoryArtifactStore(),
+                inputs=snapshot.inputs,
+                execution_id=orch.execution_id,
+            )
+            result = await again.resume(snapshot)
+            resumed += 1
+            check_log_invariants(crashed)
+            assert result.status.value == "completed", cut
+            assert result.outputs == reference.outputs, cut
+            done_before = {e.source for e in snapshot.events if e.name == "completed"}
+            assert not [c.node_id for c in runner.calls if c.node_id in done_before], cut
+            items_before = {
+                e.payload["index"] for e in snapshot.events if e.event_type == "fan.item_completed"
+            }
+            rerun_items = {c.item_index for c in runner.calls if c.node_id == "fan"}
+            assert not items_before & rerun_items, cut
+            assert "pipeline.resumed" in crashed.event_types()
+        return resumed
+
+    assert asyncio.run(scenario()) > 5
+
+
+def test_a_node_running_at_the_crash_gets_a_new_attempt_with_the_same_key() -> None:
+    async def scenario() -> None:
+        orch, store, _ = await full_run()
+
+        def types_upto(cut: int) -> list[str]:
+            return [r.event.event_type for r in store.records[:cut] if isinstance(r, EventAppended)]
+
+        cut = next(
+            b
+            for b in store.boundaries
+            if "transform.started" in types_upto(b) and "transform.completed" not in types_upto(b)
+        )
+        crashed = InMemoryStateStore()
+        crashed.records = list(store.records[:cut])
+        snapshot = await crashed.load_execution(orch.execution_id)
+        runner = InlineRunner(functions())
+        again = Orchestrator(
+            program(SPEC, functions()),
+            store=crashed,
+            runner=runner,
+            artifacts=InMemoryArtifactStore(),
+            inputs=snapshot.inputs,
+            execution_id=orch.execution_id,
+        )
+        result = await again.resume(snapshot)
+        transform_calls = [c for c in runner.calls if c.node_id == "transform"]
+        assert [c.attempt for c in transform_calls] == [2]
+        assert transform_calls[0].idempotency_key == f"{orch.execution_id}/transform"
+        assert result.nodes["transform"].attempts == 2
+        lost = [
+            r
+            for r in crashed.records
+            if isinstance(r, AttemptRecorded) and r.error_type == "AttemptLost"
+        ]
+        assert [r.attempt for r in lost if r.node_id == "transform"] == [1]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("n", [0, 4])
+def test_resumed_and_uninterrupted_runs_agree(n: int) -> None:
+    async def scenario() -> None:
+        store = InMemoryStateStore()
+        orch = Orchestrator(
+            program(SPEC, functions()),
+            store=store,
+            runner=InlineRunner(functions()),
+            artifacts=InMemoryArtifactStore(),
+            inputs={"n": n},
+        )
+        result = await orch.run()
+        statuses = {k: v.status.value for k, v in result.nodes.items()}
+        assert statuses["transform" if n else "notify_empty"] == "completed"
+        assert statuses["notify_empty" if n else "transform"] == "skipped"
+
+    asyncio.run(scenario())
