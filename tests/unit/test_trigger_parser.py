@@ -324,12 +324,16 @@ def test_print_then_parse_is_identity(expr: Expr) -> None:
 
 
 def _check_only_syntax_errors(text: str) -> None:
+    """Parse `text`; any exception other than ExpressionSyntaxError propagates and fails."""
+    error: ExpressionSyntaxError | None = None
     try:
         parse_trigger(text)
-    except ExpressionSyntaxError as err:
-        assert 0 <= err.column <= len(text), (text, err.column)
-        assert err.message
-        assert str(err).startswith(f"column {err.column + 1}: ")
+    except ExpressionSyntaxError as exc:
+        error = exc
+    if error is not None:
+        assert 0 <= error.column <= len(text), (text, error.column)
+        assert error.message
+        assert str(error).startswith(f"column {error.column + 1}: ")
 
 
 @settings(max_examples=200, deadline=None)
@@ -367,3 +371,15 @@ TOKENS = (
 @given(st.lists(st.sampled_from(TOKENS), max_size=15).map("".join))
 def test_token_soup_raises_only_syntax_errors(text: str) -> None:
     _check_only_syntax_errors(text)
+
+
+@pytest.mark.parametrize("text", ["!" * 20000 + "true", "(" * 20000 + "true" + ")" * 20000])
+def test_deep_nesting_is_a_syntax_error(text: str) -> None:
+    with pytest.raises(ExpressionSyntaxError, match="nests deeper"):
+        parse_trigger(text)
+
+
+def test_a_dict_literal_does_not_close_a_condition() -> None:
+    expr = parse_trigger("{{ x.y in {'a': {'b': 1}} }} && event:x.completed")
+    assert isinstance(expr, And)
+    assert expr.operands[0] == ConditionAtom("x.y in {'a': {'b': 1}}", 0)

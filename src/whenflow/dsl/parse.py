@@ -148,6 +148,8 @@ class _TaskCollector:
             if explicit:
                 self.issues.extend(exc.issues)
             return
+        if not explicit and not _TASK_KIND_LINE.search(text):
+            return  # not a Task file: don't parse a neighbour (maybe a big pipeline) for nothing
         try:
             documents = load_yaml_documents(text, str(path))
         except DefinitionError as exc:

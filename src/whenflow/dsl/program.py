@@ -8,7 +8,7 @@ collected, located (`file:line:col`) and raised together as DefinitionErrors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,7 +108,7 @@ class _Collector:
 def _template_names_check(
     c: _Collector,
     text: str,
-    node_ids: Sequence[str],
+    node_ids: Collection[str],
     allow_item: bool,
     node_id: str | None,
     *fields: str | int,
@@ -133,16 +133,16 @@ def _template_names_check(
     return frozenset(reads)
 
 
-def _unknown_node(name: str, node_ids: Sequence[str]) -> str:
+def _unknown_node(name: str, node_ids: Collection[str]) -> str:
     import difflib
 
-    close = difflib.get_close_matches(name, node_ids, n=1)
+    close = difflib.get_close_matches(name, list(node_ids), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown node {name!r}{hint}"
 
 
 def _parse_trigger_field(
-    c: _Collector, text: str, node_ids: Sequence[str], node_id: str | None, fld: str
+    c: _Collector, text: str, node_ids: Collection[str], node_id: str | None, fld: str
 ) -> Expr | None:
     try:
         expr = parse_trigger(text)
@@ -184,9 +184,9 @@ def _parse_trigger_field(
     return expr if ok else None
 
 
-def _default_start(reads: frozenset[str], node_ids: Sequence[str]) -> Expr:
+def _default_start(reads: frozenset[str], order: Mapping[str, int]) -> Expr:
     operands: list[Expr] = [EventAtom(f"{PIPELINE_SOURCE}.started")]
-    operands.extend(EventAtom(f"{n}.completed") for n in node_ids if n in reads)
+    operands.extend(EventAtom(f"{n}.completed") for n in sorted(reads, key=order.__getitem__))
     return operands[0] if len(operands) == 1 else And(tuple(operands))
 
 
@@ -207,7 +207,7 @@ def _check_signature(c: _Collector, node: NodeDefinition, signature: TaskSignatu
             c.add(f"required input {name!r} ({spec.type}) is not bound", node.id, "inputBindings")
 
 
-def _find_cycle(edges: Mapping[str, frozenset[str]], order: Sequence[str]) -> list[str] | None:
+def _find_cycle(edges: Mapping[str, frozenset[str]], order: Iterable[str]) -> list[str] | None:
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -241,10 +241,12 @@ def build_program(
 ) -> PipelineProgram:
     """Validate `definition` and compile it; raise DefinitionErrors listing every problem."""
     c = _Collector(locator)
-    node_ids = definition.node_ids
+    # An insertion-ordered dict: O(1) membership, iteration in definition order.
+    node_ids = order = {n: i for i, n in enumerate(definition.node_ids)}
     programs: list[NodeProgram] = []
     start_refs: dict[str, frozenset[str]] = {}
     for index, node in enumerate(definition.nodes):
+        issues_before = len(c.issues)
         if node.id in RESERVED_NODE_IDS:
             c.add(f"{node.id!r} is a reserved name; choose another node id", node.id, "id")
         allow_item = node.for_each is not None
@@ -279,12 +281,12 @@ def build_program(
 
         start: Expr | None
         if node.start_when is None:
-            start = _default_start(frozen_reads, node_ids)
+            start = _default_start(frozen_reads, order)
         else:
             start = _parse_trigger_field(c, node.start_when, node_ids, node.id, "startWhen")
             if start is not None:
                 waited = waits_when_true(start, node_ids)
-                for missing in sorted(frozen_reads - waited, key=node_ids.index):
+                for missing in sorted(frozen_reads - waited, key=order.__getitem__):
                     c.add(
                         f"the node reads {missing!r} but startWhen can be true before "
                         f"{missing!r} has finished; add event:{missing}.completed",
@@ -294,9 +296,11 @@ def build_program(
         stop = None
         if node.stop_when is not None:
             stop = _parse_trigger_field(c, node.stop_when, node_ids, node.id, "stopWhen")
-        if start is None:
+        if start is None or node.id in RESERVED_NODE_IDS:
             continue
         start_refs[node.id] = referenced_nodes(start, node_ids)
+        if len(c.issues) > issues_before:
+            continue  # its templates may be unsafe: never compile them
         programs.append(
             NodeProgram(
                 definition=node,

@@ -8,7 +8,7 @@ for exact node names and settling events (`completed`, `failed`, `skipped`...).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from fnmatch import fnmatchcase
 
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE, SETTLING_NODE_EVENTS
@@ -22,7 +22,7 @@ def is_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
 
 
-def pattern_sources(pattern: str, node_ids: Sequence[str]) -> list[str]:
+def pattern_sources(pattern: str, node_ids: Collection[str]) -> list[str]:
     """Node ids the source part of an event pattern can match."""
     source = pattern.partition(".")[0]
     if not is_glob(source):
@@ -36,7 +36,7 @@ def pattern_has_outside_source(pattern: str) -> bool:
     return fnmatchcase(PIPELINE_SOURCE, source) or fnmatchcase(EXTERNAL_SOURCE, source)
 
 
-def condition_node_reads(condition: str, node_ids: Sequence[str]) -> frozenset[str]:
+def condition_node_reads(condition: str, node_ids: Collection[str]) -> frozenset[str]:
     """Nodes whose state or variables a `{{ }}` condition depends on."""
     info = analyze_expression(condition)
     reads = {n for n in info.names if n in node_ids}
@@ -47,7 +47,7 @@ def condition_node_reads(condition: str, node_ids: Sequence[str]) -> frozenset[s
     return frozenset(reads)
 
 
-def referenced_nodes(expr: Expr, node_ids: Sequence[str]) -> frozenset[str]:
+def referenced_nodes(expr: Expr, node_ids: Collection[str]) -> frozenset[str]:
     """Every node an expression mentions, through events or variables."""
     found: set[str] = set()
     for atom in _walk_atoms(expr):
@@ -68,12 +68,12 @@ def _walk_atoms(expr: Expr) -> Iterable[EventAtom | ConditionAtom]:
             yield from _walk_atoms(operand)
 
 
-def waits_when_true(expr: Expr, node_ids: Sequence[str]) -> frozenset[str]:
+def waits_when_true(expr: Expr, node_ids: Collection[str]) -> frozenset[str]:
     """Nodes certainly terminal whenever `expr` is true."""
     return _waits(expr, node_ids, want=True)
 
 
-def _waits(expr: Expr, node_ids: Sequence[str], *, want: bool) -> frozenset[str]:
+def _waits(expr: Expr, node_ids: Collection[str], *, want: bool) -> frozenset[str]:
     if isinstance(expr, Literal):
         return frozenset()
     if isinstance(expr, ConditionAtom):

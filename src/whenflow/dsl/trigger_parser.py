@@ -39,8 +39,13 @@ class _Token:
 
 
 def _find_condition_end(text: str, start: int) -> int:
-    """Offset of the `}}` closing a condition opened before `start`, skipping quoted text."""
+    """Offset of the `}}` closing a condition opened before `start`.
+
+    Quoted text is skipped and braces are counted, so a dict literal such as
+    `{'a': {'b': 1}}` inside the condition does not close it (as in Jinja's lexer).
+    """
     quote: str | None = None
+    depth = 0
     i = start
     while i < len(text):
         ch = text[i]
@@ -52,8 +57,12 @@ def _find_condition_end(text: str, start: int) -> int:
                 quote = None
         elif ch in "'\"":
             quote = ch
-        elif text.startswith("}}", i):
+        elif depth == 0 and text.startswith("}}", i):
             return i
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
         i += 1
     return -1
 
@@ -113,10 +122,14 @@ def _tokenize(text: str) -> list[_Token]:
     return tokens
 
 
+MAX_DEPTH = 100
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.depth = 0
 
     def peek(self) -> _Token:
         return self.tokens[self.pos]
@@ -155,10 +168,19 @@ class _Parser:
 
     def parse_unary(self) -> Expr:
         token = self.take()
+        if token.kind in ("!", "("):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ExpressionSyntaxError(
+                    f"expression nests deeper than {MAX_DEPTH} levels", token.column
+                )
         if token.kind == "!":
-            return Not(self.parse_unary(), token.column)
+            operand = self.parse_unary()
+            self.depth -= 1
+            return Not(operand, token.column)
         if token.kind == "(":
             inner = self.parse_or()
+            self.depth -= 1
             closing = self.take()
             if closing.kind != ")":
                 raise ExpressionSyntaxError(

@@ -273,6 +273,10 @@ def _syntax_error(exc: yaml.YAMLError, text: str, path: str) -> DefinitionError:
     return DefinitionError(DefinitionIssue(f"invalid YAML: {exc}", SourceLocation(path, 1, 1)))
 
 
+# libyaml's C scanner when PyYAML has it (10-50x faster on large pipelines); same nodes and marks.
+_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml_documents(text: str, path: str) -> list[tuple[Any, SourceMap]]:
     """Parse every document (`---`) of `text`; each comes with its SourceMap.
 
@@ -284,12 +288,22 @@ def load_yaml_documents(text: str, path: str) -> list[tuple[Any, SourceMap]]:
     lines = text.splitlines()
     documents: list[tuple[Any, SourceMap]] = []
     try:
-        for root in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        for root in yaml.compose_all(text, Loader=_COMPOSER):
             builder = _Builder(path, constructor)
             data = builder.build(root, ())
             documents.append((data, SourceMap(path, builder.values, builder.keys, lines)))
     except yaml.YAMLError as exc:
-        raise _syntax_error(exc, text, path) from exc
+        raise _syntax_error(_pure_python_error(text) or exc, text, path) from exc
     finally:
         constructor.dispose()
     return documents
+
+
+def _pure_python_error(text: str) -> yaml.YAMLError | None:
+    """The pure-Python parser's error for `text`: its messages and marks are the precise ones."""
+    try:
+        for _ in yaml.compose_all(text, Loader=yaml.SafeLoader):
+            pass
+    except yaml.YAMLError as exc:
+        return exc
+    return None

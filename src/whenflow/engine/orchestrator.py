@@ -111,6 +111,15 @@ class Orchestrator:
         self.pipeline_stop = (
             self._tree(PIPELINE_SOURCE, "pipeline_stop", program.stop) if program.stop else None
         )
+        # Trees made only of literals are decided when built and never call back.
+        self._predecided = [
+            tree
+            for rt in self.nodes.values()
+            for tree in (rt.start_tree, rt.stop_tree)
+            if tree is not None and tree.value is not None
+        ]
+        if self.pipeline_stop is not None and self.pipeline_stop.value is not None:
+            self._predecided.append(self.pipeline_stop)
         install_helpers(self)
 
     # ----------------------------------------------------------------- setup
@@ -171,15 +180,7 @@ class Orchestrator:
     def _begin(self) -> None:
         self._publish("pipeline.started", PIPELINE_SOURCE, {"inputs": dict(self.pool.inputs)})
         self.index.settle_unreferenced()
-        for rt in self.nodes.values():
-            for tree in (rt.start_tree, rt.stop_tree):
-                if tree is not None and tree.value is not None and not self._queued_decision(tree):
-                    self._decisions.append((tree, tree.value))
-        if self.pipeline_stop is not None and self.pipeline_stop.value is True:
-            self._decisions.append((self.pipeline_stop, True))
-
-    def _queued_decision(self, tree: TriggerTree) -> bool:
-        return any(t is tree for t, _ in self._decisions)
+        self._decisions.extend((tree, bool(tree.value)) for tree in self._predecided)
 
     async def wait(self) -> ExecutionResult:
         """Wait for the terminal status; every write is durable when this returns."""

@@ -24,7 +24,7 @@ from whenflow.engine.trigger_eval import ConditionLeaf, EventLeaf, TriggerTree
 
 class TriggerIndex:
     def __init__(self, node_ids: Sequence[str], evaluate: Callable[[ConditionLeaf], None]) -> None:
-        self._node_ids = tuple(node_ids)
+        self._node_ids = dict.fromkeys(node_ids)
         self._evaluate = evaluate
         self._exact: dict[str, list[EventLeaf]] = {}
         self._globs: dict[str, tuple[re.Pattern[str], list[EventLeaf]]] = {}
