@@ -8,6 +8,7 @@ Every command that shows state takes `--json` (one JSON document on stdout).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sys
 from pathlib import Path
@@ -97,6 +98,11 @@ def _execute(
             return await service.run(program, inputs or {}, on_event=listener)
 
     node_ids = list(program.definition.node_ids) if program else []
+    # `whenflow run` is one short-lived process: move what loading built out of the
+    # collector's sight, so full collections do not rescan it while thousands of
+    # tasks run (measured: keeps a 10,000-node run linear).
+    gc.collect()
+    gc.freeze()
     try:
         if as_json:
             result = asyncio.run(go(None))
