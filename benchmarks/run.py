@@ -22,7 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = "apiVersion: whenflow/v1\nkind: Pipeline\nmetadata: {name: bench, version: 1.0.0}\nspec:\n  nodes:\n"
+HEADER = (
+    "apiVersion: whenflow/v1\nkind: Pipeline\n"
+    "metadata: {name: bench, version: 1.0.0}\nspec:\n  nodes:\n"
+)
 
 
 def _task(kind: str) -> str:

@@ -234,11 +234,6 @@ def test_inputs_file_json_and_yaml_with_pairs_winning(tmp_path: Path) -> None:
     assert overridden["nodes"]["extract_data"]["outputs"]["row_count"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cli/inputs.py loads YAML with safe_load, so an unquoted date becomes a "
-    "datetime.date and a `type: string` input rejects it (exit 2)",
-)
 def test_inputs_file_yaml_unquoted_date_is_a_string_input(tmp_path: Path) -> None:
     as_yaml = tmp_path / "inputs.yaml"
     as_yaml.write_text("start_date: 2024-01-01\nend_date: 2024-01-03\n")
@@ -335,9 +330,9 @@ def test_executions_commands_read_back_the_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ("run", EXAMPLES / "branch_and_join.yaml", "-i", "amount=5000"),
-        ("run", EXAMPLES / "fan_out_fan_in.yaml", "-i", "shards=3"),
-        ("run", EXAMPLES / "retry_timeout.yaml"),
+        pytest.param(("run", EXAMPLES / "branch_and_join.yaml", "-i", "amount=5000"), id="branch"),
+        pytest.param(("run", EXAMPLES / "fan_out_fan_in.yaml", "-i", "shards=3"), id="fan_out"),
+        pytest.param(("run", EXAMPLES / "retry_timeout.yaml"), id="retry"),
         pytest.param(
             (
                 "run",
@@ -347,15 +342,13 @@ def test_executions_commands_read_back_the_run(tmp_path: Path) -> None:
                 "-i",
                 "end_date=2024-01-08",
             ),
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: for file outputs `run --json` prints the local path while "
-                "`executions show`/`resume --json` print the artifact reference dict",
-            ),
+            id="file_outputs",
         ),
     ],
 )
-def test_show_and_resume_print_the_same_object_as_run(tmp_path: Path, args: tuple[Any]) -> None:
+def test_show_and_resume_print_the_same_object_as_run(
+    tmp_path: Path, args: tuple[str | Path, ...]
+) -> None:
     ran = run_json(tmp_path, *args)
     eid = ran["execution_id"]
 

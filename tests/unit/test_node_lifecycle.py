@@ -374,7 +374,9 @@ def test_a_binding_to_a_missing_value_fails_the_node_clearly() -> None:
     )
     assert r.node_events("b") == ["b.failed"]
     message = r.payloads("b.failed")[0]["message"]
-    assert "'b'" in message and "'x'" in message and "never written" in message
+    assert "'b'" in message
+    assert "'x'" in message
+    assert "never written" in message
 
 
 def test_binding_type_mismatch_names_node_input_and_both_types() -> None:
@@ -388,8 +390,10 @@ def test_binding_type_mismatch_names_node_input_and_both_types() -> None:
         """
     )
     message = r.payloads("b.failed")[0]["message"]
-    assert "'b'" in message and "'count'" in message
-    assert "integer" in message and "string" in message
+    assert "'b'" in message
+    assert "'count'" in message
+    assert "integer" in message
+    assert "string" in message
 
 
 def test_idempotency_key_is_stable_across_attempts_and_attempt_fences() -> None:
@@ -436,7 +440,8 @@ def test_pipeline_outputs_and_large_values_go_to_the_artifact_store() -> None:
             if isinstance(rec, VariableWritten) and rec.variable.name == "blob"
         )
         assert blob.value is None
-        assert blob.artifact is not None and blob.artifact.size == 5002
+        assert blob.artifact is not None
+        assert blob.artifact.size == 5002
 
     asyncio.run(scenario())
 

@@ -38,9 +38,21 @@ def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
 
 
 def _yaml(text: str) -> Any:
+    """YAML with dates and timestamps kept as the text they were written as.
+
+    An input like `start_date: 2024-01-01` is a string to the user; PyYAML's
+    default resolver would make it a `datetime.date`.
+    """
     import yaml
 
+    class _TextDates(yaml.SafeLoader):
+        pass
+
+    _TextDates.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_TextDates)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ValueError(str(exc)) from None

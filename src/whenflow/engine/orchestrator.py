@@ -214,7 +214,7 @@ class Orchestrator:
             rt.id: NodeOutcome(
                 status=rt.state,
                 attempts=rt.attempt,
-                outputs=dict(self.pool.outputs[rt.id]),
+                outputs=self.pool.result_outputs(rt.id),
                 error=rt.error,
                 reason=rt.reason,
             )
@@ -590,6 +590,7 @@ class Orchestrator:
                 self._records.extend(VariableWritten(self.execution_id, v) for v in variables)
                 self.pool.publish(rt.id, values)
                 self._attempt_row(rt.id, NO_ITEM, attempt, NodeState.COMPLETED)
+                rt.error = None
                 self._terminal(rt, NodeState.COMPLETED, {"attempt": attempt})
                 return
         self._attempt_failed(rt, attempt, outcome)

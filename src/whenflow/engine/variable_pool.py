@@ -53,6 +53,8 @@ class VariablePool:
             "started_at": started_at,
         }
         self.outputs: dict[str, dict[str, Any]] = {n: {} for n in node_ids}
+        # Outputs kept in the artifact store: results show the reference, not the bytes.
+        self.artifact_refs: dict[tuple[str, str], ArtifactRef] = {}
         self.context: dict[str, Any] = {
             "pipeline": Namespace(
                 "pipeline",
@@ -105,6 +107,8 @@ class VariablePool:
                 if len(encoded) > self.offload_bytes and self.artifacts is not None:
                     ref = self.artifacts.put_value(f"{key_prefix}/{name}", value)
             visible[name] = value
+            if ref is not None:
+                self.artifact_refs[(node_id, name)] = ref
             stored = None if ref is not None else value
             variables.append(
                 Variable(
@@ -118,6 +122,13 @@ class VariablePool:
             )
         return visible, variables
 
+    def result_outputs(self, node_id: str) -> dict[str, Any]:
+        """A node's outputs as results show them: artifacts as their reference."""
+        return {
+            name: ref.to_json() if (ref := self.artifact_refs.get((node_id, name))) else value
+            for name, value in self.outputs[node_id].items()
+        }
+
     def publish(self, node_id: str, values: Mapping[str, Any]) -> None:
         self.outputs[node_id].update(values)
 
@@ -125,6 +136,8 @@ class VariablePool:
         """Put persisted variables back (resume); artifact values are loaded again."""
         for var in variables:
             value = var.value
+            if var.artifact is not None:
+                self.artifact_refs[(var.scope, var.name)] = var.artifact
             if var.artifact is not None and self.artifacts is not None:
                 if var.artifact.kind == "file":
                     value = self.artifacts.local_path(var.artifact)

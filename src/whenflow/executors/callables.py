@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from whenflow.domain.definitions import TaskSignature
+from whenflow.domain.definitions import ParamSpec, TaskSignature
 from whenflow.executors.errors import CallableNotFound, InvalidTaskConfig, TaskOutputError
 from whenflow.executors.task_decorator import (
     CONTEXT_PARAMETER,
@@ -119,6 +119,30 @@ def signature_of(fn: object) -> TaskSignature | None:
     """The declared signature of an `@whenflow.task` function; None for any other callable."""
     definition = definition_of(fn)
     return definition.task.signature if definition is not None else None
+
+
+def parameters_signature(fn: object) -> TaskSignature | None:
+    """A names-only signature of a plain function, so load-time checks catch bad bindings.
+
+    Every parameter but `ctx` is an input of type `any` (required when it has
+    no default); outputs are not declared. None when the function takes
+    `**kwargs` (it accepts any name) or cannot be inspected.
+    """
+    try:
+        params = inspect.signature(fn).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    inputs: dict[str, ParamSpec] = {}
+    for name, param in params.items():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if name == "ctx" or param.kind in (
+            inspect.Parameter.VAR_POSITIONAL,
+            inspect.Parameter.POSITIONAL_ONLY,
+        ):
+            continue
+        inputs[name] = ParamSpec(required=param.default is inspect.Parameter.empty)
+    return TaskSignature(inputs=inputs, outputs={})
 
 
 def cached_callable(spec: str) -> PreparedCallable | None:
