@@ -18,6 +18,8 @@ from whenflow.domain.task_io import TaskResult
 from whenflow.domain.variables import Variable
 from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.templates import TemplateEvaluationError
+from whenflow.engine.attempts import accept_outputs, render_inputs, system_view
+from whenflow.engine.endings import cancel_work
 from whenflow.engine.runtime import ForEachRun, NodeRuntime
 from whenflow.engine.variable_pool import OutputError
 
@@ -89,10 +91,10 @@ def launch_item(orch: Orchestrator, rt: NodeRuntime, index: int) -> None:
     run.attempts[index] = attempt
     item = run.items[index]
     context = orch.pool.overlay(
-        {"item": item, "index": index, "system": orch._system_view(attempt, (item, index))}
+        {"item": item, "index": index, "system": system_view(orch, attempt, (item, index))}
     )
     try:
-        inputs, config = orch._render_inputs(rt, context)
+        inputs, config = render_inputs(rt, context)
     except BindingError as exc:
         _item_failed(orch, rt, run, index, attempt, exc, retry=False)
         return
@@ -106,8 +108,8 @@ def item_done(orch: Orchestrator, rt: NodeRuntime, index: int, attempt: int, out
     run.running.pop(index, None)
     if isinstance(outcome, TaskResult):
         try:
-            values, _ = orch._accept_outputs(
-                rt, outcome.outputs, f"{orch.execution_id}/{rt.id}/{index}"
+            values, _ = accept_outputs(
+                orch, rt, outcome.outputs, f"{orch.execution_id}/{rt.id}/{index}"
             )
         except OutputError as exc:
             outcome = exc
@@ -164,7 +166,7 @@ def _item_failed(
         {"index": index, "attempt": attempt, "error_type": error_type, "message": message},
     )
     if rt.program.definition.on_item_error is OnItemError.FAIL:
-        orch._cancel_work(rt)
+        cancel_work(orch, rt)
         orch._fail(rt, error_type, f"item {index} failed: {message}")
         return
     fill(orch, rt)

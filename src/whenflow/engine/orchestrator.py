@@ -18,34 +18,37 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from whenflow.domain.errors import BindingError, TaskTimeout
 from whenflow.domain.events import PIPELINE_SOURCE, Event
-from whenflow.domain.param_types import fits, type_name
 from whenflow.domain.records import (
     AttemptRecorded,
     EventAppended,
     ExecutionCreated,
     ExecutionSnapshot,
-    ExecutionUpdated,
     LogAppended,
     NodeUpdated,
     Record,
     VariableWritten,
 )
 from whenflow.domain.states import TERMINAL_EVENT_SUFFIX, ExecutionStatus, NodeState
-from whenflow.domain.task_io import TaskRequest, TaskResult
-from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.program import PipelineProgram
 from whenflow.dsl.templates import Missing, TemplateEvaluationError, compile_condition
-from whenflow.engine.attempt_context import AttemptContext
-from whenflow.engine.foreach import item_done, launch_item, start_foreach
+from whenflow.engine.attempts import is_current, launch, spawn
+from whenflow.engine.endings import (
+    cancel_work,
+    end_all,
+    finish,
+    set_waiting,
+    skip_one_unsatisfiable,
+    stop_node,
+)
+from whenflow.engine.foreach import launch_item, start_foreach
 from whenflow.engine.ports import ArtifactStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
 from whenflow.engine.template_helpers import install_helpers
 from whenflow.engine.transitions import transition
 from whenflow.engine.trigger_eval import ConditionLeaf, TriggerTree
-from whenflow.engine.trigger_index import TriggerIndex, unknown_external
-from whenflow.engine.variable_pool import OutputError, VariablePool
+from whenflow.engine.trigger_index import TriggerIndex
+from whenflow.engine.variable_pool import VariablePool
 
 EventListener = Callable[[Event], None]
 
@@ -253,12 +256,18 @@ class Orchestrator:
             if self.status.is_terminal:
                 return
             if self._non_terminal == 0:
-                self._finish()
+                finish(
+                    self,
+                )
                 return
             if self._running or self._timers or self._ready or self._waiting_nodes:
                 return
-            if not self._skip_one_unsatisfiable():
-                self._set_waiting()
+            if not skip_one_unsatisfiable(
+                self,
+            ):
+                set_waiting(
+                    self,
+                )
                 return
 
     def _drain_decisions(self) -> None:
@@ -270,7 +279,7 @@ class Orchestrator:
             tree, value = self._decisions.popleft()
             if tree.kind == "pipeline_stop":
                 if value and self._ending is None:
-                    self._end_all(ExecutionStatus.STOPPED, f"pipeline stopWhen: {tree.explain()}")
+                    end_all(self, ExecutionStatus.STOPPED, f"pipeline stopWhen: {tree.explain()}")
                 continue
             rt = self.nodes[tree.owner]
             if rt.state.is_terminal or self._ending is not None:
@@ -282,7 +291,7 @@ class Orchestrator:
                     else:
                         self._skip(rt, f"startWhen is false: {tree.explain()}")
             elif value:
-                self._stop_node(rt, f"stopWhen: {tree.explain()}")
+                stop_node(self, rt, f"stopWhen: {tree.explain()}")
 
     def _on_decided(self, tree: TriggerTree, value: bool) -> None:
         self._decisions.append((tree, value))
@@ -302,13 +311,13 @@ class Orchestrator:
         if tree.kind == "pipeline_stop":
             if self._ending is None:
                 self.error = f"pipeline stopWhen failed: {message}"
-                self._end_all(ExecutionStatus.FAILED, self.error)
+                end_all(self, ExecutionStatus.FAILED, self.error)
             return
         rt = self.nodes[tree.owner]
         if rt.state.is_terminal:
             return
         field = "startWhen" if tree.kind == "start" else "stopWhen"
-        self._cancel_work(rt)
+        cancel_work(self, rt)
         self._fail(rt, "ExpressionError", f"{field} {message}")
 
     # ---------------------------------------------------------------- events
@@ -390,77 +399,9 @@ class Orchestrator:
             if rt.state.is_terminal or self._ending is not None:
                 continue
             if index == NO_ITEM:
-                self._launch(rt)
+                launch(self, rt)
             else:
                 self._launch_item(rt, index)
-
-    def _render_inputs(
-        self, rt: NodeRuntime, context: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Inputs and rendered task config for one attempt; raises BindingError."""
-        node = rt.program
-        inputs: dict[str, Any] = {}
-        signature = node.signature
-        for name, compiled in node.bindings.items():
-            try:
-                value = render_value(compiled, context)
-            except TemplateEvaluationError as exc:
-                raise BindingError(node.id, name, exc.reason) from None
-            spec = signature.inputs.get(name) if signature else None
-            if contains_missing(value):
-                if spec is not None and (not spec.required or spec.default is not None):
-                    continue
-                raise BindingError(
-                    node.id,
-                    name,
-                    "reads a value that was never written (its node was skipped, "
-                    "failed, or did not produce it)",
-                )
-            if spec is not None and not fits(value, spec.type):
-                raise BindingError(
-                    node.id, name, f"expects {spec.type} but the binding gave {type_name(value)}"
-                )
-            inputs[name] = value
-        if signature is not None:
-            for name, spec in signature.inputs.items():
-                if name not in inputs and spec.default is not None:
-                    inputs[name] = spec.default
-        config = dict(rt.program.definition.task.config)
-        for key, compiled in node.rendered_config.items():
-            try:
-                value = render_value(compiled, context)
-            except TemplateEvaluationError as exc:
-                raise BindingError(node.id, f"task.{key}", exc.reason) from None
-            if contains_missing(value):
-                raise BindingError(node.id, f"task.{key}", "reads a value that was never written")
-            config[key] = value
-        return inputs, config
-
-    def _launch(self, rt: NodeRuntime) -> None:
-        attempt = rt.attempt + 1
-        try:
-            context = self.pool.overlay({"system": self._system_view(attempt)})
-            inputs, config = self._render_inputs(rt, context)
-        except BindingError as exc:
-            rt.attempt = attempt
-            self._fail(rt, type(exc).__name__, str(exc))
-            return
-        self._move(rt, NodeState.RUNNING)
-        rt.attempt = attempt
-        if rt.started_at is None:
-            rt.started_at = self._clock()
-        self._node_row(rt)
-        self._attempt_row(rt.id, NO_ITEM, attempt, NodeState.RUNNING)
-        self._publish(f"{rt.id}.started", rt.id, {"attempt": attempt})
-        rt.task = self._spawn(rt, attempt, None, inputs, config)
-
-    def _system_view(self, attempt: int, item: tuple[Any, int] | None = None) -> Any:
-        from whenflow.dsl.templates import Namespace
-
-        values: dict[str, Any] = {**self.pool.system, "attempt": attempt}
-        if item is not None:
-            values["item"], values["index"] = item
-        return Namespace("system", values)
 
     def _attempt_row(
         self,
@@ -490,146 +431,6 @@ class Orchestrator:
             )
         )
 
-    def _spawn(
-        self,
-        rt: NodeRuntime,
-        attempt: int,
-        item_index: int | None,
-        inputs: Mapping[str, Any],
-        config: Mapping[str, Any],
-    ) -> asyncio.Task[None]:
-        assert self._loop is not None
-        definition = rt.program.definition
-        task_spec = definition.task
-        if config != task_spec.config:
-            from dataclasses import replace
-
-            task_spec = replace(task_spec, config=config)
-        key = self.idempotency_key(rt.id, item_index)
-        request = TaskRequest(
-            execution_id=self.execution_id,
-            node_id=rt.id,
-            attempt=attempt,
-            task=task_spec,
-            inputs=inputs,
-            idempotency_key=key,
-            item_index=item_index,
-            timeout_s=definition.timeout_s,
-        )
-        ctx = AttemptContext(
-            loop=self._loop,
-            execution_id=self.execution_id,
-            node_id=rt.id,
-            attempt=attempt,
-            item_index=item_index,
-            idempotency_key=key,
-            emit_sink=self._on_emit,
-            log_sink=self._on_log,
-        )
-        self._running += 1
-        task = self._loop.create_task(
-            self._attempt(rt, request, ctx), name=f"whenflow:{rt.id}#{attempt}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _attempt(self, rt: NodeRuntime, request: TaskRequest, ctx: AttemptContext) -> None:
-        timeout = request.timeout_s
-        outcome: TaskResult | BaseException
-        try:
-            if timeout is not None:
-                async with asyncio.timeout(timeout):
-                    outcome = await self._runner.run(request, ctx)
-            else:
-                outcome = await self._runner.run(request, ctx)
-        except asyncio.CancelledError:
-            if self._is_current(rt, request.attempt, request.item_index):
-                raise
-            return
-        except TimeoutError:
-            outcome = TaskTimeout(rt.id, timeout or 0.0)
-        except Exception as exc:
-            outcome = exc
-        self._unit(self._attempt_done, rt, request.attempt, request.item_index, outcome)
-
-    def _is_current(self, rt: NodeRuntime, attempt: int, item_index: int | None) -> bool:
-        if rt.state is not NodeState.RUNNING:
-            return False
-        if item_index is None:
-            return rt.attempt == attempt and rt.foreach is None
-        run = rt.foreach
-        return (
-            run is not None
-            and run.attempts.get(item_index) == attempt
-            and item_index in run.running
-        )
-
-    def _attempt_done(
-        self,
-        rt: NodeRuntime,
-        attempt: int,
-        item_index: int | None,
-        outcome: TaskResult | BaseException,
-    ) -> None:
-        if not self._is_current(rt, attempt, item_index):
-            return  # a stale result of a cancelled or superseded attempt: fenced off
-        self._running -= 1
-        if item_index is not None:
-            item_done(self, rt, item_index, attempt, outcome)
-            return
-        rt.task = None
-        if isinstance(outcome, TaskResult):
-            try:
-                values, variables = self._accept_outputs(
-                    rt, outcome.outputs, f"{self.execution_id}/{rt.id}"
-                )
-            except OutputError as exc:
-                outcome = exc
-            else:
-                self._records.extend(VariableWritten(self.execution_id, v) for v in variables)
-                self.pool.publish(rt.id, values)
-                self._attempt_row(rt.id, NO_ITEM, attempt, NodeState.COMPLETED)
-                rt.error = None
-                self._terminal(rt, NodeState.COMPLETED, {"attempt": attempt})
-                return
-        self._attempt_failed(rt, attempt, outcome)
-
-    def _accept_outputs(
-        self, rt: NodeRuntime, outputs: Mapping[str, Any], key_prefix: str
-    ) -> tuple[dict[str, Any], list[Any]]:
-        values, variables = self.pool.store_outputs(
-            rt.id, outputs, key_prefix=key_prefix, at=self._clock()
-        )
-        signature = rt.program.signature
-        if signature is not None:
-            for name, spec in signature.outputs.items():
-                if name in values and not fits(values[name], spec.type):
-                    raise OutputError(
-                        f"node {rt.id!r}, output {name!r}: declared {spec.type} but the task "
-                        f"returned {type_name(values[name])}"
-                    )
-        return values, variables
-
-    def _attempt_failed(self, rt: NodeRuntime, attempt: int, error: BaseException) -> None:
-        error_type = type(error).__name__
-        message = str(error) or error_type
-        self._attempt_row(rt.id, NO_ITEM, attempt, NodeState.FAILED, error_type, message)
-        policy = rt.program.definition.retry
-        if attempt - rt.lost_attempts < policy.max_attempts and policy.retries(error_type):
-            delay = policy.delay_after(attempt - rt.lost_attempts)
-            self._move(rt, NodeState.RETRYING)
-            rt.error = message
-            self._node_row(rt)
-            self._publish(
-                f"{rt.id}.retrying",
-                rt.id,
-                {"attempt": attempt, "delay": delay, "error_type": error_type, "message": message},
-            )
-            rt.retry_timer = self._call_later(delay, self._retry_due, rt)
-            return
-        self._fail(rt, error_type, message)
-
     def _call_later(
         self, delay: float, handler: Callable[..., None], *args: Any
     ) -> asyncio.TimerHandle:
@@ -647,12 +448,6 @@ class Orchestrator:
             handle.cancel()
             self._timers -= 1
 
-    def _retry_due(self, rt: NodeRuntime) -> None:
-        rt.retry_timer = None
-        if rt.state is NodeState.RETRYING:
-            rt.queued = True
-            self._ready.append((rt.id, NO_ITEM))
-
     def _fail(self, rt: NodeRuntime, error_type: str, message: str) -> None:
         rt.error = message
         self._terminal(
@@ -665,54 +460,11 @@ class Orchestrator:
             and self.definition.fail_fast
             and self._ending is None
         ):
-            self._end_all(ExecutionStatus.FAILED, f"failFast: node {rt.id!r} failed")
+            end_all(self, ExecutionStatus.FAILED, f"failFast: node {rt.id!r} failed")
 
     def _skip(self, rt: NodeRuntime, reason: str) -> None:
         rt.reason = reason
         self._terminal(rt, NodeState.SKIPPED, {"reason": reason})
-
-    def _cancel_work(self, rt: NodeRuntime) -> None:
-        """Cancel whatever of this node is running or scheduled."""
-        if rt.task is not None:
-            rt.task.cancel()
-            rt.task = None
-            self._running -= 1
-        self._cancel_timer(rt.retry_timer)
-        rt.retry_timer = None
-        run = rt.foreach
-        if run is not None:
-            for task in run.running.values():
-                task.cancel()
-                self._running -= 1
-            run.running.clear()
-            for handle in run.retry_timers.values():
-                self._cancel_timer(handle)
-            run.retry_timers.clear()
-        rt.queued = False
-        if any(r[0] == rt.id for r in self._ready):
-            self._ready = deque(r for r in self._ready if r[0] != rt.id)
-        if rt.state is NodeState.WAITING:
-            self._waiting_nodes -= 1
-
-    def _stop_node(self, rt: NodeRuntime, reason: str) -> None:
-        if rt.state is NodeState.RUNNING:
-            self._attempt_row(rt.id, NO_ITEM, rt.attempt, NodeState.STOPPED, "Stopped", reason)
-        self._cancel_work(rt)
-        rt.reason = reason
-        self._terminal(rt, NodeState.STOPPED, {"reason": reason})
-
-    def _end_all(self, status: ExecutionStatus, reason: str) -> None:
-        """Stop (stopWhen) or cancel (failFast, cancel) every node that has not finished."""
-        self._ending = status
-        target = NodeState.STOPPED if status is ExecutionStatus.STOPPED else NodeState.CANCELLED
-        for rt in self.nodes.values():
-            if rt.state.is_terminal:
-                continue
-            if rt.state is NodeState.RUNNING:
-                self._attempt_row(rt.id, NO_ITEM, rt.attempt, target, target.value.title(), reason)
-            self._cancel_work(rt)
-            rt.reason = reason
-            self._terminal(rt, target, {"reason": reason})
 
     def cancel(self, reason: str = "cancelled by request") -> None:
         """Cancel the execution: running tasks are cancelled, nothing new starts."""
@@ -722,7 +474,7 @@ class Orchestrator:
 
     def _cancel_handler(self, reason: str) -> None:
         if self._ending is None:
-            self._end_all(ExecutionStatus.CANCELLED, reason)
+            end_all(self, ExecutionStatus.CANCELLED, reason)
 
     def post_external_event(self, name: str, payload: Mapping[str, Any] | None = None) -> None:
         """Publish `external.<name>` into this running execution."""
@@ -735,7 +487,7 @@ class Orchestrator:
         self, node_id: str, attempt: int, item: int, name: str, payload: Mapping[str, Any]
     ) -> None:
         rt = self.nodes[node_id]
-        if not self._is_current(rt, attempt, None if item == NO_ITEM else item):
+        if not is_current(rt, attempt, None if item == NO_ITEM else item):
             return
         body = {**payload, "attempt": attempt}
         if item != NO_ITEM:
@@ -748,55 +500,6 @@ class Orchestrator:
         )
 
     # -------------------------------------------------------------- endings
-
-    def _skip_one_unsatisfiable(self) -> bool:
-        """Quiescence: nothing runs or is scheduled, so an undecided node can never start."""
-        for rt in self.nodes.values():
-            if rt.state is NodeState.PENDING and not rt.queued:
-                if unknown_external([rt.start_tree]):
-                    continue
-                self._skip(
-                    rt, "unsatisfiable: the execution is quiescent and startWhen is still undecided"
-                )
-                return True
-        return False
-
-    def _set_waiting(self) -> None:
-        if self.status is not ExecutionStatus.WAITING:
-            self.status = ExecutionStatus.WAITING
-            self._records.append(ExecutionUpdated(self.execution_id, self.status, self._clock()))
-
-    def _finish(self) -> None:
-        status = self._ending or ExecutionStatus.COMPLETED
-        failed = [
-            rt.id
-            for rt in self.nodes.values()
-            if rt.state is NodeState.FAILED and not rt.program.definition.allow_failure
-        ]
-        if status is ExecutionStatus.COMPLETED and failed:
-            status = ExecutionStatus.FAILED
-            self.error = self.error or f"node(s) failed: {', '.join(failed)}"
-        if status is ExecutionStatus.COMPLETED:
-            try:
-                self.outputs = {
-                    k: None if contains_missing(v) else v
-                    for k, v in render_value(self.program.outputs, self.pool.context).items()
-                }
-            except TemplateEvaluationError as exc:
-                status = ExecutionStatus.FAILED
-                self.error = f"pipeline outputs: {exc}"
-        self.status = status
-        for handle in self._within_handles:
-            handle.cancel()
-        now = self._clock()
-        self._publish(
-            f"pipeline.{status.value}", PIPELINE_SOURCE, {"error": self.error} if self.error else {}
-        )
-        self._records.append(
-            ExecutionUpdated(self.execution_id, status, now, now, dict(self.outputs), self.error)
-        )
-        if self._done is not None and not self._done.done():
-            self._done.set_result(None)
 
     # ------------------------------------------------------------- forEach
 
@@ -815,4 +518,4 @@ class Orchestrator:
         inputs: Mapping[str, Any],
         config: Mapping[str, Any],
     ) -> asyncio.Task[None]:
-        return self._spawn(rt, attempt, index, inputs, config)
+        return spawn(self, rt, attempt, index, inputs, config)

@@ -1,0 +1,250 @@
+"""One task attempt, from rendering its inputs to accepting its result (DESIGN.md §5, §7).
+
+These functions are part of the dispatcher (`Orchestrator`): they run on its
+loop, inside its units of work, and mutate its state; `foreach` and `recovery`
+are the other such parts. A worker coroutine only reports back: its result
+enters through `attempt_done`, fenced by the attempt number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from whenflow.domain.errors import BindingError, TaskTimeout
+from whenflow.domain.param_types import fits, type_name
+from whenflow.domain.records import VariableWritten
+from whenflow.domain.states import NodeState
+from whenflow.domain.task_io import TaskRequest, TaskResult
+from whenflow.dsl.compiled_values import contains_missing, render_value
+from whenflow.dsl.templates import Namespace, TemplateEvaluationError
+from whenflow.engine.attempt_context import AttemptContext
+from whenflow.engine.runtime import NO_ITEM, NodeRuntime
+from whenflow.engine.variable_pool import OutputError
+
+if TYPE_CHECKING:
+    from whenflow.engine.orchestrator import Orchestrator
+
+
+def render_inputs(
+    rt: NodeRuntime, context: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inputs and rendered task config for one attempt; raises BindingError."""
+    node = rt.program
+    inputs: dict[str, Any] = {}
+    signature = node.signature
+    for name, compiled in node.bindings.items():
+        try:
+            value = render_value(compiled, context)
+        except TemplateEvaluationError as exc:
+            raise BindingError(node.id, name, exc.reason) from None
+        spec = signature.inputs.get(name) if signature else None
+        if contains_missing(value):
+            if spec is not None and (not spec.required or spec.default is not None):
+                continue
+            raise BindingError(
+                node.id,
+                name,
+                "reads a value that was never written (its node was skipped, "
+                "failed, or did not produce it)",
+            )
+        if spec is not None and not fits(value, spec.type):
+            raise BindingError(
+                node.id, name, f"expects {spec.type} but the binding gave {type_name(value)}"
+            )
+        inputs[name] = value
+    if signature is not None:
+        for name, spec in signature.inputs.items():
+            if name not in inputs and spec.default is not None:
+                inputs[name] = spec.default
+    config = dict(rt.program.definition.task.config)
+    for key, compiled in node.rendered_config.items():
+        try:
+            value = render_value(compiled, context)
+        except TemplateEvaluationError as exc:
+            raise BindingError(node.id, f"task.{key}", exc.reason) from None
+        if contains_missing(value):
+            raise BindingError(node.id, f"task.{key}", "reads a value that was never written")
+        config[key] = value
+    return inputs, config
+
+
+def launch(orch: Orchestrator, rt: NodeRuntime) -> None:
+    attempt = rt.attempt + 1
+    try:
+        context = orch.pool.overlay({"system": system_view(orch, attempt)})
+        inputs, config = render_inputs(rt, context)
+    except BindingError as exc:
+        rt.attempt = attempt
+        orch._fail(rt, type(exc).__name__, str(exc))
+        return
+    orch._move(rt, NodeState.RUNNING)
+    rt.attempt = attempt
+    if rt.started_at is None:
+        rt.started_at = orch._clock()
+    orch._node_row(rt)
+    orch._attempt_row(rt.id, NO_ITEM, attempt, NodeState.RUNNING)
+    orch._publish(f"{rt.id}.started", rt.id, {"attempt": attempt})
+    rt.task = spawn(orch, rt, attempt, None, inputs, config)
+
+
+def system_view(orch: Orchestrator, attempt: int, item: tuple[Any, int] | None = None) -> Any:
+
+    values: dict[str, Any] = {**orch.pool.system, "attempt": attempt}
+    if item is not None:
+        values["item"], values["index"] = item
+    return Namespace("system", values)
+
+
+def spawn(
+    orch: Orchestrator,
+    rt: NodeRuntime,
+    attempt: int,
+    item_index: int | None,
+    inputs: Mapping[str, Any],
+    config: Mapping[str, Any],
+) -> asyncio.Task[None]:
+    assert orch._loop is not None
+    definition = rt.program.definition
+    task_spec = definition.task
+    if config != task_spec.config:
+        from dataclasses import replace
+
+        task_spec = replace(task_spec, config=config)
+    key = orch.idempotency_key(rt.id, item_index)
+    request = TaskRequest(
+        execution_id=orch.execution_id,
+        node_id=rt.id,
+        attempt=attempt,
+        task=task_spec,
+        inputs=inputs,
+        idempotency_key=key,
+        item_index=item_index,
+        timeout_s=definition.timeout_s,
+    )
+    ctx = AttemptContext(
+        loop=orch._loop,
+        execution_id=orch.execution_id,
+        node_id=rt.id,
+        attempt=attempt,
+        item_index=item_index,
+        idempotency_key=key,
+        emit_sink=orch._on_emit,
+        log_sink=orch._on_log,
+    )
+    orch._running += 1
+    task = orch._loop.create_task(
+        run_attempt(orch, rt, request, ctx), name=f"whenflow:{rt.id}#{attempt}"
+    )
+    orch._tasks.add(task)
+    task.add_done_callback(orch._tasks.discard)
+    return task
+
+
+async def run_attempt(
+    orch: Orchestrator, rt: NodeRuntime, request: TaskRequest, ctx: AttemptContext
+) -> None:
+    timeout = request.timeout_s
+    outcome: TaskResult | BaseException
+    try:
+        if timeout is not None:
+            async with asyncio.timeout(timeout):
+                outcome = await orch._runner.run(request, ctx)
+        else:
+            outcome = await orch._runner.run(request, ctx)
+    except asyncio.CancelledError:
+        if is_current(rt, request.attempt, request.item_index):
+            raise
+        return
+    except TimeoutError:
+        outcome = TaskTimeout(rt.id, timeout or 0.0)
+    except Exception as exc:
+        outcome = exc
+    orch._unit(attempt_done, orch, rt, request.attempt, request.item_index, outcome)
+
+
+def is_current(rt: NodeRuntime, attempt: int, item_index: int | None) -> bool:
+    if rt.state is not NodeState.RUNNING:
+        return False
+    if item_index is None:
+        return rt.attempt == attempt and rt.foreach is None
+    run = rt.foreach
+    return run is not None and run.attempts.get(item_index) == attempt and item_index in run.running
+
+
+def attempt_done(
+    orch: Orchestrator,
+    rt: NodeRuntime,
+    attempt: int,
+    item_index: int | None,
+    outcome: TaskResult | BaseException,
+) -> None:
+    if not is_current(rt, attempt, item_index):
+        return  # a stale result of a cancelled or superseded attempt: fenced off
+    orch._running -= 1
+    if item_index is not None:
+        from whenflow.engine.foreach import item_done  # foreach builds on this module
+
+        item_done(orch, rt, item_index, attempt, outcome)
+        return
+    rt.task = None
+    if isinstance(outcome, TaskResult):
+        try:
+            values, variables = accept_outputs(
+                orch, rt, outcome.outputs, f"{orch.execution_id}/{rt.id}"
+            )
+        except OutputError as exc:
+            outcome = exc
+        else:
+            orch._records.extend(VariableWritten(orch.execution_id, v) for v in variables)
+            orch.pool.publish(rt.id, values)
+            orch._attempt_row(rt.id, NO_ITEM, attempt, NodeState.COMPLETED)
+            rt.error = None
+            orch._terminal(rt, NodeState.COMPLETED, {"attempt": attempt})
+            return
+    attempt_failed(orch, rt, attempt, outcome)
+
+
+def accept_outputs(
+    orch: Orchestrator, rt: NodeRuntime, outputs: Mapping[str, Any], key_prefix: str
+) -> tuple[dict[str, Any], list[Any]]:
+    values, variables = orch.pool.store_outputs(
+        rt.id, outputs, key_prefix=key_prefix, at=orch._clock()
+    )
+    signature = rt.program.signature
+    if signature is not None:
+        for name, spec in signature.outputs.items():
+            if name in values and not fits(values[name], spec.type):
+                raise OutputError(
+                    f"node {rt.id!r}, output {name!r}: declared {spec.type} but the task "
+                    f"returned {type_name(values[name])}"
+                )
+    return values, variables
+
+
+def attempt_failed(orch: Orchestrator, rt: NodeRuntime, attempt: int, error: BaseException) -> None:
+    error_type = type(error).__name__
+    message = str(error) or error_type
+    orch._attempt_row(rt.id, NO_ITEM, attempt, NodeState.FAILED, error_type, message)
+    policy = rt.program.definition.retry
+    if attempt - rt.lost_attempts < policy.max_attempts and policy.retries(error_type):
+        delay = policy.delay_after(attempt - rt.lost_attempts)
+        orch._move(rt, NodeState.RETRYING)
+        rt.error = message
+        orch._node_row(rt)
+        orch._publish(
+            f"{rt.id}.retrying",
+            rt.id,
+            {"attempt": attempt, "delay": delay, "error_type": error_type, "message": message},
+        )
+        rt.retry_timer = orch._call_later(delay, retry_due, orch, rt)
+        return
+    orch._fail(rt, error_type, message)
+
+
+def retry_due(orch: Orchestrator, rt: NodeRuntime) -> None:
+    rt.retry_timer = None
+    if rt.state is NodeState.RETRYING:
+        rt.queued = True
+        orch._ready.append((rt.id, NO_ITEM))
