@@ -462,3 +462,45 @@ def test_every_attempt_is_recorded() -> None:
         if isinstance(rec, AttemptRecorded) and rec.finished_at is not None
     ]
     assert finished == [(1, "failed"), (2, "completed")]
+
+
+def test_fail_fast_says_why_the_execution_failed() -> None:
+    def bad() -> dict[str, Any]:
+        raise Fatal("x")
+
+    r = run(
+        """
+        failFast: true
+        nodes:
+          - {id: bad, task: {type: python, callable: bad}}
+          - {id: long, task: {type: python, callable: forever}}
+        """,
+        {"bad": bad, "forever": forever},
+    )
+    assert r.result.error is not None
+    assert "failFast" in r.result.error
+    assert "'bad'" in r.result.error
+
+
+def test_pipeline_outputs_that_are_not_json_fail_the_execution_cleanly() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: noop}}
+        outputs:
+          whole_node: "{{ a }}"
+        """
+    )
+    assert r.result.status.value == "failed"
+    assert r.result.error is not None
+    assert "JSON" in r.result.error
+    assert r.events[-1] == "pipeline.failed"
+
+
+def test_a_required_input_with_a_default_takes_the_default() -> None:
+    from whenflow.domain.definitions import ParamSpec
+    from whenflow.domain.param_types import resolve_inputs
+
+    declared = {"n": ParamSpec(type="integer", required=True, default=3)}
+    assert resolve_inputs(declared, {}) == {"n": 3}
+    assert resolve_inputs(declared, {"n": "5"}) == {"n": 5}

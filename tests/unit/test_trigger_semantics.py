@@ -384,3 +384,45 @@ def test_fan_in_countdown_waits_for_every_input(width: int) -> None:
         r.events.index(f"s{i}.completed") for i in range(width)
     )
     assert r.result.nodes["join"].outputs == {f"s{i}": i for i in range(width)}
+
+
+async def test_quiescence_waits_while_a_node_waits_for_an_external_event() -> None:
+    r = await run_async(
+        """
+        nodes:
+          - {id: wait_signal, startWhen: "event:external.go", within: 30ms, task: {type: noop}}
+          - {id: after, startWhen: "event:wait_signal.completed || event:pipeline.completed", task: {type: noop}}
+        """
+    )
+    # `after` is only given up once `wait_signal` can no longer run (its deadline passed).
+    assert r.events == [
+        "pipeline.started",
+        "wait_signal.skipped",
+        "after.skipped",
+        "pipeline.completed",
+    ]
+
+
+def test_secret_without_a_backend_fails_only_the_node() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: noop}}
+          - {id: b, startWhen: "{{ secret('TOKEN') == 'x' }}", task: {type: noop}}
+        """
+    )
+    assert r.node_events("b") == ["b.failed"]
+    assert "secret('TOKEN')" in r.payloads("b.failed")[0]["message"]
+    assert r.status("a") == "completed"
+    assert r.result.status.value == "failed"
+
+
+def test_quoted_node_names_in_settled_are_waited_for() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: noop}}
+          - {id: b, startWhen: "{{ settled('a') and any_ok('a') }}", task: {type: noop}}
+        """
+    )
+    assert r.events.index("b.started") > r.events.index("a.completed")

@@ -225,6 +225,9 @@ def executions_list(
     as_json: bool = JsonOption,
 ) -> None:
     """The most recent executions."""
+    statuses = ("running", "waiting", "completed", "failed", "stopped", "cancelled")
+    if status is not None and status not in statuses:
+        _fail(f"error: --status must be one of {', '.join(statuses)}", EXIT_INVALID)
     rows = _query(lambda s: s.list_executions(limit=limit, status=status))
     if as_json:
         print(json.dumps([r.to_json() for r in rows]))

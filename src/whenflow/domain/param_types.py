@@ -76,8 +76,8 @@ def resolve_inputs(declared: Mapping[str, ParamSpec], given: Mapping[str, Any]) 
     for name, spec in declared.items():
         if name in given:
             resolved[name] = coerce_input(name, given[name], spec)
-        elif spec.required:
-            raise InputError(name, f"is required ({spec.type}); pass it with -i {name}=...")
         elif spec.default is not None:
             resolved[name] = spec.default
+        elif spec.required:
+            raise InputError(name, f"is required ({spec.type}); pass it with -i {name}=...")
     return resolved

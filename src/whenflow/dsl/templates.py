@@ -22,6 +22,7 @@ from whenflow.domain.errors import WhenflowError
 
 # Names a template may use besides node ids.
 HELPER_NAMES = frozenset({"events", "settled", "any_ok", "now", "secret"})
+NODE_HELPERS = frozenset({"settled", "any_ok"})  # helpers whose arguments are nodes
 SCOPE_NAMES = frozenset({"pipeline", "system", "item", "index"})
 RESERVED_NAMES = HELPER_NAMES | SCOPE_NAMES | frozenset({"true", "false", "none", "loop"})
 
@@ -202,7 +203,15 @@ def _info(source: str, kind: str, tree: nodes.Node, expression: str | None) -> T
     )
     patterns: list[str] = []
     dynamic = False
+    quoted_nodes: set[str] = set()
     for call in tree.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name in NODE_HELPERS:
+            # settled('a') names node a as surely as settled(a) does.
+            quoted_nodes.update(
+                a.value
+                for a in call.args
+                if isinstance(a, nodes.Const) and isinstance(a.value, str)
+            )
         if isinstance(call.node, nodes.Name) and call.node.name == "events":
             for arg in call.args:
                 if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
@@ -211,6 +220,7 @@ def _info(source: str, kind: str, tree: nodes.Node, expression: str | None) -> T
                     dynamic = True
             if not call.args:
                 dynamic = True
+    names = names | quoted_nodes
     path = None
     if kind == "expression":
         body = tree.body[0] if isinstance(tree, nodes.Template) else None
@@ -291,7 +301,7 @@ class CompiledTemplate:
             rendered = self._template.render(**scope)
         except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
             _raise_eval(info.source, exc)
-        except (AttributeError, LookupError) as exc:
+        except (AttributeError, LookupError, WhenflowError) as exc:
             _raise_eval(info.source, exc)
         if len(rendered) > MAX_RENDERED_CHARS:
             raise TemplateEvaluationError(

@@ -6,6 +6,7 @@ inside its units of work and mutate its state.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,8 @@ def stop_node(orch: Orchestrator, rt: NodeRuntime, reason: str) -> None:
 def end_all(orch: Orchestrator, status: ExecutionStatus, reason: str) -> None:
     """Stop (stopWhen) or cancel (failFast, cancel) every node that has not finished."""
     orch._ending = status
+    if status is ExecutionStatus.FAILED and orch.error is None:
+        orch.error = reason
     target = NodeState.STOPPED if status is ExecutionStatus.STOPPED else NodeState.CANCELLED
     for rt in orch.nodes.values():
         if rt.state.is_terminal:
@@ -68,16 +71,19 @@ def end_all(orch: Orchestrator, status: ExecutionStatus, reason: str) -> None:
 
 
 def skip_one_unsatisfiable(orch: Orchestrator) -> bool:
-    """Quiescence: nothing runs or is scheduled, so an undecided node can never start."""
-    for rt in orch.nodes.values():
-        if rt.state is NodeState.PENDING and not rt.queued:
-            if unknown_external([rt.start_tree]):
-                continue
-            orch._skip(
-                rt, "unsatisfiable: the execution is quiescent and startWhen is still undecided"
-            )
-            return True
-    return False
+    """Quiescence: nothing runs or is scheduled, so an undecided node can never start.
+
+    While any node still waits for an `external.*` event, nothing is skipped:
+    that event may decide the others too, so the execution is `waiting` instead.
+    """
+    pending = [rt for rt in orch.nodes.values() if rt.state is NodeState.PENDING and not rt.queued]
+    if any(unknown_external([rt.start_tree]) for rt in pending):
+        return False
+    if not pending:
+        return False
+    reason = "unsatisfiable: the execution is quiescent and startWhen is still undecided"
+    orch._skip(pending[0], reason)
+    return True
 
 
 def set_waiting(orch: Orchestrator) -> None:
@@ -102,9 +108,14 @@ def finish(orch: Orchestrator) -> None:
                 k: None if contains_missing(v) else v
                 for k, v in render_value(orch.program.outputs, orch.pool.context).items()
             }
+            json.dumps(orch.outputs)
         except TemplateEvaluationError as exc:
             status = ExecutionStatus.FAILED
             orch.error = f"pipeline outputs: {exc}"
+        except (TypeError, ValueError) as exc:
+            status = ExecutionStatus.FAILED
+            orch.error = f"pipeline outputs must be JSON data: {exc}"
+            orch.outputs = {}
     orch.status = status
     for handle in orch._within_handles:
         handle.cancel()
