@@ -10,7 +10,7 @@ Two steps, both reporting located `DefinitionIssue`s:
    (a node's `retry` replaces the default block as a whole, it is not merged
    key by key), and `task: {ref: name@version}` is replaced by the
    referenced TaskDefinition's TaskSpec with `ref` kept. Nothing else is
-   interpreted here: templates and triggers are `dsl.validation`'s job.
+   interpreted here: templates and triggers are `dsl.program`'s job (build_program).
 
 `DefinitionIssue.field` is a dotted YAML path (`field_name`):
 

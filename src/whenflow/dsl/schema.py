@@ -2,7 +2,7 @@
 
 These models only say which keys exist and what type each value has; the
 meaning (node references, trigger expressions, templates) is checked later by
-`whenflow.dsl.validation`. Keys are camelCase exactly as written in YAML; every
+`whenflow.dsl.program` (build_program). Keys are camelCase exactly as written in YAML; every
 model forbids unknown keys, so a typo is a located error, except a task block,
 whose type-specific fields (`callable`, `command`...) are left for the
 executor to check.
