@@ -30,10 +30,15 @@ def pattern_sources(pattern: str, node_ids: Collection[str]) -> list[str]:
     return [n for n in node_ids if fnmatchcase(n, source)]
 
 
+def source_matches(name: str, source_glob: str) -> bool:
+    """Whether an event source matches a pattern's source part (no regex for exact names)."""
+    return fnmatchcase(name, source_glob) if is_glob(source_glob) else name == source_glob
+
+
 def pattern_has_outside_source(pattern: str) -> bool:
     """Whether the pattern can match `pipeline.*` or `external.*` events."""
     source = pattern.partition(".")[0]
-    return fnmatchcase(PIPELINE_SOURCE, source) or fnmatchcase(EXTERNAL_SOURCE, source)
+    return source_matches(PIPELINE_SOURCE, source) or source_matches(EXTERNAL_SOURCE, source)
 
 
 def condition_node_reads(condition: str, node_ids: Collection[str]) -> frozenset[str]:

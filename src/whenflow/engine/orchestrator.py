@@ -12,6 +12,7 @@ for the database.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections import deque
@@ -51,6 +52,12 @@ from whenflow.engine.trigger_index import TriggerIndex
 from whenflow.engine.variable_pool import VariablePool
 
 EventListener = Callable[[Event], None]
+_ids = random.Random()
+
+
+def _event_id() -> str:
+    """A random 128-bit id: unique, not secret, so no system call per event."""
+    return f"{_ids.getrandbits(128):032x}"
 
 
 class Orchestrator:
@@ -327,7 +334,7 @@ class Orchestrator:
     ) -> Event:
         self._seq += 1
         event = Event(
-            event_id=uuid.uuid4().hex,
+            event_id=_event_id(),
             execution_id=self.execution_id,
             seq=self._seq,
             event_type=event_type,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from fnmatch import fnmatchcase, translate
+from fnmatch import translate
 
 from whenflow.domain.events import EXTERNAL_SOURCE, Event
 from whenflow.dsl.trigger_analysis import (
@@ -18,6 +18,7 @@ from whenflow.dsl.trigger_analysis import (
     is_glob,
     pattern_has_outside_source,
     pattern_sources,
+    source_matches,
 )
 from whenflow.engine.trigger_eval import ConditionLeaf, EventLeaf, TriggerTree
 
@@ -45,7 +46,7 @@ class TriggerIndex:
             else:
                 self._exact.setdefault(pattern, []).append(leaf)
             leaf.outside = pattern_has_outside_source(pattern)
-            leaf.external = fnmatchcase(EXTERNAL_SOURCE, leaf.pattern.partition(".")[0])
+            leaf.external = source_matches(EXTERNAL_SOURCE, leaf.pattern.partition(".")[0])
             if leaf.external:
                 self.external_leaves.setdefault(tree.owner, []).append(leaf)
             for node_id in pattern_sources(pattern, self._node_ids):
