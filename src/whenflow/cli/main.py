@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from whenflow.cli.progress import Progress
     from whenflow.dsl.program import PipelineProgram
     from whenflow.engine.runtime import ExecutionResult
 
@@ -85,7 +86,6 @@ def _execute(
     resume_id: str | None,
     as_json: bool,
 ) -> int:
-    from whenflow.cli.progress import Progress
     from whenflow.domain.errors import ExecutionNotFound, InputError, WhenflowError
     from whenflow.services.executions import ExecutionService
 
@@ -107,6 +107,8 @@ def _execute(
         if as_json:
             result = asyncio.run(go(None))
         else:
+            from whenflow.cli.progress import Progress
+
             with Progress(node_ids) as progress:
                 result = asyncio.run(go(progress))
     except InputError as exc:

@@ -9,6 +9,7 @@ reference such as `{{ extract.output_path }}`, a path lookup that compiles nothi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -240,9 +241,40 @@ def single_expression(text: str) -> str | None:
     return inner.strip()
 
 
+# `a.b[0].c`: identifiers (none private) and integer indexes, nothing else.
+_PLAIN_REFERENCE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*|\[\d+\])*")
+_LITERAL_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
+
+
+def _plain_reference(expression: str) -> TemplateInfo | None:
+    """The most common binding, recognised without Jinja (DESIGN.md §4's fast path).
+
+    The regex admits strictly less than the sandbox check would, so skipping the
+    parse loses no safety; anything else goes through Jinja.
+    """
+    text = expression.strip()
+    if not _PLAIN_REFERENCE.fullmatch(text):
+        return None
+    parts: list[str | int] = []
+    for segment in re.findall(r"[A-Za-z][A-Za-z0-9_]*|\[\d+\]", text):
+        parts.append(int(segment[1:-1]) if segment.startswith("[") else segment)
+    head = parts[0]
+    if not isinstance(head, str) or head in _LITERAL_NAMES or head in _JINJA_WORDS:
+        return None
+    return TemplateInfo(
+        expression, "expression", frozenset({head}), (), False, tuple(parts), expression
+    )
+
+
+_JINJA_WORDS = frozenset({"and", "or", "not", "in", "is", "if", "else", "loop", "self"})
+
+
 @lru_cache(maxsize=4096)
 def analyze_expression(expression: str) -> TemplateInfo:
     """Analyse the inner text of a `{{ }}` condition; raise on syntax or safety errors."""
+    plain = _plain_reference(expression)
+    if plain is not None:
+        return plain
     tree = _parse("{{ " + expression + " }}")
     return _info(expression, "expression", tree, expression)
 
