@@ -20,7 +20,7 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ MAX_VALUES = 1_000_000
 _TAG = "tag:yaml.org,2002:"
 _CONSTRUCTED_TAGS = frozenset({_TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"})
 _TEXT_TAGS = frozenset({_TAG + "str", _TAG + "timestamp"})
+_KEY_TAGS = _TEXT_TAGS | _CONSTRUCTED_TAGS
 _MERGE_TAG = _TAG + "merge"
 _QUOTES = ('"', "'")
 
@@ -63,10 +64,12 @@ class SourceMap:
     def __init__(
         self,
         path: str,
-        values: dict[YamlPath, ScalarPos],
-        keys: dict[YamlPath, ScalarPos],
+        values: Mapping[YamlPath, ScalarPos | Node],
+        keys: Mapping[YamlPath, ScalarPos | Node],
         lines: Sequence[str],
     ) -> None:
+        """`values`/`keys` may hold composed YAML nodes: positions are only built
+        when asked for (an error is being reported), not for every value loaded."""
         self.path = path
         self._values = values
         self._keys = keys
@@ -74,18 +77,21 @@ class SourceMap:
 
     def position(self, path: YamlPath) -> ScalarPos | None:
         """The position of the value at `path`, or None if there is no such value."""
-        return self._values.get(tuple(path))
+        return _as_pos(self._values.get(tuple(path)))
+
+    def key_position(self, path: YamlPath) -> ScalarPos | None:
+        return _as_pos(self._keys.get(tuple(path)))
 
     def locate(self, path: YamlPath) -> SourceLocation:
         """Location of the value at `path`, or of its nearest existing ancestor."""
         path = tuple(path)
         while path and path not in self._values:
             path = path[:-1]
-        return self._location(self._values.get(path))
+        return self._location(self.position(path))
 
     def locate_key(self, path: YamlPath) -> SourceLocation:
         """Location of the mapping key that ends `path` (the value's, for a list item)."""
-        pos = self._keys.get(tuple(path))
+        pos = self.key_position(path)
         return self._location(pos) if pos else self.locate(path)
 
     def locate_in_value(self, path: YamlPath, offset: int) -> SourceLocation:
@@ -95,7 +101,7 @@ class SourceMap:
         for literal blocks (`|`); the value's start for folded or multi-line
         scalars, where the text no longer lines up with the source.
         """
-        pos = self._values.get(tuple(path))
+        pos = self.position(path)
         if pos is None:
             return self.locate(path)
         if pos.style == "|":
@@ -145,6 +151,10 @@ def _raw_offset(raw: str, offset: int, quote: str) -> int:
     return i
 
 
+def _as_pos(found: ScalarPos | Node | None) -> ScalarPos | None:
+    return _pos(found) if isinstance(found, Node) else found
+
+
 def _pos(node: Node) -> ScalarPos:
     style = (
         node.style if isinstance(node, ScalarNode) and node.style in ('"', "'", "|", ">") else None
@@ -163,8 +173,8 @@ class _Builder:
 
     def __init__(self, path: str, constructor: SafeConstructor) -> None:
         self.path = path
-        self.values: dict[YamlPath, ScalarPos] = {}
-        self.keys: dict[YamlPath, ScalarPos] = {}
+        self.values: dict[YamlPath, Node] = {}
+        self.keys: dict[YamlPath, Node] = {}
         self._constructor = constructor
         self._count = 0
         self._open: set[int] = set()
@@ -179,7 +189,7 @@ class _Builder:
         self._count += 1
         if self._count > MAX_VALUES:
             raise self.error(node, f"document expands to more than {MAX_VALUES} values")
-        self.values.setdefault(path, _pos(node))
+        self.values.setdefault(path, node)
         if isinstance(node, ScalarNode):
             return self._scalar(node)
         if id(node) in self._open:
@@ -209,7 +219,7 @@ class _Builder:
     def _key(self, node: Node) -> str:
         if not isinstance(node, ScalarNode):
             raise self.error(node, "a mapping key must be a plain name, not a list or mapping")
-        if node.tag not in _TEXT_TAGS | _CONSTRUCTED_TAGS:
+        if node.tag not in _KEY_TAGS:
             raise self.error(node, _tag_message(node.tag))
         return str(node.value)
 
@@ -222,11 +232,11 @@ class _Builder:
                 continue
             key = self._key(key_node)
             if key in result:
-                first = self.keys[(*path, key)]
+                first = _pos(self.keys[(*path, key)])
                 raise self.error(
                     key_node, f"duplicate key {key!r} (first defined at line {first.line})"
                 )
-            self.keys.setdefault((*path, key), _pos(key_node))
+            self.keys.setdefault((*path, key), key_node)
             result[key] = self.build(value_node, (*path, key))
         for merge in merges:
             sources = merge.value if isinstance(merge, SequenceNode) else [merge]
