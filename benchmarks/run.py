@@ -1,13 +1,15 @@
 """Engine overhead through the real CLI with the durable SQLite store (issue #2, item 11).
 
-    make bench            # or: .venv/bin/python benchmarks/run.py [--only chain_1000_noop] [--repeat 3]
+    make bench    # or: .venv/bin/python benchmarks/run.py [--only NAME] [--repeat 3]
 
 Each scenario is a generated pipeline run by `whenflow run FILE --json` against a
 SQLite database that already exists (a warm WHENFLOW_HOME, as a user's is). Two
 figures per scenario, each the median of `--repeat` runs:
 
-- total per node: (wall time - wall time of a 1-node pipeline) / nodes; this
-  includes parsing and validating the YAML, and excludes interpreter start-up;
+- total per node: (wall time - wall time of a 1-node pipeline run just before
+  it) / nodes, the median over the pairs; this includes parsing and validating
+  the YAML and excludes interpreter start-up. Pairing cancels the drift of a
+  shared machine, which is larger than a 1,000-node run's own cost;
 - run per node: from `pipeline.started` to the terminal `pipeline.*` event, read
   from the durable event log itself, / nodes: the dispatcher, executors and group
   commit, without loading.
@@ -117,28 +119,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="whenflow-bench-") as tmp:
         workdir = Path(tmp)
         run_once(single(1, "noop"), workdir)  # creates and migrates the database once
-        baselines = {
-            kind: statistics.median(
-                run_once(single(1, kind), workdir)[0] for _ in range(args.repeat)
-            )
-            for kind in ("noop", "python")
-        }
         print(f"{'scenario':<24}{'nodes':>7}{'wall s':>9}{'total/node ms':>15}{'run/node ms':>13}")
-        for kind, base in baselines.items():
-            print(f"{'1 node (' + kind + ')':<24}{1:>7}{base:>9.3f}")
         for name in chosen:
             build, n, kind = SCENARIOS[name]
-            text = build(n, kind)
-            runs = [run_once(text, workdir) for _ in range(args.repeat)]
-            for _, _, result in runs:
+            text, baseline = build(n, kind), single(1, kind)
+            diffs, walls, run_phases = [], [], []
+            nodes = 0
+            for _ in range(args.repeat):
+                base_wall = run_once(baseline, workdir)[0]
+                wall, run_phase, result = run_once(text, workdir)
                 assert result["status"] == "completed", result["status"]
-            nodes = len(runs[0][2]["nodes"])  # type: ignore[arg-type]
-            wall = statistics.median(r[0] for r in runs)
-            run_phase = statistics.median(r[1] for r in runs)
-            totals[name] = wall - baselines[kind]
+                nodes = len(result["nodes"])  # type: ignore[arg-type]
+                diffs.append(wall - base_wall)
+                walls.append(wall)
+                run_phases.append(run_phase)
+            totals[name] = statistics.median(diffs)
             print(
-                f"{name:<24}{nodes:>7}{wall:>9.3f}"
-                f"{totals[name] / nodes * 1000:>15.3f}{run_phase / nodes * 1000:>13.3f}"
+                f"{name:<24}{nodes:>7}{statistics.median(walls):>9.3f}"
+                f"{totals[name] / nodes * 1000:>15.3f}"
+                f"{statistics.median(run_phases) / nodes * 1000:>13.3f}"
             )
     for kind in ("noop", "python"):
         small, big = totals.get(f"fan_out_1000_{kind}"), totals.get(f"fan_out_10000_{kind}")

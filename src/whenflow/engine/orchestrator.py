@@ -52,6 +52,10 @@ from whenflow.engine.trigger_index import TriggerIndex
 from whenflow.engine.variable_pool import VariablePool
 
 EventListener = Callable[[Event], None]
+# Task attempts running at once when a pipeline sets no `concurrency`. Unbounded,
+# a 10,000-wide fan-out of sync tasks keeps 10,000 attempts alive against a
+# 6-thread pool and runs measurably superlinear; Airflow bounds it by default too.
+DEFAULT_CONCURRENCY = 64
 _ids = random.Random()
 
 
@@ -395,8 +399,7 @@ class Orchestrator:
         self._ready.append((rt.id, NO_ITEM))
 
     def _has_slot(self) -> bool:
-        limit = self.definition.concurrency
-        return limit is None or self._running < limit
+        return self._running < (self.definition.concurrency or DEFAULT_CONCURRENCY)
 
     def _admit_ready(self) -> None:
         while self._ready and self._has_slot():
