@@ -63,11 +63,11 @@ def make_engine(url: str | None = None, **engine_kwargs: Any) -> AsyncEngine:
         engine_kwargs.setdefault("pool_pre_ping", True)
     engine = create_async_engine(target, **engine_kwargs)
     if backend == "sqlite":
-        event.listen(engine.sync_engine, "connect", _configure_sqlite)
+        event.listen(engine.sync_engine, "connect", configure_sqlite)
     return engine
 
 
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")

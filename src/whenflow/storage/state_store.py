@@ -24,17 +24,16 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from operator import itemgetter
 from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from whenflow.domain.errors import StoreError
 from whenflow.domain.records import ExecutionSnapshot, Record
 from whenflow.storage import queries
-from whenflow.storage.write_batch import BatchStatements, Step, plan_batch
+from whenflow.storage.database import configure_sqlite
+from whenflow.storage.sqlite_writer import SqliteBatchWriter, file_url
+from whenflow.storage.write_batch import BatchStatements, plan_batch
 
 _MAX_CAUSE_CHARS = 600
 
@@ -65,7 +64,10 @@ class SqlStateStore:
         self._closed = False
         self._error: BaseException | None = None
         self.commits = 0  # batches committed; for probes and tests
-        self._compiled: dict[tuple[int, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+        sync_url = file_url(engine.url)
+        self._sqlite_writer = (
+            SqliteBatchWriter(sync_url, configure_sqlite) if sync_url is not None else None
+        )
 
     @property
     def engine(self) -> AsyncEngine:
@@ -137,6 +139,8 @@ class SqlStateStore:
                 await asyncio.shield(self._writer)
         finally:
             self._closed = True
+            if self._sqlite_writer is not None:
+                self._sqlite_writer.close()
             if self._owns_engine:
                 await self._engine.dispose()
         if self._error is not None:
@@ -182,44 +186,13 @@ class SqlStateStore:
                 self._wake.set()
 
     async def _commit(self, batch: list[Record]) -> None:
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.commit(batch)
+            return
         steps = plan_batch(batch, self._statements)
         async with self._engine.begin() as connection:
             for step in steps:
-                fast = self._driver_statement(step)
-                if fast is None:
-                    await connection.execute(step.statement, step.rows)
-                else:
-                    sql, keys = fast
-                    pick = itemgetter(*keys)
-                    rows = [pick(row) for row in step.rows]
-                    if len(keys) == 1:
-                        rows = [(value,) for value in rows]
-                    await connection.exec_driver_sql(sql, rows)
-
-    def _driver_statement(self, step: Step) -> tuple[str, tuple[str, ...]] | None:
-        """SQLite: the statement compiled once per key shape, for the driver's executemany.
-
-        Measured: SQLAlchemy's per-row parameter processing is about half of the
-        store's cost per node; SQLite's driver needs none (values are already
-        str/int/float/None), so its statements skip it. Other databases keep the
-        regular path and their bind processors.
-        """
-        if self._engine.dialect.name != "sqlite" or not step.rows:
-            return None
-        keys = tuple(step.rows[0])
-        cache_key = (id(step.statement), keys)
-        found = self._compiled.get(cache_key)
-        if found is None:
-            if not isinstance(step.statement, ClauseElement):
-                return None
-            compiled = step.statement.compile(dialect=self._engine.dialect, column_keys=list(keys))
-            order = compiled.positiontup if isinstance(compiled, SQLCompiler) else None
-            if order is None or any(name not in keys for name in order):
-                return None
-            found = self._compiled[cache_key] = (compiled.string, tuple(order))
-        if any(tuple(row) != keys for row in step.rows):
-            return None
-        return found
+                await connection.execute(step.statement, step.rows)
 
     def _release(self, committed: int) -> None:
         waiters = self._waiters
