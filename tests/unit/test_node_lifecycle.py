@@ -504,3 +504,69 @@ def test_a_required_input_with_a_default_takes_the_default() -> None:
     declared = {"n": ParamSpec(type="integer", required=True, default=3)}
     assert resolve_inputs(declared, {}) == {"n": 3}
     assert resolve_inputs(declared, {"n": "5"}) == {"n": 5}
+
+
+def test_a_path_output_that_is_not_a_file_fails_the_attempt_not_the_engine(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    def returns_dir() -> dict[str, Any]:
+        return {"out": Path(tmp_path)}
+
+    r = run("nodes:\n  - {id: a, task: {type: python, callable: f}}\n", {"f": returns_dir})
+    assert r.events == ["pipeline.started", "a.started", "a.failed", "pipeline.failed"]
+    assert "not a file" in r.payloads("a.failed")[0]["message"]
+
+
+def test_a_stop_condition_error_while_waiting_for_a_retry_fails_the_node() -> None:
+    def flaky() -> dict[str, Any]:
+        raise Transient("first attempt fails")
+
+    r = run(
+        """
+        nodes:
+          - id: b
+            task: {type: python, callable: flaky}
+            retry: {maxAttempts: 2, delay: 60s}
+            stopWhen: "{{ a.n + 1 > 5 }}"
+          - {id: a, startWhen: "event:b.retrying", task: {type: noop}}
+        """,
+        {"flaky": flaky},
+    )
+    assert r.node_events("b") == ["b.started", "b.retrying", "b.failed"]
+    assert r.payloads("b.failed")[0]["error_type"] == "ExpressionError"
+
+
+def test_attempt_rows_keep_their_start_and_close_when_items_are_cancelled() -> None:
+    from whenflow.domain.records import AttemptRecorded
+
+    def bad(x: int) -> dict[str, Any]:
+        raise Fatal("bad item")
+
+    r = run(
+        """
+        failFast: true
+        nodes:
+          - id: fan
+            forEach: "{{ [0, 1] }}"
+            task: {type: python, callable: forever}
+          - {id: bad, startWhen: "event:fan.started", task: {type: python, callable: bad}, inputBindings: {x: 1}}
+        """,
+        {"forever": forever, "bad": bad},
+    )
+    final: dict[tuple[str, int, int], AttemptRecorded] = {}
+    for rec in r.store.records:
+        if isinstance(rec, AttemptRecorded):
+            final[(rec.node_id, rec.item_index, rec.attempt)] = rec
+    assert {k: v.status.value for k, v in final.items() if k[0] == "fan"} == {
+        ("fan", 0, 1): "cancelled",
+        ("fan", 1, 1): "cancelled",
+    }
+    for rec in final.values():
+        assert rec.finished_at is not None
+        assert rec.started_at <= rec.finished_at
+    started = [
+        rec.started_at
+        for rec in r.store.records
+        if isinstance(rec, AttemptRecorded) and rec.node_id == "fan" and rec.finished_at is None
+    ]
+    assert sorted(started) == sorted(v.started_at for k, v in final.items() if k[0] == "fan")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from engine_harness import check_log_invariants, program
 
 from whenflow.domain.records import AttemptRecorded, EventAppended
@@ -142,20 +141,54 @@ def test_a_node_running_at_the_crash_gets_a_new_attempt_with_the_same_key() -> N
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("n", [0, 4])
-def test_resumed_and_uninterrupted_runs_agree(n: int) -> None:
+def test_resume_keeps_for_each_items_that_already_failed_for_good() -> None:
+    spec = """
+    nodes:
+      - id: fan
+        forEach: "{{ [0, 1, 2, 3] }}"
+        maxParallel: 1
+        onItemError: continue
+        task: {type: python, callable: odd_fails}
+        inputBindings: {x: "{{ item }}"}
+    """
+
+    def odd_fails(x: int) -> dict[str, Any]:
+        if x % 2:
+            raise RuntimeError(f"odd {x}")
+        return {"x": x}
+
     async def scenario() -> None:
         store = InMemoryStateStore()
+        fns = {"odd_fails": odd_fails}
         orch = Orchestrator(
-            program(SPEC, functions()),
+            program(spec, fns),
             store=store,
-            runner=InlineRunner(functions()),
+            runner=InlineRunner(fns),
             artifacts=InMemoryArtifactStore(),
-            inputs={"n": n},
         )
-        result = await orch.run()
-        statuses = {k: v.status.value for k, v in result.nodes.items()}
-        assert statuses["transform" if n else "notify_empty"] == "completed"
-        assert statuses["notify_empty" if n else "transform"] == "skipped"
+        reference = await orch.run()
+        types = store.event_types()
+        assert types.count("fan.item_failed") == 2
+
+        def types_upto(cut: int) -> list[str]:
+            return [r.event.event_type for r in store.records[:cut] if isinstance(r, EventAppended)]
+
+        cut = next(b for b in store.boundaries if types_upto(b).count("fan.item_failed") == 1)
+        crashed = InMemoryStateStore()
+        crashed.records = list(store.records[:cut])
+        snapshot = await crashed.load_execution(orch.execution_id)
+        runner = InlineRunner(fns)
+        again = Orchestrator(
+            program(spec, fns),
+            store=crashed,
+            runner=runner,
+            artifacts=InMemoryArtifactStore(),
+            execution_id=orch.execution_id,
+        )
+        result = await again.resume(snapshot)
+        assert 1 not in {c.item_index for c in runner.calls}  # failed for good: not rerun
+        assert crashed.event_types().count("fan.item_failed") == 2
+        assert result.nodes["fan"].outputs == reference.nodes["fan"].outputs
+        check_log_invariants(crashed)
 
     asyncio.run(scenario())

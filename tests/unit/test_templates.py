@@ -251,3 +251,23 @@ def test_compile_template_is_cached_by_text() -> None:
     assert compile_template("{{ a.n * 2 }}") is first
     assert compile_condition("a.n * 2") is first
     assert compile_template("{{ a.n * 3 }}") is not first
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["{{ a.n ** 30000000 > 5 }}", "{{ a.s * 200000000 }}", "{{ [a.n] * 5000000 }}"],
+)
+def test_evaluation_is_bounded_in_time_and_size(expression: str) -> None:
+    from whenflow.dsl.templates import Namespace, TemplateEvaluationError, compile_template
+
+    context = {"a": Namespace("a", {"n": 7, "s": "ab"})}
+    with pytest.raises(TemplateEvaluationError, match="limit"):
+        compile_template(expression).evaluate(context)
+
+
+def test_ordinary_arithmetic_is_not_bounded() -> None:
+    from whenflow.dsl.templates import Namespace, compile_template
+
+    context = {"a": Namespace("a", {"n": 7, "s": "ab"})}
+    assert compile_template("{{ a.n ** 3 }}").evaluate(context) == 343
+    assert compile_template("{{ a.s * 3 }}").evaluate(context) == "ababab"

@@ -35,6 +35,7 @@ EXPECTED: frozenset[tuple[NodeState, NodeState]] = frozenset(
         (S.RUNNING, S.STOPPED),
         (S.RUNNING, S.CANCELLED),
         (S.RETRYING, S.RUNNING),
+        (S.RETRYING, S.FAILED),
         (S.RETRYING, S.STOPPED),
         (S.RETRYING, S.CANCELLED),
         (S.WAITING, S.COMPLETED),  # approved or rejected

@@ -426,3 +426,33 @@ def test_quoted_node_names_in_settled_are_waited_for() -> None:
         """
     )
     assert r.events.index("b.started") > r.events.index("a.completed")
+
+
+def test_a_glob_source_never_means_external_events() -> None:
+    r = run(
+        """
+        nodes:
+          - {id: extract, task: {type: noop}}
+          - {id: on_fail, startWhen: "event:e*.failed", task: {type: noop}}
+        """
+    )
+    assert r.result.status.value == "completed"
+    assert r.node_events("on_fail") == ["on_fail.skipped"]
+
+
+async def test_the_execution_is_running_again_after_an_external_event() -> None:
+    from whenflow.domain.records import ExecutionUpdated
+
+    orch, store = make(
+        """
+        nodes:
+          - {id: on_go, startWhen: "event:external.go", task: {type: noop}}
+        """
+    )
+    await orch.start()
+    assert orch.status.value == "waiting"
+    orch.post_external_event("go")
+    result = await orch.wait()
+    statuses = [r.status.value for r in store.records if isinstance(r, ExecutionUpdated)]
+    assert statuses == ["waiting", "running", "completed"]
+    assert result.status.value == "completed"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from whenflow.dsl.templates import CompiledTemplate, Missing, TemplateInfo, compile_template
+from whenflow.dsl.templates import CompiledTemplate, Missing, compile_template
 
 
 def compile_value(value: Any) -> Any:
@@ -52,17 +52,3 @@ def iter_strings(
     elif isinstance(value, dict):
         for k, v in value.items():
             yield from iter_strings(v, (*path, k))
-
-
-def template_infos(compiled: Any) -> Iterator[TemplateInfo]:
-    if isinstance(compiled, CompiledTemplate):
-        yield compiled.info
-    elif isinstance(compiled, list):
-        for v in compiled:
-            yield from template_infos(v)
-    elif isinstance(compiled, dict):
-        for v in compiled.values():
-            yield from template_infos(v)
-
-
-MissingCheck = Callable[[Any], bool]

@@ -29,7 +29,7 @@ from whenflow.dsl.trigger_analysis import (
     referenced_nodes,
     waits_when_true,
 )
-from whenflow.dsl.trigger_ast import And, ConditionAtom, EventAtom, Expr, atoms, to_source
+from whenflow.dsl.trigger_ast import And, EventAtom, Expr, atoms, to_source
 from whenflow.dsl.trigger_parser import ExpressionSyntaxError, parse_trigger
 
 # Task config fields rendered per attempt, by task type; every other field is descriptive.
@@ -338,7 +338,3 @@ def build_program(
         outputs=outputs,
         by_id={p.id: p for p in programs},
     )
-
-
-def condition_atoms(expr: Expr) -> list[ConditionAtom]:
-    return [a for a in atoms(expr) if isinstance(a, ConditionAtom)]

@@ -106,8 +106,32 @@ class Missing(Undefined):
         self._fail_with_undefined_error()
 
 
+MAX_EXPONENT = 1024
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with `**` and `*` bounded: one expression cannot stall the
+    dispatcher computing a huge power or allocate a huge string or list."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponent {right} is over the limit of {MAX_EXPONENT}")
+        elif operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                size = len(seq) * times if isinstance(seq, str | list | tuple) else 0
+                if isinstance(times, int) and size > MAX_RENDERED_CHARS:
+                    raise SecurityError(
+                        f"repetition would make {size} items, "
+                        f"over the limit of {MAX_RENDERED_CHARS}"
+                    )
+        return super().call_binop(context, operator, left, right)
+
+
 def _make_env() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=Missing, autoescape=False, cache_size=0)
+    env = _BoundedSandbox(undefined=Missing, autoescape=False, cache_size=0)
     env.globals.clear()
     return env
 
@@ -329,7 +353,12 @@ class CompiledTemplate:
                 return _lookup(context, info.path)
             scope = {n: context[n] for n in info.names if n in context}
             if self._expression is not None:
-                return self._expression(**scope)
+                value = self._expression(**scope)
+                if isinstance(value, str | list) and len(value) > MAX_RENDERED_CHARS:
+                    raise TemplateEvaluationError(
+                        info.source, f"the value has over {MAX_RENDERED_CHARS} items"
+                    )
+                return value
             rendered = self._template.render(**scope)
         except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
             _raise_eval(info.source, exc)

@@ -36,9 +36,13 @@ def source_matches(name: str, source_glob: str) -> bool:
 
 
 def pattern_has_outside_source(pattern: str) -> bool:
-    """Whether the pattern can match `pipeline.*` or `external.*` events."""
+    """Whether the pattern names `pipeline.*` or `external.*` events.
+
+    The source must be written out: a glob like `e*` means nodes, never
+    `external`, or a typo would make a trigger wait for outside events forever.
+    """
     source = pattern.partition(".")[0]
-    return source_matches(PIPELINE_SOURCE, source) or source_matches(EXTERNAL_SOURCE, source)
+    return source in (PIPELINE_SOURCE, EXTERNAL_SOURCE)
 
 
 def condition_node_reads(condition: str, node_ids: Collection[str]) -> frozenset[str]:

@@ -7,7 +7,6 @@ inside its units of work and mutate its state.
 from __future__ import annotations
 
 import json
-from collections import deque
 from typing import TYPE_CHECKING
 
 from whenflow.domain.events import PIPELINE_SOURCE
@@ -39,16 +38,28 @@ def cancel_work(orch: Orchestrator, rt: NodeRuntime) -> None:
         for handle in run.retry_timers.values():
             orch._cancel_timer(handle)
         run.retry_timers.clear()
-    rt.queued = False
-    if any(r[0] == rt.id for r in orch._ready):
-        orch._ready = deque(r for r in orch._ready if r[0] != rt.id)
+    rt.queued = False  # its queue entries are dropped lazily: admission skips ended nodes
     if rt.state is NodeState.WAITING:
         orch._waiting_nodes -= 1
 
 
+def close_running_attempts(
+    orch: Orchestrator, rt: NodeRuntime, status: NodeState, reason: str
+) -> None:
+    """Final rows for the attempts a stop or cancel is about to end."""
+    if rt.state is not NodeState.RUNNING:
+        return
+    error_type = status.value.title()
+    if rt.foreach is None:
+        orch._attempt_row(rt.id, NO_ITEM, rt.attempt, status, error_type, reason)
+        return
+    for index in sorted(rt.foreach.running):
+        attempt = rt.foreach.attempts.get(index, 1)
+        orch._attempt_row(rt.id, index, attempt, status, error_type, reason)
+
+
 def stop_node(orch: Orchestrator, rt: NodeRuntime, reason: str) -> None:
-    if rt.state is NodeState.RUNNING:
-        orch._attempt_row(rt.id, NO_ITEM, rt.attempt, NodeState.STOPPED, "Stopped", reason)
+    close_running_attempts(orch, rt, NodeState.STOPPED, reason)
     cancel_work(orch, rt)
     rt.reason = reason
     orch._terminal(rt, NodeState.STOPPED, {"reason": reason})
@@ -63,8 +74,7 @@ def end_all(orch: Orchestrator, status: ExecutionStatus, reason: str) -> None:
     for rt in orch.nodes.values():
         if rt.state.is_terminal:
             continue
-        if rt.state is NodeState.RUNNING:
-            orch._attempt_row(rt.id, NO_ITEM, rt.attempt, target, target.value.title(), reason)
+        close_running_attempts(orch, rt, target, reason)
         cancel_work(orch, rt)
         rt.reason = reason
         orch._terminal(rt, target, {"reason": reason})
@@ -75,15 +85,23 @@ def skip_one_unsatisfiable(orch: Orchestrator) -> bool:
 
     While any node still waits for an `external.*` event, nothing is skipped:
     that event may decide the others too, so the execution is `waiting` instead.
+    Nodes are skipped one at a time in definition order (each skip may decide
+    others); a cursor keeps the whole sequence linear, since no node before the
+    last one skipped can become undecided again.
     """
-    pending = [rt for rt in orch.nodes.values() if rt.state is NodeState.PENDING and not rt.queued]
-    if any(unknown_external([rt.start_tree]) for rt in pending):
-        return False
-    if not pending:
-        return False
-    reason = "unsatisfiable: the execution is quiescent and startWhen is still undecided"
-    orch._skip(pending[0], reason)
-    return True
+    for owner in orch.index.external_leaves:
+        rt = orch.nodes.get(owner)
+        if rt is not None and rt.state is NodeState.PENDING and unknown_external([rt.start_tree]):
+            return False
+    nodes = orch.node_list
+    while orch.quiescence_cursor < len(nodes):
+        rt = nodes[orch.quiescence_cursor]
+        orch.quiescence_cursor += 1
+        if rt.state is NodeState.PENDING and not rt.queued:
+            reason = "unsatisfiable: the execution is quiescent and startWhen is still undecided"
+            orch._skip(rt, reason)
+            return True
+    return False
 
 
 def set_waiting(orch: Orchestrator) -> None:

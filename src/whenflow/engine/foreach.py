@@ -18,8 +18,8 @@ from whenflow.domain.task_io import TaskResult
 from whenflow.domain.variables import Variable
 from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.templates import TemplateEvaluationError
-from whenflow.engine.attempts import accept_outputs, render_inputs, system_view
-from whenflow.engine.endings import cancel_work
+from whenflow.engine.attempts import accept_outputs, render_inputs, spawn, system_view
+from whenflow.engine.endings import cancel_work, close_running_attempts
 from whenflow.engine.runtime import ForEachRun, NodeRuntime
 from whenflow.engine.variable_pool import OutputError
 
@@ -67,8 +67,8 @@ def fill(orch: Orchestrator, rt: NodeRuntime) -> None:
     while run.next_index < len(run.items) and _in_flight(run) < limit:
         index = run.next_index
         run.next_index += 1
-        if index in run.results:
-            continue  # finished before a crash; resumed executions keep it
+        if index in run.results or index in run.failed:
+            continue  # finished before a crash; a resumed execution keeps its outcome
         run.queued.add(index)
         orch._ready.append((rt.id, index))
     while run.pending_retries and _in_flight(run) < limit:
@@ -99,7 +99,7 @@ def launch_item(orch: Orchestrator, rt: NodeRuntime, index: int) -> None:
         _item_failed(orch, rt, run, index, attempt, exc, retry=False)
         return
     orch._attempt_row(rt.id, index, attempt, NodeState.RUNNING)
-    run.running[index] = orch.spawn_item(rt, attempt, index, inputs, config)
+    run.running[index] = spawn(orch, rt, attempt, index, inputs, config)
 
 
 def item_done(orch: Orchestrator, rt: NodeRuntime, index: int, attempt: int, outcome: Any) -> None:
@@ -166,6 +166,7 @@ def _item_failed(
         {"index": index, "attempt": attempt, "error_type": error_type, "message": message},
     )
     if rt.program.definition.on_item_error is OnItemError.FAIL:
+        close_running_attempts(orch, rt, NodeState.CANCELLED, f"item {index} failed")
         cancel_work(orch, rt)
         orch._fail(rt, error_type, f"item {index} failed: {message}")
         return

@@ -12,6 +12,7 @@ for the database.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
@@ -25,6 +26,7 @@ from whenflow.domain.records import (
     EventAppended,
     ExecutionCreated,
     ExecutionSnapshot,
+    ExecutionUpdated,
     LogAppended,
     NodeUpdated,
     Record,
@@ -33,7 +35,7 @@ from whenflow.domain.records import (
 from whenflow.domain.states import TERMINAL_EVENT_SUFFIX, ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
 from whenflow.dsl.templates import Missing, TemplateEvaluationError, compile_condition
-from whenflow.engine.attempts import is_current, launch, spawn
+from whenflow.engine.attempts import is_current, launch
 from whenflow.engine.endings import (
     cancel_work,
     end_all,
@@ -52,6 +54,7 @@ from whenflow.engine.trigger_index import TriggerIndex
 from whenflow.engine.variable_pool import VariablePool
 
 EventListener = Callable[[Event], None]
+_log = logging.getLogger("whenflow.engine")
 # Task attempts running at once when a pipeline sets no `concurrency`. Unbounded,
 # a 10,000-wide fan-out of sync tasks keeps 10,000 attempts alive against a
 # 6-thread pool and runs measurably superlinear; Airflow bounds it by default too.
@@ -116,12 +119,15 @@ class Orchestrator:
         self._done: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._within_handles: list[asyncio.TimerHandle] = []
+        self.attempt_starts: dict[tuple[str, int, int], float] = {}
+        self.quiescence_cursor = 0  # nodes before it were not undecided at the last skip
         self.index = TriggerIndex(self.definition.node_ids, self._evaluate_condition)
         self.nodes: dict[str, NodeRuntime] = {}
         for node in program.nodes:
             start = self._tree(node.id, "start", node.start)
             stop = self._tree(node.id, "stop", node.stop) if node.stop is not None else None
             self.nodes[node.id] = NodeRuntime(node, start, stop)
+        self.node_list = list(self.nodes.values())
         self.pipeline_stop = (
             self._tree(PIPELINE_SOURCE, "pipeline_stop", program.stop) if program.stop else None
         )
@@ -253,10 +259,35 @@ class Orchestrator:
             if not self.status.is_terminal:
                 action(*args)
                 self._settle()
+        except Exception as exc:
+            self._internal_error(exc)
         finally:
             if self._records:
                 records, self._records = self._records, []
                 self._store.append(records)
+
+    def _internal_error(self, exc: Exception) -> None:
+        """A bug in whenflow: end the execution as failed rather than hang it.
+
+        The rows the handler already produced stay (memory and log agree, and
+        `seq` keeps no gaps); everything unfinished is cancelled.
+        """
+        _log.exception("internal error in execution %s", self.execution_id)
+        self.error = f"internal error: {type(exc).__name__}: {exc}"
+        try:
+            if self._ending is None:
+                end_all(self, ExecutionStatus.FAILED, self.error)
+            self._settle()
+        except Exception:
+            _log.exception("could not end execution %s cleanly", self.execution_id)
+        if not self.status.is_terminal:
+            self.status = ExecutionStatus.FAILED
+            now = self._clock()
+            self._records.append(
+                ExecutionUpdated(self.execution_id, self.status, now, now, {}, self.error)
+            )
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
 
     def _settle(self) -> None:
         while True:
@@ -272,6 +303,11 @@ class Orchestrator:
                 )
                 return
             if self._running or self._timers or self._ready or self._waiting_nodes:
+                if self.status is ExecutionStatus.WAITING:  # an external event restarted work
+                    self.status = ExecutionStatus.RUNNING
+                    self._records.append(
+                        ExecutionUpdated(self.execution_id, self.status, self._clock())
+                    )
                 return
             if not skip_one_unsatisfiable(
                 self,
@@ -393,7 +429,7 @@ class Orchestrator:
 
     def _request_start(self, rt: NodeRuntime) -> None:
         if rt.program.for_each is not None:
-            self._start_foreach(rt)
+            start_foreach(self, rt)
             return
         rt.queued = True
         self._ready.append((rt.id, NO_ITEM))
@@ -411,7 +447,7 @@ class Orchestrator:
             if index == NO_ITEM:
                 launch(self, rt)
             else:
-                self._launch_item(rt, index)
+                launch_item(self, rt, index)
 
     def _attempt_row(
         self,
@@ -423,7 +459,13 @@ class Orchestrator:
         message: str | None = None,
         started_at: float | None = None,
     ) -> None:
+        """Upsert one attempt row; a running row remembers its start for its final row."""
         now = self._clock()
+        key = (node_id, item_index, attempt)
+        if status is NodeState.RUNNING:
+            self.attempt_starts[key] = started_at = now if started_at is None else started_at
+        elif started_at is None:
+            started_at = self.attempt_starts.pop(key, now)
         self._records.append(
             AttemptRecorded(
                 execution_id=self.execution_id,
@@ -434,7 +476,7 @@ class Orchestrator:
                 idempotency_key=self.idempotency_key(
                     node_id, None if item_index == NO_ITEM else item_index
                 ),
-                started_at=started_at if started_at is not None else now,
+                started_at=started_at,
                 finished_at=None if status is NodeState.RUNNING else now,
                 error_type=error_type,
                 error_message=message,
@@ -508,24 +550,3 @@ class Orchestrator:
         self._store.append(
             [LogAppended(self.execution_id, node_id, attempt, item, stream, message, self._clock())]
         )
-
-    # -------------------------------------------------------------- endings
-
-    # ------------------------------------------------------------- forEach
-
-    def _start_foreach(self, rt: NodeRuntime) -> None:
-        start_foreach(self, rt)
-
-    def _launch_item(self, rt: NodeRuntime, index: int) -> None:
-        launch_item(self, rt, index)
-
-    # helpers used by engine.foreach and engine.recovery
-    def spawn_item(
-        self,
-        rt: NodeRuntime,
-        attempt: int,
-        index: int,
-        inputs: Mapping[str, Any],
-        config: Mapping[str, Any],
-    ) -> asyncio.Task[None]:
-        return spawn(self, rt, attempt, index, inputs, config)

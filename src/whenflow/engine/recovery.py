@@ -18,7 +18,7 @@ from whenflow.domain.events import PIPELINE_SOURCE
 from whenflow.domain.records import ExecutionSnapshot, ExecutionUpdated
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.engine.foreach import ITEM_SCOPE_SUFFIX, evaluate_items, fill
-from whenflow.engine.runtime import NO_ITEM, ForEachRun
+from whenflow.engine.runtime import NO_ITEM, ForEachRun, NodeRuntime
 
 if TYPE_CHECKING:
     from whenflow.engine.orchestrator import Orchestrator
@@ -84,6 +84,8 @@ def _reconcile(
     attempts_by_item: dict[tuple[str, int], int] = {}
     running_items: dict[str, list[int]] = {}
     for a in snapshot.attempts:
+        if a.status is NodeState.RUNNING:
+            orch.attempt_starts[(a.node_id, a.item_index, a.attempt)] = a.started_at
         key = (a.node_id, a.item_index)
         attempts_by_item[key] = max(attempts_by_item.get(key, 0), a.attempt)
         if a.item_index != NO_ITEM and a.status is NodeState.RUNNING:
@@ -92,8 +94,18 @@ def _reconcile(
     for rt in orch.nodes.values():
         if rt.state is NodeState.RUNNING:
             if rt.program.for_each is not None:
+                failed_items = {
+                    int(e.payload["index"]): str(e.payload.get("message", ""))
+                    for e in snapshot.events
+                    if e.event_type == f"{rt.id}.item_failed"
+                }
                 _resume_foreach(
-                    orch, rt, item_results.get(rt.id, {}), attempts_by_item, running_items
+                    orch,
+                    rt,
+                    item_results.get(rt.id, {}),
+                    failed_items,
+                    attempts_by_item,
+                    running_items,
                 )
             else:
                 orch._attempt_row(
@@ -129,14 +141,12 @@ def _reconcile(
 
 def _resume_foreach(
     orch: Orchestrator,
-    rt: object,
+    rt: NodeRuntime,
     results: dict[int, dict[str, object]],
+    failed: dict[int, str],
     attempts: dict[tuple[str, int], int],
     running_items: dict[str, list[int]],
 ) -> None:
-    from whenflow.engine.runtime import NodeRuntime
-
-    assert isinstance(rt, NodeRuntime)
     try:
         items = evaluate_items(orch, rt)
     except BindingError as exc:
@@ -144,6 +154,7 @@ def _resume_foreach(
         return
     run = ForEachRun(items=items)
     run.results.update(results)
+    run.failed.update(failed)  # failed for good before the crash: not run again
     for index in range(len(items)):
         if (rt.id, index) in attempts:
             run.attempts[index] = attempts[(rt.id, index)]

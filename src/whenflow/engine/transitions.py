@@ -62,10 +62,10 @@ RULES: tuple[TransitionRule, ...] = (
     ),
     _rule(
         "fail",
-        {S.PENDING, S.RUNNING, S.WAITING},
+        {S.PENDING, S.RUNNING, S.RETRYING, S.WAITING},
         S.FAILED,
-        "The last attempt failed, or a trigger condition raised; a terminal node "
-        "cannot fail a second time.",
+        "The last attempt failed, a retry's bindings cannot be rendered, or a trigger "
+        "condition raised (also while waiting for a retry); a terminal node cannot fail twice.",
     ),
     _rule(
         "skip",

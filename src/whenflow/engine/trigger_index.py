@@ -18,7 +18,6 @@ from whenflow.dsl.trigger_analysis import (
     is_glob,
     pattern_has_outside_source,
     pattern_sources,
-    source_matches,
 )
 from whenflow.engine.trigger_eval import ConditionLeaf, EventLeaf, TriggerTree
 
@@ -46,7 +45,7 @@ class TriggerIndex:
             else:
                 self._exact.setdefault(pattern, []).append(leaf)
             leaf.outside = pattern_has_outside_source(pattern)
-            leaf.external = source_matches(EXTERNAL_SOURCE, leaf.pattern.partition(".")[0])
+            leaf.external = leaf.pattern.partition(".")[0] == EXTERNAL_SOURCE
             if leaf.external:
                 self.external_leaves.setdefault(tree.owner, []).append(leaf)
             for node_id in pattern_sources(pattern, self._node_ids):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import pathlib
-import time
 from collections import ChainMap
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
+from whenflow.domain.errors import WhenflowError
 from whenflow.domain.param_types import type_name
 from whenflow.domain.variables import ArtifactRef, Variable
 from whenflow.dsl.templates import Namespace
@@ -95,8 +95,18 @@ class VariablePool:
             if isinstance(value, pathlib.PurePath):
                 if self.artifacts is None:
                     raise OutputError(f"output {name!r} is a file but no artifact store is set")
-                ref = self.artifacts.put_file(f"{key_prefix}/{name}/{value.name}", str(value))
-                value = self.artifacts.local_path(ref)
+                if not pathlib.Path(value).is_file():
+                    raise OutputError(
+                        f"output {name!r} is the path {str(value)!r}, which is not a file "
+                        "(directories are not stored as artifacts yet; return a file)"
+                    )
+                try:
+                    ref = self.artifacts.put_file(f"{key_prefix}/{name}/{value.name}", str(value))
+                    value = self.artifacts.local_path(ref)
+                except (OSError, WhenflowError) as exc:
+                    raise OutputError(
+                        f"output {name!r}: cannot store {str(value)!r}: {exc}"
+                    ) from exc
             else:
                 try:
                     encoded = json.dumps(value)
@@ -147,7 +157,3 @@ class VariablePool:
                 self.inputs[var.name] = value
             elif var.scope in self.outputs:
                 self.outputs[var.scope][var.name] = value
-
-
-def now() -> float:
-    return time.time()

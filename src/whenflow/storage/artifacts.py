@@ -11,7 +11,9 @@ backslashes and, on a local root, symlinks that lead outside it raise
 `ArtifactPathError`; a reference read back from the database is checked the
 same way before its bytes are touched.
 
-The methods do blocking I/O; the engine calls them from a worker thread.
+The methods do blocking I/O. The engine calls them on its loop when a node
+completes (cheap for a local folder; moving the copy to a worker thread is
+planned before remote stores such as S3 are supported).
 """
 
 from __future__ import annotations
