@@ -50,26 +50,34 @@ class SqliteBatchWriter:
         self._compiled: dict[tuple[int, tuple[str, ...]], tuple[str, tuple[str, ...]] | None] = {}
 
     async def commit(self, batch: list[Record]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._commit, batch)
+        # Plan (JSON, tuples) here on the loop; the thread then runs only the
+        # driver's C-level executemany and commit, which release the GIL, so
+        # it hardly competes with the threads running tasks.
+        statements = [self._prepare(step) for step in plan_batch(batch, self._statements)]
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._commit, statements)
 
     def close(self) -> None:
         self._thread.submit(self._engine.dispose).result()
         self._thread.shutdown(wait=True)
 
-    def _commit(self, batch: list[Record]) -> None:
-        steps = plan_batch(batch, self._statements)
+    def _prepare(self, step: Step) -> tuple[Step, str | None, list[Any]]:
+        compiled = self._driver_statement(step, self._engine.dialect)
+        if compiled is None:
+            return step, None, step.rows
+        sql, keys = compiled
+        pick = itemgetter(*keys)
+        rows = [pick(row) for row in step.rows]
+        if len(keys) == 1:
+            rows = [(value,) for value in rows]
+        return step, sql, rows
+
+    def _commit(self, statements: list[tuple[Step, str | None, list[Any]]]) -> None:
         with self._engine.begin() as connection:
-            for step in steps:
-                compiled = self._driver_statement(step, connection.dialect)
-                if compiled is None:
-                    connection.execute(step.statement, step.rows)
-                    continue
-                sql, keys = compiled
-                pick = itemgetter(*keys)
-                rows = [pick(row) for row in step.rows]
-                if len(keys) == 1:
-                    rows = [(value,) for value in rows]
-                connection.exec_driver_sql(sql, rows)
+            for step, sql, rows in statements:
+                if sql is None:
+                    connection.execute(step.statement, rows)
+                else:
+                    connection.exec_driver_sql(sql, rows)
 
     def _driver_statement(
         self, step: Step, dialect: sa.Dialect
