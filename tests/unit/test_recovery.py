@@ -7,12 +7,14 @@ whole units, so every such boundary is a state a crash can leave behind.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from engine_harness import check_log_invariants, program
 
-from whenflow.domain.records import AttemptRecorded, EventAppended
+from whenflow.domain.records import AttemptRecorded, EventAppended, ExecutionSnapshot
 from whenflow.engine.orchestrator import Orchestrator
+from whenflow.engine.runtime import ExecutionResult
 from whenflow.testing import InlineRunner, InMemoryArtifactStore, InMemoryStateStore
 
 SPEC = """
@@ -53,6 +55,38 @@ def functions() -> dict[str, Any]:
     }
 
 
+@dataclass
+class Crash:
+    """An execution resumed from the durable state a crash after `cut` records leaves."""
+
+    store: InMemoryStateStore
+    snapshot: ExecutionSnapshot
+    runner: InlineRunner
+
+    async def resume(self, spec: str, fns: dict[str, Any]) -> ExecutionResult:
+        again = Orchestrator(
+            program(spec, fns),
+            store=self.store,
+            runner=self.runner,
+            artifacts=InMemoryArtifactStore(),
+            inputs=self.snapshot.inputs,
+            execution_id=self.snapshot.execution_id,
+        )
+        return await again.resume(self.snapshot)
+
+
+async def crash(
+    store: InMemoryStateStore, execution_id: str, cut: int, fns: dict[str, Any]
+) -> Crash:
+    crashed = InMemoryStateStore()
+    crashed.records = list(store.records[:cut])
+    return Crash(crashed, await crashed.load_execution(execution_id), InlineRunner(fns))
+
+
+def types_upto(store: InMemoryStateStore, cut: int) -> list[str]:
+    return [r.event.event_type for r in store.records[:cut] if isinstance(r, EventAppended)]
+
+
 async def full_run() -> tuple[Orchestrator, InMemoryStateStore, Any]:
     store = InMemoryStateStore()
     orch = Orchestrator(
@@ -70,21 +104,11 @@ def test_resume_from_every_durable_boundary() -> None:
         orch, store, reference = await full_run()
         resumed = 0
         for cut in store.boundaries:
-            crashed = InMemoryStateStore()
-            crashed.records = list(store.records[:cut])
-            snapshot = await crashed.load_execution(orch.execution_id)
+            c = await crash(store, orch.execution_id, cut, functions())
+            crashed, snapshot, runner = c.store, c.snapshot, c.runner
             if snapshot.status.is_terminal:
                 continue
-            runner = InlineRunner(functions())
-            again = Orchestrator(
-                program(SPEC, functions()),
-                store=crashed,
-                runner=runner,
-                artifacts=InMemoryArtifactStore(),
-                inputs=snapshot.inputs,
-                execution_id=orch.execution_id,
-            )
-            result = await again.resume(snapshot)
+            result = await c.resume(SPEC, functions())
             resumed += 1
             check_log_invariants(crashed)
             assert result.status.value == "completed", cut
@@ -105,28 +129,15 @@ def test_resume_from_every_durable_boundary() -> None:
 def test_a_node_running_at_the_crash_gets_a_new_attempt_with_the_same_key() -> None:
     async def scenario() -> None:
         orch, store, _ = await full_run()
-
-        def types_upto(cut: int) -> list[str]:
-            return [r.event.event_type for r in store.records[:cut] if isinstance(r, EventAppended)]
-
         cut = next(
             b
             for b in store.boundaries
-            if "transform.started" in types_upto(b) and "transform.completed" not in types_upto(b)
+            if "transform.started" in types_upto(store, b)
+            and "transform.completed" not in types_upto(store, b)
         )
-        crashed = InMemoryStateStore()
-        crashed.records = list(store.records[:cut])
-        snapshot = await crashed.load_execution(orch.execution_id)
-        runner = InlineRunner(functions())
-        again = Orchestrator(
-            program(SPEC, functions()),
-            store=crashed,
-            runner=runner,
-            artifacts=InMemoryArtifactStore(),
-            inputs=snapshot.inputs,
-            execution_id=orch.execution_id,
-        )
-        result = await again.resume(snapshot)
+        c = await crash(store, orch.execution_id, cut, functions())
+        crashed, runner = c.store, c.runner
+        result = await c.resume(SPEC, functions())
         transform_calls = [c for c in runner.calls if c.node_id == "transform"]
         assert [c.attempt for c in transform_calls] == [2]
         assert transform_calls[0].idempotency_key == f"{orch.execution_id}/transform"
@@ -170,23 +181,13 @@ def test_resume_keeps_for_each_items_that_already_failed_for_good() -> None:
         types = store.event_types()
         assert types.count("fan.item_failed") == 2
 
-        def types_upto(cut: int) -> list[str]:
-            return [r.event.event_type for r in store.records[:cut] if isinstance(r, EventAppended)]
-
-        cut = next(b for b in store.boundaries if types_upto(b).count("fan.item_failed") == 1)
-        crashed = InMemoryStateStore()
-        crashed.records = list(store.records[:cut])
-        snapshot = await crashed.load_execution(orch.execution_id)
-        runner = InlineRunner(fns)
-        again = Orchestrator(
-            program(spec, fns),
-            store=crashed,
-            runner=runner,
-            artifacts=InMemoryArtifactStore(),
-            execution_id=orch.execution_id,
+        cut = next(
+            b for b in store.boundaries if types_upto(store, b).count("fan.item_failed") == 1
         )
-        result = await again.resume(snapshot)
-        assert 1 not in {c.item_index for c in runner.calls}  # failed for good: not rerun
+        c = await crash(store, orch.execution_id, cut, fns)
+        crashed = c.store
+        result = await c.resume(spec, fns)
+        assert 1 not in {call.item_index for call in c.runner.calls}  # failed for good: not rerun
         assert crashed.event_types().count("fan.item_failed") == 2
         assert result.nodes["fan"].outputs == reference.nodes["fan"].outputs
         check_log_invariants(crashed)
