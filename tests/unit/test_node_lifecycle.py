@@ -570,3 +570,24 @@ def test_attempt_rows_keep_their_start_and_close_when_items_are_cancelled() -> N
         if isinstance(rec, AttemptRecorded) and rec.node_id == "fan" and rec.finished_at is None
     ]
     assert sorted(started) == sorted(v.started_at for k, v in final.items() if k[0] == "fan")
+
+
+def test_results_star_projects_a_field_of_every_item() -> None:
+    r = run(
+        """
+        nodes:
+          - id: sq
+            forEach: "{{ [1, 2, 3] }}"
+            task: {type: noop}
+            inputBindings: {y: "{{ item * item }}"}
+          - id: total
+            task: {type: noop}
+            inputBindings:
+              ys: "{{ sq.results[*].y }}"
+              text: "sum={{ sq.results[*].y | sum }}"
+        outputs:
+          ys: "{{ sq.results[*].y }}"
+        """
+    )
+    assert r.result.nodes["total"].outputs == {"ys": [1, 4, 9], "text": "sum=14"}
+    assert r.result.outputs == {"ys": [1, 4, 9]}

@@ -271,3 +271,11 @@ def test_ordinary_arithmetic_is_not_bounded() -> None:
     context = {"a": Namespace("a", {"n": 7, "s": "ab"})}
     assert compile_template("{{ a.n ** 3 }}").evaluate(context) == 343
     assert compile_template("{{ a.s * 3 }}").evaluate(context) == "ababab"
+
+
+def test_projection_cannot_reach_private_fields() -> None:
+    from whenflow.dsl.templates import TemplateSafetyError, TemplateSyntaxProblem, analyze_template
+
+    # Never rewritten (the field must be a public name), so Jinja rejects the `[*]`.
+    with pytest.raises((TemplateSafetyError, TemplateSyntaxProblem)):
+        analyze_template("{{ a.results[*].__class__ }}")

@@ -293,14 +293,32 @@ def _plain_reference(expression: str) -> TemplateInfo | None:
 _JINJA_WORDS = frozenset({"and", "or", "not", "in", "is", "if", "else", "loop", "self"})
 
 
+# `fan.results[*].y` (DESIGN.md §5) projects a field of every item.
+_PROJECTION = re.compile(
+    r"(?P<base>[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*|\[\d+\])*)\[\*\]\.(?P<field>[A-Za-z][A-Za-z0-9_]*)"
+)
+
+
+def desugar_projections(text: str) -> str:
+    """Rewrite `x[*].f` as `(x | map(attribute='f') | list)`, before Jinja parses it.
+
+    The rewrite only produces Jinja the sandbox checks like any other text, and
+    the field must be a public name, so it opens nothing new.
+    """
+    if "[*]" not in text:
+        return text
+    return _PROJECTION.sub(r"(\g<base> | map(attribute='\g<field>') | list)", text)
+
+
 @lru_cache(maxsize=4096)
 def analyze_expression(expression: str) -> TemplateInfo:
     """Analyse the inner text of a `{{ }}` condition; raise on syntax or safety errors."""
     plain = _plain_reference(expression)
     if plain is not None:
         return plain
-    tree = _parse("{{ " + expression + " }}")
-    return _info(expression, "expression", tree, expression)
+    jinja_text = desugar_projections(expression)
+    tree = _parse("{{ " + jinja_text + " }}")
+    return _info(expression, "expression", tree, jinja_text)
 
 
 @lru_cache(maxsize=4096)
@@ -311,7 +329,7 @@ def analyze_template(text: str) -> TemplateInfo:
         return analyze_expression(inner)
     if "{{" not in text and "{%" not in text and "{#" not in text:
         return TemplateInfo(text, "literal")
-    tree = _parse(text)
+    tree = _parse(desugar_projections(text))
     return _info(text, "text", tree, None)
 
 
@@ -400,7 +418,7 @@ def compile_template(text: str) -> CompiledTemplate:
         return CompiledTemplate(
             info, _expression=ENV.compile_expression(info.expression, undefined_to_none=False)
         )
-    return CompiledTemplate(info, _template=ENV.from_string(text))
+    return CompiledTemplate(info, _template=ENV.from_string(desugar_projections(text)))
 
 
 def compile_condition(expression: str) -> CompiledTemplate:
