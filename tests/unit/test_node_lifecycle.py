@@ -591,3 +591,34 @@ def test_results_star_projects_a_field_of_every_item() -> None:
     )
     assert r.result.nodes["total"].outputs == {"ys": [1, 4, 9], "text": "sum=14"}
     assert r.result.outputs == {"ys": [1, 4, 9]}
+
+
+def test_for_each_item_outputs_and_results_respect_the_offload_threshold() -> None:
+    def big(x: int) -> dict[str, Any]:
+        return {"blob": "x" * 500, "x": x}
+
+    async def scenario() -> None:
+        r = await run_async(
+            """
+            nodes:
+              - id: fan
+                forEach: "{{ [1, 2] }}"
+                task: {type: python, callable: big}
+                inputBindings: {x: "{{ item }}"}
+              - {id: after, task: {type: noop}, inputBindings: {xs: "{{ fan.results[*].x }}"}}
+            """,
+            {"big": big},
+            offload_bytes=100,
+        )
+        assert r.result.nodes["after"].outputs == {"xs": [1, 2]}
+        written = [rec.variable for rec in r.store.records if isinstance(rec, VariableWritten)]
+        items = [v for v in written if v.scope == "fan#item"]
+        assert len(items) == 2
+        for v in items:
+            assert set(v.value["blob"]) == {"$artifact"}  # a reference, not 500 bytes
+            assert v.value["x"] in (1, 2)
+        results = next(v for v in written if v.scope == "fan" and v.name == "results")
+        assert results.value is None
+        assert results.artifact is not None
+
+    asyncio.run(scenario())

@@ -17,6 +17,7 @@ from whenflow.domain.param_types import fits, type_name
 from whenflow.domain.records import VariableWritten
 from whenflow.domain.states import NodeState
 from whenflow.domain.task_io import TaskRequest, TaskResult
+from whenflow.domain.variables import Variable
 from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.templates import Namespace, TemplateEvaluationError
 from whenflow.engine.attempt_context import AttemptContext
@@ -207,10 +208,16 @@ def attempt_done(
 
 
 def accept_outputs(
-    orch: Orchestrator, rt: NodeRuntime, outputs: Mapping[str, Any], key_prefix: str
-) -> tuple[dict[str, Any], list[Any]]:
+    orch: Orchestrator,
+    rt: NodeRuntime,
+    outputs: Mapping[str, Any],
+    key_prefix: str,
+    *,
+    item: bool = False,
+) -> tuple[dict[str, Any], list[Variable]]:
+    """Validate and store one attempt's outputs; `item` for a forEach item's."""
     values, variables = orch.pool.store_outputs(
-        rt.id, outputs, key_prefix=key_prefix, at=orch._clock()
+        rt.id, outputs, key_prefix=key_prefix, at=orch._clock(), remember_refs=not item
     )
     signature = rt.program.signature
     if signature is not None:

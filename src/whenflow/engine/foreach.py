@@ -108,18 +108,19 @@ def item_done(orch: Orchestrator, rt: NodeRuntime, index: int, attempt: int, out
     run.running.pop(index, None)
     if isinstance(outcome, TaskResult):
         try:
-            values, _ = accept_outputs(
-                orch, rt, outcome.outputs, f"{orch.execution_id}/{rt.id}/{index}"
+            values, variables = accept_outputs(
+                orch, rt, outcome.outputs, f"{orch.execution_id}/{rt.id}/{index}", item=True
             )
         except OutputError as exc:
             outcome = exc
         else:
             run.results[index] = values
+            stored = orch.pool.stored_form(variables)
             orch._records.append(
                 VariableWritten(
                     orch.execution_id,
                     Variable(
-                        rt.id + ITEM_SCOPE_SUFFIX, str(index), values, "object", orch._clock()
+                        rt.id + ITEM_SCOPE_SUFFIX, str(index), stored, "object", orch._clock()
                     ),
                 )
             )
@@ -190,12 +191,10 @@ def _complete(orch: Orchestrator, rt: NodeRuntime, run: ForEachRun) -> None:
             results.append(dict(run.results[i]))
         elif mode is OnItemError.CONTINUE:
             results.append(None)
-    values = {"results": results}
-    orch._records.append(
-        VariableWritten(
-            orch.execution_id, Variable(rt.id, "results", results, "array", orch._clock())
-        )
+    values, variables = orch.pool.store_outputs(
+        rt.id, {"results": results}, key_prefix=f"{orch.execution_id}/{rt.id}", at=orch._clock()
     )
+    orch._records.extend(VariableWritten(orch.execution_id, v) for v in variables)
     orch.pool.publish(rt.id, values)
     orch._terminal(
         rt,

@@ -40,7 +40,8 @@ async def resume_execution(orch: Orchestrator, snapshot: ExecutionSnapshot) -> N
     for var in snapshot.variables:
         if var.scope.endswith(ITEM_SCOPE_SUFFIX):
             node_id = var.scope.removesuffix(ITEM_SCOPE_SUFFIX)
-            item_results.setdefault(node_id, {})[int(var.name)] = dict(var.value or {})
+            stored = dict(var.value or {})
+            item_results.setdefault(node_id, {})[int(var.name)] = orch.pool.from_stored_form(stored)
         else:
             plain.append(var)
     orch.pool.restore(plain)

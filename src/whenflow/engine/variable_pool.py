@@ -23,6 +23,7 @@ from whenflow.engine.ports import ArtifactStore
 INPUT_SCOPE = "pipeline.input"
 SYSTEM_SCOPE = "system"
 DEFAULT_OFFLOAD_BYTES = 1024 * 1024
+ARTIFACT_MARKER = "$artifact"  # wraps a reference stored inside a forEach item's value
 
 
 class OutputError(ValueError):
@@ -77,7 +78,13 @@ class VariablePool:
         return ChainMap(dict(extra), self.context)
 
     def store_outputs(
-        self, node_id: str, outputs: Mapping[str, Any], *, key_prefix: str, at: float
+        self,
+        node_id: str,
+        outputs: Mapping[str, Any],
+        *,
+        key_prefix: str,
+        at: float,
+        remember_refs: bool = True,
     ) -> tuple[dict[str, Any], list[Variable]]:
         """Turn task outputs into pool values and variables (files and big values to artifacts).
 
@@ -117,7 +124,7 @@ class VariablePool:
                 if len(encoded) > self.offload_bytes and self.artifacts is not None:
                     ref = self.artifacts.put_value(f"{key_prefix}/{name}", value)
             visible[name] = value
-            if ref is not None:
+            if ref is not None and remember_refs:
                 self.artifact_refs[(node_id, name)] = ref
             stored = None if ref is not None else value
             variables.append(
@@ -141,6 +148,28 @@ class VariablePool:
 
     def publish(self, node_id: str, values: Mapping[str, Any]) -> None:
         self.outputs[node_id].update(values)
+
+    def stored_form(self, variables: Sequence[Variable]) -> dict[str, Any]:
+        """Outputs as persisted inside one value (a forEach item): references, not bytes."""
+        return {
+            v.name: {ARTIFACT_MARKER: v.artifact.to_json()} if v.artifact is not None else v.value
+            for v in variables
+        }
+
+    def from_stored_form(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Undo `stored_form`: load values and localise files kept as artifacts."""
+        values: dict[str, Any] = {}
+        for name, value in stored.items():
+            if isinstance(value, dict) and set(value) == {ARTIFACT_MARKER}:
+                ref = ArtifactRef.from_json(value[ARTIFACT_MARKER])
+                if self.artifacts is not None:
+                    value = (
+                        self.artifacts.local_path(ref)
+                        if ref.kind == "file"
+                        else self.artifacts.load_value(ref)
+                    )
+            values[name] = value
+        return values
 
     def restore(self, variables: Sequence[Variable]) -> None:
         """Put persisted variables back (resume); artifact values are loaded again."""
