@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +14,21 @@ from whenflow.domain.errors import TaskError
 
 def boom() -> dict[str, Any]:
     raise TaskError("boom")
+
+
+def gated() -> dict[str, Callable[[], Any]]:
+    """Tasks `slow` (waits) and `release` (lets it finish): an order without sleeps."""
+    gate = asyncio.Event()
+
+    async def slow() -> dict[str, Any]:
+        await gate.wait()
+        return {}
+
+    def release() -> dict[str, Any]:
+        gate.set()
+        return {}
+
+    return {"slow": slow, "release": release}
 
 
 def test_default_start_when_is_strict_all_success() -> None:
@@ -69,16 +85,6 @@ def test_condition_true_starts_and_false_skips_at_once() -> None:
 
 
 def test_event_glob_is_true_on_the_first_matching_event() -> None:
-    gate = asyncio.Event()
-
-    async def slow() -> dict[str, Any]:
-        await gate.wait()
-        return {}
-
-    def release() -> dict[str, Any]:
-        gate.set()
-        return {}
-
     r = run(
         """
         nodes:
@@ -88,7 +94,7 @@ def test_event_glob_is_true_on_the_first_matching_event() -> None:
             startWhen: "event:shard_*.completed"
             task: {type: python, callable: release}
         """,
-        {"slow": slow, "release": release},
+        gated(),
     )
     events = r.events
     assert events.index("first_done.started") < events.index("shard_b.completed")
@@ -96,16 +102,6 @@ def test_event_glob_is_true_on_the_first_matching_event() -> None:
 
 
 def test_or_fires_on_the_first_true_branch_kleene() -> None:
-    gate = asyncio.Event()
-
-    async def slow() -> dict[str, Any]:
-        await gate.wait()
-        return {}
-
-    def release() -> dict[str, Any]:
-        gate.set()
-        return {}
-
     r = run(
         """
         nodes:
@@ -115,23 +111,13 @@ def test_or_fires_on_the_first_true_branch_kleene() -> None:
             startWhen: "event:fast.completed || event:slow.completed"
             task: {type: python, callable: release}
         """,
-        {"slow": slow, "release": release},
+        gated(),
     )
     assert r.node_events("either") == ["either.started", "either.completed"]
     assert r.events.index("either.started") < r.events.index("slow.completed")
 
 
 def test_and_with_a_false_branch_is_false_before_the_rest_is_known() -> None:
-    gate = asyncio.Event()
-
-    async def slow() -> dict[str, Any]:
-        await gate.wait()
-        return {}
-
-    def release() -> dict[str, Any]:
-        gate.set()
-        return {}
-
     r = run(
         """
         nodes:
@@ -142,7 +128,7 @@ def test_and_with_a_false_branch_is_false_before_the_rest_is_known() -> None:
             task: {type: noop}
           - {id: opener, startWhen: "event:both.skipped", task: {type: python, callable: release}}
         """,
-        {"boom": boom, "slow": slow, "release": release},
+        {"boom": boom, **gated()},
     )
     # false && unknown = false: `both` is skipped while `slow` is still running.
     assert r.events.index("both.skipped") < r.events.index("slow.completed")

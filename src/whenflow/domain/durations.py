@@ -32,16 +32,3 @@ def parse_duration(value: str | float | int) -> float:
             "write e.g. 500ms, 2s, 10m, 1h30m, 1d or a number of seconds"
         )
     return total
-
-
-def format_duration(seconds: float) -> str:
-    """Short human form used in progress output and messages."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"

@@ -30,11 +30,6 @@ def pattern_sources(pattern: str, node_ids: Collection[str]) -> list[str]:
     return [n for n in node_ids if fnmatchcase(n, source)]
 
 
-def source_matches(name: str, source_glob: str) -> bool:
-    """Whether an event source matches a pattern's source part (no regex for exact names)."""
-    return fnmatchcase(name, source_glob) if is_glob(source_glob) else name == source_glob
-
-
 def pattern_has_outside_source(pattern: str) -> bool:
     """Whether the pattern names `pipeline.*` or `external.*` events.
 

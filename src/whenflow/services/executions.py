@@ -15,7 +15,7 @@ from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.services.pipelines import default_runner, load_stored_program
-from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, _iso
+from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
 from whenflow.storage import queries
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import default_database_url, make_engine, upgrade
@@ -123,8 +123,8 @@ class ExecutionService:
                 r.pipeline,
                 r.version,
                 str(r.status),
-                _iso(r.created_at) or "",
-                _iso(r.finished_at),
+                iso_time(r.created_at) or "",
+                iso_time(r.finished_at),
             )
             for r in rows
         ]

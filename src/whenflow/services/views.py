@@ -11,7 +11,7 @@ from typing import Any
 MAX_DISPLAY = 120
 
 
-def _iso(ts: float | None) -> str | None:
+def iso_time(ts: float | None) -> str | None:
     if ts is None:
         return None
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
@@ -48,7 +48,7 @@ class EventView:
 
     @property
     def time(self) -> str:
-        return _iso(self.timestamp) or ""
+        return iso_time(self.timestamp) or ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,5 +102,5 @@ class LogView:
             "item_index": self.item_index,
             "stream": self.stream,
             "message": self.message,
-            "at": _iso(self.at),
+            "at": iso_time(self.at),
         }
