@@ -284,6 +284,39 @@ async def test_a_thousand_appends_without_yielding_are_a_few_commits(
     assert await count(engine, tables.events, eid) == 1000
 
 
+async def test_records_streaming_in_share_commits_under_the_commit_interval(
+    engine: AsyncEngine,
+) -> None:
+    # A chain of fast nodes appends one small unit per loop turn. With an
+    # interval, the first append commits at once and the rest wait for the
+    # interval (or a flush) instead of costing one commit each.
+    eid = new_id()
+    async with SqlStateStore(engine, commit_interval_s=3600) as store:
+        store.append([created(eid)])
+        for seq in range(1, 201):
+            store.append([EventAppended(event(eid, seq))])
+            await asyncio.sleep(0)  # one loop turn per unit, as the dispatcher's are
+        await store.flush()  # must not wait out the hour
+
+        assert store.commits == 2
+        assert await count(engine, tables.events, eid) == 200
+
+        store.append([EventAppended(event(eid, 201))])
+        await store.flush()  # a flush ends any pacing delay, every time
+        assert await count(engine, tables.events, eid) == 201
+
+
+async def test_close_commits_what_waits_for_the_commit_interval(engine: AsyncEngine) -> None:
+    eid = new_id()
+    async with SqlStateStore(engine, commit_interval_s=3600) as store:
+        store.append([created(eid)])
+        await store.flush()
+        store.append([EventAppended(event(eid, 1))])
+        await asyncio.sleep(0)
+
+    assert await count(engine, tables.events, eid) == 1
+
+
 async def test_a_failed_commit_surfaces_from_flush_and_poisons_the_store(
     engine: AsyncEngine,
 ) -> None:

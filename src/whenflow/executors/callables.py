@@ -45,6 +45,8 @@ class PreparedCallable:
     required: frozenset[str]
     accepts_any_keyword: bool
     returns_value: bool
+    signature: TaskSignature | None
+    """What load-time checks know of its inputs: declared, names only, or nothing."""
 
     def arguments(self, inputs: Mapping[str, Any], ctx: object) -> dict[str, Any]:
         """Keyword arguments for one call; raises InvalidTaskConfig on a binding mismatch."""
@@ -202,7 +204,15 @@ def _inspect(spec: str, fn: Callable[..., Any]) -> PreparedCallable:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):  # builtins without a signature: pass everything
         return PreparedCallable(
-            spec, fn, is_async, False, frozenset(), frozenset(), True, returns_single_value(fn)
+            spec,
+            fn,
+            is_async,
+            False,
+            frozenset(),
+            frozenset(),
+            True,
+            returns_single_value(fn),
+            signature_of(fn),
         )
     keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     named = {p.name: p for p in params if p.kind in keyword_kinds}
@@ -217,4 +227,5 @@ def _inspect(spec: str, fn: Callable[..., Any]) -> PreparedCallable:
         required=frozenset(n for n, p in named.items() if p.default is inspect.Parameter.empty),
         accepts_any_keyword=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params),
         returns_value=returns_single_value(fn),
+        signature=signature_of(fn) or parameters_signature(fn),
     )

@@ -22,14 +22,11 @@ value stored as the output `result`.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import inspect
 import os
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -55,6 +52,7 @@ from whenflow.executors.subprocess_io import (
     spawn,
     supervise,
 )
+from whenflow.executors.task_threads import TaskThreads
 
 __all__ = ["PythonExecutor", "resolve_callable", "signature_of"]
 
@@ -81,7 +79,7 @@ class PythonExecutor:
         """
         self._max_threads = max_threads
         self._grace_s = terminate_grace_s
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: TaskThreads | None = None
 
     def check(self, task: TaskSpec) -> list[str]:
         """Config problems, importing the callable to prove it exists."""
@@ -105,7 +103,7 @@ class PythonExecutor:
         prepared = cached_callable(spec)
         if prepared is None:
             # The first import of a user module can be slow: keep it off the loop too.
-            prepared = await self._in_thread(prepare_callable, spec)
+            prepared = await self._in_thread(prepare_callable, spec=spec)
         arguments = prepared.arguments(request.inputs, ctx)
         if prepared.is_async:
             value = await prepared.fn(**arguments)
@@ -119,13 +117,12 @@ class PythonExecutor:
         """Stop the thread pool; functions still running finish in the background."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.close()
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _in_thread(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._max_threads, thread_name_prefix="whenflow-task")
-        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+            self._pool = TaskThreads(self._max_threads)
+        return await self._pool.call(fn, **kwargs)
 
     async def _run_in_child(
         self, spec: str, request: TaskRequest, ctx: TaskContext

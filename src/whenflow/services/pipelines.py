@@ -35,14 +35,12 @@ def resolve_signature(task: TaskSpec) -> TaskSignature | None:
     """The typed signature of a `@whenflow.task` python callable, if it is one."""
     if task.type != "python" or not isinstance(task.config.get("callable"), str):
         return None
-    from whenflow.executors.callables import parameters_signature
-    from whenflow.executors.python import resolve_callable, signature_of
+    from whenflow.executors.callables import prepare_callable
 
     try:
-        fn = resolve_callable(task.config["callable"])
+        return prepare_callable(task.config["callable"]).signature
     except Exception:  # reported by the executor's check() with a better message
         return None
-    return signature_of(fn) or parameters_signature(fn)
 
 
 def load_program(

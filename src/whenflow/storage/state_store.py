@@ -36,6 +36,10 @@ from whenflow.storage.sqlite_writer import SqliteBatchWriter, file_url
 from whenflow.storage.write_batch import BatchStatements, plan_batch
 
 _MAX_CAUSE_CHARS = 600
+# Commits at most this often while records stream in (a group-commit delay, as
+# PostgreSQL's commit_delay): a chain of fast nodes then shares commits instead
+# of paying one per node. A quiet store commits at once, and `flush()` never waits.
+DEFAULT_COMMIT_INTERVAL_S = 0.002
 
 
 class SqlStateStore:
@@ -46,10 +50,18 @@ class SqlStateStore:
     migrates the schema.
     """
 
-    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        owns_engine: bool = False,
+        commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
+    ) -> None:
         """Args:
         engine: where to write; its schema must be at head (`database.upgrade`).
         owns_engine: dispose the engine in `close()`.
+        commit_interval_s: the least time between two commits unless someone
+            waits in `flush()`; 0 commits as soon as the last commit ends.
         """
         self._engine = engine
         self._owns_engine = owns_engine
@@ -63,6 +75,9 @@ class SqlStateStore:
         self._closing = False
         self._closed = False
         self._error: BaseException | None = None
+        self._interval = commit_interval_s
+        self._last_commit = float("-inf")
+        self._pacing: asyncio.TimerHandle | None = None
         self.commits = 0  # batches committed; for probes and tests
         sync_url = file_url(engine.url)
         self._sqlite_writer = (
@@ -96,7 +111,8 @@ class SqlStateStore:
             return
         self._buffer.extend(records)
         self._appended += len(records)
-        self._wake.set()
+        if self._pacing is None:
+            self._wake.set()
 
     async def flush(self) -> None:
         """Return once everything appended before this call is committed.
@@ -113,6 +129,7 @@ class SqlStateStore:
             raise StoreError("the state store is not started; call `await store.start()`")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, future))
+        self._wake.set()  # a waiter ends any pacing delay
         await future
 
     async def load_execution(self, execution_id: str) -> ExecutionSnapshot:
@@ -164,6 +181,7 @@ class SqlStateStore:
                 raise
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -171,6 +189,14 @@ class SqlStateStore:
                 if self._closing:
                     return
                 continue
+            delay = self._last_commit + self._interval - loop.time()
+            if delay > 0 and not self._waiters and not self._closing:
+                if self._pacing is None:
+                    self._pacing = loop.call_later(delay, self._end_pacing)
+                continue
+            if self._pacing is not None:
+                self._pacing.cancel()
+                self._pacing = None
             batch, self._buffer = self._buffer, []
             end = self._committed + len(batch)
             try:
@@ -179,11 +205,16 @@ class SqlStateStore:
                 self._fail(exc)
                 return
             self._committed = end
+            self._last_commit = loop.time()
             self.commits += 1
             self._release(end)
             # Records appended during the commit have set the event again.
             if self._buffer or self._closing:
                 self._wake.set()
+
+    def _end_pacing(self) -> None:
+        self._pacing = None
+        self._wake.set()
 
     async def _commit(self, batch: list[Record]) -> None:
         if self._sqlite_writer is not None:
