@@ -1,31 +1,35 @@
 """One task attempt, from rendering its inputs to accepting its result (DESIGN.md §5, §7).
 
-These functions are part of the dispatcher (`Orchestrator`): they run on its
-loop, inside its units of work, and mutate its state; `foreach` and `recovery`
-are the other such parts. A worker coroutine only reports back: its result
-enters through `attempt_done`, fenced by the attempt number.
+These functions are part of the dispatcher: they run on its loop, inside its
+units of work, and act on its `ExecutionState`; `foreach`, `endings` and
+`recovery` are the other such parts. A worker coroutine only reports back: its
+result enters through `attempt_done`, its events and logs through `task_event`
+and `task_log`, each fenced by the attempt number.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.errors import BindingError, TaskTimeout
 from whenflow.domain.param_types import fits, type_name
-from whenflow.domain.records import VariableWritten
+from whenflow.domain.records import LogAppended, VariableWritten
 from whenflow.domain.states import NodeState
 from whenflow.domain.task_io import TaskRequest, TaskResult
 from whenflow.domain.variables import Variable
 from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.templates import Namespace, TemplateEvaluationError
 from whenflow.engine.attempt_context import AttemptContext
+from whenflow.engine.endings import fail_node
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
 from whenflow.engine.variable_pool import OutputError
 
 if TYPE_CHECKING:
-    from whenflow.engine.orchestrator import Orchestrator
+    from whenflow.engine.execution_state import ExecutionState
 
 
 def render_inputs(
@@ -71,51 +75,49 @@ def render_inputs(
     return inputs, config
 
 
-def launch(orch: Orchestrator, rt: NodeRuntime) -> None:
+def launch(state: ExecutionState, rt: NodeRuntime) -> None:
     attempt = rt.attempt + 1
     try:
-        context = orch.pool.overlay({"system": system_view(orch, attempt)})
+        context = state.pool.overlay({"system": system_view(state, attempt)})
         inputs, config = render_inputs(rt, context)
     except BindingError as exc:
         rt.attempt = attempt
-        orch._fail(rt, type(exc).__name__, str(exc))
+        fail_node(state, rt, type(exc).__name__, str(exc))
         return
-    orch._move(rt, NodeState.RUNNING)
+    state.move(rt, NodeState.RUNNING)
     rt.attempt = attempt
     if rt.started_at is None:
-        rt.started_at = orch._clock()
-    orch._node_row(rt)
-    orch._attempt_row(rt.id, NO_ITEM, attempt, NodeState.RUNNING)
-    orch._publish(f"{rt.id}.started", rt.id, {"attempt": attempt})
-    rt.task = spawn(orch, rt, attempt, None, inputs, config)
+        rt.started_at = state.clock()
+    state.node_row(rt)
+    state.attempt_row(rt.id, NO_ITEM, attempt, NodeState.RUNNING)
+    state.publish(f"{rt.id}.started", rt.id, {"attempt": attempt})
+    rt.task = spawn(state, rt, attempt, None, inputs, config)
 
 
-def system_view(orch: Orchestrator, attempt: int, item: tuple[Any, int] | None = None) -> Any:
+def system_view(state: ExecutionState, attempt: int, item: tuple[Any, int] | None = None) -> Any:
 
-    values: dict[str, Any] = {**orch.pool.system, "attempt": attempt}
+    values: dict[str, Any] = {**state.pool.system, "attempt": attempt}
     if item is not None:
         values["item"], values["index"] = item
     return Namespace("system", values)
 
 
 def spawn(
-    orch: Orchestrator,
+    state: ExecutionState,
     rt: NodeRuntime,
     attempt: int,
     item_index: int | None,
     inputs: Mapping[str, Any],
     config: Mapping[str, Any],
 ) -> asyncio.Task[None]:
-    assert orch._loop is not None
+    assert state.loop is not None
     definition = rt.program.definition
     task_spec = definition.task
     if config != task_spec.config:
-        from dataclasses import replace
-
         task_spec = replace(task_spec, config=config)
-    key = orch.idempotency_key(rt.id, item_index)
+    key = state.idempotency_key(rt.id, item_index)
     request = TaskRequest(
-        execution_id=orch.execution_id,
+        execution_id=state.execution_id,
         node_id=rt.id,
         attempt=attempt,
         task=task_spec,
@@ -125,35 +127,29 @@ def spawn(
         timeout_s=definition.timeout_s,
     )
     ctx = AttemptContext(
-        loop=orch._loop,
-        execution_id=orch.execution_id,
+        loop=state.loop,
+        execution_id=state.execution_id,
         node_id=rt.id,
         attempt=attempt,
         item_index=item_index,
         idempotency_key=key,
-        emit_sink=orch._on_emit,
-        log_sink=orch._on_log,
+        emit_sink=functools.partial(task_event, state),
+        log_sink=functools.partial(task_log, state),
     )
-    orch._running += 1
-    task = orch._loop.create_task(
-        run_attempt(orch, rt, request, ctx), name=f"whenflow:{rt.id}#{attempt}"
-    )
-    orch._tasks.add(task)
-    task.add_done_callback(orch._tasks.discard)
-    return task
+    return state.start_task(run_attempt(state, rt, request, ctx), f"whenflow:{rt.id}#{attempt}")
 
 
 async def run_attempt(
-    orch: Orchestrator, rt: NodeRuntime, request: TaskRequest, ctx: AttemptContext
+    state: ExecutionState, rt: NodeRuntime, request: TaskRequest, ctx: AttemptContext
 ) -> None:
     timeout = request.timeout_s
     outcome: TaskResult | BaseException
     try:
         if timeout is not None:
             async with asyncio.timeout(timeout):
-                outcome = await orch._runner.run(request, ctx)
+                outcome = await state.runner.run(request, ctx)
         else:
-            outcome = await orch._runner.run(request, ctx)
+            outcome = await state.runner.run(request, ctx)
     except asyncio.CancelledError:
         if is_current(rt, request.attempt, request.item_index):
             raise
@@ -162,7 +158,34 @@ async def run_attempt(
         outcome = TaskTimeout(rt.id, timeout or 0.0)
     except Exception as exc:
         outcome = exc
-    orch._unit(attempt_done, orch, rt, request.attempt, request.item_index, outcome)
+    state.run_unit(attempt_done, state, rt, request.attempt, request.item_index, outcome)
+
+
+def task_event(
+    state: ExecutionState,
+    node_id: str,
+    attempt: int,
+    item: int,
+    name: str,
+    payload: Mapping[str, Any],
+) -> None:
+    """A running task's custom event: published as `<node>.<name>` if its attempt is current."""
+    rt = state.nodes[node_id]
+    if not is_current(rt, attempt, None if item == NO_ITEM else item):
+        return
+    body = {**payload, "attempt": attempt}
+    if item != NO_ITEM:
+        body["index"] = item
+    state.run_unit(state.publish, f"{node_id}.{name}", node_id, body)
+
+
+def task_log(
+    state: ExecutionState, node_id: str, attempt: int, item: int, stream: str, message: str
+) -> None:
+    """A line of a task's log; it goes straight to the store, outside any unit of work."""
+    state.store.append(
+        [LogAppended(state.execution_id, node_id, attempt, item, stream, message, state.clock())]
+    )
 
 
 def is_current(rt: NodeRuntime, attempt: int, item_index: int | None) -> bool:
@@ -175,7 +198,7 @@ def is_current(rt: NodeRuntime, attempt: int, item_index: int | None) -> bool:
 
 
 def attempt_done(
-    orch: Orchestrator,
+    state: ExecutionState,
     rt: NodeRuntime,
     attempt: int,
     item_index: int | None,
@@ -183,32 +206,32 @@ def attempt_done(
 ) -> None:
     if not is_current(rt, attempt, item_index):
         return  # a stale result of a cancelled or superseded attempt: fenced off
-    orch._running -= 1
+    state.running -= 1
     if item_index is not None:
         from whenflow.engine.foreach import item_done  # foreach builds on this module
 
-        item_done(orch, rt, item_index, attempt, outcome)
+        item_done(state, rt, item_index, attempt, outcome)
         return
     rt.task = None
     if isinstance(outcome, TaskResult):
         try:
             values, variables = accept_outputs(
-                orch, rt, outcome.outputs, f"{orch.execution_id}/{rt.id}"
+                state, rt, outcome.outputs, f"{state.execution_id}/{rt.id}"
             )
         except OutputError as exc:
             outcome = exc
         else:
-            orch._records.extend(VariableWritten(orch.execution_id, v) for v in variables)
-            orch.pool.publish(rt.id, values)
-            orch._attempt_row(rt.id, NO_ITEM, attempt, NodeState.COMPLETED)
+            state.records.extend(VariableWritten(state.execution_id, v) for v in variables)
+            state.pool.publish(rt.id, values)
+            state.attempt_row(rt.id, NO_ITEM, attempt, NodeState.COMPLETED)
             rt.error = None
-            orch._terminal(rt, NodeState.COMPLETED, {"attempt": attempt})
+            state.terminal(rt, NodeState.COMPLETED, {"attempt": attempt})
             return
-    attempt_failed(orch, rt, attempt, outcome)
+    attempt_failed(state, rt, attempt, outcome)
 
 
 def accept_outputs(
-    orch: Orchestrator,
+    state: ExecutionState,
     rt: NodeRuntime,
     outputs: Mapping[str, Any],
     key_prefix: str,
@@ -216,8 +239,8 @@ def accept_outputs(
     item: bool = False,
 ) -> tuple[dict[str, Any], list[Variable]]:
     """Validate and store one attempt's outputs; `item` for a forEach item's."""
-    values, variables = orch.pool.store_outputs(
-        rt.id, outputs, key_prefix=key_prefix, at=orch._clock(), remember_refs=not item
+    values, variables = state.pool.store_outputs(
+        rt.id, outputs, key_prefix=key_prefix, at=state.clock(), remember_refs=not item
     )
     signature = rt.program.signature
     if signature is not None:
@@ -230,28 +253,30 @@ def accept_outputs(
     return values, variables
 
 
-def attempt_failed(orch: Orchestrator, rt: NodeRuntime, attempt: int, error: BaseException) -> None:
+def attempt_failed(
+    state: ExecutionState, rt: NodeRuntime, attempt: int, error: BaseException
+) -> None:
     error_type = type(error).__name__
     message = str(error) or error_type
-    orch._attempt_row(rt.id, NO_ITEM, attempt, NodeState.FAILED, error_type, message)
+    state.attempt_row(rt.id, NO_ITEM, attempt, NodeState.FAILED, error_type, message)
     policy = rt.program.definition.retry
     if attempt - rt.lost_attempts < policy.max_attempts and policy.retries(error_type):
         delay = policy.delay_after(attempt - rt.lost_attempts)
-        orch._move(rt, NodeState.RETRYING)
+        state.move(rt, NodeState.RETRYING)
         rt.error = message
-        orch._node_row(rt)
-        orch._publish(
+        state.node_row(rt)
+        state.publish(
             f"{rt.id}.retrying",
             rt.id,
             {"attempt": attempt, "delay": delay, "error_type": error_type, "message": message},
         )
-        rt.retry_timer = orch._call_later(delay, retry_due, orch, rt)
+        rt.retry_timer = state.call_later(delay, retry_due, state, rt)
         return
-    orch._fail(rt, error_type, message)
+    fail_node(state, rt, error_type, message)
 
 
-def retry_due(orch: Orchestrator, rt: NodeRuntime) -> None:
+def retry_due(state: ExecutionState, rt: NodeRuntime) -> None:
     rt.retry_timer = None
     if rt.state is NodeState.RETRYING:
         rt.queued = True
-        orch._ready.append((rt.id, NO_ITEM))
+        state.enqueue(rt.id)

@@ -1,7 +1,7 @@
 """How nodes and executions end: stop, cancel, quiescence, and the final status (DESIGN.md §5).
 
 Part of the dispatcher, like `attempts` and `foreach`: these functions run
-inside its units of work and mutate its state.
+inside its units of work and act on its `ExecutionState`.
 """
 
 from __future__ import annotations
@@ -18,69 +18,88 @@ from whenflow.engine.runtime import NO_ITEM, NodeRuntime
 from whenflow.engine.trigger_index import unknown_external
 
 if TYPE_CHECKING:
-    from whenflow.engine.orchestrator import Orchestrator
+    from whenflow.engine.execution_state import ExecutionState
 
 
-def cancel_work(orch: Orchestrator, rt: NodeRuntime) -> None:
+def cancel_work(state: ExecutionState, rt: NodeRuntime) -> None:
     """Cancel whatever of this node is running or scheduled."""
     if rt.task is not None:
         rt.task.cancel()
         rt.task = None
-        orch._running -= 1
-    orch._cancel_timer(rt.retry_timer)
+        state.running -= 1
+    state.cancel_timer(rt.retry_timer)
     rt.retry_timer = None
     run = rt.foreach
     if run is not None:
         for task in run.running.values():
             task.cancel()
-            orch._running -= 1
+            state.running -= 1
         run.running.clear()
         for handle in run.retry_timers.values():
-            orch._cancel_timer(handle)
+            state.cancel_timer(handle)
         run.retry_timers.clear()
     rt.queued = False  # its queue entries are dropped lazily: admission skips ended nodes
-    if rt.state is NodeState.WAITING:
-        orch._waiting_nodes -= 1
 
 
 def close_running_attempts(
-    orch: Orchestrator, rt: NodeRuntime, status: NodeState, reason: str
+    state: ExecutionState, rt: NodeRuntime, status: NodeState, reason: str
 ) -> None:
     """Final rows for the attempts a stop or cancel is about to end."""
     if rt.state is not NodeState.RUNNING:
         return
     error_type = status.value.title()
     if rt.foreach is None:
-        orch._attempt_row(rt.id, NO_ITEM, rt.attempt, status, error_type, reason)
+        state.attempt_row(rt.id, NO_ITEM, rt.attempt, status, error_type, reason)
         return
     for index in sorted(rt.foreach.running):
         attempt = rt.foreach.attempts.get(index, 1)
-        orch._attempt_row(rt.id, index, attempt, status, error_type, reason)
+        state.attempt_row(rt.id, index, attempt, status, error_type, reason)
 
 
-def stop_node(orch: Orchestrator, rt: NodeRuntime, reason: str) -> None:
-    close_running_attempts(orch, rt, NodeState.STOPPED, reason)
-    cancel_work(orch, rt)
+def fail_node(state: ExecutionState, rt: NodeRuntime, error_type: str, message: str) -> None:
+    """End a node as failed; with `failFast`, a failure that counts ends the execution."""
+    rt.error = message
+    state.terminal(
+        rt,
+        NodeState.FAILED,
+        {"error_type": error_type, "message": message, "attempt": rt.attempt},
+    )
+    if (
+        not rt.program.definition.allow_failure
+        and state.definition.fail_fast
+        and state.ending is None
+    ):
+        end_all(state, ExecutionStatus.FAILED, f"failFast: node {rt.id!r} failed")
+
+
+def skip_node(state: ExecutionState, rt: NodeRuntime, reason: str) -> None:
     rt.reason = reason
-    orch._terminal(rt, NodeState.STOPPED, {"reason": reason})
+    state.terminal(rt, NodeState.SKIPPED, {"reason": reason})
 
 
-def end_all(orch: Orchestrator, status: ExecutionStatus, reason: str) -> None:
+def stop_node(state: ExecutionState, rt: NodeRuntime, reason: str) -> None:
+    close_running_attempts(state, rt, NodeState.STOPPED, reason)
+    cancel_work(state, rt)
+    rt.reason = reason
+    state.terminal(rt, NodeState.STOPPED, {"reason": reason})
+
+
+def end_all(state: ExecutionState, status: ExecutionStatus, reason: str) -> None:
     """Stop (stopWhen) or cancel (failFast, cancel) every node that has not finished."""
-    orch._ending = status
-    if status is ExecutionStatus.FAILED and orch.error is None:
-        orch.error = reason
+    state.ending = status
+    if status is ExecutionStatus.FAILED and state.error is None:
+        state.error = reason
     target = NodeState.STOPPED if status is ExecutionStatus.STOPPED else NodeState.CANCELLED
-    for rt in orch.nodes.values():
+    for rt in state.nodes.values():
         if rt.state.is_terminal:
             continue
-        close_running_attempts(orch, rt, target, reason)
-        cancel_work(orch, rt)
+        close_running_attempts(state, rt, target, reason)
+        cancel_work(state, rt)
         rt.reason = reason
-        orch._terminal(rt, target, {"reason": reason})
+        state.terminal(rt, target, {"reason": reason})
 
 
-def skip_one_unsatisfiable(orch: Orchestrator) -> bool:
+def skip_one_unsatisfiable(state: ExecutionState) -> bool:
     """Quiescence: nothing runs or is scheduled, so an undecided node can never start.
 
     While any node still waits for an `external.*` event, nothing is skipped:
@@ -89,60 +108,61 @@ def skip_one_unsatisfiable(orch: Orchestrator) -> bool:
     others); a cursor keeps the whole sequence linear, since no node before the
     last one skipped can become undecided again.
     """
-    for owner in orch.index.external_leaves:
-        rt = orch.nodes.get(owner)
+    for owner in state.index.external_leaves:
+        rt = state.nodes.get(owner)
         if rt is not None and rt.state is NodeState.PENDING and unknown_external([rt.start_tree]):
             return False
-    nodes = orch.node_list
-    while orch.quiescence_cursor < len(nodes):
-        rt = nodes[orch.quiescence_cursor]
-        orch.quiescence_cursor += 1
+    nodes = state.node_list
+    while state.quiescence_cursor < len(nodes):
+        rt = nodes[state.quiescence_cursor]
+        state.quiescence_cursor += 1
         if rt.state is NodeState.PENDING and not rt.queued:
             reason = "unsatisfiable: the execution is quiescent and startWhen is still undecided"
-            orch._skip(rt, reason)
+            skip_node(state, rt, reason)
             return True
     return False
 
 
-def set_waiting(orch: Orchestrator) -> None:
-    if orch.status is not ExecutionStatus.WAITING:
-        orch.status = ExecutionStatus.WAITING
-        orch._records.append(ExecutionUpdated(orch.execution_id, orch.status, orch._clock()))
+def set_waiting(state: ExecutionState) -> None:
+    if state.status is not ExecutionStatus.WAITING:
+        state.status = ExecutionStatus.WAITING
+        state.records.append(ExecutionUpdated(state.execution_id, state.status, state.clock()))
 
 
-def finish(orch: Orchestrator) -> None:
-    status = orch._ending or ExecutionStatus.COMPLETED
+def finish(state: ExecutionState) -> None:
+    status = state.ending or ExecutionStatus.COMPLETED
     failed = [
         rt.id
-        for rt in orch.nodes.values()
+        for rt in state.nodes.values()
         if rt.state is NodeState.FAILED and not rt.program.definition.allow_failure
     ]
     if status is ExecutionStatus.COMPLETED and failed:
         status = ExecutionStatus.FAILED
-        orch.error = orch.error or f"node(s) failed: {', '.join(failed)}"
+        state.error = state.error or f"node(s) failed: {', '.join(failed)}"
     if status is ExecutionStatus.COMPLETED:
         try:
-            orch.outputs = {
+            state.outputs = {
                 k: None if contains_missing(v) else v
-                for k, v in render_value(orch.program.outputs, orch.pool.context).items()
+                for k, v in render_value(state.program.outputs, state.pool.context).items()
             }
-            json.dumps(orch.outputs)
+            json.dumps(state.outputs)
         except TemplateEvaluationError as exc:
             status = ExecutionStatus.FAILED
-            orch.error = f"pipeline outputs: {exc}"
+            state.error = f"pipeline outputs: {exc}"
         except (TypeError, ValueError) as exc:
             status = ExecutionStatus.FAILED
-            orch.error = f"pipeline outputs must be JSON data: {exc}"
-            orch.outputs = {}
-    orch.status = status
-    for handle in orch._within_handles:
+            state.error = f"pipeline outputs must be JSON data: {exc}"
+            state.outputs = {}
+    state.status = status
+    for handle in state.within_handles:
         handle.cancel()
-    now = orch._clock()
-    orch._publish(
-        f"pipeline.{status.value}", PIPELINE_SOURCE, {"error": orch.error} if orch.error else {}
+    state.within_handles.clear()
+    now = state.clock()
+    state.publish(
+        f"pipeline.{status.value}", PIPELINE_SOURCE, {"error": state.error} if state.error else {}
     )
-    orch._records.append(
-        ExecutionUpdated(orch.execution_id, status, now, now, dict(orch.outputs), orch.error)
+    state.records.append(
+        ExecutionUpdated(state.execution_id, status, now, now, dict(state.outputs), state.error)
     )
-    if orch._done is not None and not orch._done.done():
-        orch._done.set_result(None)
+    if state.done is not None and not state.done.done():
+        state.done.set_result(None)

@@ -19,21 +19,21 @@ from whenflow.domain.variables import Variable
 from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.templates import TemplateEvaluationError
 from whenflow.engine.attempts import accept_outputs, render_inputs, spawn, system_view
-from whenflow.engine.endings import cancel_work, close_running_attempts
+from whenflow.engine.endings import cancel_work, close_running_attempts, fail_node
 from whenflow.engine.runtime import ForEachRun, NodeRuntime
 from whenflow.engine.variable_pool import OutputError
 
 if TYPE_CHECKING:
-    from whenflow.engine.orchestrator import Orchestrator
+    from whenflow.engine.execution_state import ExecutionState
 
 ITEM_SCOPE_SUFFIX = "#item"
 
 
-def evaluate_items(orch: Orchestrator, rt: NodeRuntime) -> list[Any]:
+def evaluate_items(state: ExecutionState, rt: NodeRuntime) -> list[Any]:
     """The forEach list; raises BindingError if it is missing or not a list."""
     assert rt.program.for_each is not None
     try:
-        items = render_value(rt.program.for_each, orch.pool.context)
+        items = render_value(rt.program.for_each, state.pool.context)
     except TemplateEvaluationError as exc:
         raise BindingError(rt.id, "forEach", exc.reason) from None
     if contains_missing(items):
@@ -43,23 +43,23 @@ def evaluate_items(orch: Orchestrator, rt: NodeRuntime) -> list[Any]:
     return list(items)
 
 
-def start_foreach(orch: Orchestrator, rt: NodeRuntime) -> None:
+def start_foreach(state: ExecutionState, rt: NodeRuntime) -> None:
     try:
-        items = evaluate_items(orch, rt)
+        items = evaluate_items(state, rt)
     except BindingError as exc:
         rt.attempt = 1
-        orch._fail(rt, type(exc).__name__, str(exc))
+        fail_node(state, rt, type(exc).__name__, str(exc))
         return
-    orch._move(rt, NodeState.RUNNING)
+    state.move(rt, NodeState.RUNNING)
     rt.attempt = 1
-    rt.started_at = orch._clock()
+    rt.started_at = state.clock()
     rt.foreach = ForEachRun(items=items)
-    orch._node_row(rt)
-    orch._publish(f"{rt.id}.started", rt.id, {"attempt": 1, "items": len(items)})
-    fill(orch, rt)
+    state.node_row(rt)
+    state.publish(f"{rt.id}.started", rt.id, {"attempt": 1, "items": len(items)})
+    fill(state, rt)
 
 
-def fill(orch: Orchestrator, rt: NodeRuntime) -> None:
+def fill(state: ExecutionState, rt: NodeRuntime) -> None:
     """Queue items while under maxParallel; complete the node when all are done."""
     run = rt.foreach
     assert run is not None
@@ -70,69 +70,71 @@ def fill(orch: Orchestrator, rt: NodeRuntime) -> None:
         if index in run.results or index in run.failed:
             continue  # finished before a crash; a resumed execution keeps its outcome
         run.queued.add(index)
-        orch._ready.append((rt.id, index))
+        state.enqueue(rt.id, index)
     while run.pending_retries and _in_flight(run) < limit:
         index = run.pending_retries.pop(0)
         run.queued.add(index)
-        orch._ready.append((rt.id, index))
+        state.enqueue(rt.id, index)
     if run.finished:
-        _complete(orch, rt, run)
+        _complete(state, rt, run)
 
 
 def _in_flight(run: ForEachRun) -> int:
     return len(run.running) + len(run.queued)
 
 
-def launch_item(orch: Orchestrator, rt: NodeRuntime, index: int) -> None:
+def launch_item(state: ExecutionState, rt: NodeRuntime, index: int) -> None:
     run = rt.foreach
     assert run is not None
     run.queued.discard(index)
     attempt = run.attempts.get(index, 0) + 1
     run.attempts[index] = attempt
     item = run.items[index]
-    context = orch.pool.overlay(
-        {"item": item, "index": index, "system": system_view(orch, attempt, (item, index))}
+    context = state.pool.overlay(
+        {"item": item, "index": index, "system": system_view(state, attempt, (item, index))}
     )
     try:
         inputs, config = render_inputs(rt, context)
     except BindingError as exc:
-        _item_failed(orch, rt, run, index, attempt, exc, retry=False)
+        _item_failed(state, rt, run, index, attempt, exc, retry=False)
         return
-    orch._attempt_row(rt.id, index, attempt, NodeState.RUNNING)
-    run.running[index] = spawn(orch, rt, attempt, index, inputs, config)
+    state.attempt_row(rt.id, index, attempt, NodeState.RUNNING)
+    run.running[index] = spawn(state, rt, attempt, index, inputs, config)
 
 
-def item_done(orch: Orchestrator, rt: NodeRuntime, index: int, attempt: int, outcome: Any) -> None:
+def item_done(
+    state: ExecutionState, rt: NodeRuntime, index: int, attempt: int, outcome: Any
+) -> None:
     run = rt.foreach
     assert run is not None
     run.running.pop(index, None)
     if isinstance(outcome, TaskResult):
         try:
             values, variables = accept_outputs(
-                orch, rt, outcome.outputs, f"{orch.execution_id}/{rt.id}/{index}", item=True
+                state, rt, outcome.outputs, f"{state.execution_id}/{rt.id}/{index}", item=True
             )
         except OutputError as exc:
             outcome = exc
         else:
             run.results[index] = values
-            stored = orch.pool.stored_form(variables)
-            orch._records.append(
+            stored = state.pool.stored_form(variables)
+            state.records.append(
                 VariableWritten(
-                    orch.execution_id,
+                    state.execution_id,
                     Variable(
-                        rt.id + ITEM_SCOPE_SUFFIX, str(index), stored, "object", orch._clock()
+                        rt.id + ITEM_SCOPE_SUFFIX, str(index), stored, "object", state.clock()
                     ),
                 )
             )
-            orch._attempt_row(rt.id, index, attempt, NodeState.COMPLETED)
-            orch._publish(f"{rt.id}.item_completed", rt.id, {"index": index, "attempt": attempt})
-            fill(orch, rt)
+            state.attempt_row(rt.id, index, attempt, NodeState.COMPLETED)
+            state.publish(f"{rt.id}.item_completed", rt.id, {"index": index, "attempt": attempt})
+            fill(state, rt)
             return
-    _item_failed(orch, rt, run, index, attempt, outcome, retry=True)
+    _item_failed(state, rt, run, index, attempt, outcome, retry=True)
 
 
 def _item_failed(
-    orch: Orchestrator,
+    state: ExecutionState,
     rt: NodeRuntime,
     run: ForEachRun,
     index: int,
@@ -143,11 +145,11 @@ def _item_failed(
 ) -> None:
     error_type = type(error).__name__
     message = str(error) or error_type
-    orch._attempt_row(rt.id, index, attempt, NodeState.FAILED, error_type, message)
+    state.attempt_row(rt.id, index, attempt, NodeState.FAILED, error_type, message)
     policy = rt.program.definition.retry
     if retry and attempt < policy.max_attempts and policy.retries(error_type):
         delay = policy.delay_after(attempt)
-        orch._publish(
+        state.publish(
             f"{rt.id}.retrying",
             rt.id,
             {
@@ -158,32 +160,32 @@ def _item_failed(
                 "message": message,
             },
         )
-        run.retry_timers[index] = orch._call_later(delay, _retry_due, orch, rt, index)
+        run.retry_timers[index] = state.call_later(delay, _retry_due, state, rt, index)
         return
     run.failed[index] = message
-    orch._publish(
+    state.publish(
         f"{rt.id}.item_failed",
         rt.id,
         {"index": index, "attempt": attempt, "error_type": error_type, "message": message},
     )
     if rt.program.definition.on_item_error is OnItemError.FAIL:
-        close_running_attempts(orch, rt, NodeState.CANCELLED, f"item {index} failed")
-        cancel_work(orch, rt)
-        orch._fail(rt, error_type, f"item {index} failed: {message}")
+        close_running_attempts(state, rt, NodeState.CANCELLED, f"item {index} failed")
+        cancel_work(state, rt)
+        fail_node(state, rt, error_type, f"item {index} failed: {message}")
         return
-    fill(orch, rt)
+    fill(state, rt)
 
 
-def _retry_due(orch: Orchestrator, rt: NodeRuntime, index: int) -> None:
+def _retry_due(state: ExecutionState, rt: NodeRuntime, index: int) -> None:
     run = rt.foreach
     if run is None or rt.state is not NodeState.RUNNING:
         return
     run.retry_timers.pop(index, None)
     run.pending_retries.append(index)
-    fill(orch, rt)
+    fill(state, rt)
 
 
-def _complete(orch: Orchestrator, rt: NodeRuntime, run: ForEachRun) -> None:
+def _complete(state: ExecutionState, rt: NodeRuntime, run: ForEachRun) -> None:
     mode = rt.program.definition.on_item_error
     results: list[Any] = []
     for i in range(len(run.items)):
@@ -191,12 +193,12 @@ def _complete(orch: Orchestrator, rt: NodeRuntime, run: ForEachRun) -> None:
             results.append(dict(run.results[i]))
         elif mode is OnItemError.CONTINUE:
             results.append(None)
-    values, variables = orch.pool.store_outputs(
-        rt.id, {"results": results}, key_prefix=f"{orch.execution_id}/{rt.id}", at=orch._clock()
+    values, variables = state.pool.store_outputs(
+        rt.id, {"results": results}, key_prefix=f"{state.execution_id}/{rt.id}", at=state.clock()
     )
-    orch._records.extend(VariableWritten(orch.execution_id, v) for v in variables)
-    orch.pool.publish(rt.id, values)
-    orch._terminal(
+    state.records.extend(VariableWritten(state.execution_id, v) for v in variables)
+    state.pool.publish(rt.id, values)
+    state.terminal(
         rt,
         NodeState.COMPLETED,
         {"attempt": rt.attempt, "items": len(run.items), "failed_items": sorted(run.failed)},

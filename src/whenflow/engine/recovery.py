@@ -9,90 +9,90 @@ pending node whose trigger is now decided starts or is skipped.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.errors import BindingError
 from whenflow.domain.events import PIPELINE_SOURCE
 from whenflow.domain.records import ExecutionSnapshot, ExecutionUpdated
 from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.engine.endings import fail_node
 from whenflow.engine.foreach import ITEM_SCOPE_SUFFIX, evaluate_items, fill
 from whenflow.engine.runtime import NO_ITEM, ForEachRun, NodeRuntime
 
 if TYPE_CHECKING:
-    from whenflow.engine.orchestrator import Orchestrator
+    from whenflow.engine.execution_state import ExecutionState
 
 LOST = "AttemptLost"
+ItemResults = dict[int, Any]
 
 
-async def resume_execution(orch: Orchestrator, snapshot: ExecutionSnapshot) -> None:
-    """Rebuild `orch` from `snapshot` and continue dispatching; like `Orchestrator.start`."""
-    orch._loop = asyncio.get_running_loop()
-    orch._done = orch._loop.create_future()
-    orch.started_at = snapshot.created_at
-    orch.pool.system["started_at"] = snapshot.created_at
-    orch.events = list(snapshot.events)
-    orch._seq = snapshot.events[-1].seq if snapshot.events else 0
+def restore(state: ExecutionState, snapshot: ExecutionSnapshot) -> dict[str, ItemResults]:
+    """Put the durable state of `snapshot` into a fresh `state`; no event is published.
 
-    item_results: dict[str, dict[int, dict[str, object]]] = {}
+    Returns the finished forEach items per node, for `reconcile`.
+    """
+    state.started_at = snapshot.created_at
+    state.pool.system["started_at"] = snapshot.created_at
+    state.events = list(snapshot.events)
+    state.seq = snapshot.events[-1].seq if snapshot.events else 0
+
+    item_results: dict[str, ItemResults] = {}
     plain = []
     for var in snapshot.variables:
         if var.scope.endswith(ITEM_SCOPE_SUFFIX):
             node_id = var.scope.removesuffix(ITEM_SCOPE_SUFFIX)
             stored = dict(var.value or {})
-            item_results.setdefault(node_id, {})[int(var.name)] = orch.pool.from_stored_form(stored)
+            item_results.setdefault(node_id, {})[int(var.name)] = state.pool.from_stored_form(
+                stored
+            )
         else:
             plain.append(var)
-    orch.pool.restore(plain)
+    state.pool.restore(plain)
 
     for row in snapshot.nodes:
-        rt = orch.nodes.get(row.node_id)
+        rt = state.nodes.get(row.node_id)
         if rt is None:
             continue
         rt.state, rt.attempt = row.state, row.attempts
         rt.started_at, rt.finished_at = row.started_at, row.finished_at
         rt.error, rt.reason = row.error, row.reason
-    orch._non_terminal = sum(1 for rt in orch.nodes.values() if not rt.state.is_terminal)
+    state.non_terminal = sum(1 for rt in state.node_list if not rt.state.is_terminal)
+    state.waiting_nodes = sum(1 for rt in state.node_list if rt.state is NodeState.WAITING)
     lost = Counter((a.node_id, a.item_index) for a in snapshot.attempts if a.error_type == LOST)
-    for rt in orch.nodes.values():
+    for rt in state.node_list:
         rt.lost_attempts = lost[(rt.id, NO_ITEM)]
-
-    orch._register_trees()
-    for event in snapshot.events:
-        orch.index.on_event(event)
-    orch.index.settle_unreferenced()
-    orch._decisions.clear()
-    orch._arm_within()
-    orch._unit(_reconcile, orch, snapshot, item_results)
-    await orch._store.flush()
+    return item_results
 
 
-def _reconcile(
-    orch: Orchestrator,
+def reconcile(
+    state: ExecutionState,
     snapshot: ExecutionSnapshot,
-    item_results: dict[str, dict[int, dict[str, object]]],
+    item_results: dict[str, ItemResults],
 ) -> None:
-    orch._publish(
+    """The unit of work that continues a restored execution: `pipeline.resumed`, then
+    a new attempt for what was running, a retry for what was retrying, and the
+    decisions of pending nodes whose triggers the replay already decided."""
+    state.publish(
         "pipeline.resumed",
         PIPELINE_SOURCE,
-        {"previous_status": str(snapshot.status), "last_seq": orch._seq},
+        {"previous_status": str(snapshot.status), "last_seq": state.seq},
     )
-    orch.status = ExecutionStatus.RUNNING
-    orch._records.append(
-        ExecutionUpdated(orch.execution_id, ExecutionStatus.RUNNING, orch._clock())
+    state.status = ExecutionStatus.RUNNING
+    state.records.append(
+        ExecutionUpdated(state.execution_id, ExecutionStatus.RUNNING, state.clock())
     )
     attempts_by_item: dict[tuple[str, int], int] = {}
     running_items: dict[str, list[int]] = {}
     for a in snapshot.attempts:
         if a.status is NodeState.RUNNING:
-            orch.attempt_starts[(a.node_id, a.item_index, a.attempt)] = a.started_at
+            state.attempt_starts[(a.node_id, a.item_index, a.attempt)] = a.started_at
         key = (a.node_id, a.item_index)
         attempts_by_item[key] = max(attempts_by_item.get(key, 0), a.attempt)
         if a.item_index != NO_ITEM and a.status is NodeState.RUNNING:
             running_items.setdefault(a.node_id, []).append(a.item_index)
 
-    for rt in orch.nodes.values():
+    for rt in state.nodes.values():
         if rt.state is NodeState.RUNNING:
             if rt.program.for_each is not None:
                 failed_items = {
@@ -101,7 +101,7 @@ def _reconcile(
                     if e.event_type == f"{rt.id}.item_failed"
                 }
                 _resume_foreach(
-                    orch,
+                    state,
                     rt,
                     item_results.get(rt.id, {}),
                     failed_items,
@@ -109,7 +109,7 @@ def _reconcile(
                     running_items,
                 )
             else:
-                orch._attempt_row(
+                state.attempt_row(
                     rt.id,
                     NO_ITEM,
                     rt.attempt,
@@ -119,29 +119,27 @@ def _reconcile(
                 )
                 rt.lost_attempts += 1
                 rt.queued = True
-                orch._ready.append((rt.id, NO_ITEM))
+                state.enqueue(rt.id)
         elif rt.state is NodeState.RETRYING:
             rt.queued = True
-            orch._ready.append((rt.id, NO_ITEM))
-        elif rt.state is NodeState.WAITING:
-            orch._waiting_nodes += 1
+            state.enqueue(rt.id)
         elif rt.state is NodeState.PENDING:
             if rt.start_tree.value is not None:
-                orch._decisions.append((rt.start_tree, rt.start_tree.value))
+                state.decisions.append((rt.start_tree, rt.start_tree.value))
             if rt.stop_tree is not None and rt.stop_tree.value is True:
-                orch._decisions.append((rt.stop_tree, True))
+                state.decisions.append((rt.stop_tree, True))
         if (
             rt.state is NodeState.RUNNING
             and rt.stop_tree is not None
             and rt.stop_tree.value is True
         ):
-            orch._decisions.append((rt.stop_tree, True))
-    if orch.pipeline_stop is not None and orch.pipeline_stop.value is True:
-        orch._decisions.append((orch.pipeline_stop, True))
+            state.decisions.append((rt.stop_tree, True))
+    if state.pipeline_stop is not None and state.pipeline_stop.value is True:
+        state.decisions.append((state.pipeline_stop, True))
 
 
 def _resume_foreach(
-    orch: Orchestrator,
+    state: ExecutionState,
     rt: NodeRuntime,
     results: dict[int, dict[str, object]],
     failed: dict[int, str],
@@ -149,9 +147,9 @@ def _resume_foreach(
     running_items: dict[str, list[int]],
 ) -> None:
     try:
-        items = evaluate_items(orch, rt)
+        items = evaluate_items(state, rt)
     except BindingError as exc:
-        orch._fail(rt, type(exc).__name__, str(exc))
+        fail_node(state, rt, type(exc).__name__, str(exc))
         return
     run = ForEachRun(items=items)
     run.results.update(results)
@@ -161,7 +159,7 @@ def _resume_foreach(
             run.attempts[index] = attempts[(rt.id, index)]
     for index in running_items.get(rt.id, []):
         if index not in results:
-            orch._attempt_row(
+            state.attempt_row(
                 rt.id,
                 index,
                 run.attempts.get(index, 1),
@@ -170,4 +168,4 @@ def _resume_foreach(
                 "the process running this item stopped; starting a new attempt",
             )
     rt.foreach = run
-    fill(orch, rt)
+    fill(state, rt)

@@ -11,21 +11,21 @@ from whenflow.domain.states import NodeState
 from whenflow.dsl.templates import Namespace
 
 if TYPE_CHECKING:
-    from whenflow.engine.orchestrator import Orchestrator
+    from whenflow.engine.execution_state import ExecutionState
 
 
 class SecretsUnavailable(WhenflowError):
     """`secret()` needs a secrets backend, which this engine does not have configured."""
 
 
-def install_helpers(orch: Orchestrator) -> None:
+def install_helpers(state: ExecutionState) -> None:
     """Put the helper functions into the execution's template context."""
 
     def node_ids(args: tuple[Any, ...]) -> list[str]:
         ids = []
         for arg in args:
             name = arg._name if isinstance(arg, Namespace) else str(arg)
-            if name not in orch.nodes:
+            if name not in state.nodes:
                 raise ValueError(f"{name!r} is not a node of this pipeline")
             ids.append(name)
         return ids
@@ -39,15 +39,15 @@ def install_helpers(orch: Orchestrator) -> None:
                 "timestamp": e.timestamp,
                 "payload": dict(e.payload),
             }
-            for e in orch.events
+            for e in state.events
             if fnmatchcase(e.event_type, pattern)
         ]
 
     def settled(*nodes: Any) -> bool:
-        return all(orch.nodes[n].state.is_terminal for n in node_ids(nodes))
+        return all(state.nodes[n].state.is_terminal for n in node_ids(nodes))
 
     def any_ok(*nodes: Any) -> bool:
-        return any(orch.nodes[n].state is NodeState.COMPLETED for n in node_ids(nodes))
+        return any(state.nodes[n].state is NodeState.COMPLETED for n in node_ids(nodes))
 
     def now() -> dt.datetime:
         return dt.datetime.now(dt.UTC)
@@ -57,4 +57,4 @@ def install_helpers(orch: Orchestrator) -> None:
             f"secret({name!r}): no secrets backend is configured in this version of whenflow"
         )
 
-    orch.pool.context.update(events=events, settled=settled, any_ok=any_ok, now=now, secret=secret)
+    state.pool.context.update(events=events, settled=settled, any_ok=any_ok, now=now, secret=secret)
