@@ -7,6 +7,7 @@ WhenflowError
 ├── TaskError                one attempt of a task failed
 │   ├── BindingError         an input binding could not be rendered or typed
 │   ├── TaskTimeout          the attempt ran past its timeout
+│   ├── SubPipelineFailed    a `pipeline` task's child execution did not complete
 │   └── TaskCancelled        the attempt was cancelled (stopWhen, failFast, cancel)
 ├── ExpressionError          a trigger condition failed at run time
 ├── ExecutionNotFound        no execution with that id in the store
@@ -95,6 +96,19 @@ class TaskTimeout(TaskError):
         super().__init__(f"node {node_id!r} timed out after {timeout_s:g}s")
         self.node_id = node_id
         self.timeout_s = timeout_s
+
+
+class SubPipelineFailed(TaskError):
+    """The child execution of a `pipeline` task did not complete; read its events."""
+
+    def __init__(self, execution_id: str, status: str, error: str | None) -> None:
+        detail = f": {error}" if error else ""
+        super().__init__(
+            f"sub-pipeline execution {execution_id} ended {status}{detail}; "
+            f"see `whenflow executions show {execution_id}`"
+        )
+        self.execution_id = execution_id
+        self.status = status
 
 
 class TaskCancelled(TaskError):

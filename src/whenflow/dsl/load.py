@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from whenflow.domain.errors import SourceLocation
+from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, SourceLocation
 from whenflow.dsl.parse import ParsedPipeline, parse_pipeline_file, parse_pipeline_text
-from whenflow.dsl.program import PipelineProgram, SignatureResolver, TaskChecker, build_program
+from whenflow.dsl.program import (
+    ChildLoader,
+    PipelineProgram,
+    SignatureResolver,
+    TaskChecker,
+    build_program,
+)
 
 
 class ParsedLocator:
@@ -30,10 +36,74 @@ class ParsedLocator:
         return self._parsed.source_map.locate_in_value(self._path(node_id, fields), offset)
 
 
+class _ChildLoader:
+    """Compiles the pipelines `pipeline` tasks name, relative to the file that names them.
+
+    Each file is compiled once per load; a pipeline that (through others) names
+    itself is an error, since its executions would nest without end.
+    """
+
+    def __init__(
+        self,
+        checker: TaskChecker,
+        task_paths: Sequence[str | Path],
+        resolve_signature: SignatureResolver | None,
+    ) -> None:
+        self._checker = checker
+        self._task_paths = task_paths
+        self._resolve_signature = resolve_signature
+        self._compiled: dict[Path, PipelineProgram] = {}
+        self._stack: list[Path] = []
+
+    def for_file(self, base_dir: Path | None, own: Path | None) -> ChildLoader:
+        def load(target: str) -> PipelineProgram:
+            path = ((base_dir or Path.cwd()) / target).resolve()
+            if path in self._compiled:
+                return self._compiled[path]
+            if path in self._stack or path == own:
+                chain = " -> ".join(p.name for p in [*self._stack, path])
+                raise DefinitionErrors(
+                    [DefinitionIssue(f"sub-pipelines name each other in a cycle: {chain}")]
+                )
+            if not path.is_file():
+                raise DefinitionErrors([DefinitionIssue(f"no pipeline file at {path}")])
+            self._stack.append(path)
+            try:
+                parsed = parse_pipeline_file(path, task_paths=self._task_paths)
+                program = build_program(
+                    parsed.definition,
+                    ParsedLocator(parsed),
+                    self._checker,
+                    self._resolve_signature,
+                    self.for_file(path.parent, path),
+                )
+            finally:
+                self._stack.pop()
+            self._compiled[path] = program
+            return program
+
+        return load
+
+
 def program_from_parsed(
-    parsed: ParsedPipeline, checker: TaskChecker, resolve_signature: SignatureResolver | None = None
+    parsed: ParsedPipeline,
+    checker: TaskChecker,
+    resolve_signature: SignatureResolver | None = None,
+    *,
+    base_dir: Path | None = None,
+    own_path: Path | None = None,
+    task_paths: Sequence[str | Path] = (),
 ) -> PipelineProgram:
-    return build_program(parsed.definition, ParsedLocator(parsed), checker, resolve_signature)
+    children = _ChildLoader(checker, task_paths, resolve_signature)
+    if own_path is not None:
+        children._stack.append(own_path)
+    return build_program(
+        parsed.definition,
+        ParsedLocator(parsed),
+        checker,
+        resolve_signature,
+        children.for_file(base_dir, own_path),
+    )
 
 
 def load_program_file(
@@ -45,7 +115,15 @@ def load_program_file(
 ) -> PipelineProgram:
     """Parse and validate a pipeline file; raise DefinitionErrors with every problem."""
     parsed = parse_pipeline_file(path, task_paths=task_paths)
-    return program_from_parsed(parsed, checker, resolve_signature)
+    own = Path(path).resolve()
+    return program_from_parsed(
+        parsed,
+        checker,
+        resolve_signature,
+        base_dir=own.parent,
+        own_path=own,
+        task_paths=task_paths,
+    )
 
 
 def load_program_text(
@@ -58,4 +136,12 @@ def load_program_text(
     resolve_signature: SignatureResolver | None = None,
 ) -> PipelineProgram:
     parsed = parse_pipeline_text(text, path, task_paths=task_paths, base_dir=base_dir)
-    return program_from_parsed(parsed, checker, resolve_signature)
+    own = (base_dir / Path(path).name).resolve() if base_dir is not None else None
+    return program_from_parsed(
+        parsed,
+        checker,
+        resolve_signature,
+        base_dir=base_dir,
+        own_path=own,
+        task_paths=task_paths,
+    )

@@ -47,6 +47,13 @@ class TaskChecker(Protocol):
 
 
 SignatureResolver = Callable[[TaskSpec], TaskSignature | None]
+ChildLoader = Callable[[str], "PipelineProgram"]
+"""Loads the pipeline a `pipeline` task names; raises DefinitionErrors or WhenflowError."""
+
+# The task type run by the engine itself rather than an executor: a child
+# execution of another pipeline (DESIGN.md §5, sub-pipelines).
+SUBPIPELINE_TASK_TYPE = "pipeline"
+_SUBPIPELINE_FIELDS = ("pipeline",)
 
 
 class Locator(Protocol):
@@ -70,6 +77,8 @@ class NodeProgram:
     rendered_config: Mapping[str, Any]
     reads: frozenset[str]
     signature: TaskSignature | None
+    child: PipelineProgram | None = None
+    """The compiled pipeline of a `pipeline` task."""
 
     @property
     def id(self) -> str:
@@ -190,6 +199,43 @@ def _default_start(reads: frozenset[str], order: Mapping[str, int]) -> Expr:
     return operands[0] if len(operands) == 1 else And(tuple(operands))
 
 
+def _load_child(
+    c: _Collector, node: NodeDefinition, load_child: ChildLoader | None
+) -> PipelineProgram | None:
+    config = node.task.config
+    for key in config:
+        if key not in _SUBPIPELINE_FIELDS:
+            c.add(f"pipeline task: unknown field {key!r}; known fields: pipeline", node.id, "task")
+    target = config.get("pipeline")
+    if not isinstance(target, str) or not target:
+        c.add(
+            "pipeline task: `pipeline` must name a pipeline file, e.g. ./child.yaml",
+            node.id,
+            "task",
+        )
+        return None
+    if load_child is None:
+        c.add(
+            "pipeline tasks need a pipeline loader here; run the file with whenflow",
+            node.id,
+            "task",
+        )
+        return None
+    try:
+        return load_child(target)
+    except DefinitionErrors as exc:
+        more = f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""
+        c.add(
+            f"sub-pipeline {target!r} is invalid: {exc.issues[0]}{more}",
+            node.id,
+            "task",
+            "pipeline",
+        )
+    except WhenflowError as exc:
+        c.add(f"sub-pipeline {target!r}: {exc}", node.id, "task", "pipeline")
+    return None
+
+
 def _check_signature(c: _Collector, node: NodeDefinition, signature: TaskSignature | None) -> None:
     if signature is None:
         return
@@ -238,8 +284,13 @@ def build_program(
     locator: Locator,
     checker: TaskChecker,
     resolve_signature: SignatureResolver | None = None,
+    load_child: ChildLoader | None = None,
 ) -> PipelineProgram:
-    """Validate `definition` and compile it; raise DefinitionErrors listing every problem."""
+    """Validate `definition` and compile it; raise DefinitionErrors listing every problem.
+
+    `load_child` compiles the pipelines that `pipeline` tasks name; without it
+    such tasks are an error.
+    """
     c = _Collector(locator)
     # An insertion-ordered dict: O(1) membership, iteration in definition order.
     node_ids = order = {n: i for i, n in enumerate(definition.node_ids)}
@@ -269,14 +320,19 @@ def build_program(
             c.add("a node cannot read its own outputs", node.id, "inputBindings")
         frozen_reads = frozenset(reads)
 
-        if not checker.knows(node.task.type):
+        child: PipelineProgram | None = None
+        signature = node.task.signature
+        if node.task.type == SUBPIPELINE_TASK_TYPE:
+            child = _load_child(c, node, load_child)
+            if child is not None:
+                signature = TaskSignature(inputs=dict(child.definition.inputs), outputs={})
+        elif not checker.knows(node.task.type):
             c.add(f"unknown task type {node.task.type!r}", node.id, "task", "type")
         else:
             for problem in checker.check(node.task):
                 c.add(problem, node.id, "task")
-        signature = node.task.signature
-        if signature is None and resolve_signature is not None and checker.knows(node.task.type):
-            signature = resolve_signature(node.task)
+            if signature is None and resolve_signature is not None:
+                signature = resolve_signature(node.task)
         _check_signature(c, node, signature)
 
         start: Expr | None
@@ -312,6 +368,7 @@ def build_program(
                 rendered_config=compile_value(rendered_config),
                 reads=frozen_reads,
                 signature=signature,
+                child=child,
             )
         )
 

@@ -26,6 +26,7 @@ from whenflow.dsl.templates import Namespace, TemplateEvaluationError
 from whenflow.engine.attempt_context import AttemptContext
 from whenflow.engine.endings import fail_node
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
+from whenflow.engine.subpipelines import run_child
 from whenflow.engine.variable_pool import OutputError
 
 if TYPE_CHECKING:
@@ -144,12 +145,13 @@ async def run_attempt(
 ) -> None:
     timeout = request.timeout_s
     outcome: TaskResult | BaseException
+    child = rt.program.child
     try:
-        if timeout is not None:
-            async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout):
+            if child is not None:
+                outcome = await run_child(state, child, request, ctx)
+            else:
                 outcome = await state.runner.run(request, ctx)
-        else:
-            outcome = await state.runner.run(request, ctx)
     except asyncio.CancelledError:
         if is_current(rt, request.attempt, request.item_index):
             raise

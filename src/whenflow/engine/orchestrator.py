@@ -73,8 +73,10 @@ class Orchestrator:
         on_event: EventListener | None = None,
         clock: Callable[[], float] = time.time,
         offload_bytes: int = 1024 * 1024,
+        parent_execution_id: str | None = None,
     ) -> None:
         definition = program.definition
+        self.parent_execution_id = parent_execution_id
         execution_id = execution_id or str(uuid.uuid4())
         pool = VariablePool(
             execution_id=execution_id,
@@ -171,6 +173,7 @@ class Orchestrator:
                 definition_path=s.definition.source_path,
                 inputs=dict(s.pool.inputs),
                 created_at=now,
+                parent_execution_id=self.parent_execution_id,
             )
         )
         s.records.extend(VariableWritten(s.execution_id, v) for v in s.pool.input_variables(now))
@@ -211,6 +214,11 @@ class Orchestrator:
                 s.tasks.difference_update(pending)
         await s.store.flush()
         return self.result()
+
+    async def ended(self) -> None:
+        """Wait for the terminal status only; cancelling this wait leaves the execution be."""
+        assert self.state.done is not None, "call start() first"
+        await asyncio.shield(self.state.done)
 
     async def run(self) -> ExecutionResult:
         await self.start()

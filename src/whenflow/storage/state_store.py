@@ -40,6 +40,9 @@ _MAX_CAUSE_CHARS = 600
 # PostgreSQL's commit_delay): a chain of fast nodes then shares commits instead
 # of paying one per node. A quiet store commits at once, and `flush()` never waits.
 DEFAULT_COMMIT_INTERVAL_S = 0.002
+# The most records one transaction takes: a backlog (a wide fan-out of instant
+# tasks) commits in bounded chunks, which keeps the WAL and the lock hold short.
+MAX_BATCH_RECORDS = 10_000
 
 
 class SqlStateStore:
@@ -197,7 +200,11 @@ class SqlStateStore:
             if self._pacing is not None:
                 self._pacing.cancel()
                 self._pacing = None
-            batch, self._buffer = self._buffer, []
+            if len(self._buffer) <= MAX_BATCH_RECORDS:
+                batch, self._buffer = self._buffer, []
+            else:
+                batch = self._buffer[:MAX_BATCH_RECORDS]
+                del self._buffer[:MAX_BATCH_RECORDS]
             end = self._committed + len(batch)
             try:
                 await self._commit(batch)

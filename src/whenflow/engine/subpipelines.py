@@ -1,0 +1,56 @@
+"""`pipeline` tasks: one attempt is one child execution of another pipeline (DESIGN.md §5).
+
+The child is an execution of its own — its own id, event log and variables,
+`parent_execution_id` pointing back — run by a second dispatcher on the same
+loop, store and runner. The node's bindings are the child's inputs (checked
+against its declared `inputs`), the child's pipeline `outputs` become the node's
+outputs, and a child that ends other than `completed` fails the attempt, so
+`retry`, `timeout` and `allowFailure` apply as to any task. Stopping or
+cancelling the node cancels the child; its id is published as the parent's
+custom event `<node>.child_started`, before any of its work runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from whenflow.domain.errors import SubPipelineFailed
+from whenflow.domain.param_types import resolve_inputs
+from whenflow.domain.states import ExecutionStatus
+from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
+from whenflow.dsl.program import PipelineProgram
+
+if TYPE_CHECKING:
+    from whenflow.engine.execution_state import ExecutionState
+
+
+async def run_child(
+    state: ExecutionState, child: PipelineProgram, request: TaskRequest, ctx: TaskContext
+) -> TaskResult:
+    """Run the child execution to its end; raise SubPipelineFailed unless it completed."""
+    from whenflow.engine.orchestrator import Orchestrator  # the dispatcher runs this module
+
+    inputs = resolve_inputs(child.definition.inputs, request.inputs)
+    orchestrator = Orchestrator(
+        child,
+        store=state.store,
+        runner=state.runner,
+        artifacts=state.pool.artifacts,
+        inputs=inputs,
+        clock=state.clock,
+        parent_execution_id=state.execution_id,
+    )
+    ctx.emit("child_started", {"execution_id": orchestrator.execution_id})
+    try:
+        await orchestrator.start()
+        await orchestrator.ended()
+    except asyncio.CancelledError:
+        if orchestrator.state.loop is not None:
+            orchestrator.cancel(f"its parent node {request.node_id!r} was stopped or cancelled")
+            await asyncio.shield(orchestrator.wait())
+        raise
+    result = await orchestrator.wait()
+    if result.status is not ExecutionStatus.COMPLETED:
+        raise SubPipelineFailed(result.execution_id, result.status.value, result.error)
+    return TaskResult(outputs=result.outputs)

@@ -1,0 +1,211 @@
+"""`pipeline` tasks: a node runs a child execution of another pipeline (DESIGN.md §5).
+
+Each test asserts the event sequences of the parent and of the child, which
+are separate executions in one store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from whenflow.domain.errors import DefinitionErrors
+from whenflow.domain.records import ExecutionCreated
+from whenflow.dsl.load import load_program_file
+from whenflow.engine.orchestrator import Orchestrator
+from whenflow.testing import InlineRunner, InMemoryArtifactStore, InMemoryStateStore
+
+CHILD = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: child, version: 1.0.0}
+spec:
+  inputs:
+    n: {type: integer, required: true}
+  nodes:
+    - {id: double, task: {type: python, callable: double}, inputBindings: {n: "{{ pipeline.input.n }}"}}
+  outputs:
+    doubled: "{{ double.value }}"
+"""
+
+PARENT = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: parent, version: 1.0.0}
+spec:
+  nodes:
+    - id: call
+      task: {type: pipeline, pipeline: ./child.yaml}
+      inputBindings: {n: 21}
+      %(extra)s
+    - {id: after, task: {type: noop}, inputBindings: {got: "{{ call.doubled }}"}}
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def double(n: int) -> dict[str, Any]:
+    return {"value": n * 2}
+
+
+async def run_parent(
+    folder: Path, functions: Mapping[str, Callable[..., Any]], extra: str = ""
+) -> tuple[Orchestrator, InMemoryStateStore]:
+    write(folder, "child.yaml", CHILD)
+    parent = write(folder, "parent.yaml", PARENT % {"extra": extra})
+    runner = InlineRunner(functions)
+    store = InMemoryStateStore()
+    orch = Orchestrator(
+        load_program_file(parent, runner),
+        store=store,
+        runner=runner,
+        artifacts=InMemoryArtifactStore(),
+    )
+    await orch.run()
+    return orch, store
+
+
+def children(store: InMemoryStateStore, parent_id: str) -> list[str]:
+    return [
+        r.execution_id
+        for r in store.records
+        if isinstance(r, ExecutionCreated) and r.parent_execution_id == parent_id
+    ]
+
+
+async def test_the_childs_outputs_become_the_nodes_outputs(tmp_path: Path) -> None:
+    orch, store = await run_parent(tmp_path, {"double": double})
+
+    result = orch.result()
+    assert result.status.value == "completed"
+    assert result.nodes["call"].outputs == {"doubled": 42}
+    assert result.nodes["after"].outputs == {"got": 42}
+    assert store.event_types(orch.execution_id) == [
+        "pipeline.started",
+        "call.started",
+        "call.child_started",
+        "call.completed",
+        "after.started",
+        "after.completed",
+        "pipeline.completed",
+    ]
+    (child_id,) = children(store, orch.execution_id)
+    assert store.event_types(child_id) == [
+        "pipeline.started",
+        "double.started",
+        "double.completed",
+        "pipeline.completed",
+    ]
+    started = [e for e in store.events(orch.execution_id) if e.event_type == "call.child_started"]
+    assert started[0].payload["execution_id"] == child_id
+
+
+async def test_a_failed_child_fails_the_attempt_and_a_retry_runs_a_new_child(
+    tmp_path: Path,
+) -> None:
+    calls: list[int] = []
+
+    def flaky_double(n: int) -> dict[str, Any]:
+        calls.append(n)
+        if len(calls) == 1:
+            raise RuntimeError("first try fails")
+        return {"value": n * 2}
+
+    orch, store = await run_parent(
+        tmp_path, {"double": flaky_double}, extra="retry: {maxAttempts: 2, delay: 0s}"
+    )
+
+    assert orch.result().nodes["call"].outputs == {"doubled": 42}
+    assert [e for e in store.event_types(orch.execution_id) if e.startswith("call.")] == [
+        "call.started",
+        "call.child_started",
+        "call.retrying",
+        "call.started",
+        "call.child_started",
+        "call.completed",
+    ]
+    first, second = children(store, orch.execution_id)
+    assert store.event_types(first)[-2:] == ["double.failed", "pipeline.failed"]
+    assert store.event_types(second)[-1] == "pipeline.completed"
+    retrying = [e for e in store.events(orch.execution_id) if e.event_type == "call.retrying"]
+    assert retrying[0].payload["error_type"] == "SubPipelineFailed"
+    assert first in retrying[0].payload["message"]
+
+
+async def test_cancelling_the_parent_cancels_the_running_child(tmp_path: Path) -> None:
+    running = asyncio.Event()
+
+    async def forever(n: int) -> dict[str, Any]:
+        running.set()
+        await asyncio.Event().wait()
+        return {}
+
+    write(tmp_path, "child.yaml", CHILD)
+    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
+    runner = InlineRunner({"double": forever})
+    store = InMemoryStateStore()
+    orch = Orchestrator(load_program_file(parent, runner), store=store, runner=runner)
+    await orch.start()
+    await running.wait()
+    orch.cancel("operator said stop")
+    result = await orch.wait()
+
+    assert result.status.value == "cancelled"
+    assert store.event_types(orch.execution_id)[-3:] == [
+        "call.cancelled",
+        "after.cancelled",
+        "pipeline.cancelled",
+    ]
+    (child_id,) = children(store, orch.execution_id)
+    # The child ended before the parent's wait() returned.
+    assert store.event_types(child_id)[-2:] == ["double.cancelled", "pipeline.cancelled"]
+
+
+def test_bindings_are_checked_against_the_childs_inputs(tmp_path: Path) -> None:
+    write(tmp_path, "child.yaml", CHILD)
+    parent = write(tmp_path, "parent.yaml", (PARENT % {"extra": ""}).replace("{n: 21}", "{m: 21}"))
+
+    with pytest.raises(DefinitionErrors) as raised:
+        load_program_file(parent, InlineRunner({"double": double}))
+
+    messages = [str(issue) for issue in raised.value.issues]
+    assert any("the task declares no input 'm' (declared: n)" in m for m in messages)
+    assert any("required input 'n'" in m for m in messages)
+    assert all(m.startswith(f"{parent}:") for m in messages)
+
+
+def test_pipelines_that_name_each_other_are_rejected(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "child.yaml",
+        CHILD.replace(
+            "{type: python, callable: double}", "{type: pipeline, pipeline: ./parent.yaml}"
+        ),
+    )
+    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
+
+    with pytest.raises(DefinitionErrors) as raised:
+        load_program_file(parent, InlineRunner({"double": double}))
+
+    assert "cycle: parent.yaml -> child.yaml -> parent.yaml" in str(raised.value)
+
+
+def test_a_missing_child_file_is_reported_at_the_field(tmp_path: Path) -> None:
+    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
+
+    with pytest.raises(DefinitionErrors) as raised:
+        load_program_file(parent, InlineRunner({"double": double}))
+
+    (issue,) = raised.value.issues
+    assert issue.location is not None
+    assert issue.location.line == 7
+    assert "no pipeline file at" in issue.message
