@@ -29,7 +29,7 @@ from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.domain.variables import ArtifactRef, Variable
 from whenflow.storage import queries, tables
 from whenflow.storage.database import make_engine, upgrade
-from whenflow.storage.state_store import SqlStateStore, open_state_store
+from whenflow.storage.state_store import MAX_BATCH_RECORDS, SqlStateStore, open_state_store
 
 T0 = 1_700_000_000.25
 
@@ -315,6 +315,23 @@ async def test_close_commits_what_waits_for_the_commit_interval(engine: AsyncEng
         await asyncio.sleep(0)
 
     assert await count(engine, tables.events, eid) == 1
+
+
+async def test_a_backlog_commits_in_bounded_chunks(
+    store: SqlStateStore, engine: AsyncEngine
+) -> None:
+    eid = new_id()
+    store.append([created(eid)])
+    await store.flush()
+    before = store.commits
+    total = 2 * MAX_BATCH_RECORDS + 1
+
+    for seq in range(1, total + 1):
+        store.append([EventAppended(event(eid, seq))])
+    await store.flush()
+
+    assert store.commits - before == 3  # two full chunks and the last record
+    assert await count(engine, tables.events, eid) == total
 
 
 async def test_a_failed_commit_surfaces_from_flush_and_poisons_the_store(

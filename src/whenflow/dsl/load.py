@@ -48,19 +48,21 @@ class _ChildLoader:
         checker: TaskChecker,
         task_paths: Sequence[str | Path],
         resolve_signature: SignatureResolver | None,
+        root: Path | None,
     ) -> None:
         self._checker = checker
         self._task_paths = task_paths
         self._resolve_signature = resolve_signature
         self._compiled: dict[Path, PipelineProgram] = {}
-        self._stack: list[Path] = []
+        self._stack: list[Path] = [root] if root is not None else []
+        """The files being compiled, outermost first: naming one of them is a cycle."""
 
-    def for_file(self, base_dir: Path | None, own: Path | None) -> ChildLoader:
+    def for_file(self, base_dir: Path | None) -> ChildLoader:
         def load(target: str) -> PipelineProgram:
             path = ((base_dir or Path.cwd()) / target).resolve()
             if path in self._compiled:
                 return self._compiled[path]
-            if path in self._stack or path == own:
+            if path in self._stack:
                 chain = " -> ".join(p.name for p in [*self._stack, path])
                 raise DefinitionErrors(
                     [DefinitionIssue(f"sub-pipelines name each other in a cycle: {chain}")]
@@ -75,7 +77,7 @@ class _ChildLoader:
                     ParsedLocator(parsed),
                     self._checker,
                     self._resolve_signature,
-                    self.for_file(path.parent, path),
+                    self.for_file(path.parent),
                 )
             finally:
                 self._stack.pop()
@@ -94,15 +96,13 @@ def program_from_parsed(
     own_path: Path | None = None,
     task_paths: Sequence[str | Path] = (),
 ) -> PipelineProgram:
-    children = _ChildLoader(checker, task_paths, resolve_signature)
-    if own_path is not None:
-        children._stack.append(own_path)
+    children = _ChildLoader(checker, task_paths, resolve_signature, own_path)
     return build_program(
         parsed.definition,
         ParsedLocator(parsed),
         checker,
         resolve_signature,
-        children.for_file(base_dir, own_path),
+        children.for_file(base_dir),
     )
 
 
