@@ -25,6 +25,9 @@ from whenflow.domain.records import (
     ExecutionCreated,
     ExecutionSnapshot,
     ExecutionUpdated,
+    InboxApplied,
+    InboxMessage,
+    MessageKind,
     NodeUpdated,
     Record,
     VariableWritten,
@@ -41,6 +44,8 @@ class InMemoryStateStore:
         self.records: list[Record] = []
         self.flushes = 0
         self.boundaries: list[int] = []
+        self.inbox: list[InboxMessage] = []
+        self.inbox_reads = 0
 
     def append(self, records: Sequence[Record]) -> None:
         """Like the real store, a unit of records lands whole; `boundaries` marks units."""
@@ -63,6 +68,31 @@ class InMemoryStateStore:
 
     async def load_execution(self, execution_id: str) -> ExecutionSnapshot:
         return self.snapshot(execution_id, len(self.records))
+
+    def post_message(
+        self,
+        execution_id: str,
+        kind: MessageKind,
+        target: str,
+        payload: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Put a message in the execution's inbox, as `whenflow approve` would."""
+        message_id = len(self.inbox) + 1
+        self.inbox.append(
+            InboxMessage(message_id, execution_id, kind, target, dict(payload or {}), 0.0)
+        )
+        return message_id
+
+    def applied(self) -> dict[int, str | None]:
+        """Consumed message ids and their refusal (None when the message applied)."""
+        return {r.message_id: r.refusal for r in self.records if isinstance(r, InboxApplied)}
+
+    async def pending_messages(self, execution_id: str) -> list[InboxMessage]:
+        self.inbox_reads += 1
+        done = self.applied()
+        return [
+            m for m in self.inbox if m.execution_id == execution_id and m.message_id not in done
+        ]
 
     def snapshot(self, execution_id: str, upto: int) -> ExecutionSnapshot:
         """The state after the first `upto` records: what a crash at that point leaves."""

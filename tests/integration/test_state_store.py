@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +27,9 @@ from whenflow.domain.records import (
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.domain.variables import ArtifactRef, Variable
 from whenflow.storage import queries, tables
-from whenflow.storage.database import make_engine, upgrade
 from whenflow.storage.state_store import MAX_BATCH_RECORDS, SqlStateStore, open_state_store
 
 T0 = 1_700_000_000.25
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(db_url)
-    try:
-        await upgrade(engine)
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def store(engine: AsyncEngine) -> AsyncIterator[SqlStateStore]:
-    async with SqlStateStore(engine) as store:
-        yield store
 
 
 def new_id() -> str:

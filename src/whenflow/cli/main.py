@@ -28,8 +28,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-executions_app = typer.Typer(help="Inspect executions in the local store.", no_args_is_help=True)
+executions_app = typer.Typer(
+    help="Inspect and cancel executions in the local store.", no_args_is_help=True
+)
 app.add_typer(executions_app, name="executions")
+events_app = typer.Typer(help="Send events into running executions.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -296,6 +300,131 @@ def executions_logs(
         return
     for line in logs:
         print(f"{line.node_id}#{line.attempt} [{line.stream}] {line.message}")
+
+
+WaitOption = typer.Option(
+    10.0, "--wait", help="Seconds to wait for the running execution to apply it (0: don't)."
+)
+
+
+def _send(
+    execution_id: str,
+    kind_name: str,
+    target: str,
+    payload: dict[str, Any],
+    wait: float,
+    as_json: bool,
+    done: str,
+) -> None:
+    """Post to an execution's inbox; exit 1 if it was refused, 0 if applied or queued."""
+    from whenflow.domain.records import MessageKind
+
+    kind = MessageKind(kind_name)
+    state = _query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait))
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "message_id": state.message_id,
+                    "applied": state.applied,
+                    "refusal": state.refusal,
+                }
+            )
+        )
+    elif state.refusal:
+        print(f"refused: {state.refusal}", file=sys.stderr)
+    elif state.applied:
+        print(done)
+    else:
+        print(
+            f"queued as message {state.message_id}: it applies when the process running "
+            f"{execution_id} next reads its inbox; if that process has stopped, run "
+            f"`whenflow resume {execution_id}`"
+        )
+    raise typer.Exit(EXIT_FAILED if state.refusal else EXIT_OK)
+
+
+def _current_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (a bare container)
+        return "unknown"
+
+
+ByOption = typer.Option(None, "--by", help="Who decides (default: the current user).")
+CommentOption = typer.Option("", "--comment", "-m", help="Why; stored with the decision.")
+
+
+@app.command()
+def approve(
+    execution_id: str,
+    node: str,
+    by: str | None = ByOption,
+    comment: str = CommentOption,
+    wait: float = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Approve a waiting approval node of a running execution."""
+    payload = {"by": by or _current_user(), "comment": comment}
+    _send(execution_id, "approve", node, payload, wait, as_json, f"{node}: approved")
+
+
+@app.command()
+def reject(
+    execution_id: str,
+    node: str,
+    by: str | None = ByOption,
+    comment: str = CommentOption,
+    wait: float = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Reject a waiting approval node of a running execution."""
+    payload = {"by": by or _current_user(), "comment": comment}
+    _send(execution_id, "reject", node, payload, wait, as_json, f"{node}: rejected")
+
+
+@events_app.command("send")
+def events_send(
+    execution_id: str,
+    name: Annotated[str, typer.Argument(help="Published as external.<name>.")],
+    pairs: Annotated[
+        list[str] | None, typer.Option("-p", "--payload", help="A payload field as key=value.")
+    ] = None,
+    payload_json: Annotated[
+        str | None, typer.Option("--payload-json", help="The payload as a JSON object.")
+    ] = None,
+    wait: float = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Publish `external.<name>` into a running execution."""
+    payload: dict[str, Any] = {}
+    if payload_json is not None:
+        try:
+            loaded = json.loads(payload_json)
+        except ValueError as exc:
+            _fail(f"error: --payload-json is not JSON: {exc}", EXIT_INVALID)
+        if not isinstance(loaded, dict):
+            _fail("error: --payload-json must be a JSON object", EXIT_INVALID)
+        payload.update(loaded)
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            _fail(f"error: write payload fields as -p key=value, not {pair!r}", EXIT_INVALID)
+        payload[key.strip()] = value
+    _send(execution_id, "event", name, payload, wait, as_json, f"external.{name}: published")
+
+
+@executions_app.command("cancel")
+def executions_cancel(
+    execution_id: str,
+    reason: Annotated[str, typer.Option("--reason")] = "cancelled from the command line",
+    wait: float = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Cancel a running execution: running tasks are cancelled, nothing new starts."""
+    _send(execution_id, "cancel", "", {"reason": reason}, wait, as_json, "cancelled")
 
 
 def main() -> None:

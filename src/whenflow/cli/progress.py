@@ -87,6 +87,8 @@ class ProgressModel:
                 f" (attempt {row.attempt})" if name in ("started", "retrying", "failed") else ""
             )
             suffix = f": {row.detail}" if row.detail else ""
+            if name == "waiting":
+                suffix += f" (decide with `whenflow approve|reject {event.execution_id} {source}`)"
             return f"{source} {name}{attempt}{suffix}"
         if name in ("item_completed", "item_failed"):
             row.items_done += 1

@@ -123,6 +123,14 @@ class ExpressionError(WhenflowError):
         self.expression = expression
 
 
+class RequestRefused(WhenflowError):
+    """A decision, event or cancel that cannot apply to this execution as it is now.
+
+    The message says why (it has ended, the node is not waiting); check the
+    execution with `whenflow executions show ID`.
+    """
+
+
 class ExecutionNotFound(WhenflowError):
     """No execution with this id; list them with `whenflow executions list`."""
 

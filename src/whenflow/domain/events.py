@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 PIPELINE_SOURCE = "pipeline"
 EXTERNAL_SOURCE = "external"
+
+# The name part of a custom event (`<node>.<name>`) or an outside one (`external.<name>`).
+EVENT_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 # Event names a node publishes itself; a task's custom events may not use them.
 RESERVED_NODE_EVENTS = frozenset(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from whenflow.domain.events import Event
@@ -90,6 +91,46 @@ class LogAppended:
     at: float
 
 
+class MessageKind(StrEnum):
+    """What someone outside asked a running execution to do (its inbox, DESIGN.md §7)."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    EVENT = "event"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    """A request from outside the process running an execution, stored before it applies.
+
+    `target` is the node of a decision or the name of an external event;
+    `payload` is the event's payload, or `{"by", "comment"}` of a decision,
+    or `{"reason"}` of a cancel.
+    """
+
+    message_id: int
+    execution_id: str
+    kind: MessageKind
+    target: str
+    payload: Mapping[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InboxApplied:
+    """The dispatcher consumed an inbox message; commits with what the message caused.
+
+    `refusal` says why a message changed nothing (the node was no longer
+    waiting, the person may not decide it); None when it applied.
+    """
+
+    execution_id: str
+    message_id: int
+    applied_at: float
+    refusal: str | None = None
+
+
 Record = (
     ExecutionCreated
     | ExecutionUpdated
@@ -98,6 +139,7 @@ Record = (
     | EventAppended
     | VariableWritten
     | LogAppended
+    | InboxApplied
 )
 
 

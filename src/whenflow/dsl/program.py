@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from whenflow.domain.definitions import NodeDefinition, PipelineDefinition, TaskSignature, TaskSpec
 from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, SourceLocation, WhenflowError
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE
+from whenflow.dsl.approval import APPROVAL_TASK_TYPE, ApprovalSpec, read_approval
 from whenflow.dsl.compiled_values import compile_value, iter_strings
 from whenflow.dsl.templates import (
     RESERVED_NAMES,
@@ -33,7 +34,10 @@ from whenflow.dsl.trigger_ast import And, EventAtom, Expr, atoms, to_source
 from whenflow.dsl.trigger_parser import ExpressionSyntaxError, parse_trigger
 
 # Task config fields rendered per attempt, by task type; every other field is descriptive.
-RENDERED_CONFIG_FIELDS: Mapping[str, tuple[str, ...]] = {"shell": ("command", "env", "workdir")}
+RENDERED_CONFIG_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "shell": ("command", "env", "workdir"),
+    APPROVAL_TASK_TYPE: ("message",),
+}
 RESERVED_NODE_IDS = RESERVED_NAMES | {PIPELINE_SOURCE, EXTERNAL_SOURCE}
 ITEM_NAMES = frozenset({"item", "index"})
 
@@ -79,6 +83,8 @@ class NodeProgram:
     signature: TaskSignature | None
     child: PipelineProgram | None = None
     """The compiled pipeline of a `pipeline` task."""
+    approval: ApprovalSpec | None = None
+    """The spec of an `approval` task, which the engine decides itself."""
 
     @property
     def id(self) -> str:
@@ -236,6 +242,19 @@ def _load_child(
     return None
 
 
+def _check_approval(c: _Collector, node: NodeDefinition) -> ApprovalSpec:
+    spec, problems = read_approval(node.task.config)
+    for message, key in problems:
+        c.add(message, node.id, "task", key)
+    if node.for_each is not None:
+        c.add(
+            "an approval node cannot use forEach: it waits for one decision",
+            node.id,
+            "forEach",
+        )
+    return spec
+
+
 def _check_signature(c: _Collector, node: NodeDefinition, signature: TaskSignature | None) -> None:
     if signature is None:
         return
@@ -321,11 +340,14 @@ def build_program(
         frozen_reads = frozenset(reads)
 
         child: PipelineProgram | None = None
+        approval: ApprovalSpec | None = None
         signature = node.task.signature
         if node.task.type == SUBPIPELINE_TASK_TYPE:
             child = _load_child(c, node, load_child)
             if child is not None:
                 signature = TaskSignature(inputs=dict(child.definition.inputs), outputs={})
+        elif node.task.type == APPROVAL_TASK_TYPE:
+            approval = _check_approval(c, node)
         elif not checker.knows(node.task.type):
             c.add(f"unknown task type {node.task.type!r}", node.id, "task", "type")
         else:
@@ -369,6 +391,7 @@ def build_program(
                 reads=frozen_reads,
                 signature=signature,
                 child=child,
+                approval=approval,
             )
         )
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from whenflow.domain.events import RESERVED_NODE_EVENTS
-
-_EVENT_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
 
 EmitSink = Callable[[str, int, int, str, Mapping[str, Any]], None]
 LogSink = Callable[[str, int, int, str, str], None]
@@ -72,7 +69,7 @@ class AttemptContext:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def emit(self, name: str, payload: Mapping[str, Any] | None = None) -> None:
-        if not _EVENT_NAME.match(name) or name in RESERVED_NODE_EVENTS:
+        if not EVENT_NAME.match(name) or name in RESERVED_NODE_EVENTS:
             raise ValueError(
                 f"custom event name {name!r} must match [a-z_][a-z0-9_]* and not be one of "
                 f"{', '.join(sorted(RESERVED_NODE_EVENTS))}"

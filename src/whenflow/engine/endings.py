@@ -29,6 +29,9 @@ def cancel_work(state: ExecutionState, rt: NodeRuntime) -> None:
         state.running -= 1
     state.cancel_timer(rt.retry_timer)
     rt.retry_timer = None
+    if rt.deadline_timer is not None:
+        rt.deadline_timer.cancel()
+        rt.deadline_timer = None
     run = rt.foreach
     if run is not None:
         for task in run.running.values():
@@ -44,8 +47,8 @@ def cancel_work(state: ExecutionState, rt: NodeRuntime) -> None:
 def close_running_attempts(
     state: ExecutionState, rt: NodeRuntime, status: NodeState, reason: str
 ) -> None:
-    """Final rows for the attempts a stop or cancel is about to end."""
-    if rt.state is not NodeState.RUNNING:
+    """Final rows for the attempts (or the waiting approval) a stop or cancel is about to end."""
+    if rt.state is not NodeState.RUNNING and rt.state is not NodeState.WAITING:
         return
     error_type = status.value.title()
     if rt.foreach is None:

@@ -91,6 +91,8 @@ class ExecutionState:
         self.non_terminal = len(program.nodes)
         self.attempt_starts: dict[tuple[str, int, int], float] = {}
         self.quiescence_cursor = 0  # nodes before it were not undecided at the last skip
+        self.inbox_seen: set[int] = set()
+        """Inbox messages applied by this process (their InboxApplied may not be durable yet)."""
 
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[None] | None = None
@@ -189,10 +191,11 @@ class ExecutionState:
         message: str | None = None,
         started_at: float | None = None,
     ) -> None:
-        """Upsert one attempt row; a running row remembers its start for its final row."""
+        """Upsert one attempt row; an open row remembers its start for its final row."""
         now = self.clock()
         key = (node_id, item_index, attempt)
-        if status is NodeState.RUNNING:
+        is_open = status is NodeState.RUNNING or status is NodeState.WAITING
+        if is_open:
             self.attempt_starts[key] = started_at = now if started_at is None else started_at
         elif started_at is None:
             started_at = self.attempt_starts.pop(key, now)
@@ -207,7 +210,7 @@ class ExecutionState:
                     node_id, None if item_index == NO_ITEM else item_index
                 ),
                 started_at=started_at,
-                finished_at=None if status is NodeState.RUNNING else now,
+                finished_at=None if is_open else now,
                 error_type=error_type,
                 error_message=message,
             )

@@ -33,6 +33,7 @@ from whenflow.domain.records import (
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine import recovery
+from whenflow.engine.approvals import decide, park
 from whenflow.engine.attempts import launch
 from whenflow.engine.endings import (
     cancel_work,
@@ -46,6 +47,7 @@ from whenflow.engine.endings import (
 )
 from whenflow.engine.execution_state import DEFAULT_CONCURRENCY, ExecutionState
 from whenflow.engine.foreach import launch_item, start_foreach
+from whenflow.engine.inbox_messages import DEFAULT_POLL_INTERVAL_S, poll_inbox
 from whenflow.engine.ports import ArtifactStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
 from whenflow.engine.template_helpers import install_helpers
@@ -74,9 +76,16 @@ class Orchestrator:
         clock: Callable[[], float] = time.time,
         offload_bytes: int = 1024 * 1024,
         parent_execution_id: str | None = None,
+        inbox_poll_s: float | None = DEFAULT_POLL_INTERVAL_S,
     ) -> None:
+        """Args (besides the obvious):
+        inbox_poll_s: how often to read the store's inbox for decisions, events
+            and cancels from other processes; None never reads it.
+        """
         definition = program.definition
         self.parent_execution_id = parent_execution_id
+        self._inbox_poll_s = inbox_poll_s
+        self._poller: asyncio.Task[None] | None = None
         execution_id = execution_id or str(uuid.uuid4())
         pool = VariablePool(
             execution_id=execution_id,
@@ -180,6 +189,7 @@ class Orchestrator:
         self._register_trees()
         self._unit(self._begin)
         await s.store.flush()
+        self._start_poller()
 
     def _begin(self) -> None:
         s = self.state
@@ -199,6 +209,7 @@ class Orchestrator:
         s.decisions.clear()  # replaying decides what already happened; reconcile re-decides
         self._unit(recovery.reconcile, s, snapshot, item_results)
         await s.store.flush()
+        self._start_poller()
         return await self.wait()
 
     async def wait(self) -> ExecutionResult:
@@ -208,6 +219,9 @@ class Orchestrator:
         try:
             await asyncio.shield(s.done)
         finally:
+            if self._poller is not None:
+                self._poller.cancel()
+                await asyncio.gather(self._poller, return_exceptions=True)
             while s.tasks:
                 pending = list(s.tasks)
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -240,6 +254,32 @@ class Orchestrator:
 
     def _publish_external(self, name: str, payload: dict[str, Any]) -> None:
         self.state.publish(f"external.{name}", "external", payload)
+
+    def decide(self, node_id: str, approved: bool, by: str, comment: str = "") -> str | None:
+        """Approve or reject a waiting approval node in this process.
+
+        Returns why the decision was refused (the node is not waiting, `by`
+        is not among its approvers), or None once it is applied. Another
+        process posts to the inbox instead (`whenflow approve`).
+        """
+        if node_id not in self.state.nodes:
+            raise KeyError(f"the pipeline has no node {node_id!r}")
+        refusal: list[str | None] = ["the execution has ended"]
+
+        def handler() -> None:
+            refusal[0] = decide(self.state, self.state.nodes[node_id], approved, by, comment)
+
+        self._unit(handler)
+        return refusal[0]
+
+    def _start_poller(self) -> None:
+        s = self.state
+        if self._inbox_poll_s is None or s.status.is_terminal or self._poller is not None:
+            return
+        assert s.loop is not None
+        self._poller = s.loop.create_task(
+            poll_inbox(s, self._inbox_poll_s), name=f"whenflow-inbox:{s.execution_id}"
+        )
 
     def _activate(self) -> None:
         s = self.state
@@ -312,10 +352,13 @@ class Orchestrator:
             if s.non_terminal == 0:
                 finish(s)
                 return
-            if s.running or s.timers or s.ready or s.waiting_nodes:
-                if s.status is ExecutionStatus.WAITING:  # an external event restarted work
+            if s.running or s.timers or s.ready:
+                if s.status is ExecutionStatus.WAITING:  # an event or decision restarted work
                     s.status = ExecutionStatus.RUNNING
                     s.records.append(ExecutionUpdated(s.execution_id, s.status, s.clock()))
+                return
+            if s.waiting_nodes:  # only approvals are left: nothing is unsatisfiable yet
+                set_waiting(s)
                 return
             if not skip_one_unsatisfiable(s):
                 set_waiting(s)
@@ -360,6 +403,9 @@ class Orchestrator:
         fail_node(s, rt, "ExpressionError", f"{field} {message}")
 
     def _request_start(self, rt: NodeRuntime) -> None:
+        if rt.program.approval is not None:
+            park(self.state, rt)  # takes no concurrency slot: it only waits
+            return
         if rt.program.for_each is not None:
             start_foreach(self.state, rt)
             return

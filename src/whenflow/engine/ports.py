@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from whenflow.domain.records import ExecutionSnapshot, Record
+from whenflow.domain.records import ExecutionSnapshot, InboxMessage, Record
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
 from whenflow.domain.variables import ArtifactRef
 
@@ -28,6 +28,10 @@ class StateStore(Protocol):
 
     async def load_execution(self, execution_id: str) -> ExecutionSnapshot:
         """The durable state of one execution; raises ExecutionNotFound."""
+        ...
+
+    async def pending_messages(self, execution_id: str) -> Sequence[InboxMessage]:
+        """Inbox messages to this execution not yet marked applied, oldest first."""
         ...
 
 

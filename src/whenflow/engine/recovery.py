@@ -4,7 +4,8 @@ The event log is replayed into a fresh trigger index (no side effects), node
 states and variables are restored from their rows, and then each unfinished
 node is reconciled: a node that was running starts a new attempt
 (at-least-once, the lost attempt is recorded), a retrying node retries, a
-pending node whose trigger is now decided starts or is skipped.
+waiting approval waits on with its original deadline, a pending node whose
+trigger is now decided starts or is skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from whenflow.domain.errors import BindingError
 from whenflow.domain.events import PIPELINE_SOURCE
 from whenflow.domain.records import ExecutionSnapshot, ExecutionUpdated
 from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.engine.approvals import arm_deadline
 from whenflow.engine.endings import fail_node
 from whenflow.engine.foreach import ITEM_SCOPE_SUFFIX, evaluate_items, fill
 from whenflow.engine.runtime import NO_ITEM, ForEachRun, NodeRuntime
@@ -85,7 +87,7 @@ def reconcile(
     attempts_by_item: dict[tuple[str, int], int] = {}
     running_items: dict[str, list[int]] = {}
     for a in snapshot.attempts:
-        if a.status is NodeState.RUNNING:
+        if a.status is NodeState.RUNNING or a.status is NodeState.WAITING:
             state.attempt_starts[(a.node_id, a.item_index, a.attempt)] = a.started_at
         key = (a.node_id, a.item_index)
         attempts_by_item[key] = max(attempts_by_item.get(key, 0), a.attempt)
@@ -123,19 +125,31 @@ def reconcile(
         elif rt.state is NodeState.RETRYING:
             rt.queued = True
             state.enqueue(rt.id)
+        elif rt.state is NodeState.WAITING:
+            arm_deadline(state, rt, _parked_deadline(snapshot, rt.id))
         elif rt.state is NodeState.PENDING:
             if rt.start_tree.value is not None:
                 state.decisions.append((rt.start_tree, rt.start_tree.value))
             if rt.stop_tree is not None and rt.stop_tree.value is True:
                 state.decisions.append((rt.stop_tree, True))
         if (
-            rt.state is NodeState.RUNNING
+            rt.state in (NodeState.RUNNING, NodeState.WAITING)
             and rt.stop_tree is not None
             and rt.stop_tree.value is True
         ):
             state.decisions.append((rt.stop_tree, True))
     if state.pipeline_stop is not None and state.pipeline_stop.value is True:
         state.decisions.append((state.pipeline_stop, True))
+
+
+def _parked_deadline(snapshot: ExecutionSnapshot, node_id: str) -> float | None:
+    """The deadline a waiting approval published when it parked: the timeout keeps its clock."""
+    waiting = f"{node_id}.waiting"
+    for event in reversed(snapshot.events):
+        if event.event_type == waiting:
+            deadline = event.payload.get("deadline")
+            return None if deadline is None else float(deadline)
+    return None
 
 
 def _resume_foreach(

@@ -54,6 +54,8 @@ class NodeRuntime:
     reason: str | None = None
     task: asyncio.Task[None] | None = None
     retry_timer: asyncio.TimerHandle | None = None
+    deadline_timer: asyncio.TimerHandle | None = None
+    """A waiting approval's timeout; not counted in `timers` (it may wait for hours)."""
     queued: bool = False
     foreach: ForEachRun | None = None
 

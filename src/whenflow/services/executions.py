@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from whenflow.backends.local import LocalRunner
-from whenflow.domain.events import Event
+from whenflow.domain.errors import RequestRefused
+from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
+from whenflow.domain.records import MessageKind
+from whenflow.domain.states import NodeState
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
-from whenflow.storage import queries
+from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import default_database_url, make_engine, upgrade
+from whenflow.storage.inbox import MessageState
 from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
@@ -48,6 +54,10 @@ class ExecutionService:
         self._store = store
         self._artifacts = artifacts
         self._runner = runner
+
+    @property
+    def store(self) -> SqlStateStore:
+        return self._store
 
     @classmethod
     @asynccontextmanager
@@ -106,6 +116,60 @@ class ExecutionService:
             on_event=on_event,
         )
         return await orchestrator.resume(snapshot)
+
+    async def send(
+        self,
+        execution_id: str,
+        kind: MessageKind,
+        target: str = "",
+        payload: Mapping[str, Any] | None = None,
+        *,
+        wait_s: float = 0.0,
+    ) -> MessageState:
+        """Post a decision, an external event or a cancel to an unfinished execution.
+
+        The message is durable when this returns, and the process running the
+        execution applies it at its next inbox read (or `resume` does). What
+        can be checked here is checked first: the execution has not ended, a
+        decided node is waiting, an event name is valid. The process checks
+        again when it applies the message (the node may have timed out
+        meanwhile) and records a refusal. Waits up to `wait_s` seconds for
+        that outcome.
+
+        Raises:
+            ExecutionNotFound: no such execution.
+            RequestRefused: the message cannot apply; the error says why.
+        """
+        engine = self._store.engine
+        status = await queries.get_status(engine, execution_id)
+        if status.is_terminal:
+            raise RequestRefused(
+                f"execution {execution_id} has ended ({status}); nothing to change"
+            )
+        if kind is MessageKind.APPROVE or kind is MessageKind.REJECT:
+            rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
+            row = rows.get(target)
+            if row is None or row.state is not NodeState.WAITING:
+                now = "has not started" if row is None else f"is {row.state}"
+                raise RequestRefused(
+                    f"node {target!r} of execution {execution_id} {now}, not waiting for a decision"
+                )
+        if kind is MessageKind.EVENT and not EVENT_NAME.match(target):
+            raise RequestRefused(
+                f"{target!r} is not an event name: use lowercase letters, digits and _"
+            )
+        message_id = await inbox.post(
+            engine, execution_id, kind, target, payload or {}, time.time()
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            state = await inbox.state(engine, message_id)
+            assert state is not None
+            left = deadline - loop.time()
+            if state.applied or left <= 0:
+                return state
+            await asyncio.sleep(min(0.05, left))  # the running process applies it meanwhile
 
     async def show(self, execution_id: str) -> ExecutionResult:
         return ExecutionResult.from_snapshot(await self._store.load_execution(execution_id))

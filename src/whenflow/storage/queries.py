@@ -53,7 +53,7 @@ class LogLine:
 
 
 @asynccontextmanager
-async def _connected(bind: Bind) -> AsyncIterator[AsyncConnection]:
+async def connected(bind: Bind) -> AsyncIterator[AsyncConnection]:
     """Use the caller's connection as is, or borrow one from the engine for one read."""
     if isinstance(bind, AsyncConnection):
         yield bind
@@ -90,7 +90,7 @@ async def list_executions(
     if pipeline is not None:
         query = query.where(ex.c.pipeline_name == pipeline)
     query = query.order_by(ex.c.created_at.desc(), ex.c.id).limit(limit)
-    async with _connected(bind) as connection:
+    async with connected(bind) as connection:
         rows = (await connection.execute(query)).all()
     return [
         ExecutionSummary(
@@ -105,10 +105,20 @@ async def list_executions(
     ]
 
 
+async def get_status(bind: Bind, execution_id: str) -> ExecutionStatus:
+    """The status of one execution, without its history; raises ExecutionNotFound."""
+    ex = tables.executions
+    async with connected(bind) as connection:
+        found = await connection.scalar(sa.select(ex.c.status).where(ex.c.id == execution_id))
+    if found is None:
+        raise ExecutionNotFound(execution_id)
+    return ExecutionStatus(found)
+
+
 async def get_execution(bind: Bind, execution_id: str) -> ExecutionSnapshot:
     """Everything durable about one execution; raises ExecutionNotFound."""
     ex = tables.executions
-    async with _connected(bind) as connection:
+    async with connected(bind) as connection:
         row = (await connection.execute(sa.select(ex).where(ex.c.id == execution_id))).first()
         if row is None:
             raise ExecutionNotFound(execution_id)
@@ -139,7 +149,7 @@ async def get_events(
     bind: Bind, execution_id: str, after_seq: int = 0, limit: int | None = None
 ) -> list[Event]:
     """Events with `seq > after_seq`, in seq order; raises ExecutionNotFound."""
-    async with _connected(bind) as connection:
+    async with connected(bind) as connection:
         found = await _select_events(connection, execution_id, after_seq, limit)
         if not found:
             await _require_execution(connection, execution_id)
@@ -148,7 +158,7 @@ async def get_events(
 
 async def get_variables(bind: Bind, execution_id: str) -> list[Variable]:
     """The latest value of every variable, by scope and name; raises ExecutionNotFound."""
-    async with _connected(bind) as connection:
+    async with connected(bind) as connection:
         found = await _select_variables(connection, execution_id)
         if not found:
             await _require_execution(connection, execution_id)
@@ -157,7 +167,7 @@ async def get_variables(bind: Bind, execution_id: str) -> list[Variable]:
 
 async def get_nodes(bind: Bind, execution_id: str) -> list[NodeUpdated]:
     """The latest state of every node that has one, by node id; raises ExecutionNotFound."""
-    async with _connected(bind) as connection:
+    async with connected(bind) as connection:
         found = await _select_nodes(connection, execution_id)
         if not found:
             await _require_execution(connection, execution_id)
@@ -166,7 +176,7 @@ async def get_nodes(bind: Bind, execution_id: str) -> list[NodeUpdated]:
 
 async def get_attempts(bind: Bind, execution_id: str) -> list[AttemptRecorded]:
     """Every recorded attempt, by node, item and attempt number; raises ExecutionNotFound."""
-    async with _connected(bind) as connection:
+    async with connected(bind) as connection:
         found = await _select_attempts(connection, execution_id)
         if not found:
             await _require_execution(connection, execution_id)
@@ -186,7 +196,7 @@ async def get_logs(
     if node_id is not None:
         query = query.where(logs.c.node_id == node_id)
     query = query.order_by(logs.c.id).limit(limit)
-    async with _connected(bind) as connection:
+    async with connected(bind) as connection:
         rows = (await connection.execute(query)).all()
         if not rows:
             await _require_execution(connection, execution_id)

@@ -29,8 +29,8 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whenflow.domain.errors import StoreError
-from whenflow.domain.records import ExecutionSnapshot, Record
-from whenflow.storage import queries
+from whenflow.domain.records import ExecutionSnapshot, InboxMessage, Record
+from whenflow.storage import inbox, queries
 from whenflow.storage.database import configure_sqlite
 from whenflow.storage.sqlite_writer import SqliteBatchWriter, file_url
 from whenflow.storage.write_batch import BatchStatements, plan_batch
@@ -144,6 +144,10 @@ class SqlStateStore:
         if self.pending and self._writer is not None:
             await self.flush()
         return await queries.get_execution(self._engine, execution_id)
+
+    async def pending_messages(self, execution_id: str) -> list[InboxMessage]:
+        """Inbox messages to this execution that no commit has marked applied yet."""
+        return await inbox.pending(self._engine, execution_id)
 
     async def close(self) -> None:
         """Commit what is buffered, stop the writer, dispose an owned engine.

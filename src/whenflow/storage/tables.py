@@ -143,3 +143,20 @@ task_logs = sa.Table(
     sa.Index(None, "execution_id", "node_id", "id"),
     sa.Index(None, "execution_id", "id"),
 )
+
+# Requests from outside the process that runs an execution (decisions, external
+# events, cancels): written by whoever asks, consumed by the dispatcher, which
+# marks a message applied in the same commit as the events it caused.
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("id", AutoId, primary_key=True, autoincrement=True),
+    _execution_fk(),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON object
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("applied_at", Timestamp, nullable=True),
+    sa.Column("refusal", sa.Text, nullable=True),
+    sa.Index(None, "execution_id", "applied_at"),
+)

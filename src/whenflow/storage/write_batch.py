@@ -3,7 +3,8 @@
 The state store commits everything that accumulated while its previous commit
 ran; this module decides how. Records are grouped by statement, and the steps
 run in an order that satisfies the foreign keys: new executions first, then
-node and attempt upserts, events, variables, logs, and execution updates last.
+node and attempt upserts, events, variables, logs, execution updates, and
+last the inbox messages the batch consumed.
 The whole batch is one transaction, so the order inside it is invisible to
 readers; what is durable is still a prefix of what was appended.
 
@@ -32,6 +33,7 @@ from whenflow.domain.records import (
     EventAppended,
     ExecutionCreated,
     ExecutionUpdated,
+    InboxApplied,
     LogAppended,
     NodeUpdated,
     Record,
@@ -90,6 +92,9 @@ class BatchStatements:
         self.update_execution = sa.update(tables.executions).where(
             tables.executions.c.id == sa.bindparam("target_id")
         )
+        self.mark_applied = sa.update(tables.inbox).where(
+            tables.inbox.c.id == sa.bindparam("message_id")
+        )
 
 
 def _upsert(dialect_name: str, table: sa.Table, key: tuple[str, ...]) -> sa.Executable:
@@ -126,6 +131,7 @@ def plan_batch(records: Sequence[Record], statements: BatchStatements) -> list[S
     variables: dict[tuple[str, str, str], Row] = {}
     logs: list[Row] = []
     updates: dict[str, Row] = {}
+    applied: list[Row] = []
 
     for record in records:
         # Most frequent first: a node publishes events and variables more than anything.
@@ -145,6 +151,14 @@ def plan_batch(records: Sequence[Record], statements: BatchStatements) -> list[S
             created.append(_created_row(record))
         elif isinstance(record, ExecutionUpdated):
             updates[record.execution_id] = _updated_row(record)
+        elif isinstance(record, InboxApplied):
+            applied.append(
+                {
+                    "message_id": record.message_id,
+                    "applied_at": record.applied_at,
+                    "refusal": record.refusal,
+                }
+            )
         else:
             raise TypeError(f"not a state-store record: {record!r:.200}")
 
@@ -156,6 +170,7 @@ def plan_batch(records: Sequence[Record], statements: BatchStatements) -> list[S
         (statements.upsert_variable, list(variables.values())),
         (statements.insert_log, logs),
         (statements.update_execution, list(updates.values())),
+        (statements.mark_applied, applied),
     )
     return [Step(statement, rows) for statement, rows in plan if rows]
 

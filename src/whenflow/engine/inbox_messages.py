@@ -1,0 +1,86 @@
+"""Requests from outside the process: decisions, external events, cancels (DESIGN.md §7).
+
+Whoever asks (`whenflow approve`, `events send`, `executions cancel`, the API)
+stores a message in the execution's inbox; it is durable before they return.
+The dispatcher reads the inbox (`poll_inbox`) and applies each message in a
+unit of work that also records it as applied (`InboxApplied`), so the message
+and what it caused commit together: after a crash a message is either applied
+with its events or still pending, and `resume` applies it then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from whenflow.domain.events import EVENT_NAME, EXTERNAL_SOURCE
+from whenflow.domain.records import InboxApplied, InboxMessage, MessageKind
+from whenflow.domain.states import ExecutionStatus
+from whenflow.engine.approvals import decide
+from whenflow.engine.endings import end_all
+
+if TYPE_CHECKING:
+    from whenflow.engine.execution_state import ExecutionState
+
+# How often a running execution looks for messages: a decision or an event
+# from another process takes effect within this. One indexed read per poll.
+DEFAULT_POLL_INTERVAL_S = 0.25
+_log = logging.getLogger("whenflow.engine")
+
+
+def apply_messages(state: ExecutionState, messages: Sequence[InboxMessage]) -> None:
+    """Apply each message not seen before, in order; record each as applied or refused."""
+    for message in messages:
+        if message.message_id in state.inbox_seen:
+            continue  # applied, its InboxApplied not committed yet
+        state.inbox_seen.add(message.message_id)
+        refusal = _apply(state, message)
+        state.records.append(
+            InboxApplied(state.execution_id, message.message_id, state.clock(), refusal)
+        )
+
+
+def _apply(state: ExecutionState, message: InboxMessage) -> str | None:
+    payload = dict(message.payload)
+    if message.kind is MessageKind.EVENT:
+        if not EVENT_NAME.match(message.target):
+            return f"{message.target!r} is not a valid event name"
+        state.publish(f"{EXTERNAL_SOURCE}.{message.target}", EXTERNAL_SOURCE, payload)
+        return None
+    if message.kind is MessageKind.CANCEL:
+        if state.ending is not None:
+            return f"the execution is already ending ({state.ending})"
+        end_all(state, ExecutionStatus.CANCELLED, str(payload.get("reason") or "cancelled"))
+        return None
+    rt = state.nodes.get(message.target)
+    if rt is None:
+        return f"the pipeline has no node {message.target!r}"
+    return decide(
+        state,
+        rt,
+        message.kind is MessageKind.APPROVE,
+        str(payload.get("by") or "unknown"),
+        str(payload.get("comment") or ""),
+    )
+
+
+async def poll_inbox(state: ExecutionState, interval: float) -> None:
+    """Read the inbox every `interval` seconds until the execution ends.
+
+    A failed read is logged and retried at the next poll: the messages stay
+    stored, and the execution is not failed for a reader's hiccup.
+    """
+    done = state.done
+    assert done is not None
+    while not done.done():
+        try:
+            messages = await state.store.pending_messages(state.execution_id)
+        except Exception as exc:  # any driver error: the poller must outlive it
+            _log.warning("could not read the inbox of %s: %s", state.execution_id, exc)
+            messages = []
+        fresh = [m for m in messages if m.message_id not in state.inbox_seen]
+        if fresh and not done.done():
+            state.run_unit(apply_messages, state, fresh)
+        await asyncio.wait((done,), timeout=interval)

@@ -1,0 +1,224 @@
+"""Approvals, external events and cancels from another process (DESIGN.md §5, §7).
+
+A real `whenflow run` waits at an approval node; separate `whenflow approve`,
+`reject`, `events send` and `executions cancel` processes reach it through the
+inbox table of the shared SQLite store. The tests synchronise on the line the
+run prints when the node starts waiting, and on the CLI's own wait for the
+message to be applied: no sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from cli_helpers import REPO_ROOT, cli_argv, cli_env, connect_db, run_cli, run_json, write_pipeline
+
+PIPELINE = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: gated, version: 1.0.0}
+spec:
+  nodes:
+    - {id: build, task: {type: noop}, inputBindings: {artifact: app.tar}}
+    - id: review
+      startWhen: event:build.completed
+      task: {type: approval, message: "Ship {{ build.artifact }}?", approvers: [alice]}
+    - id: ship
+      startWhen: "event:review.approved && event:external.go"
+      task: {type: noop}
+      inputBindings: {by: "{{ review.by }}", note: "{{ review.comment }}"}
+  outputs: {shipped_by: "{{ ship.by }}"}
+"""
+HINT = re.compile(
+    r"review waiting: Ship app\.tar\? \(decide with `whenflow approve\|reject (\S+) review`\)"
+)
+
+
+@contextmanager
+def waiting_run(home: Path, pipeline: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A `whenflow run` in the background, once its approval node waits; yields its id."""
+    proc = subprocess.Popen(
+        cli_argv("run", str(pipeline)),
+        cwd=REPO_ROOT,
+        env=cli_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            found = HINT.search(line)
+            if found:
+                # The line is printed as the event is published; the commit follows.
+                durable_state(home, found.group(1), "review", "waiting")
+                yield proc, found.group(1)
+                break
+        else:
+            raise AssertionError(f"the run never waited; it printed: {''.join(seen)}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def durable_state(home: Path, execution_id: str, node: str, state: str) -> None:
+    """Poll the store (bounded) until the node's committed state is `state`."""
+    deadline = time.monotonic() + 30
+    while True:
+        conn = connect_db(home)
+        try:
+            row = conn.execute(
+                "SELECT state FROM node_states WHERE execution_id = ? AND node_id = ?",
+                (execution_id, node),
+            ).fetchone()
+        finally:
+            conn.close()
+        if row is not None and row["state"] == state:
+            return
+        assert time.monotonic() < deadline, f"{node} never became {state} in the store"
+        time.sleep(0.02)
+
+
+def inbox_rows(home: Path) -> list[tuple[str, str, bool, str | None]]:
+    conn = connect_db(home)
+    try:
+        rows = conn.execute(
+            "SELECT kind, target, applied_at IS NOT NULL AS applied, refusal FROM inbox ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(r["kind"], r["target"], bool(r["applied"]), r["refusal"]) for r in rows]
+
+
+def test_approve_and_send_an_event_to_a_running_pipeline(tmp_path: Path) -> None:
+    pipeline = write_pipeline(tmp_path, "gated.yaml", PIPELINE)
+    with waiting_run(tmp_path, pipeline) as (proc, eid):
+        shown = run_json(tmp_path, "executions", "show", eid)
+        assert shown["status"] == "waiting"
+        assert shown["nodes"]["review"]["status"] == "waiting"
+
+        sent = run_json(tmp_path, "events", "send", eid, "go", "-p", "ticket=42")
+        assert (sent["applied"], sent["refusal"]) == (True, None)
+        refused = run_json(tmp_path, "approve", eid, "review", "--by", "mallory", expect_code=1)
+        assert refused["refusal"] == "'mallory' may not decide 'review'; approvers: alice"
+        approved = run_json(tmp_path, "approve", eid, "review", "--by", "alice", "-m", "ship it")
+        assert (approved["applied"], approved["refusal"]) == (True, None)
+
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+
+    result = run_json(tmp_path, "executions", "show", eid)
+    assert result["status"] == "completed"
+    assert result["outputs"] == {"shipped_by": "alice"}
+    review = result["nodes"]["review"]["outputs"]
+    assert (review["decision"], review["by"], review["comment"]) == ("approved", "alice", "ship it")
+    assert result["events"] == [
+        "pipeline.started",
+        "build.started",
+        "build.completed",
+        "review.waiting",
+        "external.go",
+        "review.approved",
+        "review.completed",
+        "ship.started",
+        "ship.completed",
+        "pipeline.completed",
+    ]
+    events = run_json(tmp_path, "executions", "events", eid)
+    assert [e["payload"] for e in events if e["event_type"] == "external.go"] == [{"ticket": "42"}]
+    assert inbox_rows(tmp_path) == [
+        ("event", "go", True, None),
+        ("approve", "review", True, "'mallory' may not decide 'review'; approvers: alice"),
+        ("approve", "review", True, None),
+    ]
+
+
+def test_reject_takes_the_run_to_its_end_without_the_gated_node(tmp_path: Path) -> None:
+    pipeline = write_pipeline(tmp_path, "gated.yaml", PIPELINE)
+    with waiting_run(tmp_path, pipeline) as (proc, eid):
+        proc_out = run_cli(tmp_path, "reject", eid, "review", "--by", "alice", "-m", "not today")
+        assert proc_out.returncode == 0, proc_out.stderr
+        assert proc_out.stdout.strip() == "review: rejected"
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    result = run_json(tmp_path, "executions", "show", eid)
+    assert result["nodes"]["review"]["outputs"]["decision"] == "rejected"
+    assert result["nodes"]["ship"]["status"] == "skipped"
+    assert result["events"][3:7] == [
+        "review.waiting",
+        "review.rejected",
+        "review.completed",
+        "ship.skipped",
+    ]
+
+
+def test_requests_that_cannot_apply_are_refused_before_they_are_stored(tmp_path: Path) -> None:
+    pipeline = write_pipeline(tmp_path, "gated.yaml", PIPELINE)
+    with waiting_run(tmp_path, pipeline) as (proc, eid):
+        done = run_cli(tmp_path, "approve", eid, "build")
+        assert done.returncode == 1
+        assert f"node 'build' of execution {eid} is completed, not waiting" in done.stderr
+        bad_name = run_cli(tmp_path, "events", "send", eid, "Go Now")
+        assert bad_name.returncode == 1
+        assert "is not an event name" in bad_name.stderr
+        unknown = run_cli(tmp_path, "approve", "no-such-id", "review")
+        assert unknown.returncode == 1
+        assert "no execution 'no-such-id'" in unknown.stderr
+        assert inbox_rows(tmp_path) == []
+
+        cancelled = run_json(tmp_path, "executions", "cancel", eid, "--reason", "wrong build")
+        assert cancelled["applied"] is True
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, err
+    result = run_json(tmp_path, "executions", "show", eid, expect_code=0)
+    assert result["status"] == "cancelled"
+    assert result["nodes"]["review"]["status"] == "cancelled"
+    late = run_cli(tmp_path, "approve", eid, "review")
+    assert late.returncode == 1
+    assert "has ended (cancelled)" in late.stderr
+
+
+@pytest.mark.slow
+def test_a_decision_posted_while_the_process_is_dead_applies_on_resume(tmp_path: Path) -> None:
+    pipeline = write_pipeline(tmp_path, "gated.yaml", PIPELINE)
+    with waiting_run(tmp_path, pipeline) as (proc, eid):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    queued = run_cli(tmp_path, "approve", eid, "review", "--by", "alice", "--wait", "0")
+    assert queued.returncode == 0, queued.stderr
+    assert "queued as message 1" in queued.stdout
+    assert f"whenflow resume {eid}" in queued.stdout
+    sent = run_json(tmp_path, "events", "send", eid, "go", "--wait", "0")
+    assert sent == {"message_id": 2, "applied": False, "refusal": None}
+
+    result = run_json(tmp_path, "resume", eid)
+    assert result["status"] == "completed"
+    assert result["outputs"] == {"shipped_by": "alice"}
+    assert result["events"][3:] == [
+        "review.waiting",
+        "pipeline.resumed",
+        "review.approved",
+        "review.completed",
+        "external.go",
+        "ship.started",
+        "ship.completed",
+        "pipeline.completed",
+    ]
+    assert [row[2] for row in inbox_rows(tmp_path)] == [True, True]
+    assert result["nodes"]["review"]["attempts"] == 1
