@@ -19,7 +19,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from cli_helpers import REPO_ROOT, cli_argv, cli_env, connect_db, run_cli, run_json, write_pipeline
+from cli_helpers import (
+    EXAMPLES,
+    REPO_ROOT,
+    cli_argv,
+    cli_env,
+    connect_db,
+    run_cli,
+    run_json,
+    write_pipeline,
+)
 
 PIPELINE = """
 apiVersion: whenflow/v1
@@ -37,14 +46,14 @@ spec:
       inputBindings: {by: "{{ review.by }}", note: "{{ review.comment }}"}
   outputs: {shipped_by: "{{ ship.by }}"}
 """
-HINT = re.compile(
-    r"review waiting: Ship app\.tar\? \(decide with `whenflow approve\|reject (\S+) review`\)"
-)
+HINT = re.compile(r"review waiting: (.*) \(decide with `whenflow approve\|reject (\S+) review`\)")
 
 
 @contextmanager
-def waiting_run(home: Path, pipeline: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """A `whenflow run` in the background, once its approval node waits; yields its id."""
+def waiting_run(
+    home: Path, pipeline: Path, message: str = "Ship app.tar?"
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A `whenflow run` in the background, once its node `review` waits; yields the id."""
     proc = subprocess.Popen(
         cli_argv("run", str(pipeline)),
         cwd=REPO_ROOT,
@@ -61,9 +70,10 @@ def waiting_run(home: Path, pipeline: Path) -> Iterator[tuple[subprocess.Popen[s
             seen.append(line)
             found = HINT.search(line)
             if found:
+                assert found.group(1) == message
                 # The line is printed as the event is published; the commit follows.
-                durable_state(home, found.group(1), "review", "waiting")
-                yield proc, found.group(1)
+                durable_state(home, found.group(2), "review", "waiting")
+                yield proc, found.group(2)
                 break
         else:
             raise AssertionError(f"the run never waited; it printed: {''.join(seen)}")
@@ -222,3 +232,23 @@ def test_a_decision_posted_while_the_process_is_dead_applies_on_resume(tmp_path:
     ]
     assert [row[2] for row in inbox_rows(tmp_path)] == [True, True]
     assert result["nodes"]["review"]["attempts"] == 1
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_the_approval_gate_example_ships_or_rolls_back(tmp_path: Path, decision: str) -> None:
+    example = EXAMPLES / "approval_gate.yaml"
+    with waiting_run(tmp_path, example, "Ship app-1.4.2.tar.gz to production?") as (proc, eid):
+        decided = run_json(tmp_path, decision, eid, "review", "--by", "bob", "-m", "checked")
+        assert decided["refusal"] is None
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    result = run_json(tmp_path, "executions", "show", eid)
+    if decision == "approve":
+        assert result["outputs"] == {"decision": "approved", "shipped": "app-1.4.2.tar.gz"}
+        assert result["nodes"]["roll_back"]["status"] == "skipped"
+        logs = run_json(tmp_path, "executions", "logs", eid, "--node", "ship")
+        assert [line["message"] for line in logs] == ["shipping app-1.4.2.tar.gz, approved by bob"]
+    else:
+        assert result["outputs"] == {"decision": "rejected", "shipped": None}
+        assert result["nodes"]["ship"]["status"] == "skipped"
+        assert result["nodes"]["roll_back"]["outputs"] == {"reason": "checked"}
