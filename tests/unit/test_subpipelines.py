@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from whenflow.domain.errors import DefinitionErrors
-from whenflow.domain.records import ExecutionCreated
+from whenflow.domain.records import EventAppended, ExecutionCreated, MessageKind
 from whenflow.dsl.load import load_program_file
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.testing import InlineRunner, InMemoryArtifactStore, InMemoryStateStore
@@ -209,3 +209,143 @@ def test_a_missing_child_file_is_reported_at_the_field(tmp_path: Path) -> None:
     assert issue.location is not None
     assert issue.location.line == 7
     assert "no pipeline file at" in issue.message
+
+
+class WatchedStore(InMemoryStateStore):
+    """An in-memory store that resolves a future when an event type is appended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watched: dict[str, asyncio.Future[None]] = {}
+
+    def watch(self, event_type: str) -> asyncio.Future[None]:
+        self.watched[event_type] = asyncio.get_running_loop().create_future()
+        return self.watched[event_type]
+
+    def append(self, records: Any) -> None:
+        super().append(records)
+        for record in records:
+            if isinstance(record, EventAppended):
+                future = self.watched.get(record.event.event_type)
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+
+GATED_CHILD = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: child, version: 1.0.0}
+spec:
+  inputs:
+    n: {type: integer, required: true}
+  nodes:
+    - {id: gate, task: {type: approval}}
+    - id: double
+      startWhen: event:gate.approved
+      task: {type: python, callable: double}
+      inputBindings: {n: "{{ pipeline.input.n }}"}
+  outputs:
+    doubled: "{{ double.value }}"
+"""
+
+
+def resumed_parent(parent: Path, runner: InlineRunner, store: InMemoryStateStore, eid: str) -> Any:
+    return Orchestrator(
+        load_program_file(parent, runner),
+        store=store,
+        runner=runner,
+        artifacts=InMemoryArtifactStore(),
+        execution_id=eid,
+    )
+
+
+async def test_a_resumed_parent_adopts_its_unfinished_child_instead_of_starting_another(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "child.yaml", GATED_CHILD)
+    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
+    runner = InlineRunner({"double": double})
+    store = WatchedStore()
+    orch = Orchestrator(load_program_file(parent, runner), store=store, runner=runner)
+    waiting = store.watch("gate.waiting")
+    await orch.start()
+    await waiting
+    cut = len(store.records)  # the process dies here, the child waiting for its approval
+    orch.cancel("ends this loop's copy; the resume starts from the cut")
+    await orch.wait()
+
+    again = WatchedStore()
+    again.records = store.records[:cut]
+    (child_id,) = children(again, orch.execution_id)
+    child_resumed = again.watch("pipeline.resumed")
+    fresh = InlineRunner({"double": double})
+    parent_again = resumed_parent(parent, fresh, again, orch.execution_id)
+    snapshot = await again.load_execution(orch.execution_id)
+    finished = asyncio.create_task(parent_again.resume(snapshot))
+    await child_resumed
+    again.post_message(child_id, MessageKind.APPROVE, "gate", {"by": "alice"})
+    result = await finished
+
+    assert result.status.value == "completed"
+    assert result.nodes["after"].outputs == {"got": 42}
+    assert children(again, orch.execution_id) == [child_id]
+    assert [
+        e for e in again.event_types(orch.execution_id) if e.startswith(("call.", "pipeline."))
+    ] == [
+        "pipeline.started",
+        "call.started",
+        "call.child_started",
+        "pipeline.resumed",
+        "call.started",
+        "call.child_resumed",
+        "call.completed",
+        "pipeline.completed",
+    ]
+    assert again.event_types(child_id) == [
+        "pipeline.started",
+        "gate.waiting",
+        "pipeline.resumed",
+        "gate.approved",
+        "gate.completed",
+        "double.started",
+        "double.completed",
+        "pipeline.completed",
+    ]
+
+
+async def test_a_child_that_finished_before_the_crash_gives_its_stored_result(
+    tmp_path: Path,
+) -> None:
+    orch, store = await run_parent(tmp_path, {"double": double})
+    (child_id,) = children(store, orch.execution_id)
+    child_done = next(
+        i
+        for i, r in enumerate(store.records)
+        if isinstance(r, EventAppended)
+        and r.event.execution_id == child_id
+        and r.event.event_type == "pipeline.completed"
+    )
+    cut = min(b for b in store.boundaries if b > child_done)
+    assert "call.completed" not in [
+        r.event.event_type for r in store.records[:cut] if isinstance(r, EventAppended)
+    ]
+
+    again = InMemoryStateStore()
+    again.records = store.records[:cut]
+    fresh = InlineRunner({"double": double})
+    parent = tmp_path / "parent.yaml"
+    result = await resumed_parent(parent, fresh, again, orch.execution_id).resume(
+        await again.load_execution(orch.execution_id)
+    )
+
+    assert [c.node_id for c in fresh.calls] == ["after"]  # the child's work is not redone
+    assert result.nodes["call"].outputs == {"doubled": 42}
+    assert again.event_types(orch.execution_id)[-6:] == [
+        "call.started",
+        "call.child_resumed",
+        "call.completed",
+        "after.started",
+        "after.completed",
+        "pipeline.completed",
+    ]
+    assert children(again, orch.execution_id) == [child_id]

@@ -137,11 +137,17 @@ def spawn(
         emit_sink=functools.partial(task_event, state),
         log_sink=functools.partial(task_log, state),
     )
-    return state.start_task(run_attempt(state, rt, request, ctx), f"whenflow:{rt.id}#{attempt}")
+    adopt, rt.adopt_child = rt.adopt_child, None
+    work = run_attempt(state, rt, request, ctx, adopt)
+    return state.start_task(work, f"whenflow:{rt.id}#{attempt}")
 
 
 async def run_attempt(
-    state: ExecutionState, rt: NodeRuntime, request: TaskRequest, ctx: AttemptContext
+    state: ExecutionState,
+    rt: NodeRuntime,
+    request: TaskRequest,
+    ctx: AttemptContext,
+    adopt_child: str | None = None,
 ) -> None:
     timeout = request.timeout_s
     outcome: TaskResult | BaseException
@@ -149,7 +155,7 @@ async def run_attempt(
     try:
         async with asyncio.timeout(timeout):
             if child is not None:
-                outcome = await run_child(state, child, request, ctx)
+                outcome = await run_child(state, child, request, ctx, adopt_child)
             else:
                 outcome = await state.runner.run(request, ctx)
     except asyncio.CancelledError:

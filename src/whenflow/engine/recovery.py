@@ -120,6 +120,8 @@ def reconcile(
                     "the process running this attempt stopped; starting a new attempt",
                 )
                 rt.lost_attempts += 1
+                if rt.program.child is not None:
+                    rt.adopt_child = _started_child(snapshot, rt.id, rt.attempt)
                 rt.queued = True
                 state.enqueue(rt.id)
         elif rt.state is NodeState.RETRYING:
@@ -140,6 +142,15 @@ def reconcile(
             state.decisions.append((rt.stop_tree, True))
     if state.pipeline_stop is not None and state.pipeline_stop.value is True:
         state.decisions.append((state.pipeline_stop, True))
+
+
+def _started_child(snapshot: ExecutionSnapshot, node_id: str, attempt: int) -> str | None:
+    """The child execution that attempt `attempt` started or adopted, if it got that far."""
+    names = (f"{node_id}.child_started", f"{node_id}.child_resumed")
+    for event in reversed(snapshot.events):
+        if event.event_type in names and event.payload.get("attempt") == attempt:
+            return str(event.payload["execution_id"])
+    return None
 
 
 def _parked_deadline(snapshot: ExecutionSnapshot, node_id: str) -> float | None:

@@ -8,6 +8,10 @@ outputs, and a child that ends other than `completed` fails the attempt, so
 `retry`, `timeout` and `allowFailure` apply as to any task. Stopping or
 cancelling the node cancels the child; its id is published as the parent's
 custom event `<node>.child_started`, before any of its work runs.
+
+After a crash, the parent's new attempt *adopts* the child its lost attempt
+started (`<node>.child_resumed`): an unfinished child is resumed, a finished
+one gives its result, and no second child runs the same work.
 """
 
 from __future__ import annotations
@@ -15,42 +19,72 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from whenflow.domain.errors import SubPipelineFailed
+from whenflow.domain.errors import ExecutionNotFound, SubPipelineFailed
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.states import ExecutionStatus
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
 from whenflow.dsl.program import PipelineProgram
+from whenflow.engine.runtime import ExecutionResult
 
 if TYPE_CHECKING:
     from whenflow.engine.execution_state import ExecutionState
 
 
 async def run_child(
-    state: ExecutionState, child: PipelineProgram, request: TaskRequest, ctx: TaskContext
+    state: ExecutionState,
+    child: PipelineProgram,
+    request: TaskRequest,
+    ctx: TaskContext,
+    adopt: str | None = None,
 ) -> TaskResult:
-    """Run the child execution to its end; raise SubPipelineFailed unless it completed."""
+    """Run the child execution to its end; raise SubPipelineFailed unless it completed.
+
+    `adopt` is the id of a child a lost attempt started: it is resumed (or,
+    if it has finished, its stored result is used) instead of starting anew.
+    """
     from whenflow.engine.orchestrator import Orchestrator  # the dispatcher runs this module
 
-    inputs = resolve_inputs(child.definition.inputs, request.inputs)
+    snapshot = None
+    if adopt is not None:
+        try:
+            snapshot = await state.store.load_execution(adopt)
+        except ExecutionNotFound:
+            adopt = None  # the crash came before the child's first commit: start it anew
+    if snapshot is not None:
+        inputs = dict(snapshot.inputs)
+    else:
+        inputs = resolve_inputs(child.definition.inputs, request.inputs)
     orchestrator = Orchestrator(
         child,
         store=state.store,
         runner=state.runner,
         artifacts=state.pool.artifacts,
         inputs=inputs,
+        execution_id=adopt,
         clock=state.clock,
         parent_execution_id=state.execution_id,
     )
-    ctx.emit("child_started", {"execution_id": orchestrator.execution_id})
+    if snapshot is None:
+        ctx.emit("child_started", {"execution_id": orchestrator.execution_id})
+    else:
+        ctx.emit("child_resumed", {"execution_id": orchestrator.execution_id})
     try:
-        await orchestrator.start()
-        await orchestrator.ended()
+        if snapshot is None:
+            await orchestrator.start()
+            await orchestrator.ended()
+        elif snapshot.status.is_terminal:
+            return _outcome(ExecutionResult.from_snapshot(snapshot))
+        else:
+            await orchestrator.resume(snapshot)
     except asyncio.CancelledError:
         if orchestrator.state.loop is not None:
             orchestrator.cancel(f"its parent node {request.node_id!r} was stopped or cancelled")
             await asyncio.shield(orchestrator.wait())
         raise
-    result = await orchestrator.wait()
+    return _outcome(await orchestrator.wait())
+
+
+def _outcome(result: ExecutionResult) -> TaskResult:
     if result.status is not ExecutionStatus.COMPLETED:
         raise SubPipelineFailed(result.execution_id, result.status.value, result.error)
     return TaskResult(outputs=result.outputs)
