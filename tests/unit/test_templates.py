@@ -159,6 +159,20 @@ def test_output_named_like_a_dict_method_is_found() -> None:
     assert compile_condition("a.keys == 'k'").evaluate(ctx) is True
 
 
+def test_a_dict_key_named_like_a_method_wins_on_both_paths() -> None:
+    """The fast path and Jinja agree: in pool data, a key shadows a dict method."""
+    ctx = pool(a={"d": {"items": [1, 2], "values": "v"}, "e": {"n": 1}})
+    fast = compile_template("{{ a.d.items }}")
+    assert fast.info.path is not None
+    assert fast.evaluate(ctx) == [1, 2]
+    assert compile_template("{{ a.d.items | length }}").evaluate(ctx) == 2
+    assert compile_condition("a.d.values == 'v'").evaluate(ctx) is True
+    # Without such a key, both paths give Jinja's attribute (the method).
+    assert compile_template("{{ a.e.items }}").evaluate(ctx)() == {"n": 1}.items()
+    assert compile_template("{{ a.e.items() | list }}").evaluate(ctx) == [("n", 1)]
+    assert isinstance(compile_template("{{ a.e.nope }}").evaluate(ctx), Missing)
+
+
 # ---------------------------------------------------------------------------
 # Missing values
 

@@ -129,6 +129,16 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                     )
         return super().call_binop(context, operator, left, right)
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Pool values are JSON data: in `{{ a.meta.items }}` the key "items" wins
+        # over the dict method of that name, as in the plain-reference fast path.
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
 
 def _make_env() -> ImmutableSandboxedEnvironment:
     env = _BoundedSandbox(undefined=Missing, autoescape=False, cache_size=0)
@@ -343,7 +353,9 @@ def _lookup(context: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
         try:
             value = value[part]
         except (KeyError, IndexError, TypeError):
-            if isinstance(part, str) and not isinstance(value, Namespace | Mapping | list):
+            if isinstance(part, str) and (
+                type(value) is dict or not isinstance(value, Namespace | Mapping | list)
+            ):
                 # Fall back to Jinja's attribute semantics for odd objects.
                 return ENV.getattr(value, part)
             return Missing(name=str(part))
