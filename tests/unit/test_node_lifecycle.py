@@ -517,6 +517,58 @@ def test_a_path_output_that_is_not_a_file_fails_the_attempt_not_the_engine(tmp_p
     assert "not a file" in r.payloads("a.failed")[0]["message"]
 
 
+def test_file_outputs_are_copied_off_the_dispatchers_loop(tmp_path: Any) -> None:
+    """A file may be large and the store remote: the copy runs in a worker thread."""
+    import threading
+    from pathlib import Path
+
+    from engine_harness import program
+
+    from whenflow.engine.orchestrator import Orchestrator
+    from whenflow.testing import InlineRunner, InMemoryArtifactStore, InMemoryStateStore
+
+    copied_on: list[str] = []
+
+    class WatchedArtifacts(InMemoryArtifactStore):
+        def put_file(self, key: str, path: str) -> Any:
+            copied_on.append(threading.current_thread().name)
+            return super().put_file(key, path)
+
+    def writes(index: int = -1) -> dict[str, Any]:
+        out = Path(tmp_path) / f"out{index}.txt"
+        out.write_text(f"rows {index}")
+        return {"out": out}
+
+    spec = """
+    nodes:
+      - {id: a, task: {type: python, callable: writes}}
+      - {id: b, forEach: "{{ [1, 2] }}", task: {type: python, callable: writes},
+         inputBindings: {index: "{{ item }}"}}
+      - {id: c, task: {type: python, callable: reads}, inputBindings: {path: "{{ a.out }}"}}
+    """
+    artifacts = WatchedArtifacts()
+    store = InMemoryStateStore()
+    functions = {"writes": writes, "reads": lambda path: {"text": Path(path).read_text()}}
+    orch = Orchestrator(
+        program(spec, functions), store=store, runner=InlineRunner(functions), artifacts=artifacts
+    )
+
+    result = asyncio.run(orch.run())
+
+    assert result.status.value == "completed"
+    assert result.nodes["c"].outputs == {"text": "rows -1"}
+    assert len(copied_on) == 3
+    assert threading.main_thread().name not in copied_on
+    (a_out,) = [
+        r.variable
+        for r in store.records
+        if isinstance(r, VariableWritten) and r.variable.scope == "a"
+    ]
+    assert a_out.artifact is not None
+    # the key stays <execution>/<node>/<output>/<file name>
+    assert a_out.artifact.uri.endswith(f"{orch.execution_id}__a__out__out-1.txt")
+
+
 def test_a_stop_condition_error_while_waiting_for_a_retry_fails_the_node() -> None:
     def flaky() -> dict[str, Any]:
         raise Transient("first attempt fails")

@@ -27,7 +27,7 @@ from whenflow.engine.attempt_context import AttemptContext
 from whenflow.engine.endings import fail_node
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
 from whenflow.engine.subpipelines import run_child
-from whenflow.engine.variable_pool import OutputError
+from whenflow.engine.variable_pool import OutputError, has_files
 
 if TYPE_CHECKING:
     from whenflow.engine.execution_state import ExecutionState
@@ -166,7 +166,27 @@ async def run_attempt(
         outcome = TaskTimeout(rt.id, timeout or 0.0)
     except Exception as exc:
         outcome = exc
+    if isinstance(outcome, TaskResult) and has_files(outcome.outputs):
+        outcome = await _copy_files(state, request, outcome)
     state.run_unit(attempt_done, state, rt, request.attempt, request.item_index, outcome)
+
+
+async def _copy_files(
+    state: ExecutionState, request: TaskRequest, result: TaskResult
+) -> TaskResult | OutputError:
+    """Store the attempt's file outputs from a worker thread, not the dispatcher's loop."""
+    key_prefix = output_key_prefix(state, request.node_id, request.item_index)
+    try:
+        copied = await asyncio.to_thread(state.pool.copy_files, result.outputs, key_prefix)
+    except OutputError as exc:
+        return exc
+    return replace(result, outputs=copied)
+
+
+def output_key_prefix(state: ExecutionState, node_id: str, item_index: int | None) -> str:
+    """Where a node's (or a forEach item's) artifacts go in the artifact store."""
+    prefix = f"{state.execution_id}/{node_id}"
+    return prefix if item_index is None else f"{prefix}/{item_index}"
 
 
 def task_event(
@@ -224,7 +244,7 @@ def attempt_done(
     if isinstance(outcome, TaskResult):
         try:
             values, variables = accept_outputs(
-                state, rt, outcome.outputs, f"{state.execution_id}/{rt.id}"
+                state, rt, outcome.outputs, output_key_prefix(state, rt.id, None)
             )
         except OutputError as exc:
             outcome = exc

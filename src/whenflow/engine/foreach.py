@@ -18,7 +18,13 @@ from whenflow.domain.task_io import TaskResult
 from whenflow.domain.variables import Variable
 from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.templates import TemplateEvaluationError
-from whenflow.engine.attempts import accept_outputs, render_inputs, spawn, system_view
+from whenflow.engine.attempts import (
+    accept_outputs,
+    output_key_prefix,
+    render_inputs,
+    spawn,
+    system_view,
+)
 from whenflow.engine.endings import cancel_work, close_running_attempts, fail_node
 from whenflow.engine.runtime import ForEachRun, NodeRuntime
 from whenflow.engine.variable_pool import OutputError
@@ -111,7 +117,7 @@ def item_done(
     if isinstance(outcome, TaskResult):
         try:
             values, variables = accept_outputs(
-                state, rt, outcome.outputs, f"{state.execution_id}/{rt.id}/{index}", item=True
+                state, rt, outcome.outputs, output_key_prefix(state, rt.id, index), item=True
             )
         except OutputError as exc:
             outcome = exc

@@ -12,6 +12,7 @@ import json
 import pathlib
 from collections import ChainMap
 from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from whenflow.domain.errors import WhenflowError
@@ -28,6 +29,19 @@ ARTIFACT_MARKER = "$artifact"  # wraps a reference stored inside a forEach item'
 
 class OutputError(ValueError):
     """A task returned an output that cannot live in the pool."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file output already copied into the artifact store, off the dispatcher's loop."""
+
+    ref: ArtifactRef
+    local_path: str
+
+
+def has_files(outputs: Mapping[str, Any]) -> bool:
+    """Whether outputs name files, which `copy_files` should store before the unit of work."""
+    return any(isinstance(v, pathlib.PurePath) for v in outputs.values())
 
 
 class VariablePool:
@@ -77,6 +91,35 @@ class VariablePool:
         """A view of the context with `item`/`index`/`system.attempt` on top."""
         return ChainMap(dict(extra), self.context)
 
+    def copy_files(self, outputs: Mapping[str, Any], key_prefix: str) -> dict[str, Any]:
+        """Copy every file output into the artifact store; the other outputs pass through.
+
+        Blocking I/O (a file may be large, the store remote): the attempt runs
+        it in a worker thread, and `store_outputs` then takes the StoredFile
+        values as they are. Raises OutputError.
+        """
+        copied: dict[str, Any] = {}
+        for name, value in outputs.items():
+            if isinstance(value, pathlib.PurePath) and isinstance(name, str):
+                ref = self._put_file(name, value, key_prefix)
+                assert self.artifacts is not None
+                value = StoredFile(ref, self.artifacts.local_path(ref))
+            copied[name] = value
+        return copied
+
+    def _put_file(self, name: str, path: pathlib.PurePath, key_prefix: str) -> ArtifactRef:
+        if self.artifacts is None:
+            raise OutputError(f"output {name!r} is a file but no artifact store is set")
+        if not pathlib.Path(path).is_file():
+            raise OutputError(
+                f"output {name!r} is the path {str(path)!r}, which is not a file "
+                "(directories are not stored as artifacts yet; return a file)"
+            )
+        try:
+            return self.artifacts.put_file(f"{key_prefix}/{name}/{path.name}", str(path))
+        except (OSError, WhenflowError) as exc:
+            raise OutputError(f"output {name!r}: cannot store {str(path)!r}: {exc}") from exc
+
     def store_outputs(
         self,
         node_id: str,
@@ -99,21 +142,12 @@ class VariablePool:
                     f"output name {name!r} must be an identifier not starting with '_'"
                 )
             ref: ArtifactRef | None = None
-            if isinstance(value, pathlib.PurePath):
-                if self.artifacts is None:
-                    raise OutputError(f"output {name!r} is a file but no artifact store is set")
-                if not pathlib.Path(value).is_file():
-                    raise OutputError(
-                        f"output {name!r} is the path {str(value)!r}, which is not a file "
-                        "(directories are not stored as artifacts yet; return a file)"
-                    )
-                try:
-                    ref = self.artifacts.put_file(f"{key_prefix}/{name}/{value.name}", str(value))
-                    value = self.artifacts.local_path(ref)
-                except (OSError, WhenflowError) as exc:
-                    raise OutputError(
-                        f"output {name!r}: cannot store {str(value)!r}: {exc}"
-                    ) from exc
+            if isinstance(value, StoredFile):
+                ref, value = value.ref, value.local_path
+            elif isinstance(value, pathlib.PurePath):
+                ref = self._put_file(name, value, key_prefix)
+                assert self.artifacts is not None
+                value = self.artifacts.local_path(ref)
             else:
                 try:
                     encoded = json.dumps(value)
