@@ -75,11 +75,12 @@ class InMemoryStateStore:
         kind: MessageKind,
         target: str,
         payload: Mapping[str, Any] | None = None,
+        created_at: float = 0.0,
     ) -> int:
         """Put a message in the execution's inbox, as `whenflow approve` would."""
         message_id = len(self.inbox) + 1
         self.inbox.append(
-            InboxMessage(message_id, execution_id, kind, target, dict(payload or {}), 0.0)
+            InboxMessage(message_id, execution_id, kind, target, dict(payload or {}), created_at)
         )
         return message_id
 

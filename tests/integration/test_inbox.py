@@ -122,3 +122,36 @@ async def test_send_reaches_a_running_execution_and_waits_for_the_outcome(db_url
                 )
             ).all()
         assert [tuple(r) for r in rows] == [("approve", True), ("event", True), ("approve", True)]
+
+
+async def test_requests_to_an_ended_execution_are_refused_not_left_pending(db_url: str) -> None:
+    program = load_program_text(PIPELINE, InlineRunner(), path="gated.yaml")
+    async with ExecutionService.open(Settings(database_url=db_url), InlineRunner()) as service:
+        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def listener(event: Any) -> None:
+            if event.event_type == "review.waiting":
+                ended.set_result(event.execution_id)
+
+        running = asyncio.create_task(service.run(program, {}, on_event=listener))
+        execution_id = await ended
+        await service.store.flush()
+        engine = service.store.engine
+        cancel = await service.send(execution_id, MessageKind.CANCEL, wait_s=30)
+        assert (cancel.applied, cancel.refusal) == (True, None)
+        assert (await running).status.value == "cancelled"
+
+        # A request stored as the execution ended (past the checks): nobody applies it
+        # any more, so asking for it again, or resuming, refuses it.
+        late = await inbox.post(engine, execution_id, MessageKind.EVENT, "go", {}, 1.0)
+        other = await inbox.post(engine, execution_id, MessageKind.EVENT, "go", {}, 1.0)
+        result = await service.resume(execution_id)
+        assert result.status.value == "cancelled"
+        for message_id in (late, other):
+            state = await inbox.state(engine, message_id)
+            assert state is not None
+            assert state.applied
+            assert state.refusal == (
+                "the execution ended (cancelled) before this request was applied"
+            )
+        assert await inbox.refuse_pending(engine, execution_id, "again", 2.0) == 0

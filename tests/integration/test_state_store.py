@@ -308,6 +308,39 @@ async def test_a_backlog_commits_in_bounded_chunks(
     assert await count(engine, tables.events, eid) == total
 
 
+async def test_a_chunk_never_splits_a_unit_of_work(engine: AsyncEngine) -> None:
+    """A unit (one append) lands whole: the chunk limit cuts between units only."""
+    eid = new_id()
+    store = SqlStateStore(engine)
+    await store.start()
+    store.append([created(eid)])
+    await store.flush()
+    backlog = MAX_BATCH_RECORDS - 1
+    store.append([EventAppended(event(eid, seq)) for seq in range(1, backlog + 1)])
+    # A unit of two whose second record fails: its first record must not land either.
+    store.append([EventAppended(event(eid, backlog + 1)), EventAppended(event(eid, 1))])
+
+    with pytest.raises(StoreError):
+        await store.flush()
+    with pytest.raises(StoreError):
+        await store.close()
+    assert await count(engine, tables.events, eid) == backlog
+
+
+async def test_a_unit_larger_than_a_chunk_commits_whole(
+    store: SqlStateStore, engine: AsyncEngine
+) -> None:
+    eid = new_id()
+    store.append([created(eid)])
+    await store.flush()
+    before = store.commits
+    total = MAX_BATCH_RECORDS + 5
+    store.append([EventAppended(event(eid, seq)) for seq in range(1, total + 1)])
+    await store.flush()
+    assert store.commits - before == 1
+    assert await count(engine, tables.events, eid) == total
+
+
 async def test_a_failed_commit_surfaces_from_flush_and_poisons_the_store(
     engine: AsyncEngine,
 ) -> None:

@@ -413,3 +413,163 @@ def test_invalid_approval_tasks_are_load_errors(task: str, message: str) -> None
 def test_an_approval_cannot_use_for_each() -> None:
     with pytest.raises(DefinitionErrors, match="cannot use forEach"):
         program("nodes: [{id: review, forEach: '{{ [1, 2] }}', task: {type: approval}}]")
+
+
+# --- review findings: ordering of messages, deadlines, leftovers, the poller
+
+
+async def test_each_message_is_settled_before_the_next_is_applied() -> None:
+    orch, store = make(
+        """
+        stopWhen: "event:external.halt"
+        nodes:
+          - {id: review, task: {type: approval}}
+          - {id: ship, startWhen: event:review.approved, task: {type: noop}}
+        """,
+        inbox_poll_s=0.005,
+    )
+    waiting = until(orch, "review.waiting")
+    await orch.start()
+    await waiting
+    halt = store.post_message(orch.execution_id, MessageKind.EVENT, "halt")
+    approve = store.post_message(orch.execution_id, MessageKind.APPROVE, "review", {"by": "a"})
+    result = await orch.wait()
+    assert store.event_types() == [
+        "pipeline.started",
+        "review.waiting",
+        "external.halt",
+        "review.stopped",
+        "ship.stopped",
+        "pipeline.stopped",
+    ]
+    assert result.status.value == "stopped"
+    assert store.applied() == {
+        halt: None,
+        approve: "the execution ended (stopped) before this request was applied",
+    }
+
+
+async def test_requests_still_pending_at_the_end_are_refused() -> None:
+    orch, store = make("nodes: [{id: review, task: {type: approval}}]", inbox_poll_s=60)
+    waiting = until(orch, "review.waiting")
+    await orch.start()
+    await waiting
+    late = store.post_message(orch.execution_id, MessageKind.EVENT, "go")
+    orch.cancel("operator")
+    await orch.wait()
+    assert store.applied() == {
+        late: "the execution ended (cancelled) before this request was applied"
+    }
+    assert "external.go" not in store.event_types()
+
+
+async def test_the_deadline_reads_the_inbox_first_and_honours_a_decision_stored_in_time() -> None:
+    spec = TIMED.replace("{on_timeout}", "").replace("50ms", "100ms")
+    orch, store = make(spec, inbox_poll_s=60)  # the poll would come far too late
+    waiting = until(orch, "review.waiting")
+    await orch.start()
+    await waiting
+    (payload,) = [e.payload for e in store.events() if e.event_type == "review.waiting"]
+    in_time = store.post_message(
+        orch.execution_id,
+        MessageKind.APPROVE,
+        "review",
+        {"by": "alice"},
+        created_at=payload["deadline"] - 0.01,
+    )
+    result = await orch.wait()
+    assert store.applied() == {in_time: None}
+    assert result.nodes["review"].outputs["by"] == "alice"
+    assert store.event_types()[1:4] == ["review.waiting", "review.approved", "review.completed"]
+
+
+async def test_a_decision_stored_after_the_deadline_is_refused() -> None:
+    spec = TIMED.replace("{on_timeout}", "").replace("50ms", "100ms")
+    orch, store = make(spec, inbox_poll_s=60)
+    waiting = until(orch, "review.waiting")
+    await orch.start()
+    await waiting
+    (payload,) = [e.payload for e in store.events() if e.event_type == "review.waiting"]
+    too_late = store.post_message(
+        orch.execution_id,
+        MessageKind.APPROVE,
+        "review",
+        {"by": "alice"},
+        created_at=payload["deadline"] + 1,
+    )
+    result = await orch.wait()
+    assert store.applied() == {too_late: "the decision came after the deadline of 'review'"}
+    assert result.nodes["review"].status.value == "failed"
+
+
+async def test_a_cancelled_wait_leaves_the_poller_running() -> None:
+    orch, store = make("nodes: [{id: review, task: {type: approval}}]", inbox_poll_s=0.005)
+    waiting = until(orch, "review.waiting")
+    await orch.start()
+    await waiting
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(orch.wait(), 0.02)
+    store.post_message(orch.execution_id, MessageKind.APPROVE, "review", {"by": "bob"})
+    result = await orch.wait()
+    assert result.nodes["review"].outputs["by"] == "bob"
+
+
+async def test_resume_after_the_deadline_applies_a_decision_stored_before_it() -> None:
+    spec = TIMED.replace("{on_timeout}", "").replace("50ms", "1h")
+    orch, store = make(spec, inbox_poll_s=None, clock=lambda: 1000.0)
+    waiting = until(orch, "review.waiting")
+    await orch.start()
+    await waiting
+    orch.cancel("simulated crash")
+    await orch.wait()
+    resumed_store = InMemoryStateStore()
+    resumed_store.records = store.records[: _cut_after(store, "review.waiting")]
+    stored = resumed_store.post_message(
+        orch.execution_id, MessageKind.APPROVE, "review", {"by": "alice"}, created_at=1500.0
+    )
+    again = Orchestrator(
+        program(spec),
+        store=resumed_store,
+        runner=InlineRunner(),
+        artifacts=InMemoryArtifactStore(),
+        execution_id=orch.execution_id,
+        clock=lambda: 1000.0 + 7200,  # resumed an hour after the deadline
+        inbox_poll_s=60,
+    )
+    result = await again.resume(await resumed_store.load_execution(orch.execution_id))
+    assert resumed_store.applied() == {stored: None}
+    assert result.nodes["review"].outputs["by"] == "alice"
+    assert result.status.value == "completed"
+
+
+async def test_a_stop_condition_error_closes_the_waiting_attempt() -> None:
+    orch, store = make(
+        """
+        nodes:
+          - {id: src, startWhen: "event:external.go", task: {type: noop}, inputBindings: {n: "x"}}
+          - {id: review, stopWhen: "{{ src.n + 1 > 2 }}", task: {type: approval}}
+        """
+    )
+    waiting = until(orch, "review.waiting")
+    await orch.start()
+    await waiting
+    orch.post_external_event("go")
+    result = await orch.wait()
+    assert result.nodes["review"].status.value == "failed"
+    attempts = [r for r in store.records if type(r).__name__ == "AttemptRecorded"]
+    review = [(a.status.value, a.error_type) for a in attempts if a.node_id == "review"]
+    assert review == [("waiting", None), ("failed", "ExpressionError")]
+
+
+def test_spec_defaults_timeout_does_not_bound_an_approval() -> None:
+    compiled = program(
+        """
+        defaults: {timeout: 30s}
+        nodes:
+          - {id: review, task: {type: approval}}
+          - {id: work, task: {type: noop}}
+          - {id: gate, timeout: 2h, task: {type: approval}}
+        """
+    )
+    timeouts = {n.id: n.definition.timeout_s for n in compiled.nodes}
+    assert timeouts == {"review": None, "work": 30.0, "gate": 7200.0}

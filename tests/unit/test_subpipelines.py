@@ -349,3 +349,35 @@ async def test_a_child_that_finished_before_the_crash_gives_its_stored_result(
         "pipeline.completed",
     ]
     assert children(again, orch.execution_id) == [child_id]
+
+
+async def test_a_child_without_approvals_or_external_events_reads_no_inbox(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "child.yaml", CHILD)
+    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
+    runner = InlineRunner({"double": double})
+    store = InMemoryStateStore()
+    orch = Orchestrator(
+        load_program_file(parent, runner), store=store, runner=runner, inbox_poll_s=None
+    )
+    result = await orch.run()
+    assert result.status.value == "completed"
+    assert store.inbox_reads == 0  # the parent reads none, and the child needs none
+
+
+async def test_a_child_with_an_approval_reads_its_own_inbox(tmp_path: Path) -> None:
+    write(tmp_path, "child.yaml", GATED_CHILD)
+    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
+    runner = InlineRunner({"double": double})
+    store = WatchedStore()
+    orch = Orchestrator(
+        load_program_file(parent, runner), store=store, runner=runner, inbox_poll_s=None
+    )
+    waiting = store.watch("gate.waiting")
+    await orch.start()
+    await waiting
+    (child_id,) = children(store, orch.execution_id)
+    store.post_message(child_id, MessageKind.APPROVE, "gate", {"by": "alice"})
+    result = await orch.wait()
+    assert result.nodes["call"].outputs == {"doubled": 42}

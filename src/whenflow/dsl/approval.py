@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from whenflow.domain.definitions import ParamSpec, TaskSignature
-
 APPROVAL_TASK_TYPE = "approval"
 APPROVAL_FIELDS = ("message", "approvers", "onTimeout")
 
@@ -38,19 +36,6 @@ class OnTimeout(StrEnum):
     FAIL = "fail"
     APPROVE = "approve"
     REJECT = "reject"
-
-
-# What a decided approval writes to the pool, whichever way it went.
-APPROVAL_SIGNATURE = TaskSignature(
-    inputs={},
-    outputs={
-        "decision": ParamSpec("string", description="approved or rejected"),
-        "approved": ParamSpec("boolean"),
-        "by": ParamSpec("string", description="who decided ('timeout' if nobody did)"),
-        "at": ParamSpec("string", description="when, ISO 8601 UTC"),
-        "comment": ParamSpec("string"),
-    },
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from whenflow.domain.definitions import (
     TaskSpec,
 )
 from whenflow.domain.errors import DefinitionError, DefinitionErrors, DefinitionIssue
+from whenflow.dsl.approval import APPROVAL_TASK_TYPE
 from whenflow.dsl.schema import (
     TASK_INLINE_TAG,
     TASK_REF_TAG,
@@ -297,7 +298,10 @@ def _node(node: NodeModel, task: TaskSpec, defaults: DefaultsModel) -> NodeDefin
         on_item_error=OnItemError(node.on_item_error),
         allow_failure=node.allow_failure,
         retry=_retry(node.retry if node.retry is not None else defaults.retry),
-        timeout_s=node.timeout if node.timeout is not None else defaults.timeout,
+        # `defaults.timeout` bounds task attempts; an approval's wait is its own `timeout`.
+        timeout_s=node.timeout
+        if node.timeout is not None or task.type == APPROVAL_TASK_TYPE
+        else defaults.timeout,
         within_s=node.within,
         description=node.description,
     )

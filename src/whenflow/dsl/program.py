@@ -102,6 +102,23 @@ class PipelineProgram:
     def effective_start_when(self, node_id: str) -> str:
         return to_source(self.by_id[node_id].start)
 
+    @property
+    def listens_outside(self) -> bool:
+        """Whether someone outside can change this pipeline's course: an approval
+        node, or a trigger waiting for an `external.*` event."""
+        exprs = [self.stop] if self.stop is not None else []
+        for node in self.nodes:
+            if node.approval is not None:
+                return True
+            exprs.append(node.start)
+            if node.stop is not None:
+                exprs.append(node.stop)
+        return any(
+            isinstance(atom, EventAtom) and atom.pattern.startswith(f"{EXTERNAL_SOURCE}.")
+            for expr in exprs
+            for atom in atoms(expr)
+        )
+
 
 class _Collector:
     def __init__(self, locator: Locator) -> None:

@@ -70,24 +70,54 @@ def park(state: ExecutionState, rt: NodeRuntime) -> None:
 
 def arm_deadline(state: ExecutionState, rt: NodeRuntime, deadline: float | None) -> None:
     """Schedule the timeout of a waiting approval; not a counted timer (see module doc)."""
+    rt.deadline = deadline
     if deadline is None:
         return
     assert state.loop is not None
     delay = max(0.0, deadline - state.clock())
-    rt.deadline_timer = state.loop.call_later(
-        delay, state.run_unit, _deadline_passed, state, rt, rt.attempt
-    )
+    rt.deadline_timer = state.loop.call_later(delay, _deadline_due, state, rt, rt.attempt)
+
+
+def _deadline_due(state: ExecutionState, rt: NodeRuntime, attempt: int) -> None:
+    """The deadline passed: first read the inbox, where a decision stored in time may
+    wait (the process was busy or down), then apply the timeout if still undecided."""
+    rt.deadline_timer = None
+    read = state.read_inbox
+    if read is None:
+        state.run_unit(_deadline_passed, state, rt, attempt)
+        return
+
+    async def expire() -> None:
+        await read()
+        state.run_unit(_deadline_passed, state, rt, attempt)
+
+    assert state.loop is not None
+    task = state.loop.create_task(expire(), name=f"whenflow-deadline:{rt.id}")
+    state.tasks.add(task)
+    task.add_done_callback(state.tasks.discard)
 
 
 def decide(
-    state: ExecutionState, rt: NodeRuntime, approved: bool, by: str, comment: str = ""
+    state: ExecutionState,
+    rt: NodeRuntime,
+    approved: bool,
+    by: str,
+    comment: str = "",
+    decided_at: float | None = None,
 ) -> str | None:
-    """Apply a decision; return why it was refused, or None when it was applied."""
+    """Apply a decision; return why it was refused, or None when it was applied.
+
+    `decided_at` is when the decision was stored (an inbox message): one
+    stored after the deadline is refused even if the timeout has not been
+    applied yet.
+    """
     spec = rt.program.approval
     if spec is None:
         return f"node {rt.id!r} is not an approval"
     if rt.state is not NodeState.WAITING:
         return f"node {rt.id!r} is {rt.state}, not waiting for a decision"
+    if decided_at is not None and rt.deadline is not None and decided_at > rt.deadline:
+        return f"the decision came after the deadline of {rt.id!r}"
     if not spec.may_decide(by):
         return f"{by!r} may not decide {rt.id!r}; approvers: {', '.join(spec.approvers)}"
     _complete(state, rt, approved, by, comment)
@@ -120,7 +150,6 @@ def _complete(
 
 
 def _deadline_passed(state: ExecutionState, rt: NodeRuntime, attempt: int) -> None:
-    rt.deadline_timer = None
     if rt.state is not NodeState.WAITING or rt.attempt != attempt:
         return
     spec = rt.program.approval

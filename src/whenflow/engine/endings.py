@@ -45,12 +45,17 @@ def cancel_work(state: ExecutionState, rt: NodeRuntime) -> None:
 
 
 def close_running_attempts(
-    state: ExecutionState, rt: NodeRuntime, status: NodeState, reason: str
+    state: ExecutionState,
+    rt: NodeRuntime,
+    status: NodeState,
+    reason: str,
+    error_type: str | None = None,
 ) -> None:
-    """Final rows for the attempts (or the waiting approval) a stop or cancel is about to end."""
+    """Final rows for the attempts (or the waiting approval) a stop, cancel or
+    failed condition is about to end."""
     if rt.state is not NodeState.RUNNING and rt.state is not NodeState.WAITING:
         return
-    error_type = status.value.title()
+    error_type = error_type or status.value.title()
     if rt.foreach is None:
         state.attempt_row(rt.id, NO_ITEM, rt.attempt, status, error_type, reason)
         return

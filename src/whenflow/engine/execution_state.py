@@ -92,6 +92,8 @@ class ExecutionState:
         self.attempt_starts: dict[tuple[str, int, int], float] = {}
         self.quiescence_cursor = 0  # nodes before it were not undecided at the last skip
         self.inbox_seen: set[int] = set()
+        self.read_inbox: Callable[[], Coroutine[Any, Any, None]] | None = None
+        """Reads and applies the inbox now; None when this execution reads no inbox."""
         """Inbox messages applied by this process (their InboxApplied may not be durable yet)."""
 
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -30,28 +30,58 @@ DEFAULT_POLL_INTERVAL_S = 0.25
 _log = logging.getLogger("whenflow.engine")
 
 
-def apply_messages(state: ExecutionState, messages: Sequence[InboxMessage]) -> None:
-    """Apply each message not seen before, in order; record each as applied or refused."""
+def apply_message(state: ExecutionState, message: InboxMessage) -> None:
+    """Apply one message, once; record it as applied or refused in the same unit.
+
+    One unit per message: what a message causes (a stopWhen, a cancel) is
+    settled before the next message is looked at.
+    """
+    if message.message_id in state.inbox_seen:
+        return  # applied, its InboxApplied not committed yet
+    state.inbox_seen.add(message.message_id)
+    refusal = _apply(state, message)
+    state.records.append(
+        InboxApplied(state.execution_id, message.message_id, state.clock(), refusal)
+    )
+
+
+async def read_inbox(state: ExecutionState) -> None:
+    """Read the execution's pending messages and apply each in a unit of its own.
+
+    A failed read is logged and left for the next one: the messages stay
+    stored, and the execution is not failed for a reader's hiccup.
+    """
+    try:
+        messages = await state.store.pending_messages(state.execution_id)
+    except Exception as exc:  # any driver error: the reader must outlive it
+        _log.warning("could not read the inbox of %s: %s", state.execution_id, exc)
+        return
     for message in messages:
-        if message.message_id in state.inbox_seen:
-            continue  # applied, its InboxApplied not committed yet
-        state.inbox_seen.add(message.message_id)
-        refusal = _apply(state, message)
-        state.records.append(
-            InboxApplied(state.execution_id, message.message_id, state.clock(), refusal)
-        )
+        if message.message_id not in state.inbox_seen:
+            state.run_unit(apply_message, state, message)
+
+
+def refusals_at_end(state: ExecutionState, messages: Sequence[InboxMessage]) -> list[InboxApplied]:
+    """Messages still pending when the execution ended: refused, so nobody waits on them."""
+    reason = f"the execution ended ({state.status}) before this request was applied"
+    now = state.clock()
+    return [
+        InboxApplied(state.execution_id, m.message_id, now, reason)
+        for m in messages
+        if m.message_id not in state.inbox_seen
+    ]
 
 
 def _apply(state: ExecutionState, message: InboxMessage) -> str | None:
     payload = dict(message.payload)
+    if state.ending is not None:
+        return f"the execution is already ending ({state.ending})"
     if message.kind is MessageKind.EVENT:
         if not EVENT_NAME.match(message.target):
             return f"{message.target!r} is not a valid event name"
         state.publish(f"{EXTERNAL_SOURCE}.{message.target}", EXTERNAL_SOURCE, payload)
         return None
     if message.kind is MessageKind.CANCEL:
-        if state.ending is not None:
-            return f"the execution is already ending ({state.ending})"
         end_all(state, ExecutionStatus.CANCELLED, str(payload.get("reason") or "cancelled"))
         return None
     rt = state.nodes.get(message.target)
@@ -63,24 +93,14 @@ def _apply(state: ExecutionState, message: InboxMessage) -> str | None:
         message.kind is MessageKind.APPROVE,
         str(payload.get("by") or "unknown"),
         str(payload.get("comment") or ""),
+        decided_at=message.created_at,
     )
 
 
 async def poll_inbox(state: ExecutionState, interval: float) -> None:
-    """Read the inbox every `interval` seconds until the execution ends.
-
-    A failed read is logged and retried at the next poll: the messages stay
-    stored, and the execution is not failed for a reader's hiccup.
-    """
+    """Read the inbox every `interval` seconds until the execution ends."""
     done = state.done
     assert done is not None
     while not done.done():
-        try:
-            messages = await state.store.pending_messages(state.execution_id)
-        except Exception as exc:  # any driver error: the poller must outlive it
-            _log.warning("could not read the inbox of %s: %s", state.execution_id, exc)
-            messages = []
-        fresh = [m for m in messages if m.message_id not in state.inbox_seen]
-        if fresh and not done.done():
-            state.run_unit(apply_messages, state, fresh)
+        await read_inbox(state)
         await asyncio.wait((done,), timeout=interval)

@@ -17,6 +17,7 @@ and turns trigger decisions into those rules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -37,6 +38,7 @@ from whenflow.engine.approvals import decide, park
 from whenflow.engine.attempts import launch
 from whenflow.engine.endings import (
     cancel_work,
+    close_running_attempts,
     end_all,
     fail_node,
     finish,
@@ -47,7 +49,12 @@ from whenflow.engine.endings import (
 )
 from whenflow.engine.execution_state import DEFAULT_CONCURRENCY, ExecutionState
 from whenflow.engine.foreach import launch_item, start_foreach
-from whenflow.engine.inbox_messages import DEFAULT_POLL_INTERVAL_S, poll_inbox
+from whenflow.engine.inbox_messages import (
+    DEFAULT_POLL_INTERVAL_S,
+    poll_inbox,
+    read_inbox,
+    refusals_at_end,
+)
 from whenflow.engine.ports import ArtifactStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
 from whenflow.engine.template_helpers import install_helpers
@@ -80,11 +87,15 @@ class Orchestrator:
     ) -> None:
         """Args (besides the obvious):
         inbox_poll_s: how often to read the store's inbox for decisions, events
-            and cancels from other processes; None never reads it.
+            and cancels from other processes; None never reads it. A child
+            execution (of a `pipeline` task) reads it only if it has approval
+            nodes or waits for `external.*` events: its parent cancels it.
         """
         definition = program.definition
         self.parent_execution_id = parent_execution_id
         self._inbox_poll_s = inbox_poll_s
+        if parent_execution_id is not None and not program.listens_outside:
+            self._inbox_poll_s = None
         self._poller: asyncio.Task[None] | None = None
         execution_id = execution_id or str(uuid.uuid4())
         pool = VariablePool(
@@ -109,6 +120,8 @@ class Orchestrator:
         if on_event is not None:
             self.state.listeners.append(on_event)
         install_helpers(self.state)
+        if self._inbox_poll_s is not None:
+            self.state.read_inbox = functools.partial(read_inbox, self.state)
 
     # ------------------------------------------------------------- read side
 
@@ -219,13 +232,18 @@ class Orchestrator:
         try:
             await asyncio.shield(s.done)
         finally:
-            if self._poller is not None:
-                self._poller.cancel()
-                await asyncio.gather(self._poller, return_exceptions=True)
-            while s.tasks:
-                pending = list(s.tasks)
-                await asyncio.gather(*pending, return_exceptions=True)
-                s.tasks.difference_update(pending)
+            if s.done.done():  # a cancelled wait() leaves the execution, and its poller, be
+                if self._poller is not None:
+                    self._poller.cancel()
+                    await asyncio.gather(self._poller, return_exceptions=True)
+                while s.tasks:
+                    pending = list(s.tasks)
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    s.tasks.difference_update(pending)
+        if self._inbox_poll_s is not None:
+            # Requests that came too late must not wait for an answer forever.
+            leftovers = await s.store.pending_messages(s.execution_id)
+            s.store.append(refusals_at_end(s, leftovers))
         await s.store.flush()
         return self.result()
 
@@ -273,6 +291,7 @@ class Orchestrator:
         return refusal[0]
 
     def _start_poller(self) -> None:
+        """Read the inbox from now on, every `inbox_poll_s` seconds, until the end."""
         s = self.state
         if self._inbox_poll_s is None or s.status.is_terminal or self._poller is not None:
             return
@@ -399,8 +418,10 @@ class Orchestrator:
         if rt.state.is_terminal:
             return
         field = "startWhen" if tree.kind == "start" else "stopWhen"
+        error = f"{field} {message}"
+        close_running_attempts(s, rt, NodeState.FAILED, error, "ExpressionError")
         cancel_work(s, rt)
-        fail_node(s, rt, "ExpressionError", f"{field} {message}")
+        fail_node(s, rt, "ExpressionError", error)
 
     def _request_start(self, rt: NodeRuntime) -> None:
         if rt.program.approval is not None:

@@ -55,6 +55,8 @@ class NodeRuntime:
     task: asyncio.Task[None] | None = None
     retry_timer: asyncio.TimerHandle | None = None
     deadline_timer: asyncio.TimerHandle | None = None
+    deadline: float | None = None
+    """A waiting approval's deadline (unix seconds); decisions stored later are refused."""
     adopt_child: str | None = None
     """After a resume: the child execution the lost attempt of a `pipeline` task started."""
     """A waiting approval's timeout; not counted in `timers` (it may wait for hours)."""

@@ -8,14 +8,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whenflow.backends.local import LocalRunner
 from whenflow.domain.errors import RequestRefused
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import MessageKind
-from whenflow.domain.states import NodeState
+from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.runtime import ExecutionResult
@@ -25,6 +25,9 @@ from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import default_database_url, make_engine, upgrade
 from whenflow.storage.inbox import MessageState
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
@@ -104,6 +107,7 @@ class ExecutionService:
         """Continue an unfinished execution; a finished one is returned as it is."""
         snapshot = await self._store.load_execution(execution_id)
         if snapshot.status.is_terminal:
+            await _refuse_leftovers(self._store.engine, execution_id, snapshot.status)
             return ExecutionResult.from_snapshot(snapshot)
         program = load_stored_program(snapshot.definition_text, snapshot.definition_path)
         orchestrator = Orchestrator(
@@ -166,8 +170,14 @@ class ExecutionService:
         while True:
             state = await inbox.state(engine, message_id)
             assert state is not None
+            if state.applied:
+                return state
+            status = await queries.get_status(engine, execution_id)
+            if status.is_terminal:  # it ended between the check above and the post
+                await _refuse_leftovers(engine, execution_id, status)
+                continue
             left = deadline - loop.time()
-            if state.applied or left <= 0:
+            if left <= 0:
                 return state
             await asyncio.sleep(min(0.05, left))  # the running process applies it meanwhile
 
@@ -222,3 +232,11 @@ class ExecutionService:
             )
             for line in lines
         ]
+
+
+async def _refuse_leftovers(
+    engine: AsyncEngine, execution_id: str, status: ExecutionStatus
+) -> None:
+    """Requests to an ended execution: refused, so that nobody waits on them."""
+    reason = f"the execution ended ({status}) before this request was applied"
+    await inbox.refuse_pending(engine, execution_id, reason, time.time())

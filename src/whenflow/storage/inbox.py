@@ -92,3 +92,20 @@ async def state(bind: Bind, message_id: int) -> MessageState | None:
     if row is None:
         return None
     return MessageState(message_id, row.applied_at, row.refusal)
+
+
+async def refuse_pending(engine: AsyncEngine, execution_id: str, reason: str, now: float) -> int:
+    """Mark the execution's still-pending messages refused; returns how many.
+
+    For an execution that has ended: no process will apply them any more.
+    Conditional on `applied_at IS NULL`, so a message applied meanwhile keeps
+    its outcome.
+    """
+    t = tables.inbox
+    async with engine.begin() as connection:
+        result = await connection.execute(
+            sa.update(t)
+            .where(t.c.execution_id == execution_id, t.c.applied_at.is_(None))
+            .values(applied_at=now, refusal=reason)
+        )
+    return int(result.rowcount or 0)

@@ -42,6 +42,9 @@ _MAX_CAUSE_CHARS = 600
 DEFAULT_COMMIT_INTERVAL_S = 0.002
 # The most records one transaction takes: a backlog (a wide fan-out of instant
 # tasks) commits in bounded chunks, which keeps the WAL and the lock hold short.
+# A chunk ends at the end of an `append` (one unit of work: a node's state, its
+# variables, its events, an inbox message marked applied), never inside one, so
+# a unit is always durable whole; a single larger unit is one chunk.
 MAX_BATCH_RECORDS = 10_000
 
 
@@ -71,6 +74,7 @@ class SqlStateStore:
         self._statements = BatchStatements(engine.dialect.name)
         self._buffer: list[Record] = []
         self._appended = 0  # records appended so far: the append position
+        self._unit_ends: deque[int] = deque()  # append positions where an append() ended
         self._committed = 0  # records durable so far: the committed position
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._wake = asyncio.Event()
@@ -114,6 +118,7 @@ class SqlStateStore:
             return
         self._buffer.extend(records)
         self._appended += len(records)
+        self._unit_ends.append(self._appended)
         if self._pacing is None:
             self._wake.set()
 
@@ -204,11 +209,12 @@ class SqlStateStore:
             if self._pacing is not None:
                 self._pacing.cancel()
                 self._pacing = None
-            if len(self._buffer) <= MAX_BATCH_RECORDS:
+            size = self._next_batch_size()
+            if size == len(self._buffer):
                 batch, self._buffer = self._buffer, []
             else:
-                batch = self._buffer[:MAX_BATCH_RECORDS]
-                del self._buffer[:MAX_BATCH_RECORDS]
+                batch = self._buffer[:size]
+                del self._buffer[:size]
             end = self._committed + len(batch)
             try:
                 await self._commit(batch)
@@ -222,6 +228,16 @@ class SqlStateStore:
             # Records appended during the commit have set the event again.
             if self._buffer or self._closing:
                 self._wake.set()
+
+    def _next_batch_size(self) -> int:
+        """Records of the next commit: whole units, at most MAX_BATCH_RECORDS unless
+        the first unit alone is larger."""
+        ends = self._unit_ends
+        limit = self._committed + MAX_BATCH_RECORDS
+        end = ends.popleft()
+        while ends and ends[0] <= limit:
+            end = ends.popleft()
+        return end - self._committed
 
     def _end_pacing(self) -> None:
         self._pacing = None
@@ -246,6 +262,7 @@ class SqlStateStore:
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
         self._buffer = []
+        self._unit_ends.clear()
         while self._waiters:
             _, future = self._waiters.popleft()
             if not future.done():
