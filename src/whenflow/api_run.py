@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from whenflow.domain.definitions import PipelineDefinition
 from whenflow.domain.errors import SourceLocation
+from whenflow.dsl.emit import to_yaml
 from whenflow.dsl.program import PipelineProgram, build_program
 
 
@@ -24,6 +26,19 @@ class _NoLocations:
         return None
 
 
+def compile_definition(definition: PipelineDefinition) -> PipelineProgram:
+    """Validate and compile a definition built in Python; raises DefinitionErrors.
+
+    A definition without source text gets one (`whenflow.dsl.emit`): it is
+    stored with the execution, so that `whenflow resume` can compile it again.
+    """
+    from whenflow.services.pipelines import default_runner, resolve_signature
+
+    if definition.source_text is None:
+        definition = replace(definition, source_text=to_yaml(definition))
+    return build_program(definition, _NoLocations(), default_runner(), resolve_signature)
+
+
 def run(
     pipeline: str | Path | PipelineDefinition | PipelineProgram,
     inputs: Mapping[str, Any] | None = None,
@@ -35,12 +50,12 @@ def run(
     `$WHENFLOW_DATABASE_URL`). Raises DefinitionErrors or InputError for bad input.
     """
     from whenflow.services.executions import ExecutionService
-    from whenflow.services.pipelines import default_runner, load_program, resolve_signature
+    from whenflow.services.pipelines import load_program
 
     if isinstance(pipeline, str | Path):
         program = load_program(pipeline)
     elif isinstance(pipeline, PipelineDefinition):
-        program = build_program(pipeline, _NoLocations(), default_runner(), resolve_signature)
+        program = compile_definition(pipeline)
     else:
         program = pipeline
 
