@@ -211,6 +211,8 @@ def task_log(
     state: ExecutionState, node_id: str, attempt: int, item: int, stream: str, message: str
 ) -> None:
     """A line of a task's log; it goes straight to the store, outside any unit of work."""
+    if state.mask:
+        message = state.mask.text(message)
     state.store.append(
         [LogAppended(state.execution_id, node_id, attempt, item, stream, message, state.clock())]
     )

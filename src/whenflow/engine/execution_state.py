@@ -25,8 +25,9 @@ from whenflow.domain.records import AttemptRecorded, EventAppended, NodeUpdated,
 from whenflow.domain.states import TERMINAL_EVENT_SUFFIX, ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
 from whenflow.dsl.templates import Missing, TemplateEvaluationError, compile_condition
-from whenflow.engine.ports import StateStore, TaskRunner
+from whenflow.engine.ports import SecretStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
+from whenflow.engine.secret_masking import SecretMask
 from whenflow.engine.transitions import transition
 from whenflow.engine.trigger_eval import ConditionLeaf, TreeKind, TriggerTree
 from whenflow.engine.trigger_index import TriggerIndex
@@ -59,6 +60,7 @@ class ExecutionState:
         runner: TaskRunner,
         clock: Callable[[], float],
         run_unit: UnitRunner,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.program = program
         self.definition = program.definition
@@ -67,6 +69,9 @@ class ExecutionState:
         self.store = store
         self.runner = runner
         self.clock = clock
+        self.secrets = secrets
+        self.mask = SecretMask()
+        """The secret values this execution revealed; masked in everything it hands out."""
         self.run_unit = run_unit
         """Runs a handler as one unit of work; what timers and task reports go through."""
         self.listeners: list[EventListener] = []
@@ -151,6 +156,8 @@ class ExecutionState:
         self, event_type: str, source: str, payload: Mapping[str, Any] | None = None
     ) -> Event:
         """Append an event to the log, record it, and let the trigger index see it."""
+        if payload and self.mask:
+            payload = self.mask.value(dict(payload))
         self.seq += 1
         event = Event(
             event_id=_event_id(),

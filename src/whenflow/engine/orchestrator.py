@@ -55,7 +55,7 @@ from whenflow.engine.inbox_messages import (
     read_inbox,
     refusals_at_end,
 )
-from whenflow.engine.ports import ArtifactStore, StateStore, TaskRunner
+from whenflow.engine.ports import ArtifactStore, SecretStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
 from whenflow.engine.template_helpers import install_helpers
 from whenflow.engine.trigger_eval import TriggerTree
@@ -84,6 +84,7 @@ class Orchestrator:
         offload_bytes: int = 1024 * 1024,
         parent_execution_id: str | None = None,
         inbox_poll_s: float | None = DEFAULT_POLL_INTERVAL_S,
+        secrets: SecretStore | None = None,
     ) -> None:
         """Args (besides the obvious):
         inbox_poll_s: how often to read the store's inbox for decisions, events
@@ -116,6 +117,7 @@ class Orchestrator:
             runner=runner,
             clock=clock,
             run_unit=self._unit,
+            secrets=secrets,
         )
         if on_event is not None:
             self.state.listeners.append(on_event)
@@ -155,13 +157,14 @@ class Orchestrator:
 
     def result(self) -> ExecutionResult:
         s = self.state
+        mask = s.mask.value if s.mask else _unmasked
         nodes = {
             rt.id: NodeOutcome(
                 status=rt.state,
                 attempts=rt.attempt,
-                outputs=s.pool.result_outputs(rt.id),
-                error=rt.error,
-                reason=rt.reason,
+                outputs=mask(s.pool.result_outputs(rt.id)),
+                error=mask(rt.error),
+                reason=mask(rt.reason),
             )
             for rt in s.node_list
         }
@@ -170,10 +173,10 @@ class Orchestrator:
             pipeline=s.definition.name,
             version=s.definition.version,
             status=s.status,
-            outputs=dict(s.outputs),
+            outputs=mask(dict(s.outputs)),
             nodes=nodes,
             events=tuple(e.event_type for e in s.events),
-            error=s.error,
+            error=mask(s.error),
         )
 
     # -------------------------------------------------------------- lifecycle
@@ -335,7 +338,7 @@ class Orchestrator:
         finally:
             if s.records:
                 records, s.records = s.records, []
-                s.store.append(records)
+                s.store.append(s.mask.records(records) if s.mask else records)
 
     def _internal_error(self, exc: Exception) -> None:
         """A bug in whenflow: end the execution as failed rather than hang it.
@@ -445,3 +448,7 @@ class Orchestrator:
                 launch(s, rt)
             else:
                 launch_item(s, rt, index)
+
+
+def _unmasked(value: Any) -> Any:
+    return value

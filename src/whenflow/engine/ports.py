@@ -55,6 +55,18 @@ class ArtifactStore(Protocol):
         ...
 
 
+class SecretStore(Protocol):
+    """Where `{{ secret('NAME') }}` reads from (environment variables, later a vault)."""
+
+    def get(self, name: str) -> str | None:
+        """The secret's value, or None when it is not set."""
+        ...
+
+    def describe(self, name: str) -> str:
+        """Where the secret would be set, for an error message."""
+        ...
+
+
 class TaskRunner(Protocol):
     """Decides where a task attempt runs (in-process, a process pool, Celery...)."""
 

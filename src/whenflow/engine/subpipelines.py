@@ -63,6 +63,7 @@ async def run_child(
         execution_id=adopt,
         clock=state.clock,
         parent_execution_id=state.execution_id,
+        secrets=state.secrets,
     )
     if snapshot is None:
         ctx.emit("child_started", {"execution_id": orchestrator.execution_id})

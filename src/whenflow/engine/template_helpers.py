@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 
 class SecretsUnavailable(WhenflowError):
-    """`secret()` needs a secrets backend, which this engine does not have configured."""
+    """`secret()` needs a secrets backend, which this execution was not given."""
+
+
+class SecretNotFound(WhenflowError):
+    """`secret('NAME')` names a secret the backend lacks; the message says where to set it."""
 
 
 def install_helpers(state: ExecutionState) -> None:
@@ -53,8 +57,13 @@ def install_helpers(state: ExecutionState) -> None:
         return dt.datetime.now(dt.UTC)
 
     def secret(name: str) -> str:
-        raise SecretsUnavailable(
-            f"secret({name!r}): no secrets backend is configured in this version of whenflow"
-        )
+        store = state.secrets
+        if store is None:
+            raise SecretsUnavailable(f"secret({name!r}): this execution has no secrets backend")
+        value = store.get(str(name))
+        if value is None:
+            raise SecretNotFound(f"secret({name!r}) is not set: {store.describe(str(name))}")
+        state.mask.reveal(value)
+        return value
 
     state.pool.context.update(events=events, settled=settled, any_ok=any_ok, now=now, secret=secret)

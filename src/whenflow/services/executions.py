@@ -28,6 +28,7 @@ from whenflow.storage.inbox import MessageState
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+from whenflow.storage.secrets import EnvSecretStore
 from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
@@ -57,6 +58,7 @@ class ExecutionService:
         self._store = store
         self._artifacts = artifacts
         self._runner = runner
+        self._secrets = EnvSecretStore()
 
     @property
     def store(self) -> SqlStateStore:
@@ -95,6 +97,7 @@ class ExecutionService:
             store=self._store,
             runner=self._runner,
             artifacts=self._artifacts,
+            secrets=self._secrets,
             inputs=resolved,
             execution_id=execution_id,
             on_event=on_event,
@@ -115,6 +118,7 @@ class ExecutionService:
             store=self._store,
             runner=self._runner,
             artifacts=self._artifacts,
+            secrets=self._secrets,
             inputs=snapshot.inputs,
             execution_id=execution_id,
             on_event=on_event,

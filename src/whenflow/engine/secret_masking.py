@@ -1,0 +1,95 @@
+"""Secrets read by `{{ secret('NAME') }}` never reach what is stored or shown (DESIGN.md §6, §10).
+
+The pool keeps the real value, so the tasks that bind it get it. Everything
+that leaves the dispatcher — events (as published, so listeners and progress
+lines see them masked too), variables, node and attempt errors, task logs,
+pipeline outputs and results — has every revealed secret replaced by
+`***`. With no secret revealed, masking costs one truth test per unit.
+
+A consequence worth knowing: a task output that *contains* a secret is
+stored masked, so after a resume its downstream nodes read `***`. Read
+secrets with `secret()` where they are needed instead of passing them on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from whenflow.domain.records import (
+    AttemptRecorded,
+    EventAppended,
+    ExecutionUpdated,
+    LogAppended,
+    NodeUpdated,
+    Record,
+    VariableWritten,
+)
+
+MASK = "***"
+# Shorter values are not masked: replacing every "1" or "ok" would garble the
+# log without protecting anything (the same rule as GitHub Actions' masking).
+MIN_MASKED_LENGTH = 4
+
+
+class SecretMask:
+    """The secret values an execution revealed, and the masking of values and records."""
+
+    def __init__(self) -> None:
+        self._values: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def reveal(self, value: str) -> None:
+        if len(value) >= MIN_MASKED_LENGTH and value not in self._values:
+            self._values.append(value)
+            self._values.sort(key=len, reverse=True)  # a longer secret first
+
+    def text(self, value: str) -> str:
+        for secret in self._values:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+
+    def value(self, value: Any) -> Any:
+        """`value` with every string inside it masked (dicts, lists, tuples)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+    def optional(self, value: str | None) -> str | None:
+        return None if value is None else self.text(value)
+
+    def records(self, records: Iterable[Record]) -> list[Record]:
+        return [self.record(r) for r in records]
+
+    def record(self, record: Record) -> Record:
+        if isinstance(record, EventAppended):
+            event = record.event
+            return EventAppended(replace(event, payload=self.value(dict(event.payload))))
+        if isinstance(record, VariableWritten):
+            variable = record.variable
+            masked = replace(
+                variable,
+                value=self.value(variable.value),
+                metadata=self.value(dict(variable.metadata)),
+            )
+            return VariableWritten(record.execution_id, masked)
+        if isinstance(record, LogAppended):
+            return replace(record, message=self.text(record.message))
+        if isinstance(record, NodeUpdated):
+            return replace(
+                record, error=self.optional(record.error), reason=self.optional(record.reason)
+            )
+        if isinstance(record, AttemptRecorded):
+            return replace(record, error_message=self.optional(record.error_message))
+        if isinstance(record, ExecutionUpdated):
+            outputs = None if record.outputs is None else self.value(dict(record.outputs))
+            return replace(record, outputs=outputs, error=self.optional(record.error))
+        return record
