@@ -179,6 +179,14 @@ class InMemoryArtifactStore:
             Path(path).name,
         )
 
+    def put_dir(self, key: str, path: str) -> ArtifactRef:
+        target = self._dir / key.replace("/", "__")
+        shutil.copytree(path, target)
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        return ArtifactRef(
+            str(target), size, "0" * 64, "inode/directory", "directory", Path(path).name
+        )
+
     def load_value(self, ref: ArtifactRef) -> Any:
         return json.loads(self._values[ref.uri.removeprefix("memory://")])
 

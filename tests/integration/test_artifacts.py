@@ -153,3 +153,74 @@ def test_remote_filesystem_downloads_to_a_verified_cache(tmp_path: Path) -> None
         store.put_value("../up.json", 1)
     with pytest.raises(WhenflowError, match="sha256"):
         store.local_path(replace(file_ref, sha256="0" * 64))
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_directory_round_trip(tmp_path: Path, where: str) -> None:
+    root_url = str(tmp_path / "artifacts") if where == "local" else f"memory://{uuid.uuid4()}"
+    store = FsspecArtifactStore(root_url, cache_dir=str(tmp_path / "cache"))
+    source = tmp_path / "model"
+    (source / "weights").mkdir(parents=True)
+    (source / "weights" / "layer1.bin").write_bytes(os.urandom(3000))
+    (source / "config.json").write_text('{"layers": 1}')
+
+    ref = store.put_dir("exec-1/train/model/model", str(source))
+
+    assert ref.kind == "directory"
+    assert ref.filename == "model"
+    assert ref.content_type == "application/gzip"
+    assert ref.uri.endswith("exec-1/train/model/model.tar.gz")
+    unpacked = Path(store.local_path(ref))
+    assert unpacked.is_dir()
+    assert unpacked.name == "model"
+    assert _tree(unpacked) == _tree(source)
+    assert store.local_path(ref) == str(unpacked)  # unpacked once, then reused
+
+
+@pytest.mark.parametrize("member", ["../escaped.txt", "link-out"])
+def test_an_archive_that_would_escape_is_refused(tmp_path: Path, member: str) -> None:
+    import io
+    import tarfile
+
+    store = FsspecArtifactStore(str(tmp_path / "artifacts"), cache_dir=str(tmp_path / "cache"))
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo(member)
+        if member == "link-out":
+            info.type = tarfile.SYMTYPE
+            info.linkname = "../../../../outside"
+            tar.addfile(info)
+        else:
+            data = b"pwned"
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ref = replace(store.put_file("exec-1/n/out/d.tar.gz", str(evil)), kind="directory")
+
+    with pytest.raises(WhenflowError, match="not a safe directory archive"):
+        store.local_path(ref)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "cache" / "escaped.txt").exists()
+    assert not any((tmp_path / "cache").rglob("*escaped*"))
+
+
+def test_an_absolute_member_is_unpacked_inside_the_target(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    store = FsspecArtifactStore(str(tmp_path / "artifacts"), cache_dir=str(tmp_path / "cache"))
+    archive = tmp_path / "abs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("/abs/escaped.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"inner"))
+    ref = replace(store.put_file("exec-1/n/out/d.tar.gz", str(archive)), kind="directory")
+
+    unpacked = Path(store.local_path(ref))
+    assert (unpacked / "abs" / "escaped.txt").read_bytes() == b"inner"
+    assert not Path("/abs/escaped.txt").exists()

@@ -506,15 +506,51 @@ def test_a_required_input_with_a_default_takes_the_default() -> None:
     assert resolve_inputs(declared, {"n": "5"}) == {"n": 5}
 
 
-def test_a_path_output_that_is_not_a_file_fails_the_attempt_not_the_engine(tmp_path: Any) -> None:
+def test_a_path_output_that_does_not_exist_fails_the_attempt_not_the_engine(
+    tmp_path: Any,
+) -> None:
     from pathlib import Path
 
-    def returns_dir() -> dict[str, Any]:
-        return {"out": Path(tmp_path)}
+    def returns_nothing() -> dict[str, Any]:
+        return {"out": Path(tmp_path) / "never-written"}
 
-    r = run("nodes:\n  - {id: a, task: {type: python, callable: f}}\n", {"f": returns_dir})
+    r = run("nodes:\n  - {id: a, task: {type: python, callable: f}}\n", {"f": returns_nothing})
     assert r.events == ["pipeline.started", "a.started", "a.failed", "pipeline.failed"]
-    assert "not a file" in r.payloads("a.failed")[0]["message"]
+    assert "neither a file nor a directory" in r.payloads("a.failed")[0]["message"]
+
+
+def test_a_directory_output_is_stored_and_read_downstream(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    def writes_tree() -> dict[str, Any]:
+        root = Path(tmp_path) / "partitions"
+        (root / "day=1").mkdir(parents=True)
+        (root / "day=1" / "part.csv").write_text("a,b\n1,2\n")
+        (root / "README").write_text("two files")
+        return {"out": root}
+
+    def reads_tree(path: str) -> dict[str, Any]:
+        return {"csv": (Path(path) / "day=1" / "part.csv").read_text()}
+
+    r = run(
+        """
+        nodes:
+          - {id: a, task: {type: python, callable: writes}}
+          - {id: b, task: {type: python, callable: reads}, inputBindings: {path: "{{ a.out }}"}}
+        """,
+        {"writes": writes_tree, "reads": reads_tree},
+    )
+    assert r.status("b") == "completed"
+    assert r.result.nodes["b"].outputs == {"csv": "a,b\n1,2\n"}
+    (variable,) = [
+        rec.variable
+        for rec in r.store.records
+        if isinstance(rec, VariableWritten) and rec.variable.scope == "a"
+    ]
+    assert variable.type == "directory"
+    assert variable.artifact is not None
+    assert variable.artifact.kind == "directory"
+    assert r.result.nodes["a"].outputs["out"]["kind"] == "directory"  # results show the ref
 
 
 def test_file_outputs_are_copied_off_the_dispatchers_loop(tmp_path: Any) -> None:

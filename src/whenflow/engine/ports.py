@@ -46,12 +46,16 @@ class ArtifactStore(Protocol):
         """Copy a local file into the store under `key`."""
         ...
 
+    def put_dir(self, key: str, path: str) -> ArtifactRef:
+        """Copy a local directory into the store under `key` (kind `directory`)."""
+        ...
+
     def load_value(self, ref: ArtifactRef) -> Any:
         """The JSON value behind a `value` reference."""
         ...
 
     def local_path(self, ref: ArtifactRef) -> str:
-        """A local filesystem path holding the artifact's bytes."""
+        """A local filesystem path holding the artifact (a directory for `directory`)."""
         ...
 
 

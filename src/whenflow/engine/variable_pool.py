@@ -109,14 +109,18 @@ class VariablePool:
 
     def _put_file(self, name: str, path: pathlib.PurePath, key_prefix: str) -> ArtifactRef:
         if self.artifacts is None:
-            raise OutputError(f"output {name!r} is a file but no artifact store is set")
-        if not pathlib.Path(path).is_file():
-            raise OutputError(
-                f"output {name!r} is the path {str(path)!r}, which is not a file "
-                "(directories are not stored as artifacts yet; return a file)"
-            )
+            raise OutputError(f"output {name!r} is a path but no artifact store is set")
+        local = pathlib.Path(path)
+        key = f"{key_prefix}/{name}/{path.name}"
         try:
-            return self.artifacts.put_file(f"{key_prefix}/{name}/{path.name}", str(path))
+            if local.is_file():
+                return self.artifacts.put_file(key, str(path))
+            if local.is_dir():
+                return self.artifacts.put_dir(key, str(path))
+            raise OutputError(
+                f"output {name!r} is the path {str(path)!r}, which is neither a file "
+                "nor a directory"
+            )
         except (OSError, WhenflowError) as exc:
             raise OutputError(f"output {name!r}: cannot store {str(path)!r}: {exc}") from exc
 
@@ -166,7 +170,7 @@ class VariablePool:
                     node_id,
                     name,
                     stored,
-                    "file" if ref and ref.kind == "file" else type_name(value),
+                    ref.kind if ref and ref.kind in ("file", "directory") else type_name(value),
                     at,
                     artifact=ref,
                 )
@@ -198,9 +202,9 @@ class VariablePool:
                 ref = ArtifactRef.from_json(value[ARTIFACT_MARKER])
                 if self.artifacts is not None:
                     value = (
-                        self.artifacts.local_path(ref)
-                        if ref.kind == "file"
-                        else self.artifacts.load_value(ref)
+                        self.artifacts.load_value(ref)
+                        if ref.kind == "value"
+                        else self.artifacts.local_path(ref)
                     )
             values[name] = value
         return values
@@ -212,10 +216,10 @@ class VariablePool:
             if var.artifact is not None:
                 self.artifact_refs[(var.scope, var.name)] = var.artifact
             if var.artifact is not None and self.artifacts is not None:
-                if var.artifact.kind == "file":
-                    value = self.artifacts.local_path(var.artifact)
-                else:
+                if var.artifact.kind == "value":
                     value = self.artifacts.load_value(var.artifact)
+                else:
+                    value = self.artifacts.local_path(var.artifact)
             if var.scope == INPUT_SCOPE:
                 self.inputs[var.name] = value
             elif var.scope in self.outputs:

@@ -11,9 +11,13 @@ backslashes and, on a local root, symlinks that lead outside it raise
 `ArtifactPathError`; a reference read back from the database is checked the
 same way before its bytes are touched.
 
-The methods do blocking I/O. The engine calls them on its loop when a node
-completes (cheap for a local folder; moving the copy to a worker thread is
-planned before remote stores such as S3 are supported).
+A directory is stored as one `.tar.gz` archive (`kind: directory`); its
+`local_path` is the archive unpacked into the cache, with Python's `data`
+extraction filter: no absolute paths, no `..`, no links leading outside,
+no device files.
+
+The methods do blocking I/O. The engine copies files and directories from a
+worker thread; values over the offload threshold are written from its loop.
 """
 
 from __future__ import annotations
@@ -23,8 +27,12 @@ import json
 import mimetypes
 import os
 import posixpath
+import shutil
+import tarfile
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +43,8 @@ from whenflow.domain.variables import ArtifactRef
 
 _CHUNK = 1 << 20
 JSON_CONTENT_TYPE = "application/json"
+DIRECTORY_KIND = "directory"
+ARCHIVE_SUFFIX = ".tar.gz"
 
 
 class ArtifactPathError(WhenflowError):
@@ -136,6 +146,21 @@ class FsspecArtifactStore:
             filename=source.name,
         )
 
+    def put_dir(self, key: str, path: str) -> ArtifactRef:
+        """Store the local directory `path` under `key` + `.tar.gz`, as one archive."""
+        source = Path(path)
+        if not source.is_dir():
+            raise NotADirectoryError(f"not a directory, cannot store it as an artifact: {path}")
+        with tempfile.TemporaryDirectory(prefix="whenflow-pack-") as scratch:
+            archive = Path(scratch) / f"{source.name or 'directory'}{ARCHIVE_SUFFIX}"
+            with tarfile.open(archive, "w:gz") as tar:
+                for child in sorted(source.iterdir()):
+                    tar.add(child, arcname=child.name)
+            ref = self.put_file(f"{key}{ARCHIVE_SUFFIX}", str(archive))
+        return replace(
+            ref, kind=DIRECTORY_KIND, content_type="application/gzip", filename=source.name
+        )
+
     def load_value(self, ref: ArtifactRef) -> Any:
         """The JSON value behind a `value` reference."""
         with self._fs.open(self._path_of(ref), "rb") as handle:
@@ -143,12 +168,41 @@ class FsspecArtifactStore:
 
     def local_path(self, ref: ArtifactRef) -> str:
         """A local path with the artifact's bytes: the file itself on a local root,
-        otherwise a download into the cache (named by sha256, verified)."""
+        otherwise a download into the cache (named by sha256, verified). For a
+        directory, the archive unpacked into the cache."""
+        if ref.kind == DIRECTORY_KIND:
+            return self._unpacked(ref)
+        return self._local_file(ref)
+
+    def _unpacked(self, ref: ArtifactRef) -> str:
+        target = self._cache() / ref.sha256 / (ref.filename or "directory")
+        if target.is_dir():
+            return str(target)
+        archive = self._local_file(replace(ref, filename=(ref.filename or "d") + ARCHIVE_SUFFIX))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(partial, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise WhenflowError(
+                f"artifact {ref.uri} is not a safe directory archive: {exc}"
+            ) from exc
+        try:
+            os.replace(partial, target)
+        except OSError:  # another reader unpacked it first
+            shutil.rmtree(partial, ignore_errors=True)
+        return str(target)
+
+    def _cache(self) -> Path:
+        return Path(self._cache_dir) if self._cache_dir else _default_cache_dir()
+
+    def _local_file(self, ref: ArtifactRef) -> str:
         path = self._path_of(ref)
         if self._local:
             return path
-        cache = Path(self._cache_dir) if self._cache_dir else _default_cache_dir()
-        cached = cache / ref.sha256 / (ref.filename or "artifact")
+        cached = self._cache() / ref.sha256 / (ref.filename or "artifact")
         if cached.is_file() and _sha256_file(cached) == ref.sha256:
             return str(cached)
         cached.parent.mkdir(parents=True, exist_ok=True)
