@@ -326,6 +326,24 @@ def test_mutual_waits_through_bindings() -> None:
     assert "a -> b -> a" in issue
 
 
+def reversed_chain(depth: int) -> str:
+    """n{depth-1} reads n{depth-2} ... n1 reads n0, listed last-first; n0 is left out."""
+    return "".join(
+        f"    - {{id: n{i}, task: {{type: noop}}, inputBindings: {{x: '{{{{ n{i - 1}.y }}}}'}}}}\n"
+        for i in range(depth - 1, 0, -1)
+    )
+
+
+def test_a_chain_deeper_than_the_recursion_limit_listed_last_first_loads() -> None:
+    program = load(reversed_chain(1500) + "    - {id: n0, task: {type: noop}}\n")
+    assert program.by_id["n1499"].reads == {"n1498"}
+
+
+def test_a_cycle_at_the_end_of_a_deep_chain_is_reported() -> None:
+    last = "    - {id: n0, task: {type: noop}, inputBindings: {x: '{{ n2.y }}'}}\n"
+    assert "n2 -> n1 -> n0 -> n2" in the_issue(reversed_chain(1500) + last)
+
+
 def test_reading_own_outputs() -> None:
     nodes = """\
     - id: a

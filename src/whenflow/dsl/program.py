@@ -8,7 +8,7 @@ collected, located (`file:line:col`) and raised together as DefinitionErrors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -290,28 +290,33 @@ def _check_signature(c: _Collector, node: NodeDefinition, signature: TaskSignatu
 
 
 def _find_cycle(edges: Mapping[str, frozenset[str]], order: Iterable[str]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
+    """The first cycle a depth-first walk in `order` meets, as `[a, b, ..., a]`.
 
-    def visit(n: str) -> list[str] | None:
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(edges.get(n, ())):
-            if state.get(m) == 1:
-                return [*stack[stack.index(m) :], m]
-            if m not in state:
-                found = visit(m)
-                if found:
-                    return found
-        stack.pop()
-        state[n] = 2
-        return None
-
-    for n in order:
-        if n not in state:
-            found = visit(n)
-            if found:
-                return found
+    Iterative: a chain deeper than Python's recursion limit (1,000 nodes listed
+    last-first) must not crash, and a recursive closure would also leave a
+    reference cycle holding `edges` for the collector.
+    """
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []  # the current path
+    successors: list[Iterator[str]] = []  # per node on the path, the edges left to walk
+    for root in order:
+        if root in state:
+            continue
+        state[root] = 1
+        stack.append(root)
+        successors.append(iter(sorted(edges.get(root, ()))))
+        while successors:
+            for m in successors[-1]:
+                if state.get(m) == 1:
+                    return [*stack[stack.index(m) :], m]
+                if m not in state:
+                    state[m] = 1
+                    stack.append(m)
+                    successors.append(iter(sorted(edges.get(m, ()))))
+                    break
+            else:
+                successors.pop()
+                state[stack.pop()] = 2
     return None
 
 

@@ -153,11 +153,16 @@ async def run_attempt(
     outcome: TaskResult | BaseException
     child = rt.program.child
     try:
-        async with asyncio.timeout(timeout):
-            if child is not None:
-                outcome = await run_child(state, child, request, ctx, adopt_child)
-            else:
-                outcome = await state.runner.run(request, ctx)
+        if child is not None:
+            work = run_child(state, child, request, ctx, adopt_child)
+        else:
+            work = state.runner.run(request, ctx)
+        if timeout is None:
+            # `asyncio.timeout(None)` never fires but costs ~3 µs per attempt.
+            outcome = await work
+        else:
+            async with asyncio.timeout(timeout):
+                outcome = await work
     except asyncio.CancelledError:
         if is_current(rt, request.attempt, request.item_index):
             raise

@@ -26,9 +26,9 @@ import inspect
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
@@ -55,8 +55,6 @@ from whenflow.executors.subprocess_io import (
 from whenflow.executors.task_threads import TaskThreads
 
 __all__ = ["PythonExecutor", "resolve_callable", "signature_of"]
-
-T = TypeVar("T")
 
 ISOLATIONS = ("thread", "process")
 _CONFIG_FIELDS = ("callable", "isolation")
@@ -103,12 +101,12 @@ class PythonExecutor:
         prepared = cached_callable(spec)
         if prepared is None:
             # The first import of a user module can be slow: keep it off the loop too.
-            prepared = await self._in_thread(prepare_callable, spec=spec)
+            prepared = await self._threads().call(prepare_callable, spec=spec)
         arguments = prepared.arguments(request.inputs, ctx)
         if prepared.is_async:
             value = await prepared.fn(**arguments)
         else:
-            value = await self._in_thread(prepared.fn, **arguments)
+            value = await self._threads().submit(prepared.fn, arguments)
             if inspect.isawaitable(value):
                 value = await value
         return TaskResult(outputs=prepared.outputs(value))
@@ -119,10 +117,10 @@ class PythonExecutor:
         if pool is not None:
             pool.close()
 
-    async def _in_thread(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    def _threads(self) -> TaskThreads:
         if self._pool is None:
             self._pool = TaskThreads(self._max_threads)
-        return await self._pool.call(fn, **kwargs)
+        return self._pool
 
     async def _run_in_child(
         self, spec: str, request: TaskRequest, ctx: TaskContext

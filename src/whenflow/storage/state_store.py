@@ -250,7 +250,7 @@ class SqlStateStore:
         steps = plan_batch(batch, self._statements)
         async with self._engine.begin() as connection:
             for step in steps:
-                await connection.execute(step.statement, step.rows)
+                await connection.execute(step.statement, step.mappings())
 
     def _release(self, committed: int) -> None:
         waiters = self._waiters

@@ -16,6 +16,14 @@ may not touch the same row twice.
 `ExecutionUpdated` and `NodeUpdated` carry the full mutable state of their
 row: every column they name is written, `None` included (a resumed execution
 clears its `finished_at` and `error` that way).
+
+Rows are plain tuples in the order of a `_*_COLUMNS` constant kept beside the
+function that builds them: the SQLite writer hands them to the driver as they
+are, and `Step.mappings()` gives PostgreSQL's Core `executemany` its dicts.
+Building a dict per row and picking it back into a tuple was ~40% of the
+planning, which runs on the dispatcher's loop (10 µs against 6 µs per node on
+a 2-core VM). A new record kind adds a columns constant, a row function, a
+branch in `plan_batch` and its line in the plan.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from whenflow.domain.records import (
 )
 from whenflow.storage import tables
 
-Row = dict[str, Any]
+Row = tuple[Any, ...]
 
 
 def _json_default(value: object) -> object:
@@ -66,10 +74,19 @@ def encode_json(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One statement and the parameter rows it runs with (`executemany`)."""
+    """One statement and the parameter rows it runs with (`executemany`).
+
+    Every row holds the values of `columns`, in that order.
+    """
 
     statement: sa.Executable
+    columns: tuple[str, ...]
     rows: list[Row]
+
+    def mappings(self) -> list[dict[str, Any]]:
+        """The rows as dicts by column name, as SQLAlchemy Core's `execute` takes them."""
+        columns = self.columns
+        return [dict(zip(columns, row, strict=True)) for row in self.rows]
 
 
 class BatchStatements:
@@ -152,121 +169,212 @@ def plan_batch(records: Sequence[Record], statements: BatchStatements) -> list[S
         elif isinstance(record, ExecutionUpdated):
             updates[record.execution_id] = _updated_row(record)
         elif isinstance(record, InboxApplied):
-            applied.append(
-                {
-                    "message_id": record.message_id,
-                    "applied_at": record.applied_at,
-                    "refusal": record.refusal,
-                }
-            )
+            applied.append(_applied_row(record))
         else:
             raise TypeError(f"not a state-store record: {record!r:.200}")
 
     plan = (
-        (statements.insert_execution, created),
-        (statements.upsert_node, list(nodes.values())),
-        (statements.upsert_attempt, list(attempts.values())),
-        (statements.insert_event, events),
-        (statements.upsert_variable, list(variables.values())),
-        (statements.insert_log, logs),
-        (statements.update_execution, list(updates.values())),
-        (statements.mark_applied, applied),
+        (statements.insert_execution, _CREATED_COLUMNS, created),
+        (statements.upsert_node, _NODE_COLUMNS, list(nodes.values())),
+        (statements.upsert_attempt, _ATTEMPT_COLUMNS, list(attempts.values())),
+        (statements.insert_event, _EVENT_COLUMNS, events),
+        (statements.upsert_variable, _VARIABLE_COLUMNS, list(variables.values())),
+        (statements.insert_log, _LOG_COLUMNS, logs),
+        (statements.update_execution, _UPDATED_COLUMNS, list(updates.values())),
+        (statements.mark_applied, _APPLIED_COLUMNS, applied),
     )
-    return [Step(statement, rows) for statement, rows in plan if rows]
+    return [Step(statement, columns, rows) for statement, columns, rows in plan if rows]
+
+
+_CREATED_COLUMNS = (
+    "id",
+    "pipeline_name",
+    "pipeline_version",
+    "definition_text",
+    "definition_path",
+    "inputs",
+    "status",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "outputs",
+    "error",
+    "parent_execution_id",
+)
 
 
 def _created_row(r: ExecutionCreated) -> Row:
-    return {
-        "id": r.execution_id,
-        "pipeline_name": r.pipeline_name,
-        "pipeline_version": r.pipeline_version,
-        "definition_text": r.definition_text,
-        "definition_path": r.definition_path,
-        "inputs": encode_json(r.inputs),
-        "status": "running",
-        "created_at": r.created_at,
-        "updated_at": r.created_at,
-        "finished_at": None,
-        "outputs": None,
-        "error": None,
-        "parent_execution_id": r.parent_execution_id,
-    }
+    return (
+        r.execution_id,
+        r.pipeline_name,
+        r.pipeline_version,
+        r.definition_text,
+        r.definition_path,
+        encode_json(r.inputs),
+        "running",
+        r.created_at,
+        r.created_at,
+        None,
+        None,
+        None,
+        r.parent_execution_id,
+    )
+
+
+# The key last, where the UPDATE statement binds it.
+_APPLIED_COLUMNS = ("applied_at", "refusal", "message_id")
+
+
+def _applied_row(r: InboxApplied) -> Row:
+    return (r.applied_at, r.refusal, r.message_id)
+
+
+# The key last, where the UPDATE statement binds it.
+_UPDATED_COLUMNS = (
+    "status",
+    "updated_at",
+    "finished_at",
+    "outputs",
+    "error",
+    "target_id",
+)
 
 
 def _updated_row(r: ExecutionUpdated) -> Row:
-    return {
-        "target_id": r.execution_id,
-        "status": r.status.value,
-        "updated_at": r.updated_at,
-        "finished_at": r.finished_at,
-        "outputs": None if r.outputs is None else encode_json(r.outputs),
-        "error": r.error,
-    }
+    return (
+        r.status.value,
+        r.updated_at,
+        r.finished_at,
+        None if r.outputs is None else encode_json(r.outputs),
+        r.error,
+        r.execution_id,
+    )
+
+
+_NODE_COLUMNS = (
+    "execution_id",
+    "node_id",
+    "state",
+    "attempts",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "reason",
+)
 
 
 def _node_row(r: NodeUpdated) -> Row:
-    return {
-        "execution_id": r.execution_id,
-        "node_id": r.node_id,
-        "state": r.state.value,
-        "attempts": r.attempts,
-        "updated_at": r.updated_at,
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        "error": r.error,
-        "reason": r.reason,
-    }
+    return (
+        r.execution_id,
+        r.node_id,
+        r.state.value,
+        r.attempts,
+        r.updated_at,
+        r.started_at,
+        r.finished_at,
+        r.error,
+        r.reason,
+    )
+
+
+_ATTEMPT_COLUMNS = (
+    "execution_id",
+    "node_id",
+    "item_index",
+    "attempt",
+    "status",
+    "idempotency_key",
+    "started_at",
+    "finished_at",
+    "error_type",
+    "error_message",
+)
 
 
 def _attempt_row(r: AttemptRecorded) -> Row:
-    return {
-        "execution_id": r.execution_id,
-        "node_id": r.node_id,
-        "item_index": r.item_index,
-        "attempt": r.attempt,
-        "status": r.status.value,
-        "idempotency_key": r.idempotency_key,
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        "error_type": r.error_type,
-        "error_message": r.error_message,
-    }
+    return (
+        r.execution_id,
+        r.node_id,
+        r.item_index,
+        r.attempt,
+        r.status.value,
+        r.idempotency_key,
+        r.started_at,
+        r.finished_at,
+        r.error_type,
+        r.error_message,
+    )
+
+
+_EVENT_COLUMNS = (
+    "execution_id",
+    "seq",
+    "event_id",
+    "event_type",
+    "source",
+    "timestamp",
+    "payload",
+)
 
 
 def _event_row(r: EventAppended) -> Row:
     e = r.event
-    return {
-        "execution_id": e.execution_id,
-        "seq": e.seq,
-        "event_id": e.event_id,
-        "event_type": e.event_type,
-        "source": e.source,
-        "timestamp": e.timestamp,
-        "payload": encode_json(e.payload),
-    }
+    return (
+        e.execution_id,
+        e.seq,
+        e.event_id,
+        e.event_type,
+        e.source,
+        e.timestamp,
+        encode_json(e.payload),
+    )
+
+
+_VARIABLE_COLUMNS = (
+    "execution_id",
+    "scope",
+    "name",
+    "value",
+    "type",
+    "metadata",
+    "artifact",
+    "created_at",
+)
 
 
 def _variable_row(r: VariableWritten) -> Row:
     v = r.variable
-    return {
-        "execution_id": r.execution_id,
-        "scope": v.scope,
-        "name": v.name,
-        "value": encode_json(v.value),
-        "type": v.type,
-        "metadata": encode_json(v.metadata),
-        "artifact": None if v.artifact is None else encode_json(v.artifact.to_json()),
-        "created_at": v.created_at,
-    }
+    return (
+        r.execution_id,
+        v.scope,
+        v.name,
+        encode_json(v.value),
+        v.type,
+        encode_json(v.metadata),
+        None if v.artifact is None else encode_json(v.artifact.to_json()),
+        v.created_at,
+    )
+
+
+_LOG_COLUMNS = (
+    "execution_id",
+    "node_id",
+    "attempt",
+    "item_index",
+    "stream",
+    "message",
+    "at",
+)
 
 
 def _log_row(r: LogAppended) -> Row:
-    return {
-        "execution_id": r.execution_id,
-        "node_id": r.node_id,
-        "attempt": r.attempt,
-        "item_index": r.item_index,
-        "stream": r.stream,
-        "message": r.message,
-        "at": r.at,
-    }
+    return (
+        r.execution_id,
+        r.node_id,
+        r.attempt,
+        r.item_index,
+        r.stream,
+        r.message,
+        r.at,
+    )
