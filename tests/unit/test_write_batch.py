@@ -16,6 +16,7 @@ from whenflow.domain.records import (
     EventAppended,
     ExecutionCreated,
     ExecutionUpdated,
+    InboxApplied,
     LogAppended,
     NodeUpdated,
     Record,
@@ -56,6 +57,7 @@ def test_every_record_kind_becomes_the_row_of_its_table() -> None:
         VariableWritten(EX, Variable("a", "v", None, "object", T0, {"k": 1}, REF)),
         LogAppended(EX, "a", 2, 4, "stderr", "line", T0 + 4),
         ExecutionUpdated(EX, ExecutionStatus.FAILED, T0 + 5, T0 + 5, {"out": 1}, "failed"),
+        InboxApplied(EX, 12, T0 + 6, "not waiting"),
     ]
 
     rows = plan(records)
@@ -68,6 +70,7 @@ def test_every_record_kind_becomes_the_row_of_its_table() -> None:
         "variables",
         "task_logs",
         "executions_update",
+        "inbox",
     ]
     assert rows["executions"] == [
         {
@@ -160,6 +163,7 @@ def test_every_record_kind_becomes_the_row_of_its_table() -> None:
             "target_id": EX,
         }
     ]
+    assert rows["inbox"] == [{"applied_at": T0 + 6, "refusal": "not waiting", "message_id": 12}]
 
 
 def test_the_columns_of_every_step_are_columns_of_its_table() -> None:
