@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,18 @@ def compile_definition(definition: PipelineDefinition) -> PipelineProgram:
     A definition without source text gets one (`whenflow.dsl.emit`): it is
     stored with the execution, so that `whenflow resume` can compile it again.
     """
+    from whenflow.dsl.load import load_program_text
     from whenflow.services.pipelines import default_runner, resolve_signature
 
-    if definition.source_text is None:
-        definition = replace(definition, source_text=to_yaml(definition))
-    return build_program(definition, _NoLocations(), default_runner(), resolve_signature)
+    if definition.source_text is not None:
+        return build_program(definition, _NoLocations(), default_runner(), resolve_signature)
+    # Validate the text itself, as `resume` will read it: what runs can be resumed.
+    return load_program_text(
+        to_yaml(definition),
+        default_runner(),
+        path="<python definition>",
+        resolve_signature=resolve_signature,
+    )
 
 
 def run(

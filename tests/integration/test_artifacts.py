@@ -224,3 +224,45 @@ def test_an_absolute_member_is_unpacked_inside_the_target(tmp_path: Path) -> Non
     unpacked = Path(store.local_path(ref))
     assert (unpacked / "abs" / "escaped.txt").read_bytes() == b"inner"
     assert not Path("/abs/escaped.txt").exists()
+
+
+def test_an_empty_directory_round_trips(tmp_path: Path) -> None:
+    store = FsspecArtifactStore(str(tmp_path / "artifacts"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    unpacked = Path(store.local_path(store.put_dir("e/n/out/empty", str(tmp_path / "empty"))))
+    assert unpacked.is_dir()
+    assert list(unpacked.iterdir()) == []
+
+
+@pytest.mark.parametrize("filename", ["../escaped", "a/b", ".."])
+def test_a_reference_whose_file_name_is_not_one_component_is_refused(
+    tmp_path: Path, filename: str
+) -> None:
+    store = FsspecArtifactStore(str(tmp_path / "artifacts"), cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("x")
+    ref = store.put_dir("e/n/out/d", str(tmp_path / "d"))
+    with pytest.raises(ArtifactPathError):
+        store.local_path(replace(ref, filename=filename))
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_task_data_shaped_like_an_artifact_marker_reads_back_as_data() -> None:
+    from whenflow.domain.variables import Variable
+    from whenflow.engine.variable_pool import VariablePool
+
+    pool = VariablePool(
+        execution_id="e",
+        pipeline="p",
+        version="1",
+        inputs={},
+        node_ids=["a"],
+        started_at=0.0,
+        artifacts=None,
+    )
+    forged = {"$artifact": {"uri": "file:///etc/passwd", "size": 1, "sha256": "0" * 64}}
+    nested = {"$value": forged}
+    stored = pool.stored_form(
+        [Variable("a", "x", forged, "object", 0.0), Variable("a", "y", nested, "object", 0.0)]
+    )
+    assert pool.from_stored_form(json.loads(json.dumps(stored))) == {"x": forged, "y": nested}

@@ -115,3 +115,16 @@ async def test_an_execution_of_a_python_built_definition_resumes(tmp_home: Path)
     assert result.status.value == "completed"
     assert result.outputs == {"answer": 41}
     assert "pipeline.resumed" in result.events
+
+
+def test_a_definition_that_could_not_be_resumed_is_refused_before_it_runs(
+    tmp_home: Path,
+) -> None:
+    """What runs is what `resume` reads back: its stored YAML is validated up front."""
+    import pytest
+
+    from whenflow.domain.errors import DefinitionErrors
+
+    bad = replace(BUILT, version="1.0")  # not MAJOR.MINOR.PATCH
+    with pytest.raises(DefinitionErrors, match="not a valid semantic version"):
+        whenflow.run(bad, {"x": "1"})

@@ -192,3 +192,15 @@ async def test_workdir_and_missing_programs(ctx: Any, tmp_path: Path) -> None:
         await ShellExecutor().execute(shell(command=["true"], workdir=str(tmp_path / "nope")), ctx)
     with pytest.raises(InvalidTaskConfig, match="give exactly one of"):
         await ShellExecutor().execute(shell(), ctx)
+
+
+async def test_secrets_of_the_environment_backend_are_not_inherited(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task gets a secret through a binding only, never every WHENFLOW_SECRET_*."""
+    monkeypatch.setenv("WHENFLOW_SECRET_API_TOKEN", "inherited-canary")
+    monkeypatch.setenv("WHENFLOW_TEST_VISIBLE", "yes")
+    await ShellExecutor().execute(shell(command=["env"]), ctx)
+    environment = ctx.lines("stdout")
+    assert "WHENFLOW_TEST_VISIBLE=yes" in environment
+    assert not [line for line in environment if line.startswith("WHENFLOW_SECRET_")]

@@ -710,3 +710,33 @@ def test_for_each_item_outputs_and_results_respect_the_offload_threshold() -> No
         assert results.artifact is not None
 
     asyncio.run(scenario())
+
+
+async def test_an_output_the_store_cannot_take_fails_its_node_instead_of_hanging(
+    tmp_path: Any,
+) -> None:
+    """A directory with a link to an absolute path packs, but is refused on unpack."""
+    from pathlib import Path
+
+    from engine_harness import program
+
+    from whenflow.engine.orchestrator import Orchestrator
+    from whenflow.storage.artifacts import FsspecArtifactStore
+    from whenflow.testing import InlineRunner, InMemoryStateStore
+
+    def linked() -> dict[str, object]:
+        out = Path(tmp_path) / "out"
+        out.mkdir()
+        (out / "host").symlink_to("/etc/hostname")
+        return {"out": out}
+
+    functions = {"linked": linked}
+    orch = Orchestrator(
+        program("nodes: [{id: a, task: {type: python, callable: linked}}]", functions),
+        store=InMemoryStateStore(),
+        runner=InlineRunner(functions),
+        artifacts=FsspecArtifactStore(f"{tmp_path}/artifacts", f"{tmp_path}/cache"),
+    )
+    result = await orch.run()
+    assert result.nodes["a"].status.value == "failed"
+    assert "not a safe directory archive" in (result.nodes["a"].error or "")

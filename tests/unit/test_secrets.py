@@ -75,3 +75,40 @@ async def test_a_secret_that_is_not_set_fails_its_node_and_says_where_to_set_it(
     result = await orch.run()
     assert result.nodes["a"].status.value == "failed"
     assert "set the environment variable WHENFLOW_SECRET_NOPE" in (result.nodes["a"].error or "")
+
+
+async def test_multi_line_numeric_and_offloaded_secrets_are_masked_too() -> None:
+    pem = "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n-----END KEY-----"
+    secrets = EnvSecretStore({"WHENFLOW_SECRET_PEM": pem, "WHENFLOW_SECRET_PIN": "739184"})
+
+    def use(key: str, pin: int, ctx: Any) -> dict[str, Any]:
+        for line in key.splitlines():
+            ctx.log(line)  # logs arrive a line at a time
+        return {"pin": pin, "big": "x" * 200 + key}
+
+    artifacts_seen: list[Any] = []
+    orch, store = make(
+        """
+        nodes:
+          - id: a
+            task: {type: python, callable: use}
+            inputBindings: {key: "{{ secret('PEM') }}", pin: "{{ secret('PIN') | int }}"}
+        """,
+        {"use": use},
+        secrets=secrets,
+        offload_bytes=100,
+    )
+    put_value = orch.pool.artifacts.put_value  # type: ignore[union-attr]
+
+    def watched(key: str, value: Any) -> Any:
+        artifacts_seen.append(value)
+        return put_value(key, value)
+
+    orch.pool.artifacts.put_value = watched  # type: ignore[union-attr, method-assign]
+    result = await orch.run()
+
+    assert result.status.value == "completed"
+    assert "MIIBOgIBAAJBAKj34GkxFhD9" not in repr(store.records)
+    assert "739184" not in repr(store.records)
+    assert result.nodes["a"].outputs["pin"] == "***"
+    assert artifacts_seen == ["x" * 200 + "***"]  # what the artifact store got

@@ -381,3 +381,46 @@ async def test_a_child_with_an_approval_reads_its_own_inbox(tmp_path: Path) -> N
     store.post_message(child_id, MessageKind.APPROVE, "gate", {"by": "alice"})
     result = await orch.wait()
     assert result.nodes["call"].outputs == {"doubled": 42}
+
+
+async def test_a_second_crash_right_after_the_adoption_still_finds_the_child(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "child.yaml", GATED_CHILD)
+    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
+    runner = InlineRunner({"double": double})
+    store = WatchedStore()
+    orch = Orchestrator(load_program_file(parent, runner), store=store, runner=runner)
+    waiting = store.watch("gate.waiting")
+    await orch.start()
+    await waiting
+    first_cut = len(store.records)
+    orch.cancel("ends this loop's copy")
+    await orch.wait()
+    (child_id,) = children(store, orch.execution_id)
+
+    # First resume: the crash comes in the unit that announced the adoption.
+    second = WatchedStore()
+    second.records = store.records[:first_cut]
+    announced = second.watch("call.child_resumed")
+    resumed = resumed_parent(parent, InlineRunner({"double": double}), second, orch.execution_id)
+    running = asyncio.create_task(resumed.resume(await second.load_execution(orch.execution_id)))
+    await announced
+    # The crash point: the end of the unit that started the new attempt.
+    at = [
+        i
+        for i, r in enumerate(second.records)
+        if isinstance(r, EventAppended) and r.event.event_type == "call.started"
+    ][-1]
+    second_cut = min(b for b in second.boundaries if b > at)
+    resumed.cancel("ends this loop's copy too")
+    await running
+
+    third = InMemoryStateStore()
+    third.records = second.records[:second_cut]
+    third.post_message(child_id, MessageKind.APPROVE, "gate", {"by": "alice"})
+    final = resumed_parent(parent, InlineRunner({"double": double}), third, orch.execution_id)
+    result = await final.resume(await third.load_execution(orch.execution_id))
+
+    assert result.nodes["call"].outputs == {"doubled": 42}
+    assert children(third, orch.execution_id) == [child_id]

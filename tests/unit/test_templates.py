@@ -167,10 +167,13 @@ def test_a_dict_key_named_like_a_method_wins_on_both_paths() -> None:
     assert fast.evaluate(ctx) == [1, 2]
     assert compile_template("{{ a.d.items | length }}").evaluate(ctx) == 2
     assert compile_condition("a.d.values == 'v'").evaluate(ctx) is True
-    # Without such a key, both paths give Jinja's attribute (the method).
-    assert compile_template("{{ a.e.items }}").evaluate(ctx)() == {"n": 1}.items()
-    assert compile_template("{{ a.e.items() | list }}").evaluate(ctx) == [("n", 1)]
+    # Without such a key the value is missing: a method is never data.
+    assert isinstance(compile_template("{{ a.e.items }}").evaluate(ctx), Missing)
     assert isinstance(compile_template("{{ a.e.nope }}").evaluate(ctx), Missing)
+    with pytest.raises(TemplateEvaluationError, match="reads a method, not data"):
+        compile_template("{{ a.e.items if true else 0 }}").evaluate(ctx)
+    # Calling it is still fine.
+    assert compile_template("{{ a.e.items() | list }}").evaluate(ctx) == [("n", 1)]
 
 
 # ---------------------------------------------------------------------------

@@ -353,9 +353,7 @@ def _lookup(context: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
         try:
             value = value[part]
         except (KeyError, IndexError, TypeError):
-            if isinstance(part, str) and (
-                type(value) is dict or not isinstance(value, Namespace | Mapping | list)
-            ):
+            if isinstance(part, str) and not isinstance(value, Namespace | Mapping | list):
                 # Fall back to Jinja's attribute semantics for odd objects.
                 return ENV.getattr(value, part)
             return Missing(name=str(part))
@@ -384,6 +382,12 @@ class CompiledTemplate:
             scope = {n: context[n] for n in info.names if n in context}
             if self._expression is not None:
                 value = self._expression(**scope)
+                if callable(value) and not isinstance(value, Missing):
+                    raise TemplateEvaluationError(
+                        info.source,
+                        "it reads a method, not data (a key of that name is missing; "
+                        "call it, e.g. items(), or use a filter such as dictsort)",
+                    )
                 if isinstance(value, str | list) and len(value) > MAX_RENDERED_CHARS:
                     raise TemplateEvaluationError(
                         info.source, f"the value has over {MAX_RENDERED_CHARS} items"

@@ -92,6 +92,14 @@ def launch(state: ExecutionState, rt: NodeRuntime) -> None:
     state.node_row(rt)
     state.attempt_row(rt.id, NO_ITEM, attempt, NodeState.RUNNING)
     state.publish(f"{rt.id}.started", rt.id, {"attempt": attempt})
+    if rt.adopt_child is not None:
+        # In the unit of `started`: a crash before the child is touched again
+        # still finds which child this attempt owns.
+        state.publish(
+            f"{rt.id}.child_resumed",
+            rt.id,
+            {"execution_id": rt.adopt_child, "attempt": attempt},
+        )
     rt.task = spawn(state, rt, attempt, None, inputs, config)
 
 
@@ -185,6 +193,8 @@ async def _copy_files(
         copied = await asyncio.to_thread(state.pool.copy_files, result.outputs, key_prefix)
     except OutputError as exc:
         return exc
+    except Exception as exc:  # any store error fails the attempt; the node must not hang
+        return OutputError(f"cannot store the file outputs: {type(exc).__name__}: {exc}")
     return replace(result, outputs=copied)
 
 

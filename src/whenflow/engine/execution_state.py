@@ -61,6 +61,7 @@ class ExecutionState:
         clock: Callable[[], float],
         run_unit: UnitRunner,
         secrets: SecretStore | None = None,
+        mask: SecretMask | None = None,
     ) -> None:
         self.program = program
         self.definition = program.definition
@@ -70,8 +71,9 @@ class ExecutionState:
         self.runner = runner
         self.clock = clock
         self.secrets = secrets
-        self.mask = SecretMask()
+        self.mask = mask if mask is not None else SecretMask()
         """The secret values this execution revealed; masked in everything it hands out."""
+        pool.conceal = self._conceal
         self.run_unit = run_unit
         """Runs a handler as one unit of work; what timers and task reports go through."""
         self.listeners: list[EventListener] = []
@@ -135,6 +137,9 @@ class ExecutionState:
         if self.pipeline_stop is not None:
             found.append(self.pipeline_stop)
         return found
+
+    def _conceal(self, value: Any) -> Any:
+        return self.mask.value(value) if self.mask else value
 
     def _on_decided(self, tree: TriggerTree, value: bool) -> None:
         self.decisions.append((tree, value))

@@ -57,6 +57,7 @@ from whenflow.engine.inbox_messages import (
 )
 from whenflow.engine.ports import ArtifactStore, SecretStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
+from whenflow.engine.secret_masking import SecretMask
 from whenflow.engine.template_helpers import install_helpers
 from whenflow.engine.trigger_eval import TriggerTree
 from whenflow.engine.variable_pool import VariablePool
@@ -85,6 +86,7 @@ class Orchestrator:
         parent_execution_id: str | None = None,
         inbox_poll_s: float | None = DEFAULT_POLL_INTERVAL_S,
         secrets: SecretStore | None = None,
+        mask: SecretMask | None = None,
     ) -> None:
         """Args (besides the obvious):
         inbox_poll_s: how often to read the store's inbox for decisions, events
@@ -118,6 +120,7 @@ class Orchestrator:
             clock=clock,
             run_unit=self._unit,
             secrets=secrets,
+            mask=mask,
         )
         if on_event is not None:
             self.state.listeners.append(on_event)

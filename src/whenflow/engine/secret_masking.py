@@ -20,6 +20,7 @@ from typing import Any
 from whenflow.domain.records import (
     AttemptRecorded,
     EventAppended,
+    ExecutionCreated,
     ExecutionUpdated,
     LogAppended,
     NodeUpdated,
@@ -43,9 +44,12 @@ class SecretMask:
         return bool(self._values)
 
     def reveal(self, value: str) -> None:
-        if len(value) >= MIN_MASKED_LENGTH and value not in self._values:
-            self._values.append(value)
-            self._values.sort(key=len, reverse=True)  # a longer secret first
+        # Each line too: logs arrive a line at a time (a PEM key spans many).
+        for part in (value, *value.splitlines()):
+            part = part.strip()
+            if len(part) >= MIN_MASKED_LENGTH and part not in self._values:
+                self._values.append(part)
+        self._values.sort(key=len, reverse=True)  # a longer secret first
 
     def text(self, value: str) -> str:
         for secret in self._values:
@@ -61,6 +65,9 @@ class SecretMask:
             return {self.text(str(k)): self.value(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric and str(value) in self._values:  # `{{ secret('PIN') | int }}`
+            return MASK
         return value
 
     def optional(self, value: str | None) -> str | None:
@@ -89,6 +96,8 @@ class SecretMask:
             )
         if isinstance(record, AttemptRecorded):
             return replace(record, error_message=self.optional(record.error_message))
+        if isinstance(record, ExecutionCreated):  # a child execution's inputs
+            return replace(record, inputs=self.value(dict(record.inputs)))
         if isinstance(record, ExecutionUpdated):
             outputs = None if record.outputs is None else self.value(dict(record.outputs))
             return replace(record, outputs=outputs, error=self.optional(record.error))

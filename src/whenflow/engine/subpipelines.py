@@ -64,11 +64,11 @@ async def run_child(
         clock=state.clock,
         parent_execution_id=state.execution_id,
         secrets=state.secrets,
+        mask=state.mask,  # secrets bound into its inputs stay masked in the child too
     )
     if snapshot is None:
         ctx.emit("child_started", {"execution_id": orchestrator.execution_id})
-    else:
-        ctx.emit("child_resumed", {"execution_id": orchestrator.execution_id})
+    # An adopted child was announced (`child_resumed`) with the attempt's start.
     try:
         if snapshot is None:
             await orchestrator.start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 from collections import ChainMap
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ INPUT_SCOPE = "pipeline.input"
 SYSTEM_SCOPE = "system"
 DEFAULT_OFFLOAD_BYTES = 1024 * 1024
 ARTIFACT_MARKER = "$artifact"  # wraps a reference stored inside a forEach item's value
+VALUE_MARKER = "$value"  # wraps a plain value shaped like one of these markers
 
 
 class OutputError(ValueError):
@@ -59,6 +60,8 @@ class VariablePool:
     ) -> None:
         self.execution_id = execution_id
         self.artifacts = artifacts
+        self.conceal: Callable[[Any], Any] = _same
+        """Masks revealed secrets in what goes to the artifact store (set by the dispatcher)."""
         self.offload_bytes = offload_bytes
         self.inputs = dict(inputs)
         self.system: dict[str, Any] = {
@@ -103,7 +106,10 @@ class VariablePool:
             if isinstance(value, pathlib.PurePath) and isinstance(name, str):
                 ref = self._put_file(name, value, key_prefix)
                 assert self.artifacts is not None
-                value = StoredFile(ref, self.artifacts.local_path(ref))
+                try:
+                    value = StoredFile(ref, self.artifacts.local_path(ref))
+                except (OSError, WhenflowError) as exc:
+                    raise OutputError(f"output {name!r}: cannot read it back: {exc}") from exc
             copied[name] = value
         return copied
 
@@ -151,7 +157,10 @@ class VariablePool:
             elif isinstance(value, pathlib.PurePath):
                 ref = self._put_file(name, value, key_prefix)
                 assert self.artifacts is not None
-                value = self.artifacts.local_path(ref)
+                try:
+                    value = self.artifacts.local_path(ref)
+                except (OSError, WhenflowError) as exc:
+                    raise OutputError(f"output {name!r}: cannot read it back: {exc}") from exc
             else:
                 try:
                     encoded = json.dumps(value)
@@ -160,7 +169,7 @@ class VariablePool:
                         f"output {name!r} is a {type(value).__name__}, not JSON data: {exc}"
                     ) from None
                 if len(encoded) > self.offload_bytes and self.artifacts is not None:
-                    ref = self.artifacts.put_value(f"{key_prefix}/{name}", value)
+                    ref = self.artifacts.put_value(f"{key_prefix}/{name}", self.conceal(value))
             visible[name] = value
             if ref is not None and remember_refs:
                 self.artifact_refs[(node_id, name)] = ref
@@ -190,7 +199,9 @@ class VariablePool:
     def stored_form(self, variables: Sequence[Variable]) -> dict[str, Any]:
         """Outputs as persisted inside one value (a forEach item): references, not bytes."""
         return {
-            v.name: {ARTIFACT_MARKER: v.artifact.to_json()} if v.artifact is not None else v.value
+            v.name: {ARTIFACT_MARKER: v.artifact.to_json()}
+            if v.artifact is not None
+            else _escaped(v.value)
             for v in variables
         }
 
@@ -198,7 +209,9 @@ class VariablePool:
         """Undo `stored_form`: load values and localise files kept as artifacts."""
         values: dict[str, Any] = {}
         for name, value in stored.items():
-            if isinstance(value, dict) and set(value) == {ARTIFACT_MARKER}:
+            if _is_marker(value, VALUE_MARKER):
+                value = value[VALUE_MARKER]  # task data that looked like a marker
+            elif _is_marker(value, ARTIFACT_MARKER):
                 ref = ArtifactRef.from_json(value[ARTIFACT_MARKER])
                 if self.artifacts is not None:
                     value = (
@@ -224,3 +237,18 @@ class VariablePool:
                 self.inputs[var.name] = value
             elif var.scope in self.outputs:
                 self.outputs[var.scope][var.name] = value
+
+
+def _is_marker(value: Any, marker: str) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and marker in value
+
+
+def _escaped(value: Any) -> Any:
+    """Task data shaped like a marker is wrapped, so it never reads back as a reference."""
+    if _is_marker(value, ARTIFACT_MARKER) or _is_marker(value, VALUE_MARKER):
+        return {VALUE_MARKER: value}
+    return value
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -51,6 +51,7 @@ from whenflow.executors.subprocess_io import (
     read_lines,
     spawn,
     supervise,
+    task_environment,
 )
 from whenflow.executors.task_threads import TaskThreads
 
@@ -148,7 +149,7 @@ class PythonExecutor:
                     stderr=asyncio.subprocess.PIPE,
                     pass_fds=(write_fd,),
                     cwd=request.workdir,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={**task_environment(), "PYTHONUNBUFFERED": "1"},
                 )
             finally:
                 os.close(write_fd)  # the child holds its copy; EOF arrives when it exits

@@ -38,7 +38,13 @@ from typing import Any
 from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
 from whenflow.executors.errors import InvalidTaskConfig, ShellCommandFailed, TaskOutputError
-from whenflow.executors.subprocess_io import DEFAULT_GRACE_S, read_lines, spawn, supervise
+from whenflow.executors.subprocess_io import (
+    DEFAULT_GRACE_S,
+    read_lines,
+    spawn,
+    supervise,
+    task_environment,
+)
 
 __all__ = ["ShellCommandFailed", "ShellExecutor", "input_variable", "parse_outputs"]
 
@@ -189,7 +195,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def _environment(request: TaskRequest, config: _ShellConfig, outputs_file: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = task_environment()
     env.update(config.env)
     for name, value in request.inputs.items():
         env[input_variable(name)] = _env_text(value)

@@ -166,3 +166,13 @@ async def feed_stdin(child: TaskProcess, data: bytes) -> None:
 
 def _decode(raw: bytes | bytearray) -> str:
     return bytes(raw).decode("utf-8", errors="replace").removesuffix("\r")
+
+
+# The environment backend of `secret()` reads these; a task gets a secret only
+# through a binding, never by inheriting every one of them.
+SECRET_ENV_PREFIX = "WHENFLOW_SECRET_"
+
+
+def task_environment() -> dict[str, str]:
+    """This process's environment for a task's subprocess, without the secrets."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIX)}

@@ -175,12 +175,13 @@ class FsspecArtifactStore:
         return self._local_file(ref)
 
     def _unpacked(self, ref: ArtifactRef) -> str:
-        target = self._cache() / ref.sha256 / (ref.filename or "directory")
+        target = self._cache() / _digest(ref) / _component(ref.filename or "directory")
         if target.is_dir():
             return str(target)
         archive = self._local_file(replace(ref, filename=(ref.filename or "d") + ARCHIVE_SUFFIX))
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        partial.mkdir()  # an empty directory's archive creates nothing
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(partial, filter="data")
@@ -191,8 +192,10 @@ class FsspecArtifactStore:
             ) from exc
         try:
             os.replace(partial, target)
-        except OSError:  # another reader unpacked it first
+        except OSError:
             shutil.rmtree(partial, ignore_errors=True)
+            if not target.is_dir():  # else another reader unpacked it first
+                raise
         return str(target)
 
     def _cache(self) -> Path:
@@ -202,7 +205,7 @@ class FsspecArtifactStore:
         path = self._path_of(ref)
         if self._local:
             return path
-        cached = self._cache() / ref.sha256 / (ref.filename or "artifact")
+        cached = self._cache() / _digest(ref) / _component(ref.filename or "artifact")
         if cached.is_file() and _sha256_file(cached) == ref.sha256:
             return str(cached)
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -259,6 +262,19 @@ class FsspecArtifactStore:
 
     def _uri(self, path: str) -> str:
         return str(self._fs.unstrip_protocol(path))
+
+
+def _component(name: str) -> str:
+    """A reference's file name as one safe path component (references may come from data)."""
+    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ArtifactPathError(name, "a file name must be a single path component")
+    return name
+
+
+def _digest(ref: ArtifactRef) -> str:
+    if len(ref.sha256) != 64 or any(c not in "0123456789abcdef" for c in ref.sha256):
+        raise ArtifactPathError(ref.uri, "the reference's sha256 is not a hex digest")
+    return ref.sha256
 
 
 def _copy(chunks: Iterable[bytes], out: BinaryIO) -> None:
