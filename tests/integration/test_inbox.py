@@ -25,6 +25,7 @@ from whenflow.domain.records import (
     MessageKind,
 )
 from whenflow.dsl.load import load_program_text
+from whenflow.engine.runtime import ExecutionResult
 from whenflow.services.executions import ExecutionService, Settings
 from whenflow.storage import inbox, queries, tables
 from whenflow.storage.state_store import SqlStateStore
@@ -41,6 +42,24 @@ PIPELINE = textwrap.dedent(
         - {id: ship, startWhen: "event:review.approved && event:external.go", task: {type: noop}}
     """
 )
+
+
+async def start_waiting(
+    service: ExecutionService,
+) -> tuple[asyncio.Task[ExecutionResult], str]:
+    """Run PIPELINE in the background until `review` waits durably; the task and the id."""
+    program = load_program_text(PIPELINE, InlineRunner(), path="gated.yaml")
+    waiting: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def listener(event: Any) -> None:
+        if event.event_type == "review.waiting":
+            waiting.set_result(event.execution_id)
+
+    running = asyncio.create_task(service.run(program, {}, on_event=listener))
+    execution_id = await waiting
+    # The event is published before its commit; a request checks the durable state.
+    await service.store.flush()
+    return running, execution_id
 
 
 async def test_a_message_is_marked_applied_in_the_batch_of_its_events(
@@ -66,19 +85,9 @@ async def test_a_message_is_marked_applied_in_the_batch_of_its_events(
 
 
 async def test_send_reaches_a_running_execution_and_waits_for_the_outcome(db_url: str) -> None:
-    program = load_program_text(PIPELINE, InlineRunner(), path="gated.yaml")
     async with ExecutionService.open(Settings(database_url=db_url), InlineRunner()) as service:
-        waiting: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-        def listener(event: Any) -> None:
-            if event.event_type == "review.waiting":
-                waiting.set_result(event.execution_id)
-
-        running = asyncio.create_task(service.run(program, {}, on_event=listener))
-        execution_id = await waiting
-        # The event is published before its commit; a request checks the durable state.
+        running, execution_id = await start_waiting(service)
         engine = service.store.engine
-        await service.store.flush()
 
         with pytest.raises(RequestRefused, match=r"node 'ship' .* has not started"):
             await service.send(execution_id, MessageKind.APPROVE, "ship", {"by": "alice"})
@@ -125,17 +134,8 @@ async def test_send_reaches_a_running_execution_and_waits_for_the_outcome(db_url
 
 
 async def test_requests_to_an_ended_execution_are_refused_not_left_pending(db_url: str) -> None:
-    program = load_program_text(PIPELINE, InlineRunner(), path="gated.yaml")
     async with ExecutionService.open(Settings(database_url=db_url), InlineRunner()) as service:
-        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-        def listener(event: Any) -> None:
-            if event.event_type == "review.waiting":
-                ended.set_result(event.execution_id)
-
-        running = asyncio.create_task(service.run(program, {}, on_event=listener))
-        execution_id = await ended
-        await service.store.flush()
+        running, execution_id = await start_waiting(service)
         engine = service.store.engine
         cancel = await service.send(execution_id, MessageKind.CANCEL, wait_s=30)
         assert (cancel.applied, cancel.refusal) == (True, None)

@@ -50,15 +50,21 @@ def until(orch: Orchestrator, event_type: str) -> asyncio.Future[None]:
     return seen
 
 
+async def parked(spec: str, **options: Any) -> tuple[Orchestrator, InMemoryStateStore]:
+    """An execution started and waiting at its approval node `review`."""
+    orch, store = make(spec, **options)
+    waiting = until(orch, "review.waiting")
+    await orch.start()
+    await waiting
+    return orch, store
+
+
 def statuses(store: InMemoryStateStore) -> list[str]:
     return [r.status.value for r in store.records if isinstance(r, ExecutionUpdated)]
 
 
 async def test_approve_publishes_approved_then_completes_and_its_branch_runs() -> None:
-    orch, store = make(REVIEW)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked(REVIEW)
     assert orch.status.value == "waiting"
     (payload,) = [e.payload for e in store.events() if e.event_type == "review.waiting"]
     assert payload["message"] == "Publish 10 rows?"
@@ -96,10 +102,7 @@ async def test_approve_publishes_approved_then_completes_and_its_branch_runs() -
 
 
 async def test_reject_completes_the_node_and_takes_the_other_branch() -> None:
-    orch, store = make(REVIEW)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked(REVIEW)
     assert orch.decide("review", False, "bob", "too few rows") is None
     result = await orch.wait()
     assert [e for e in store.event_types() if not e.startswith("prepare.")] == [
@@ -186,16 +189,13 @@ async def test_on_timeout_decides_in_the_name_of_the_timeout(on_timeout: str) ->
 
 
 async def test_stop_when_stops_a_waiting_approval_and_closes_its_attempt() -> None:
-    orch, store = make(
+    orch, store = await parked(
         """
         nodes:
           - {id: review, stopWhen: "event:external.abort", task: {type: approval}}
           - {id: after, startWhen: event:review.approved, task: {type: noop}}
         """
     )
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
     orch.post_external_event("abort")
     result = await orch.wait()
     assert store.event_types() == [
@@ -212,10 +212,7 @@ async def test_stop_when_stops_a_waiting_approval_and_closes_its_attempt() -> No
 
 
 async def test_cancel_cancels_a_waiting_approval() -> None:
-    orch, store = make("nodes: [{id: review, task: {type: approval}}]")
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked("nodes: [{id: review, task: {type: approval}}]")
     orch.cancel("no longer needed")
     result = await orch.wait()
     assert store.event_types() == [
@@ -249,7 +246,7 @@ async def test_a_waiting_approval_holds_no_concurrency_slot() -> None:
 
 
 async def test_inbox_messages_apply_once_and_are_recorded_with_their_outcome() -> None:
-    orch, store = make(
+    orch, store = await parked(
         """
         nodes:
           - {id: review, task: {type: approval, approvers: [alice]}}
@@ -257,9 +254,6 @@ async def test_inbox_messages_apply_once_and_are_recorded_with_their_outcome() -
         """,
         inbox_poll_s=0.005,
     )
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
     eid = orch.execution_id
     refused = store.post_message(eid, MessageKind.APPROVE, "review", {"by": "mallory"})
     event = store.post_message(eid, MessageKind.EVENT, "go", {"n": 1})
@@ -295,10 +289,7 @@ async def test_inbox_messages_apply_once_and_are_recorded_with_their_outcome() -
 
 
 async def test_a_cancel_message_cancels_the_execution() -> None:
-    orch, store = make("nodes: [{id: review, task: {type: approval}}]", inbox_poll_s=0.005)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked("nodes: [{id: review, task: {type: approval}}]", inbox_poll_s=0.005)
     message = store.post_message(
         orch.execution_id, MessageKind.CANCEL, "", {"reason": "changed my mind"}
     )
@@ -310,10 +301,7 @@ async def test_a_cancel_message_cancels_the_execution() -> None:
 
 
 async def test_resume_keeps_waiting_and_applies_a_decision_posted_while_down() -> None:
-    orch, store = make(REVIEW, inbox_poll_s=None)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked(REVIEW, inbox_poll_s=None)
     # The process dies here; a decision arrives while nobody runs the execution.
     resumed_store = InMemoryStateStore()
     resumed_store.records = store.records[: _cut_after(store, "review.waiting")]
@@ -365,10 +353,7 @@ def _cut_after(store: InMemoryStateStore, event_type: str) -> int:
 
 async def test_resume_after_the_deadline_passed_applies_the_timeout() -> None:
     spec = TIMED.replace("{on_timeout}", ", onTimeout: reject").replace("50ms", "1h")
-    orch, store = make(spec, inbox_poll_s=None, clock=lambda: 1000.0)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked(spec, inbox_poll_s=None, clock=lambda: 1000.0)
     orch.cancel("simulated crash")
     await orch.wait()
     resumed_store = InMemoryStateStore()
@@ -419,7 +404,7 @@ def test_an_approval_cannot_use_for_each() -> None:
 
 
 async def test_each_message_is_settled_before_the_next_is_applied() -> None:
-    orch, store = make(
+    orch, store = await parked(
         """
         stopWhen: "event:external.halt"
         nodes:
@@ -428,9 +413,6 @@ async def test_each_message_is_settled_before_the_next_is_applied() -> None:
         """,
         inbox_poll_s=0.005,
     )
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
     halt = store.post_message(orch.execution_id, MessageKind.EVENT, "halt")
     approve = store.post_message(orch.execution_id, MessageKind.APPROVE, "review", {"by": "a"})
     result = await orch.wait()
@@ -450,10 +432,7 @@ async def test_each_message_is_settled_before_the_next_is_applied() -> None:
 
 
 async def test_requests_still_pending_at_the_end_are_refused() -> None:
-    orch, store = make("nodes: [{id: review, task: {type: approval}}]", inbox_poll_s=60)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked("nodes: [{id: review, task: {type: approval}}]", inbox_poll_s=60)
     late = store.post_message(orch.execution_id, MessageKind.EVENT, "go")
     orch.cancel("operator")
     await orch.wait()
@@ -485,10 +464,7 @@ async def test_the_deadline_reads_the_inbox_first_and_honours_a_decision_stored_
 
 async def test_a_decision_stored_after_the_deadline_is_refused() -> None:
     spec = TIMED.replace("{on_timeout}", "").replace("50ms", "100ms")
-    orch, store = make(spec, inbox_poll_s=60)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked(spec, inbox_poll_s=60)
     (payload,) = [e.payload for e in store.events() if e.event_type == "review.waiting"]
     too_late = store.post_message(
         orch.execution_id,
@@ -503,10 +479,7 @@ async def test_a_decision_stored_after_the_deadline_is_refused() -> None:
 
 
 async def test_a_cancelled_wait_leaves_the_poller_running() -> None:
-    orch, store = make("nodes: [{id: review, task: {type: approval}}]", inbox_poll_s=0.005)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked("nodes: [{id: review, task: {type: approval}}]", inbox_poll_s=0.005)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(orch.wait(), 0.02)
     store.post_message(orch.execution_id, MessageKind.APPROVE, "review", {"by": "bob"})
@@ -516,10 +489,7 @@ async def test_a_cancelled_wait_leaves_the_poller_running() -> None:
 
 async def test_resume_after_the_deadline_applies_a_decision_stored_before_it() -> None:
     spec = TIMED.replace("{on_timeout}", "").replace("50ms", "1h")
-    orch, store = make(spec, inbox_poll_s=None, clock=lambda: 1000.0)
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
+    orch, store = await parked(spec, inbox_poll_s=None, clock=lambda: 1000.0)
     orch.cancel("simulated crash")
     await orch.wait()
     resumed_store = InMemoryStateStore()
@@ -543,16 +513,13 @@ async def test_resume_after_the_deadline_applies_a_decision_stored_before_it() -
 
 
 async def test_a_stop_condition_error_closes_the_waiting_attempt() -> None:
-    orch, store = make(
+    orch, store = await parked(
         """
         nodes:
           - {id: src, startWhen: "event:external.go", task: {type: noop}, inputBindings: {n: "x"}}
           - {id: review, stopWhen: "{{ src.n + 1 > 2 }}", task: {type: approval}}
         """
     )
-    waiting = until(orch, "review.waiting")
-    await orch.start()
-    await waiting
     orch.post_external_event("go")
     result = await orch.wait()
     assert result.nodes["review"].status.value == "failed"

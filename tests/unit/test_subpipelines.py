@@ -249,6 +249,19 @@ spec:
 """
 
 
+async def gated_parent(folder: Path, **options: Any) -> tuple[Orchestrator, WatchedStore, Path]:
+    """A parent whose child waits at its approval `gate`; returns it with its store and file."""
+    write(folder, "child.yaml", GATED_CHILD)
+    parent = write(folder, "parent.yaml", PARENT % {"extra": ""})
+    runner = InlineRunner({"double": double})
+    store = WatchedStore()
+    orch = Orchestrator(load_program_file(parent, runner), store=store, runner=runner, **options)
+    waiting = store.watch("gate.waiting")
+    await orch.start()
+    await waiting
+    return orch, store, parent
+
+
 def resumed_parent(parent: Path, runner: InlineRunner, store: InMemoryStateStore, eid: str) -> Any:
     return Orchestrator(
         load_program_file(parent, runner),
@@ -262,14 +275,7 @@ def resumed_parent(parent: Path, runner: InlineRunner, store: InMemoryStateStore
 async def test_a_resumed_parent_adopts_its_unfinished_child_instead_of_starting_another(
     tmp_path: Path,
 ) -> None:
-    write(tmp_path, "child.yaml", GATED_CHILD)
-    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
-    runner = InlineRunner({"double": double})
-    store = WatchedStore()
-    orch = Orchestrator(load_program_file(parent, runner), store=store, runner=runner)
-    waiting = store.watch("gate.waiting")
-    await orch.start()
-    await waiting
+    orch, store, parent = await gated_parent(tmp_path)
     cut = len(store.records)  # the process dies here, the child waiting for its approval
     orch.cancel("ends this loop's copy; the resume starts from the cut")
     await orch.wait()
@@ -367,16 +373,7 @@ async def test_a_child_without_approvals_or_external_events_reads_no_inbox(
 
 
 async def test_a_child_with_an_approval_reads_its_own_inbox(tmp_path: Path) -> None:
-    write(tmp_path, "child.yaml", GATED_CHILD)
-    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
-    runner = InlineRunner({"double": double})
-    store = WatchedStore()
-    orch = Orchestrator(
-        load_program_file(parent, runner), store=store, runner=runner, inbox_poll_s=None
-    )
-    waiting = store.watch("gate.waiting")
-    await orch.start()
-    await waiting
+    orch, store, _ = await gated_parent(tmp_path, inbox_poll_s=None)
     (child_id,) = children(store, orch.execution_id)
     store.post_message(child_id, MessageKind.APPROVE, "gate", {"by": "alice"})
     result = await orch.wait()
@@ -386,14 +383,7 @@ async def test_a_child_with_an_approval_reads_its_own_inbox(tmp_path: Path) -> N
 async def test_a_second_crash_right_after_the_adoption_still_finds_the_child(
     tmp_path: Path,
 ) -> None:
-    write(tmp_path, "child.yaml", GATED_CHILD)
-    parent = write(tmp_path, "parent.yaml", PARENT % {"extra": ""})
-    runner = InlineRunner({"double": double})
-    store = WatchedStore()
-    orch = Orchestrator(load_program_file(parent, runner), store=store, runner=runner)
-    waiting = store.watch("gate.waiting")
-    await orch.start()
-    await waiting
+    orch, store, parent = await gated_parent(tmp_path)
     first_cut = len(store.records)
     orch.cancel("ends this loop's copy")
     await orch.wait()

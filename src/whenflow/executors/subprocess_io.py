@@ -17,6 +17,8 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from whenflow.domain.secrets import SECRET_ENV_PREFIX
+
 MAX_LOG_LINE = 64 * 1024
 """Longer output lines are split into pieces of this many bytes."""
 
@@ -166,11 +168,6 @@ async def feed_stdin(child: TaskProcess, data: bytes) -> None:
 
 def _decode(raw: bytes | bytearray) -> str:
     return bytes(raw).decode("utf-8", errors="replace").removesuffix("\r")
-
-
-# The environment backend of `secret()` reads these; a task gets a secret only
-# through a binding, never by inheriting every one of them.
-SECRET_ENV_PREFIX = "WHENFLOW_SECRET_"
 
 
 def task_environment() -> dict[str, str]:

@@ -10,14 +10,17 @@ import os
 import re
 from collections.abc import Mapping
 
-ENV_PREFIX = "WHENFLOW_SECRET_"
+from whenflow.domain.secrets import SECRET_ENV_PREFIX
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class EnvSecretStore:
     """Reads `<prefix><NAME>` from the environment (or the mapping given)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, prefix: str = SECRET_ENV_PREFIX
+    ) -> None:
         self._environ = os.environ if environ is None else environ
         self._prefix = prefix
 
