@@ -28,6 +28,8 @@ from whenflow.storage.inbox import MessageState
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from whenflow.engine.explain import NodeExplanation
 from whenflow.storage.secrets import EnvSecretStore
 from whenflow.storage.state_store import SqlStateStore
 
@@ -236,6 +238,19 @@ class ExecutionService:
             )
             for line in lines
         ]
+
+    async def explain(self, execution_id: str, node_id: str) -> NodeExplanation:
+        """Why `node_id` of an execution ran, was skipped or still waits (engine/explain.py).
+
+        Raises:
+            ExecutionNotFound: no such execution.
+            NodeNotInPipeline: the execution's pipeline has no such node.
+        """
+        from whenflow.engine.explain import explain_node
+
+        snapshot = await self._store.load_execution(execution_id)
+        program = load_stored_program(snapshot.definition_text, snapshot.definition_path)
+        return explain_node(program, snapshot, node_id, artifacts=self._artifacts)
 
 
 async def _refuse_leftovers(

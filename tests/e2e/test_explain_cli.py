@@ -1,0 +1,42 @@
+"""`whenflow explain EXECUTION NODE` through the real CLI and store (examples/branch_and_join)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli_helpers import EXAMPLES, db_events, run_cli, run_json
+
+
+def test_explain_a_skipped_and_a_started_branch_of_the_example(tmp_path: Path) -> None:
+    result = run_json(tmp_path, "run", EXAMPLES / "branch_and_join.yaml", "-i", "amount=50")
+    execution_id = result["execution_id"]
+    seqs = {event_type: seq for seq, event_type in db_events(tmp_path, execution_id)}
+
+    skipped = run_json(tmp_path, "explain", execution_id, "manual_review")
+    started = run_json(tmp_path, "explain", execution_id, "auto_approve")
+
+    assert skipped["state"] == "skipped"
+    assert skipped["startWhen"]["atSeq"] == seqs["manual_review.skipped"]
+    event_leaf, condition_leaf = skipped["startWhen"]["children"]
+    assert event_leaf["value"] is True
+    assert event_leaf["decidedBy"] == [
+        {"seq": seqs["check.completed"], "eventType": "check.completed"}
+    ]
+    assert condition_leaf["source"] == "{{ check.large }}"
+    assert condition_leaf["value"] is False
+    assert started["startWhen"]["value"] is True
+    assert started["verdict"].startswith(f"started at seq {seqs['auto_approve.started']}")
+
+
+def test_explain_prints_the_tree_and_refuses_an_unknown_node(tmp_path: Path) -> None:
+    result = run_json(tmp_path, "run", EXAMPLES / "branch_and_join.yaml", "-i", "amount=5000")
+    execution_id = result["execution_id"]
+
+    text = run_cli(tmp_path, "explain", execution_id, "auto_approve")
+    unknown = run_cli(tmp_path, "explain", execution_id, "nope")
+
+    assert text.returncode == 0, text.stderr
+    assert "skipped at seq" in text.stdout
+    assert "{{ not check.large }} → false" in text.stdout
+    assert unknown.returncode == 1
+    assert "has no node 'nope'" in unknown.stderr
