@@ -226,7 +226,9 @@ _PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.?
 
 
 def check_printf(fmt: str, args: Any) -> None:
-    """Refuse `fmt % args` if its widths and precisions add up to over MAX_VALUE_SIZE."""
+    """Refuse `fmt % args` if its widths and precisions add up to over MAX_VALUE_SIZE,
+    or if an argument is a callable (its text would be a repr, not data)."""
+    check_result(args)
     values = args if isinstance(args, tuple) else (args,)
     position = 0
     total = len(fmt)
@@ -266,6 +268,7 @@ class BoundedFormatter(SandboxedFormatter):
         self._total = 0
 
     def format_field(self, value: Any, format_spec: str) -> Any:
+        check_result(value)
         match = _FORMAT_SPEC.match(format_spec)
         if match is not None:
             width, precision = match.groups()
@@ -298,6 +301,7 @@ def _replace_size(s: Any, old: Any, new: Any, count: Any = None) -> int:
 
 
 def _join_size(value: Any, d: Any = "", attribute: Any = None) -> int:
+    check_result(value)
     items = len(value) if isinstance(value, list | tuple | dict | str) else 0
     return value_size(value) + items * len(str(d))
 
@@ -341,6 +345,11 @@ def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
     return 0
 
 
+def _text_size(value: Any) -> int:
+    check_result(value)
+    return value_size(value)
+
+
 # Filters whose result can be much larger than their input: an estimate of the
 # result's size from the arguments, checked before the filter runs.
 _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
@@ -352,8 +361,8 @@ _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
     "center": _center_size,
     "urlize": _urlize_size,
     "format": _format_size,
-    "string": lambda value: value_size(value),
-    "pprint": lambda value: value_size(value),
+    "string": _text_size,
+    "pprint": _text_size,
     "list": lambda value: value_size(value),
 }
 
@@ -439,6 +448,7 @@ def bounded_sum(environment: Any, iterable: Any, attribute: Any = None, start: A
 
 
 def _str_join_size(sep: str, iterable: Any) -> int:
+    check_result(iterable)
     items = len(iterable) if isinstance(iterable, list | tuple | dict | str) else 0
     return value_size(iterable) + items * len(sep)
 
