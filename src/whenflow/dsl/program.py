@@ -22,7 +22,8 @@ from whenflow.dsl.templates import (
     CompiledTemplate,
     TemplateSyntaxProblem,
     analyze_expression,
-    analyze_template,
+    compile_condition,
+    compile_template,
 )
 from whenflow.dsl.trigger_analysis import (
     pattern_has_outside_source,
@@ -147,7 +148,7 @@ def _template_names_check(
 ) -> frozenset[str]:
     """Check one rendered string; return the node ids it reads."""
     try:
-        info = analyze_template(text)
+        info = compile_template(text).info  # compiled here, so a failure has a location
     except TemplateSyntaxProblem as exc:
         c.add(f"template syntax error: {exc}", node_id, *fields)
         return frozenset()
@@ -198,6 +199,7 @@ def _parse_trigger_field(
             continue
         try:
             info = analyze_expression(atom.source)
+            compile_condition(atom.source)  # compiled here, so a failure has a location
         except TemplateSyntaxProblem as exc:
             c.add(f"condition syntax error: {exc}", node_id, fld, offset=atom.column)
             ok = False

@@ -10,16 +10,35 @@ reference such as `{{ extract.output_path }}`, a path lookup that compiles nothi
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, update_wrapper
 from typing import Any, NoReturn
 
 from jinja2 import TemplateSyntaxError, Undefined, nodes
-from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.environment import TemplateExpression
+from jinja2.exceptions import UndefinedError
+from jinja2.parser import Parser
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from whenflow.domain.errors import WhenflowError
+from whenflow.dsl.template_ast import bound_tree, check_constants
+from whenflow.dsl.template_bounds import (
+    INTERNAL_FILTERS,
+    BoundedFormatter,
+    CallableValue,
+    Counted,
+    bound_filter,
+    bounded_sum,
+    check_binop,
+    check_call,
+    check_deadline,
+    check_result,
+    end_budget,
+    start_budget,
+)
 
 # Names a template may use besides node ids.
 HELPER_NAMES = frozenset({"events", "settled", "any_ok", "now", "secret"})
@@ -27,7 +46,8 @@ NODE_HELPERS = frozenset({"settled", "any_ok"})  # helpers whose arguments are n
 SCOPE_NAMES = frozenset({"pipeline", "system", "item", "index"})
 RESERVED_NAMES = HELPER_NAMES | SCOPE_NAMES | frozenset({"true", "false", "none", "loop"})
 
-MAX_RENDERED_CHARS = 1_000_000
+MAX_NESTING = 32
+"""Deepest nesting of brackets in one template; Jinja's parser and compiler recurse."""
 
 _FORBIDDEN_STATEMENTS = (
     nodes.Include,
@@ -106,28 +126,44 @@ class Missing(Undefined):
         self._fail_with_undefined_error()
 
 
-MAX_EXPONENT = 1024
-
-
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with `**` and `*` bounded: one expression cannot stall the
-    dispatcher computing a huge power or allocate a huge string or list."""
+    """The sandbox, with every operator, filter and method call that can build a
+    large value or take long bounded before it runs (see template_bounds)."""
 
-    intercepted_binops = frozenset({"**", "*"})
+    intercepted_binops = frozenset({"**", "*", "+", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-                raise SecurityError(f"exponent {right} is over the limit of {MAX_EXPONENT}")
-        elif operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                size = len(seq) * times if isinstance(seq, str | list | tuple) else 0
-                if isinstance(times, int) and size > MAX_RENDERED_CHARS:
-                    raise SecurityError(
-                        f"repetition would make {size} items, "
-                        f"over the limit of {MAX_RENDERED_CHARS}"
-                    )
+        check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(__obj, LoopContext) and args:
+            # `loop(children)` of a recursive loop iterates like a `{% for %}`.
+            args = (Counted(args[0]), *args[1:])
+        else:
+            check_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # Jinja's version, with widths, precisions and the result bounded.
+        if not isinstance(value, types.MethodType | types.BuiltinMethodType):
+            return None
+        if value.__name__ not in ("format", "format_map"):
+            return None
+        owner = value.__self__
+        if not isinstance(owner, str):
+            return None
+        is_format_map = value.__name__ == "format_map"
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            check_deadline()
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one positional argument")
+                kwargs, args = args[0], ()
+            return type(owner)(BoundedFormatter(self).vformat(owner, args, kwargs))
+
+        return update_wrapper(wrapper, value)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Pool values are JSON data: in `{{ a.meta.items }}` the key "items" wins
@@ -140,9 +176,12 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-def _make_env() -> ImmutableSandboxedEnvironment:
+def _make_env() -> _BoundedSandbox:
     env = _BoundedSandbox(undefined=Missing, autoescape=False, cache_size=0)
     env.globals.clear()
+    filters = dict(env.filters, sum=bounded_sum)
+    env.filters = {name: bound_filter(name, func) for name, func in filters.items()}
+    env.filters.update(INTERNAL_FILTERS)
     return env
 
 
@@ -197,15 +236,57 @@ def _check_safety(tree: nodes.Node) -> None:
             raise TemplateSafetyError(f"the string {node.value!r} is not allowed in a template")
         if isinstance(node, nodes.Filter | nodes.Test) and node.name == "attr":
             raise TemplateSafetyError("the 'attr' filter is not allowed")
+        if isinstance(node, nodes.Filter | nodes.Test) and node.name.startswith("_"):
+            raise TemplateSafetyError(f"filter or test {node.name!r} is not allowed")
         if isinstance(node, nodes.Name) and node.name.startswith("_"):
             raise TemplateSafetyError(f"name {node.name!r} is not allowed")
 
 
+def _check_nesting(text: str) -> None:
+    """Refuse brackets nested over MAX_NESTING deep before Jinja's parser recurses into them."""
+    depth = 0
+    quote = ""
+    lineno = 1
+    for ch in text:
+        if ch == "\n":
+            lineno += 1
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise TemplateSyntaxProblem(
+                    f"brackets nest deeper than {MAX_NESTING} levels; "
+                    "split the expression, e.g. compute parts in an earlier node",
+                    lineno,
+                )
+        elif ch in ")]}":
+            depth -= 1
+
+
+_TOO_DEEP = (RecursionError, MemoryError, SyntaxError)
+"""What Jinja's recursive parser and compiler, and Python's, raise on a deep tree."""
+
+
+def _too_deep(exc: BaseException) -> TemplateSyntaxProblem:
+    return TemplateSyntaxProblem(
+        f"the template is too deeply nested to compile ({type(exc).__name__}); "
+        "split the expression, e.g. compute parts in an earlier node",
+        1,
+    )
+
+
 def _parse(text: str) -> nodes.Template:
+    _check_nesting(text)
     try:
         return ENV.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateSyntaxProblem(exc.message or str(exc), exc.lineno) from None
+    except _TOO_DEEP as exc:
+        raise _too_deep(exc) from None
 
 
 def _plain_path(expr: nodes.Expr) -> tuple[str | int, ...] | None:
@@ -231,7 +312,15 @@ def _plain_path(expr: nodes.Expr) -> tuple[str | int, ...] | None:
 
 
 def _info(source: str, kind: str, tree: nodes.Node, expression: str | None) -> TemplateInfo:
-    _check_safety(tree)
+    try:
+        _check_safety(tree)
+        check_constants(tree)
+        return _read_info(source, kind, tree, expression)
+    except _TOO_DEEP as exc:
+        raise _too_deep(exc) from None
+
+
+def _read_info(source: str, kind: str, tree: nodes.Node, expression: str | None) -> TemplateInfo:
     stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     names = frozenset(
         n.name for n in tree.find_all(nodes.Name) if n.ctx == "load" and n.name not in stored
@@ -354,10 +443,18 @@ def _lookup(context: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
             value = value[part]
         except (KeyError, IndexError, TypeError):
             if isinstance(part, str) and not isinstance(value, Namespace | Mapping | list):
-                # Fall back to Jinja's attribute semantics for odd objects.
-                return ENV.getattr(value, part)
+                # Fall back to Jinja's attribute semantics for odd objects
+                # (`{{ a.when.year }}`); a method found so is refused by the caller.
+                value = ENV.getattr(value, part)
+                continue
             return Missing(name=str(part))
     return value
+
+
+_METHOD_NOT_DATA = CallableValue(
+    "it reads a method, not data (a key of that name is missing; "
+    "call it, e.g. items(), or use a filter such as dictsort)"
+)
 
 
 @dataclass(frozen=True)
@@ -371,70 +468,90 @@ class CompiledTemplate:
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """Native value for a single expression, text for a text template.
 
-        Raises TemplateEvaluationError with the template in the message.
+        Whatever goes wrong (an error, a bound, even MemoryError or
+        RecursionError) raises TemplateEvaluationError with the template in the
+        message, so it fails the node that evaluated it and nothing else.
         """
         info = self.info
+        if info.kind == "literal":
+            return info.source
+        if info.path is not None:
+            try:
+                value = _lookup(context, info.path)
+            except Exception as exc:  # an odd pool object's own error
+                _raise_eval(info.source, exc)
+            if callable(value) and not isinstance(value, Missing):
+                _raise_eval(info.source, _METHOD_NOT_DATA)
+            return value
+        scope = {n: context[n] for n in info.names if n in context}
+        token = start_budget()
         try:
-            if info.kind == "literal":
-                return info.source
-            if info.path is not None:
-                return _lookup(context, info.path)
-            scope = {n: context[n] for n in info.names if n in context}
             if self._expression is not None:
                 value = self._expression(**scope)
-                if callable(value) and not isinstance(value, Missing):
-                    raise TemplateEvaluationError(
-                        info.source,
-                        "it reads a method, not data (a key of that name is missing; "
-                        "call it, e.g. items(), or use a filter such as dictsort)",
-                    )
-                if isinstance(value, str | list) and len(value) > MAX_RENDERED_CHARS:
-                    raise TemplateEvaluationError(
-                        info.source, f"the value has over {MAX_RENDERED_CHARS} items"
-                    )
+                check_result(value)
                 return value
-            rendered = self._template.render(**scope)
-        except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+            rendered: str = self._template.render(**scope)
+            return rendered
+        except Exception as exc:  # any failure of a template is its node's, never the engine's
             _raise_eval(info.source, exc)
-        except (AttributeError, LookupError, WhenflowError) as exc:
-            _raise_eval(info.source, exc)
-        if len(rendered) > MAX_RENDERED_CHARS:
-            raise TemplateEvaluationError(
-                info.source, f"rendered text is over {MAX_RENDERED_CHARS} characters"
-            )
-        return rendered
+        finally:
+            end_budget(token)
 
 
 class TemplateEvaluationError(WhenflowError):
     """A template raised while being evaluated; the message quotes it."""
 
     def __init__(self, source: str, message: str) -> None:
-        super().__init__(
-            f"{{{{ {source} }}}}: {message}" if "{{" not in source else f"{source}: {message}"
-        )
+        bare = "{{" not in source and "{%" not in source
+        super().__init__(f"{{{{ {source} }}}}: {message}" if bare else f"{source}: {message}")
         self.source = source
         self.reason = message
 
 
 def _raise_eval(source: str, exc: Exception) -> NoReturn:
+    if isinstance(exc, TemplateEvaluationError):
+        raise exc
     message = str(exc) or type(exc).__name__
     if isinstance(exc, UndefinedError):
         message = f"a value it reads is missing ({message})"
+    elif isinstance(exc, RecursionError):
+        message = "it recursed too deeply (a recursive loop or a deeply nested value)"
+    elif isinstance(exc, MemoryError):
+        message = "it ran out of memory"
     raise TemplateEvaluationError(source, f"{type(exc).__name__}: {message}") from exc
+
+
+def _compile_expression(expression: str) -> TemplateExpression:
+    """Jinja's `compile_expression`, with the tree bounded before it is compiled."""
+    parser = Parser(ENV, expression, state="variable")
+    try:
+        expr = parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
+    except TemplateSyntaxError as exc:
+        raise TemplateSyntaxProblem(exc.message or str(exc), exc.lineno) from None
+    body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+    tree = bound_tree(nodes.Template(body, lineno=1), ENV)
+    return TemplateExpression(ENV.from_string(tree), undefined_to_none=False)
 
 
 @lru_cache(maxsize=8192)
 def compile_template(text: str) -> CompiledTemplate:
-    """Compile a rendered field (see `analyze_template`); cached by its text."""
+    """Compile a rendered field (see `analyze_template`); cached by its text.
+
+    Raises TemplateSyntaxProblem if it cannot be compiled, e.g. nests too deeply.
+    """
     info = analyze_template(text)
     if info.kind == "literal" or info.path is not None:
         return CompiledTemplate(info)
-    if info.kind == "expression":
-        assert info.expression is not None
-        return CompiledTemplate(
-            info, _expression=ENV.compile_expression(info.expression, undefined_to_none=False)
-        )
-    return CompiledTemplate(info, _template=ENV.from_string(desugar_projections(text)))
+    try:
+        if info.kind == "expression":
+            assert info.expression is not None
+            return CompiledTemplate(info, _expression=_compile_expression(info.expression))
+        tree = bound_tree(_parse(desugar_projections(text)), ENV)
+        return CompiledTemplate(info, _template=ENV.from_string(tree))
+    except _TOO_DEEP as exc:
+        raise _too_deep(exc) from None
 
 
 def compile_condition(expression: str) -> CompiledTemplate:

@@ -44,7 +44,7 @@ def render_inputs(
         try:
             value = render_value(compiled, context)
         except TemplateEvaluationError as exc:
-            raise BindingError(node.id, name, exc.reason) from None
+            raise BindingError(node.id, name, str(exc)) from None
         spec = signature.inputs.get(name) if signature else None
         if contains_missing(value):
             if spec is not None and (not spec.required or spec.default is not None):
@@ -69,7 +69,7 @@ def render_inputs(
         try:
             value = render_value(compiled, context)
         except TemplateEvaluationError as exc:
-            raise BindingError(node.id, f"task.{key}", exc.reason) from None
+            raise BindingError(node.id, f"task.{key}", str(exc)) from None
         if contains_missing(value):
             raise BindingError(node.id, f"task.{key}", "reads a value that was never written")
         config[key] = value

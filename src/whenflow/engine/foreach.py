@@ -41,7 +41,7 @@ def evaluate_items(state: ExecutionState, rt: NodeRuntime) -> list[Any]:
     try:
         items = render_value(rt.program.for_each, state.pool.context)
     except TemplateEvaluationError as exc:
-        raise BindingError(rt.id, "forEach", exc.reason) from None
+        raise BindingError(rt.id, "forEach", str(exc)) from None
     if contains_missing(items):
         raise BindingError(rt.id, "forEach", "reads a value that was never written")
     if not isinstance(items, list | tuple):

@@ -1,0 +1,565 @@
+"""Bounds on template evaluation in time and size (DESIGN.md §10, docs/expressions.md#bounds).
+
+Templates run on the dispatcher's loop, so one evaluation must never stall it
+or exhaust memory. Every way a template can take long or build something big
+is bounded, and sizes are estimated *before* the operation allocates:
+
+- time: loops are the only unbounded-time construct once sizes are bounded.
+  Every `{% for %}` (and each `loop(...)` of a recursive loop) iterates through
+  `Counted`, which counts the iterations of the whole evaluation against
+  MAX_LOOP_ITERATIONS; the deadline MAX_EVALUATION_SECONDS is checked every
+  DEADLINE_CHECK_EVERY iterations and at every filter, method call and
+  intercepted operator.
+- numbers: `**` and `*` on integers are refused when the result would have over
+  MAX_INT_BITS bits (`base.bit_length() * exponent`, so `((10 ** 1000) ** 1000)`
+  is refused before it is computed).
+- values: `*` and `+` on text, lists and tuples, `~`, `%` and `str.format`
+  widths, and the filters and methods that grow their input (`center`, `indent`,
+  `wordwrap`, `replace`, `join`, `sum`, `expandtabs`, ...) are refused when the
+  result would exceed MAX_VALUE_SIZE (characters of text plus one per list item
+  or dict entry, counted deeply). Any integer argument over MAX_VALUE_SIZE to a
+  filter or a method of a string is refused, unless the filter takes data there
+  (`default`, `format`, `sum`'s start...).
+- text: what a text template emits counts against MAX_RENDERED_CHARS.
+
+A bound that is hit raises TemplateLimitExceeded, which the evaluation turns
+into a TemplateEvaluationError naming the template and the limit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2.filters import make_attrgetter
+from jinja2.runtime import Context, Undefined
+from jinja2.sandbox import SandboxedFormatter
+from jinja2.utils import _PassArg, pass_context, pass_environment
+
+from whenflow.domain.errors import WhenflowError
+
+MAX_EVALUATION_SECONDS = 0.5
+"""Wall-clock budget of one evaluation of one template."""
+MAX_LOOP_ITERATIONS = 1_000_000
+"""Iterations of all the loops of one evaluation together."""
+DEADLINE_CHECK_EVERY = 1024
+"""Loop iterations between two looks at the clock (a power of two)."""
+MAX_INT_BITS = 16_384
+"""Largest integer a template may build (about 4,900 decimal digits; Python
+refuses to print integers over 4,300 digits anyway)."""
+MAX_VALUE_SIZE = 1_000_000
+"""Largest value a template may build: characters of text plus one per list
+item or dict entry, counted deeply."""
+MAX_RENDERED_CHARS = 1_000_000
+"""Characters a text template may emit in one evaluation."""
+
+LOOP_FILTER = "_wf_loop"
+EMIT_FILTER = "_wf_emit"
+CONCAT_FILTER = "_wf_concat"
+
+
+class TemplateLimitExceeded(WhenflowError):
+    """A template would exceed one of the bounds of this module."""
+
+
+class CallableValue(WhenflowError):
+    """A template's value is, or contains, a method or function instead of data."""
+
+
+@dataclass(slots=True)
+class Budget:
+    """What one evaluation has spent so far."""
+
+    deadline: float
+    iterations: int = 0
+    emitted: int = 0
+
+    def check_clock(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateLimitExceeded(
+                f"evaluation took over {MAX_EVALUATION_SECONDS} s, "
+                "the time limit of one template (MAX_EVALUATION_SECONDS)"
+            )
+
+
+_BUDGET: ContextVar[Budget | None] = ContextVar("whenflow_template_budget", default=None)
+
+
+def start_budget() -> Token[Budget | None]:
+    """Open the budget of one evaluation; pass the token to `end_budget`."""
+    return _BUDGET.set(Budget(time.monotonic() + MAX_EVALUATION_SECONDS))
+
+
+def end_budget(token: Token[Budget | None]) -> None:
+    _BUDGET.reset(token)
+
+
+def check_deadline() -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.check_clock()
+
+
+def _too_big(what: str, size: int) -> TemplateLimitExceeded:
+    return TemplateLimitExceeded(
+        f"{what} would make a value of size {size:,}, over the limit of {MAX_VALUE_SIZE:,} "
+        "(characters of text plus one per list item)"
+    )
+
+
+# ------------------------------------------------------------------ sizes
+
+
+def value_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
+    """Characters of text plus one per list item or dict entry, counted deeply.
+
+    Stops counting once past `limit`, so measuring costs at most `limit` steps.
+    Integers count their decimal digits; other scalars count nothing.
+    """
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bytes:
+            total += len(item)
+        elif kind is list or kind is tuple:
+            total += len(item)
+            stack.extend(item)
+        elif kind is dict:
+            total += len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind is int and (item > 0xFFFFFFFF or item < -0xFFFFFFFF):
+            total += item.bit_length() * 3 // 10
+        elif isinstance(item, str):  # Markup and other subclasses
+            total += len(item)
+        if total > limit:
+            return total
+    return total
+
+
+def check_result(value: Any) -> None:
+    """Refuse a value that is or contains a callable, or is over MAX_VALUE_SIZE."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            total += len(item)
+        elif kind is list or kind is tuple:
+            total += len(item)
+            stack.extend(item)
+        elif kind is dict:
+            total += len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif kind is int or kind is float or kind is bool or item is None:
+            continue
+        elif callable(item) and not isinstance(item, Undefined):
+            raise CallableValue(
+                "it reads a method, not data (a key of that name is missing; "
+                "call it, e.g. items(), or use a filter such as dictsort)"
+            )
+        if total > MAX_VALUE_SIZE:
+            raise TemplateLimitExceeded(
+                f"the value has a size over {MAX_VALUE_SIZE:,} "
+                "(characters of text plus one per list item)"
+            )
+
+
+def as_text(value: Any) -> str:
+    """`str(value)` once the value is known to be data of a bounded size."""
+    if type(value) is str:
+        return value
+    if not isinstance(value, Undefined):
+        check_result(value)
+    return str(value)  # a missing value raises here, as Jinja would
+
+
+# ------------------------------------------------------------- operators
+
+
+def check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse `left <operator> right` if its result would be over a bound."""
+    check_deadline()
+    if operator == "**":
+        if type(left) is int and type(right) is int and right > 0 and abs(left) > 1:
+            bits = right * math.log2(abs(left))
+            if bits > MAX_INT_BITS:
+                raise TemplateLimitExceeded(
+                    f"'**' would make a number of about {bits:,.0f} bits, "
+                    f"over the limit of {MAX_INT_BITS:,} (MAX_INT_BITS)"
+                )
+    elif operator == "*":
+        if isinstance(left, int) and isinstance(right, int):
+            bits = left.bit_length() + right.bit_length()
+            if bits > MAX_INT_BITS:
+                raise TemplateLimitExceeded(
+                    f"'*' would make a number of about {bits:,} bits, "
+                    f"over the limit of {MAX_INT_BITS:,} (MAX_INT_BITS)"
+                )
+            return
+        for seq, times in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(times, int) and times > 1:
+                size = value_size(seq, MAX_VALUE_SIZE // times + 1) * times
+                if size > MAX_VALUE_SIZE:
+                    raise _too_big("'*'", size)
+    elif operator == "+":
+        if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            size = value_size(left) + value_size(right)
+            if size > MAX_VALUE_SIZE:
+                raise _too_big("'+'", size)
+    elif operator == "%" and isinstance(left, str):
+        check_printf(left, right)
+
+
+# `%[(name)][flags][width][.precision][length]type`, as in printf-style formatting.
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.?)", re.S)
+
+
+def check_printf(fmt: str, args: Any) -> None:
+    """Refuse `fmt % args` if its widths and precisions add up to over MAX_VALUE_SIZE,
+    or if an argument is a callable (its text would be a repr, not data)."""
+    check_result(args)
+    values = args if isinstance(args, tuple) else (args,)
+    position = 0
+    total = len(fmt)
+    for match in _PRINTF.finditer(fmt):
+        width, precision, conversion = match.groups()
+        if conversion == "%":
+            continue
+        for part in (width, precision):
+            if part == "*":
+                star = values[position] if position < len(values) else 0
+                position += 1
+                total += abs(star) if isinstance(star, int) else 0
+            elif part:
+                total += _digits(part)
+        position += 1
+    if total > MAX_VALUE_SIZE:
+        raise TemplateLimitExceeded(
+            f"'%' formatting asks for widths of {total:,} characters, "
+            f"over the limit of {MAX_VALUE_SIZE:,}"
+        )
+
+
+def _digits(text: str) -> int:
+    # A number of over 7 digits is over every limit; never parse a huge one.
+    return int(text) if len(text) <= 7 else MAX_VALUE_SIZE + 1
+
+
+# `[[fill]align][sign][z][#][0][width][grouping][.precision][type]` of str.format.
+_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d+))?")
+
+
+class BoundedFormatter(SandboxedFormatter):
+    """The sandbox's `str.format`, with widths, precisions and the result bounded."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        self._total = 0
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        check_result(value)
+        match = _FORMAT_SPEC.match(format_spec)
+        if match is not None:
+            width, precision = match.groups()
+            asked = (_digits(width) if width else 0) + (_digits(precision) if precision else 0)
+            if asked > MAX_VALUE_SIZE:
+                raise TemplateLimitExceeded(
+                    f"format spec {format_spec[:40]!r} asks for {asked:,} characters, "
+                    f"over the limit of {MAX_VALUE_SIZE:,}"
+                )
+        text = super().format_field(value, format_spec)
+        self._total += len(text)
+        if self._total > MAX_VALUE_SIZE:
+            raise _too_big("str.format", self._total)
+        return text
+
+
+# --------------------------------------------------- filters and methods
+
+
+def _text_len(value: Any) -> int:
+    return len(value) if isinstance(value, str) else value_size(value)
+
+
+def _replace_size(s: Any, old: Any, new: Any, count: Any = None) -> int:
+    text, old, new = str(s), str(old), str(new)
+    found = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    return len(text) + found * max(0, len(new) - len(old))
+
+
+def _join_size(value: Any, d: Any = "", attribute: Any = None) -> int:
+    check_result(value)
+    items = len(value) if isinstance(value, list | tuple | dict | str) else 0
+    return value_size(value) + items * len(str(d))
+
+
+def _indent_size(s: Any, width: Any = 4, first: Any = False, blank: Any = False) -> int:
+    text = str(s)
+    pad = width if isinstance(width, int) else len(str(width))
+    return len(text) + (text.count("\n") + 1) * max(pad, 0)
+
+
+def _wordwrap_size(
+    s: Any,
+    width: Any = 79,
+    break_long_words: Any = True,
+    wrapstring: Any = None,
+    break_on_hyphens: Any = True,
+) -> int:
+    text = str(s)
+    step = width if isinstance(width, int) and width > 0 else 1
+    lines = 2 * len(text) // step + text.count("\n") + 1
+    return len(text) + lines * len(wrapstring if isinstance(wrapstring, str) else "\n")
+
+
+def _tojson_size(value: Any, indent: Any = None) -> int:
+    pad = indent if isinstance(indent, int) else len(str(indent or ""))
+    return value_size(value) * (1 + max(pad, 0))
+
+
+def _center_size(value: Any, width: Any = 80) -> int:
+    return max(_text_len(value), width if isinstance(width, int) else 0)
+
+
+def _urlize_size(value: Any, *args: Any, **kwargs: Any) -> int:
+    text = str(value)
+    extra = sum(len(str(v)) for v in (*args, *kwargs.values()) if isinstance(v, str))
+    return len(text) * 3 + len(text.split()) * (64 + extra)
+
+
+def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
+    check_printf(str(value), kwargs or args)
+    return 0
+
+
+def _text_size(value: Any) -> int:
+    check_result(value)
+    return value_size(value)
+
+
+# Filters whose result can be much larger than their input: an estimate of the
+# result's size from the arguments, checked before the filter runs.
+_FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
+    "replace": _replace_size,
+    "join": _join_size,
+    "indent": _indent_size,
+    "wordwrap": _wordwrap_size,
+    "tojson": _tojson_size,
+    "center": _center_size,
+    "urlize": _urlize_size,
+    "format": _format_size,
+    "string": _text_size,
+    "pprint": _text_size,
+    "list": lambda value: value_size(value),
+}
+
+# Filters whose integer arguments are data, not sizes (`default(5000000)`); the
+# generic "no integer argument over MAX_VALUE_SIZE" rule does not apply to them.
+_DATA_ARGUMENT_FILTERS = frozenset(
+    {
+        "default",
+        "d",
+        "format",
+        "sum",
+        "int",
+        "float",
+        "round",
+        "select",
+        "reject",
+        "selectattr",
+        "rejectattr",
+        "map",
+        "replace",
+        "groupby",
+        "sort",
+        "unique",
+        "min",
+        "max",
+        "dictsort",
+        "first",
+        "last",
+    }
+)
+
+
+def check_int_arguments(where: str, args: Any, kwargs: Mapping[str, Any]) -> None:
+    for arg in itertools.chain(args, kwargs.values()):
+        if type(arg) is int and abs(arg) > MAX_VALUE_SIZE:
+            raise TemplateLimitExceeded(
+                f"{where}: the argument {arg:,} is over the size limit of {MAX_VALUE_SIZE:,}"
+            )
+
+
+def bound_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` with the deadline, the integer-argument rule and its growth estimate."""
+    skip = 0 if _PassArg.from_obj(func) is None else 1
+    growth = _FILTER_GROWTH.get(name)
+    check_ints = name not in _DATA_ARGUMENT_FILTERS
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        check_deadline()
+        if check_ints:
+            check_int_arguments(f"filter {name!r}", args[skip + 1 :], kwargs)
+        if growth is not None:
+            size = growth(*args[skip:], **kwargs)
+            if size > MAX_VALUE_SIZE:
+                raise _too_big(f"filter {name!r}", size)
+        return func(*args, **kwargs)
+
+    bounded.__name__ = getattr(func, "__name__", name)
+    bounded.__doc__ = func.__doc__
+    pass_arg = getattr(func, "jinja_pass_arg", None)
+    if pass_arg is not None:
+        bounded.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+    return bounded
+
+
+@pass_environment
+def bounded_sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
+    """Jinja's `sum`, in linear time for lists and tuples (Python's `sum` is quadratic there)."""
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    items = list(iterable)
+    kind = type(start)
+    if kind is list or kind is tuple:
+        size = value_size(start) + sum(value_size(item) for item in items)
+        if size > MAX_VALUE_SIZE:
+            raise _too_big("filter 'sum'", size)
+        for item in items:
+            if type(item) is not kind:
+                raise TypeError(
+                    f"can only add {kind.__name__} to {kind.__name__}, not {type(item).__name__}"
+                )
+        return kind(itertools.chain(start, *items))
+    return sum(items, start)
+
+
+def _str_join_size(sep: str, iterable: Any) -> int:
+    check_result(iterable)
+    items = len(iterable) if isinstance(iterable, list | tuple | dict | str) else 0
+    return value_size(iterable) + items * len(sep)
+
+
+def _expandtabs_size(s: str, tabsize: Any = 8) -> int:
+    return len(s) + s.count("\t") * (tabsize if isinstance(tabsize, int) else 8)
+
+
+def _translate_size(s: str, table: Any) -> int:
+    widest = 1
+    if isinstance(table, dict):
+        widest = max((len(v) for v in table.values() if isinstance(v, str)), default=1)
+    return len(s) * max(widest, 1)
+
+
+def _width_size(s: str, width: Any = 0, *args: Any) -> int:
+    return max(len(s), width if isinstance(width, int) else 0)
+
+
+# Methods of `str` whose result can be much larger than the string.
+_STR_METHOD_GROWTH: Mapping[str, Callable[..., int]] = {
+    "replace": _replace_size,
+    "join": _str_join_size,
+    "expandtabs": _expandtabs_size,
+    "translate": _translate_size,
+    "center": _width_size,
+    "ljust": _width_size,
+    "rjust": _width_size,
+    "zfill": _width_size,
+}
+
+
+def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Before a method call from a template: the deadline, and the size rules for `str`."""
+    check_deadline()
+    owner = getattr(func, "__self__", None)
+    if not isinstance(owner, str):
+        return
+    name = getattr(func, "__name__", "")
+    check_int_arguments(f"str.{name}", args, kwargs)
+    growth = _STR_METHOD_GROWTH.get(name)
+    if growth is not None:
+        size = growth(owner, *args, **kwargs)
+        if size > MAX_VALUE_SIZE:
+            raise _too_big(f"str.{name}", size)
+
+
+# ------------------------------------------- the sandbox's own filters
+
+
+class Counted:
+    """An iterable whose iterations count against the evaluation's budget."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __iter__(self) -> Iterator[Any]:
+        budget = _BUDGET.get() or Budget(time.monotonic() + MAX_EVALUATION_SECONDS)
+        for item in self._source:
+            budget.iterations += 1
+            if not budget.iterations % DEADLINE_CHECK_EVERY:
+                if budget.iterations > MAX_LOOP_ITERATIONS:
+                    raise TemplateLimitExceeded(
+                        f"loops ran over {MAX_LOOP_ITERATIONS:,} iterations, the limit of "
+                        "one template (MAX_LOOP_ITERATIONS)"
+                    )
+                budget.check_clock()
+            yield item
+
+
+@pass_context
+def loop_filter(context: Context, iterable: Any) -> Counted:
+    """What every `{% for %}` iterates through (inserted at compile time)."""
+    return Counted(iterable)
+
+
+@pass_context
+def emit_filter(context: Context, value: Any) -> str:
+    """What every piece of a text template's output goes through (inserted at compile time)."""
+    text = as_text(value)
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.emitted += len(text)
+        if budget.emitted > MAX_RENDERED_CHARS:
+            raise TemplateLimitExceeded(
+                f"rendered text is over {MAX_RENDERED_CHARS:,} characters (MAX_RENDERED_CHARS)"
+            )
+    return text
+
+
+@pass_context
+def concat_filter(context: Context, parts: list[Any]) -> str:
+    """What `a ~ b` becomes (inserted at compile time): the joined text, bounded."""
+    texts = []
+    total = 0
+    for part in parts:
+        text = as_text(part)
+        total += len(text)
+        if total > MAX_VALUE_SIZE:
+            raise _too_big("'~'", total)
+        texts.append(text)
+    return "".join(texts)
+
+
+INTERNAL_FILTERS: Mapping[str, Callable[..., Any]] = {
+    LOOP_FILTER: loop_filter,
+    EMIT_FILTER: emit_filter,
+    CONCAT_FILTER: concat_filter,
+}

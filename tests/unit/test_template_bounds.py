@@ -1,0 +1,302 @@
+"""Template evaluation is bounded in time and size, before allocating (DESIGN.md §10).
+
+Every input here froze the dispatcher or allocated gigabytes before the bounds:
+each must now fail fast with an error naming the template and the limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from whenflow.dsl import template_bounds
+from whenflow.dsl.templates import (
+    Namespace,
+    TemplateEvaluationError,
+    TemplateSafetyError,
+    TemplateSyntaxProblem,
+    analyze_template,
+    compile_template,
+)
+
+
+def pool(**nodes: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: Namespace(name, values) for name, values in nodes.items()}
+
+
+BIG = 1_000_000_000
+CTX = pool(
+    src={"s": "abc", "n": BIG, "l": list(range(2000)), "m": {"items": [1], "t": 5}},
+    pipeline={"input": {"width": BIG, "n": 2000, "base": 10, "text": "ab\tcd"}},
+)
+
+
+def evaluate(text: str, context: Mapping[str, Any] = CTX) -> Any:
+    return compile_template(text).evaluate(context)
+
+
+def refused(text: str, *words: str, context: Mapping[str, Any] = CTX) -> str:
+    """Evaluate `text`, expecting a prompt TemplateEvaluationError quoting it and `words`."""
+    started = time.monotonic()
+    with pytest.raises(TemplateEvaluationError) as info:
+        evaluate(text, context)
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert text.strip("{} ") in message
+    for word in words:
+        assert word in message
+    return message
+
+
+# ---------------------------------------------------------------- callables
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ src.s.upper }}",  # plain-reference fast path
+        "{{ [src.s.upper] }}",  # inside a list
+        "{{ {'k': [1, src.s.upper]} }}",  # inside a dict
+        "{{ src.s.upper if true else 1 }}",
+        "value: {{ src.s.upper }}",  # text: never a repr with an address
+        "{{ [src.s.upper] | string }}",
+        "{{ src.s.upper ~ '' }}",
+    ],
+)
+def test_a_callable_is_never_a_value(text: str) -> None:
+    refused(text, "method, not data")
+
+
+def test_calling_a_method_still_works() -> None:
+    assert evaluate("{{ src.s.upper() }}") == "ABC"
+    assert evaluate("x{{ src.s.upper() }}") == "xABC"
+
+
+def test_a_key_still_wins_over_a_method_of_its_name() -> None:
+    assert evaluate("{{ src.m.items }}") == [1]
+
+
+def test_an_attribute_of_an_object_on_the_fast_path_is_still_read() -> None:
+    import datetime
+
+    context = pool(a={"when": datetime.date(2024, 5, 1)})
+    assert evaluate("{{ a.when.year }}", context) == 2024
+    with pytest.raises(TemplateEvaluationError, match="method, not data"):
+        evaluate("{{ a.when.isoformat }}", context)
+
+
+# -------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("{{ 'a' | center(pipeline.input.width) }}", "center"),
+        ("{{ 'a'.center(pipeline.input.width) }}", "str.center"),
+        ("{{ 'a'.ljust(src.n) }}", "str.ljust"),
+        ("{{ 'a'.zfill(src.n) }}", "str.zfill"),
+        ("{{ ('%0' ~ src.n ~ 'd') % 1 }}", "'%'"),
+        ("{{ '%0*d' % (src.n, 1) }}", "'%'"),
+        ("{{ ('%0' ~ src.n ~ 'd') | format(1) }}", "'%'"),
+        ("{{ src.l | slice(src.n * 100) | list | length }}", "slice"),
+        ("{{ src.l | batch(src.n) | list | length }}", "batch"),
+        ("{{ 'a' | indent(src.n) }}", "indent"),
+        ("{{ 'x x x x x' | wordwrap(5, wrapstring=src.s * 333333) }}", "wordwrap"),
+        ("{{ src.s | truncate(src.n) }}", "truncate"),
+        ("{{ ('{:>' ~ src.n ~ '}').format(1) }}", "format spec"),
+        ("{{ '{:{}}'.format(1, src.n) }}", "format spec"),
+        ("{{ '{:.{}f}'.format(1.5, src.n) }}", "format spec"),
+        ("{{ ((pipeline.input.base ** 1000) ** 1000) ** 1000 > 0 }}", "MAX_INT_BITS"),
+        ("{{ (pipeline.input.base ** 4000) * (pipeline.input.base ** 4000) }}", "MAX_INT_BITS"),
+        ("{{ src.s * src.n }}", "'*'"),
+        ("{{ [src.l] * 600 }}", "'*'"),
+        ("{{ [src.s * 1000] * 334 }}", "'*'"),
+        ("{{ src.s * 200000 + src.s * 200000 }}", "'+'"),
+        ("{{ [src.s * 1000] * 200 + [src.s * 1000] * 200 }}", "'+'"),
+        ("{{ (src.s * 333333).replace('a', 'aaaa') }}", "str.replace"),
+        ("{{ (src.s * 333333) | replace('a', 'aaaa') }}", "replace"),
+        ("{{ (pipeline.input.text * 100).expandtabs(src.n // 1000) }}", "expandtabs"),
+        ("{{ (('x' * 1000) * 999).split('x') | join('y' * 10) }}", "join"),
+        ("{{ ('y' * 10).join((('x' * 1000) * 999).split('x')) }}", "str.join"),
+        ("{{ src.l | tojson(indent=1000) }}", "tojson"),
+        ("{{ ('x' * 600000) ~ ('x' * 600000) }}", "'~'"),
+        ("{{ src.s.translate({97: 'x' * 999999}) }}", "str.translate"),
+    ],
+)
+def test_building_a_large_value_is_refused_before_it_is_built(text: str, word: str) -> None:
+    refused(text, word, "limit")
+
+
+def test_the_headline_inputs_name_the_limit() -> None:
+    refused("{{ 'x' | center(pipeline.input.width) }}", "1,000,000,000", "1,000,000")
+    refused("{{ src.l | slice(src.n // 10) | list }}", "slice")
+
+
+def test_values_under_the_limits_are_built() -> None:
+    assert evaluate("{{ 2 ** 100 }}") == 2**100
+    assert evaluate("{{ pipeline.input.base ** 1000 }}") == 10**1000
+    assert evaluate("{{ 'ab' * 3 }}") == "ababab"
+    assert evaluate("{{ [0] * 3 + [1] }}") == [0, 0, 0, 1]
+    assert evaluate("{{ '%5d|%-3s|%.2f' % (3, 'a', 1.5) }}") == "    3|a  |1.50"
+    assert evaluate("{{ '%(a)s' % {'a': 1} }}") == "1"
+    assert evaluate("{{ '{:>5}|{:.1f}'.format('a', 2.25) }}") == "    a|2.2"
+    assert evaluate("{{ 'a' | center(5) }}") == "  a  "
+    assert evaluate("{{ src.missing | default(5000000) }}") == 5000000
+    assert evaluate("{{ src.m.get('zz', 3600000) }}") == 3600000
+    assert evaluate("{{ [[1], [2, 3]] | sum(start=[]) }}") == [1, 2, 3]
+    assert evaluate("{{ [1, 2, 3] | sum }}") == 6
+    assert evaluate("{{ [{'v': 2}, {'v': 3}] | sum(attribute='v') }}") == 5
+    assert evaluate("{{ src.l | map('string') | join(',') | length }}") == 8889
+    assert evaluate("{{ 'a-b' | replace('-', '--') }}") == "a--b"
+    assert evaluate("{{ src.s ~ 1 ~ none }}") == "abc1None"
+
+
+def test_sum_of_lists_is_linear_and_keeps_pythons_type_errors() -> None:
+    started = time.monotonic()
+    assert evaluate("{{ ([[1]] * 200000) | sum(start=[]) | length }}") == 200000
+    assert time.monotonic() - started < 5
+    with pytest.raises(TemplateEvaluationError, match="TypeError"):
+        evaluate("{{ [[1], (2,)] | sum(start=[]) }}")
+
+
+def test_a_constant_over_a_limit_is_refused_at_load() -> None:
+    for text in (
+        "{{ ((10 ** 1000) ** 1000) ** 1000 > 0 }}",
+        "{{ '%01000000000d' % 1 }}",
+        "{{ 'x' * 1000001 }}",
+        "{{ [1, 2 ** 20000] }}",
+    ):
+        with pytest.raises(template_bounds.TemplateLimitExceeded, match="constant"):
+            analyze_template(text)
+    assert analyze_template("{{ 1 / 0 if a.n else 10 ** 100 }}").names == {"a"}
+
+
+# --------------------------------------------------------------------- time
+
+
+def test_nested_loops_stop_at_the_iteration_limit() -> None:
+    refused(
+        "{% for a in src.l %}{% for b in src.l %}{% for c in src.l %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "MAX_LOOP_ITERATIONS",
+    )
+
+
+def test_a_loop_stops_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(template_bounds, "MAX_EVALUATION_SECONDS", 0.05)
+    monkeypatch.setattr(template_bounds, "MAX_LOOP_ITERATIONS", 10**12)
+    refused(
+        "{% for a in src.l %}{% for b in src.l %}{{ a }}{% endfor %}{% endfor %}",
+        "MAX_EVALUATION_SECONDS",
+    )
+
+
+def test_loops_with_filters_and_dicts_count_too() -> None:
+    refused(
+        "{% for a in src.l if a %}{% for b in src.l %}{% for c in src.l|list %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "limit of one template",
+    )
+    refused(
+        "{% for a in src.l %}{% for k, v in {'a': 1, 'b': 2}.items() %}{% for c in src.l %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "limit of one template",
+    )
+
+
+def test_a_recursive_loop_counts_and_its_recursion_is_an_error() -> None:
+    refused("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}", "RecursionError")
+    refused(
+        "{% for x in src.l recursive %}{% if x is number %}"
+        "{{ loop(src.l | map('string')) }}{% endif %}{% endfor %}",
+        "limit of one template",
+    )
+
+
+def test_rendered_text_is_bounded_while_it_is_emitted() -> None:
+    refused(
+        "{% for a in src.l %}{% for b in src.l %}0123456789{% endfor %}{% endfor %}",
+        "MAX_RENDERED_CHARS",
+    )
+    refused(
+        "{% set x %}{% for a in src.l %}{% for b in src.l %}0123{% endfor %}"
+        "{% endfor %}{% endset %}{{ x | length }}",
+        "MAX_RENDERED_CHARS",
+    )
+
+
+def test_doubling_text_through_set_is_bounded() -> None:
+    doublings = "".join("{% set s = s ~ s %}" for _ in range(25))
+    refused("{% set s = 'abcd' %}" + doublings + "{{ s | length }}", "'~'")
+
+
+def test_loops_keep_their_features() -> None:
+    text = (
+        "{% for x in src.l[:3] %}{{ loop.index }}/{{ loop.length }}"
+        "{% if loop.last %}!{% endif %} {% endfor %}"
+    )
+    assert evaluate(text) == "1/3 2/3 3/3! "
+    assert evaluate("{% for x in [] %}a{% else %}empty{% endfor %}") == "empty"
+    assert evaluate("{% for k in {'a': 1} %}{{ k }}{% endfor %}") == "a"
+    tree = "{% for n in [{'c': [{'c': []}]}] recursive %}<{{ loop(n.c) }}>{% endfor %}"
+    assert evaluate(tree) == "<<>>"
+
+
+def test_internal_filters_cannot_be_named() -> None:
+    for text in ("{{ x | _wf_loop }}", "{{ x is _wf_emit }}"):
+        with pytest.raises(TemplateSafetyError):
+            analyze_template(text)
+
+
+# ----------------------------------------------------- anything else fails the template
+
+
+class _Exploding(Mapping[str, Any]):
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __getitem__(self, key: str) -> Any:
+        raise self.error
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RecursionError("deep"), RuntimeError("odd")])
+@pytest.mark.parametrize("text", ["{{ a.b + 1 }}", "{{ a.b }}", "x {{ a.b }}"])
+def test_any_error_while_evaluating_is_the_templates(error: BaseException, text: str) -> None:
+    context = {"a": Namespace("a", _Exploding(error))}
+    with pytest.raises(TemplateEvaluationError) as info:
+        compile_template(text).evaluate(context)
+    assert type(error).__name__ in str(info.value)
+    assert "a.b" in str(info.value)
+
+
+# ------------------------------------------------------------- too deep to compile
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ " + "(" * 80 + "1" + ")" * 80 + " }}",
+        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+        "{{ " + "[" * 80 + "]" * 80 + " }}",
+        "{{ " + "+".join(["1"] * 3000) + " }}",
+        "{{ " + "not " * 400 + "1 }}",
+        "{{ " + "-" * 2000 + "1 }}",
+    ],
+)
+def test_a_template_too_deep_to_compile_is_a_syntax_problem(text: str) -> None:
+    with pytest.raises(TemplateSyntaxProblem, match="nest"):
+        compile_template(text)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = "{{ '" + "(" * 100 + "' | length }}"
+    assert evaluate(text) == 100

@@ -1,0 +1,134 @@
+"""A template that fails, whatever the reason, fails its node and nothing else.
+
+Bounds (time, size), callables reaching data, and errors such as RecursionError
+used to stall the dispatcher, hand a task a bound method, or end the whole
+execution as an "internal error" cancelling unrelated nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from engine_harness import run
+
+SOURCE = """
+nodes:
+  - id: src
+    task: {type: python, callable: src}
+"""
+
+
+def src() -> dict[str, Any]:
+    return {"s": "abc", "l": list(range(300))}
+
+
+async def sibling() -> dict[str, Any]:
+    await asyncio.sleep(0.05)
+    return {"ok": True}
+
+
+def received(calls: list[Any]) -> Any:
+    def fn(**inputs: Any) -> dict[str, Any]:
+        calls.append(inputs)
+        return {}
+
+    return fn
+
+
+def test_a_method_read_by_a_binding_fails_the_node_and_never_reaches_the_task() -> None:
+    calls: list[Any] = []
+    r = run(
+        SOURCE
+        + """
+  - id: use
+    task: {type: python, callable: use}
+    inputBindings: {v: "{{ src.s.upper }}"}
+  - id: use_list
+    task: {type: python, callable: use}
+    inputBindings: {v: "{{ [src.s.upper] }}"}
+  - id: use_text
+    task: {type: python, callable: use}
+    inputBindings: {v: "text {{ src.s.upper }}"}
+""",
+        {"src": src, "use": received(calls)},
+    )
+    assert calls == []
+    for node in ("use", "use_list", "use_text"):
+        assert r.node_events(node) == [f"{node}.failed"]
+        (payload,) = r.payloads(f"{node}.failed")
+        assert "src.s.upper" in payload["message"]
+        assert "method, not data" in payload["message"]
+    assert r.status("src") == "completed"
+
+
+def test_a_method_as_a_condition_fails_the_node_instead_of_being_true() -> None:
+    calls: list[Any] = []
+    r = run(
+        SOURCE
+        + """
+  - id: gated
+    startWhen: "event:src.completed && {{ src.s.upper }}"
+    task: {type: python, callable: use}
+  - id: each
+    forEach: "{{ [src.s.upper] }}"
+    task: {type: python, callable: use}
+""",
+        {"src": src, "use": received(calls)},
+    )
+    assert calls == []
+    assert r.node_events("gated") == ["gated.failed"]
+    assert "method, not data" in r.payloads("gated.failed")[0]["message"]
+    assert r.node_events("each") == ["each.failed"]
+
+
+def test_a_method_as_a_pipeline_output_fails_the_execution_with_the_template() -> None:
+    r = run(SOURCE + 'outputs: {v: "{{ src.s.upper }}"}\n', {"src": src})
+    assert r.result.status.value == "failed"
+    assert "src.s.upper" in (r.result.error or "")
+
+
+@pytest.mark.parametrize(
+    ("binding", "words"),
+    [
+        ("{% for x in [1] recursive %}{{ loop([x]) }}{% endfor %}", "RecursionError"),
+        (
+            "{% for a in src.l %}{% for b in src.l %}{% for c in src.l %}"
+            "{% endfor %}{% endfor %}{% endfor %}",
+            "limit of one template",
+        ),
+        ("{{ 'x' | center(pipeline.input.width) }}", "1,000,000,000"),
+        ("{{ ((pipeline.input.base ** 1000) ** 1000) ** 1000 > 0 }}", "MAX_INT_BITS"),
+    ],
+)
+def test_a_failing_binding_fails_only_its_node(binding: str, words: str) -> None:
+    r = run(
+        """
+inputs:
+  width: {type: integer}
+  base: {type: integer}
+"""
+        + SOURCE
+        + f"""
+  - id: heavy
+    task: {{type: python, callable: use}}
+    inputBindings: {{v: "{binding}"}}
+  - id: other
+    task: {{type: python, callable: sibling}}
+  - id: after_other
+    task: {{type: python, callable: use}}
+    inputBindings: {{x: "{{{{ other.ok }}}}"}}
+""",
+        {"src": src, "use": received([]), "sibling": sibling},
+        inputs={"width": 1_000_000_000, "base": 10},
+    )
+    assert r.node_events("heavy") == ["heavy.failed"]
+    (payload,) = r.payloads("heavy.failed")
+    assert words in payload["message"]
+    assert "heavy" in payload["message"]
+    assert r.node_events("other") == ["other.started", "other.completed"]
+    assert r.node_events("after_other") == ["after_other.started", "after_other.completed"]
+    assert r.result.status.value == "failed"
+    assert "internal error" not in (r.result.error or "")
+    assert r.events[-1] == "pipeline.failed"
