@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from whenflow.domain.errors import ExecutionNotFound
+from whenflow.domain.errors import ExecutionNotFound, StoreError
 from whenflow.domain.events import Event
 from whenflow.domain.records import (
     AttemptRecorded,
@@ -46,6 +46,8 @@ class InMemoryStateStore:
         self.boundaries: list[int] = []
         self.inbox: list[InboxMessage] = []
         self.inbox_reads = 0
+        self.claims: list[str] = []
+        self._failure: asyncio.Future[StoreError] | None = None
 
     def append(self, records: Sequence[Record]) -> None:
         """Like the real store, a unit of records lands whole; `boundaries` marks units."""
@@ -54,6 +56,16 @@ class InMemoryStateStore:
 
     async def flush(self) -> None:
         self.flushes += 1
+
+    async def claim(self, execution_id: str) -> None:
+        """One process, one owner: claiming always succeeds; `claims` records them."""
+        self.claims.append(execution_id)
+
+    def failure(self) -> asyncio.Future[StoreError]:
+        """Never set: the in-memory store does not fail."""
+        if self._failure is None:
+            self._failure = asyncio.get_running_loop().create_future()
+        return self._failure
 
     def events(self, execution_id: str | None = None) -> list[Event]:
         return [

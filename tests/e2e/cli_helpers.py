@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,28 @@ def db_events(home: Path, execution_id: str) -> list[tuple[int, str]]:
     finally:
         conn.close()
     return [(int(r["seq"]), str(r["event_type"])) for r in rows]
+
+
+def owner_row(home: Path, execution_id: str) -> sqlite3.Row | None:
+    """The execution's owner row (who runs it, until when), or None when nobody does."""
+    conn = connect_db(home)
+    try:
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM execution_owners WHERE execution_id = ?", (execution_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return row
+
+
+def wait_for_lease_expiry(home: Path, execution_id: str, deadline_s: float = 30.0) -> None:
+    """Poll the store until the execution's owner row has expired (a killed owner's
+    lease runs out; nobody renews it) or is gone."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        row = owner_row(home, execution_id)
+        if row is None or row["expires_at"] < time.time():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the lease of {execution_id} did not expire: {dict(row)}")
+        time.sleep(0.05)  # the poll interval of a condition read from the database

@@ -27,6 +27,7 @@ from cli_helpers import (
     connect_db,
     run_cli,
     run_json,
+    wait_for_lease_expiry,
     write_pipeline,
 )
 
@@ -53,11 +54,14 @@ HINT = re.compile(r"review waiting: (.*) \(decide with `whenflow approve\|reject
 def waiting_run(
     home: Path, pipeline: Path, message: str = "Ship app.tar?"
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """A `whenflow run` in the background, once its node `review` waits; yields the id."""
+    """A `whenflow run` in the background, once its node `review` waits; yields the id.
+
+    Its lease is short: a test that kills it resumes once the lease expired.
+    """
     proc = subprocess.Popen(
         cli_argv("run", str(pipeline)),
         cwd=REPO_ROOT,
-        env=cli_env(home),
+        env=cli_env(home, {"WHENFLOW_OWNER_LEASE": "1s"}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -217,6 +221,7 @@ def test_a_decision_posted_while_the_process_is_dead_applies_on_resume(tmp_path:
     sent = run_json(tmp_path, "events", "send", eid, "go", "--wait", "0")
     assert sent == {"message_id": 2, "applied": False, "refusal": None}
 
+    wait_for_lease_expiry(tmp_path, eid)
     result = run_json(tmp_path, "resume", eid)
     assert result["status"] == "completed"
     assert result["outputs"] == {"shipped_by": "alice"}

@@ -32,6 +32,7 @@ from cli_helpers import (
     cli_env,
     connect_db,
     run_json,
+    wait_for_lease_expiry,
     write_pipeline,
 )
 
@@ -42,6 +43,8 @@ FAN = ["b1", "b2", "b3"]
 TAIL = ["c1", "c2", "c3", "c4"]
 NODES = [*CHAIN, *FAN, "j", *TAIL]
 DEADLINE_S = 30.0
+# The killed run's lease must expire before `resume` may take the execution over.
+SHORT_LEASE = {"WHENFLOW_OWNER_LEASE": "1s"}
 
 
 def _node(node_id: str, prev: str | None) -> str:
@@ -222,7 +225,7 @@ def test_sigkill_then_resume_finishes_without_rerunning_completed_nodes(
         proc = subprocess.Popen(
             cli_argv("run", str(pipeline)),
             cwd=REPO_ROOT,
-            env=cli_env(home, {**task_env, "CRASHTASKS_KILL_AT": kill_at}),
+            env=cli_env(home, {**task_env, **SHORT_LEASE, "CRASHTASKS_KILL_AT": kill_at}),
             stdout=out,
             stderr=err,
             start_new_session=True,
@@ -252,7 +255,8 @@ def test_sigkill_then_resume_finishes_without_rerunning_completed_nodes(
     calls_before = _calls(work)
     assert (kill_at, 1) in calls_before
 
-    # --- resume, with the kill point allowed to finish
+    # --- resume once the dead owner's lease has expired, the kill point allowed to finish
+    wait_for_lease_expiry(home, before.execution_id)
     result = run_json(
         home, "resume", before.execution_id, env={**task_env, "CRASHTASKS_RELEASE": "1"}
     )

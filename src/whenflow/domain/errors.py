@@ -10,8 +10,11 @@ WhenflowError
 │   ├── SubPipelineFailed    a `pipeline` task's child execution did not complete
 │   └── TaskCancelled        the attempt was cancelled (stopWhen, failFast, cancel)
 ├── ExpressionError          a trigger condition failed at run time
+├── RequestRefused           a request cannot apply to the execution as it is now
+│   └── ExecutionOwned       another live process owns the execution
 ├── ExecutionNotFound        no execution with that id in the store
 └── StoreError               the state store cannot be used
+    └── OwnershipLost        another process took over an execution this one ran
 """
 
 from __future__ import annotations
@@ -131,6 +134,34 @@ class RequestRefused(WhenflowError):
     """
 
 
+class ExecutionOwned(RequestRefused):
+    """Another process owns this execution and its lease has not expired (DESIGN.md §7).
+
+    Times are Unix seconds of the owner's clock; the message gives them in UTC.
+    """
+
+    def __init__(
+        self, execution_id: str, host: str, pid: int, since: float, expires_at: float
+    ) -> None:
+        super().__init__(
+            f"execution {execution_id} is owned by process {pid} on host {host!r} "
+            f"(since {_utc(since)}, lease expires {_utc(expires_at)} unless renewed); "
+            "stop that process, or wait: once its lease expires, `whenflow resume` takes over"
+        )
+        self.execution_id = execution_id
+        self.host = host
+        self.pid = pid
+        self.since = since
+        self.expires_at = expires_at
+
+
+def _utc(at: float) -> str:
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class ExecutionNotFound(WhenflowError):
     """No execution with this id; list them with `whenflow executions list`."""
 
@@ -143,3 +174,11 @@ class ExecutionNotFound(WhenflowError):
 
 class StoreError(WhenflowError):
     """The state store cannot be opened or written; check WHENFLOW_HOME / the database URL."""
+
+
+class OwnershipLost(StoreError):
+    """Another process took over an execution this process was running.
+
+    This process stops writing (its commits are fenced by the lease); the
+    execution goes on in the process that took it over.
+    """

@@ -10,12 +10,13 @@ and `task_log`, each fenced by the attempt number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from whenflow.domain.errors import BindingError, TaskTimeout
+from whenflow.domain.errors import BindingError, StoreError, TaskTimeout
 from whenflow.domain.param_types import fits, type_name
 from whenflow.domain.records import LogAppended, VariableWritten
 from whenflow.domain.states import NodeState
@@ -228,9 +229,10 @@ def task_log(
     """A line of a task's log; it goes straight to the store, outside any unit of work."""
     if state.mask:
         message = state.mask.text(message)
-    state.store.append(
-        [LogAppended(state.execution_id, node_id, attempt, item, stream, message, state.clock())]
-    )
+    line = LogAppended(state.execution_id, node_id, attempt, item, stream, message, state.clock())
+    # A failed store raises here: the dispatcher is ending the run with that error.
+    with contextlib.suppress(StoreError):
+        state.store.append([line])
 
 
 def is_current(rt: NodeRuntime, attempt: int, item_index: int | None) -> bool:

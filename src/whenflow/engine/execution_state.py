@@ -92,6 +92,8 @@ class ExecutionState:
         self.decisions: deque[tuple[TriggerTree, bool]] = deque()
         self.condition_errors: deque[tuple[TriggerTree, str]] = deque()
         self.ready: deque[tuple[str, int]] = deque()
+        self.admission_held = False
+        """While set, queued attempts wait: resume applies pending requests first."""
         self.running = 0
         self.timers = 0
         self.waiting_nodes = 0

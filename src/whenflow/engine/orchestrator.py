@@ -24,11 +24,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from whenflow.domain.errors import StoreError
 from whenflow.domain.events import PIPELINE_SOURCE, Event
 from whenflow.domain.records import (
     ExecutionCreated,
     ExecutionSnapshot,
     ExecutionUpdated,
+    Record,
     VariableWritten,
 )
 from whenflow.domain.states import ExecutionStatus, NodeState
@@ -51,6 +53,7 @@ from whenflow.engine.execution_state import DEFAULT_CONCURRENCY, ExecutionState
 from whenflow.engine.foreach import launch_item, start_foreach
 from whenflow.engine.inbox_messages import (
     DEFAULT_POLL_INTERVAL_S,
+    apply_message,
     poll_inbox,
     read_inbox,
     refusals_at_end,
@@ -100,6 +103,8 @@ class Orchestrator:
         if parent_execution_id is not None and not program.listens_outside:
             self._inbox_poll_s = None
         self._poller: asyncio.Task[None] | None = None
+        self._store_failure: asyncio.Future[StoreError] | None = None
+        self._store_error: StoreError | None = None
         execution_id = execution_id or str(uuid.uuid4())
         pool = VariablePool(
             execution_id=execution_id,
@@ -187,12 +192,17 @@ class Orchestrator:
     async def start(self) -> None:
         """Create the execution, publish `pipeline.started` and dispatch what can start.
 
-        Returns once the execution row and its first events are durable.
+        Nothing runs before the execution is durable: its creation (and, in a
+        real store, its owner row) is committed first, one flush per execution.
+        Returns once the first events are durable too.
+
+        Raises:
+            StoreError: the creation could not be committed; nothing ran.
         """
         s = self.state
         self._activate()
         now = s.clock()
-        s.records.append(
+        created: list[Record] = [
             ExecutionCreated(
                 execution_id=s.execution_id,
                 pipeline_name=s.definition.name,
@@ -203,8 +213,10 @@ class Orchestrator:
                 created_at=now,
                 parent_execution_id=self.parent_execution_id,
             )
-        )
-        s.records.extend(VariableWritten(s.execution_id, v) for v in s.pool.input_variables(now))
+        ]
+        created.extend(VariableWritten(s.execution_id, v) for v in s.pool.input_variables(now))
+        s.store.append(s.mask.records(created) if s.mask else created)
+        await s.store.flush()
         self._register_trees()
         self._unit(self._begin)
         await s.store.flush()
@@ -217,8 +229,15 @@ class Orchestrator:
         s.decisions.extend((tree, bool(tree.value)) for tree in s.predecided)
 
     async def resume(self, snapshot: ExecutionSnapshot) -> ExecutionResult:
-        """Continue an execution whose process died, from its durable state."""
+        """Continue an execution whose process died, from its durable state.
+
+        The store is asked to own the execution first (refused while another
+        process does). Requests that reached the inbox while nobody ran the
+        execution (a cancel, a decision, an event) are applied before any lost
+        or retrying attempt is relaunched, so a cancel never reruns work.
+        """
         s = self.state
+        await s.store.claim(s.execution_id)
         self._activate()
         item_results = recovery.restore(s, snapshot)
         self._register_trees()
@@ -226,7 +245,18 @@ class Orchestrator:
             s.index.on_event(event)
         s.index.settle_unreferenced()
         s.decisions.clear()  # replaying decides what already happened; reconcile re-decides
-        self._unit(recovery.reconcile, s, snapshot, item_results)
+        messages = []
+        if self._inbox_poll_s is not None:
+            messages = list(await s.store.pending_messages(s.execution_id))
+        s.admission_held = True
+        if snapshot.events:
+            self._unit(recovery.reconcile, s, snapshot, item_results)
+        else:  # durable since its creation, stopped before it started: start it now
+            self._unit(self._begin)
+        for message in messages:
+            self._unit(apply_message, s, message)
+        s.admission_held = False
+        self._unit(_nothing)  # admits what is still due
         await s.store.flush()
         self._start_poller()
         return await self.wait()
@@ -239,6 +269,8 @@ class Orchestrator:
             await asyncio.shield(s.done)
         finally:
             if s.done.done():  # a cancelled wait() leaves the execution, and its poller, be
+                if self._store_failure is not None:
+                    self._store_failure.remove_done_callback(self._on_store_failure)
                 if self._poller is not None:
                     self._poller.cancel()
                     await asyncio.gather(self._poller, return_exceptions=True)
@@ -246,6 +278,8 @@ class Orchestrator:
                     pending = list(s.tasks)
                     await asyncio.gather(*pending, return_exceptions=True)
                     s.tasks.difference_update(pending)
+        if self._store_error is not None:
+            raise self._store_error
         if self._inbox_poll_s is not None:
             # Requests that came too late must not wait for an answer forever.
             leftovers = await s.store.pending_messages(s.execution_id)
@@ -310,6 +344,31 @@ class Orchestrator:
         s = self.state
         s.loop = asyncio.get_running_loop()
         s.done = s.loop.create_future()
+        self._store_failure = s.store.failure()
+        self._store_failure.add_done_callback(self._on_store_failure)
+
+    def _on_store_failure(self, failure: asyncio.Future[StoreError]) -> None:
+        if not failure.cancelled():
+            self._store_failed(failure.result())
+
+    def _store_failed(self, error: StoreError) -> None:
+        """The store cannot commit: stop everything and end the run with its error.
+
+        Nothing more can be written, so the durable state stays as the last
+        commit left it (resumable once the fault is gone); running attempts are
+        cancelled (their processes killed) and `wait()` raises the error.
+        """
+        s = self.state
+        if self._store_error is not None or s.done is None or s.done.done():
+            return
+        self._store_error = error
+        s.error = str(error)
+        s.status = ExecutionStatus.FAILED  # in memory only: no unit runs any more
+        for task in list(s.tasks):
+            task.cancel()
+        for handle in s.within_handles:
+            handle.cancel()
+        s.done.set_result(None)
 
     def _register_trees(self) -> None:
         s = self.state
@@ -341,7 +400,10 @@ class Orchestrator:
         finally:
             if s.records:
                 records, s.records = s.records, []
-                s.store.append(s.mask.records(records) if s.mask else records)
+                try:
+                    s.store.append(s.mask.records(records) if s.mask else records)
+                except StoreError as exc:
+                    self._store_failed(exc)
 
     def _internal_error(self, exc: Exception) -> None:
         """A bug in whenflow: end the execution as failed rather than hang it.
@@ -441,6 +503,8 @@ class Orchestrator:
 
     def _admit_ready(self) -> None:
         s = self.state
+        if s.admission_held:
+            return
         while s.ready and s.has_slot():
             node_id, index = s.ready.popleft()
             rt = s.nodes[node_id]
@@ -455,3 +519,7 @@ class Orchestrator:
 
 def _unmasked(value: Any) -> Any:
     return value
+
+
+def _nothing() -> None:
+    """A unit with no handler of its own: it only settles (admits, finishes)."""

@@ -7,9 +7,11 @@ in-memory fake of each.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from whenflow.domain.errors import StoreError
 from whenflow.domain.records import ExecutionSnapshot, InboxMessage, Record
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
 from whenflow.domain.variables import ArtifactRef
@@ -32,6 +34,18 @@ class StateStore(Protocol):
 
     async def pending_messages(self, execution_id: str) -> Sequence[InboxMessage]:
         """Inbox messages to this execution not yet marked applied, oldest first."""
+        ...
+
+    async def claim(self, execution_id: str) -> None:
+        """Own an existing execution before continuing it (DESIGN.md §7, one owner).
+
+        Creating an execution owns it already. Raises ExecutionOwned while
+        another process holds a live lease on it.
+        """
+        ...
+
+    def failure(self) -> asyncio.Future[StoreError]:
+        """Set with the error once a commit fails (nothing after it is durable)."""
         ...
 
 

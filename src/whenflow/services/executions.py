@@ -10,14 +10,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from whenflow.backends.local import LocalRunner
-from whenflow.domain.errors import RequestRefused
+from whenflow.domain.durations import parse_duration
+from whenflow.domain.errors import RequestRefused, StoreError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import MessageKind
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.orchestrator import Orchestrator
+from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
@@ -25,37 +26,63 @@ from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import default_database_url, make_engine, upgrade
 from whenflow.storage.inbox import MessageState
+from whenflow.storage.leases import DEFAULT_LEASE_S, LeasePolicy
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from whenflow.engine.explain import NodeExplanation
 from whenflow.storage.secrets import EnvSecretStore
-from whenflow.storage.state_store import SqlStateStore
+from whenflow.storage.state_store import DEFAULT_COMMIT_TIMEOUT_S, SqlStateStore
 
 EventListener = Callable[[Event], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Where state and artifacts live; from the environment by default."""
+    """Where state and artifacts live, and how the store behaves; from the environment
+    by default.
+
+    `lease_s`: how long an execution's owner keeps it without renewing (renewed
+    every third of it); `commit_timeout_s`: a commit that takes longer ends the
+    run with a store error.
+    """
 
     database_url: str
     artifacts_url: str | None = None
+    lease_s: float = DEFAULT_LEASE_S
+    commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
 
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
             database_url=os.environ.get("WHENFLOW_DATABASE_URL") or default_database_url(),
             artifacts_url=os.environ.get("WHENFLOW_ARTIFACTS_URL") or None,
+            lease_s=_seconds("WHENFLOW_OWNER_LEASE", DEFAULT_LEASE_S),
+            commit_timeout_s=_seconds("WHENFLOW_COMMIT_TIMEOUT", DEFAULT_COMMIT_TIMEOUT_S),
         )
+
+
+def _seconds(variable: str, default: float) -> float:
+    text = os.environ.get(variable)
+    if not text:
+        return default
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise StoreError(
+            f"{variable}={text!r} is not a duration (like 15s or 500ms): {exc}"
+        ) from None
+    if seconds <= 0:
+        raise StoreError(f"{variable}={text!r} must be longer than 0s") from None
+    return seconds
 
 
 class ExecutionService:
     """The use cases of executions; open it with `async with ExecutionService.open()`."""
 
     def __init__(
-        self, store: SqlStateStore, artifacts: FsspecArtifactStore, runner: LocalRunner
+        self, store: SqlStateStore, artifacts: FsspecArtifactStore, runner: TaskRunner
     ) -> None:
         self._store = store
         self._artifacts = artifacts
@@ -69,20 +96,31 @@ class ExecutionService:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings | None = None, runner: LocalRunner | None = None
+        cls, settings: Settings | None = None, runner: TaskRunner | None = None
     ) -> AsyncIterator[ExecutionService]:
+        """The service over the store `settings` name.
+
+        `runner` runs the tasks of every execution this service starts *and*
+        resumes (default: the built-in executors), so an execution of a custom
+        task type can be resumed by whoever could run it.
+        """
         settings = settings or Settings.from_env()
         engine = make_engine(settings.database_url)
-        own_runner = runner is None
-        task_runner = runner or default_runner()
+        own_runner = default_runner() if runner is None else None
+        task_runner: TaskRunner = runner or own_runner or default_runner()
+        store = SqlStateStore(
+            engine,
+            commit_timeout_s=settings.commit_timeout_s,
+            lease=LeasePolicy.of(settings.lease_s),
+        )
         try:
             await upgrade(engine)
-            async with SqlStateStore(engine) as store:
+            async with store:
                 yield cls(store, FsspecArtifactStore(settings.artifacts_url), task_runner)
         finally:
             await engine.dispose()
-            if own_runner:
-                task_runner.close()
+            if own_runner is not None:
+                own_runner.close()
 
     async def run(
         self,
@@ -109,12 +147,24 @@ class ExecutionService:
     async def resume(
         self, execution_id: str, *, on_event: EventListener | None = None
     ) -> ExecutionResult:
-        """Continue an unfinished execution; a finished one is returned as it is."""
+        """Continue an unfinished execution; a finished one is returned as it is.
+
+        The execution is claimed first (DESIGN.md §7, one owner), then read, so
+        nothing its previous owner committed is missed.
+
+        Raises:
+            ExecutionOwned: another live process runs it (its lease has not expired).
+            ExecutionNotFound: no such execution.
+        """
         snapshot = await self._store.load_execution(execution_id)
         if snapshot.status.is_terminal:
             await _refuse_leftovers(self._store.engine, execution_id, snapshot.status)
             return ExecutionResult.from_snapshot(snapshot)
-        program = load_stored_program(snapshot.definition_text, snapshot.definition_path)
+        await self._store.claim(execution_id)
+        snapshot = await self._store.load_execution(execution_id)
+        program = load_stored_program(
+            snapshot.definition_text, snapshot.definition_path, runner=self._runner
+        )
         orchestrator = Orchestrator(
             program,
             store=self._store,

@@ -13,6 +13,7 @@ from whenflow.backends.local import LocalRunner
 from whenflow.domain.definitions import TaskSignature, TaskSpec
 from whenflow.dsl.load import load_program_file, load_program_text
 from whenflow.dsl.program import PipelineProgram
+from whenflow.engine.ports import TaskRunner
 from whenflow.executors.registry import default_registry
 
 
@@ -55,7 +56,7 @@ def load_program(
 
 
 def load_stored_program(
-    text: str, path: str | None, *, runner: LocalRunner | None = None
+    text: str, path: str | None, *, runner: TaskRunner | None = None
 ) -> PipelineProgram:
     """Rebuild the program of a stored execution from the definition text it ran."""
     base = Path(path).resolve().parent if path else None

@@ -14,14 +14,20 @@ tuples as they are (reordered only if the compiled parameter order differs):
 the values are already str/int/float/None, SQLAlchemy's per-row parameter
 processing was about half of the store's cost per node, and its per-statement
 work another ~0.1 ms per commit. Driver errors are raised as SQLAlchemy's.
+
+The thread is a daemon of its own, not a pool's: a commit that never returns
+(a lock held forever, a stalled disk) is abandoned by the store after its
+commit timeout, and must not keep the process from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,8 +35,15 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from whenflow.domain.records import Record
-from whenflow.storage.write_batch import BatchStatements, Row, Step, plan_batch
+from whenflow.storage.leases import (
+    RENEW_SQLITE,
+    LeaseLost,
+    LeaseWrites,
+    delete_statement,
+    insert_statement,
+    renew_rows,
+)
+from whenflow.storage.write_batch import Row, Step
 
 # A statement for the driver: its SQL text, and how to reorder a planned row
 # into the SQL's parameter order (None: the row is already in that order).
@@ -38,6 +51,7 @@ _DriverStatement = tuple[str, Callable[[Row], Row] | None]
 # What the writer thread runs: driver SQL with tuples, or (SQL None) the Core
 # statement with dicts.
 _Prepared = tuple[Step, str | None, list[Any]]
+_Call = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
 
 
 def file_url(url: URL) -> URL | None:
@@ -49,26 +63,54 @@ def file_url(url: URL) -> URL | None:
     return url.set(drivername="sqlite")
 
 
+class _DaemonThread:
+    """One daemon thread running submitted calls in order."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
 class SqliteBatchWriter:
     """Commits whole batches on its own thread; `commit` is awaited by the store's writer."""
 
     def __init__(self, url: URL, configure: Any) -> None:
         self._engine = sa.create_engine(url, poolclass=sa.pool.SingletonThreadPool)
         sa.event.listen(self._engine, "connect", configure)
-        self._statements = BatchStatements("sqlite")
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="whenflow-sqlite-writer")
+        self._thread = _DaemonThread("whenflow-sqlite-writer")
         self._compiled: dict[tuple[int, tuple[str, ...]], _DriverStatement | None] = {}
 
-    async def commit(self, batch: list[Record]) -> None:
-        # Plan (JSON, tuples) here on the loop; the thread then runs only the
+    async def commit(self, steps: list[Step], lease: LeaseWrites | None = None) -> None:
+        # Planned (JSON, tuples) on the loop; the thread then runs only the
         # driver's C-level executemany and commit, which release the GIL, so
         # it hardly competes with the threads running tasks.
-        statements = [self._prepare(step) for step in plan_batch(batch, self._statements)]
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._commit, statements)
+        statements = [self._prepare(step) for step in steps]
+        await asyncio.wrap_future(self._thread.submit(self._commit, statements, lease))
 
-    def close(self) -> None:
-        self._thread.submit(self._engine.dispose).result()
-        self._thread.shutdown(wait=True)
+    def close(self, *, abandon: bool = False) -> None:
+        """Dispose the connection and end the thread; `abandon` a thread stuck in a commit."""
+        if not abandon:
+            self._thread.submit(self._engine.dispose).result()
+        self._thread.stop()
 
     def _prepare(self, step: Step) -> _Prepared:
         compiled = self._driver_statement(step)
@@ -79,13 +121,18 @@ class SqliteBatchWriter:
             return step, sql, step.rows
         return step, sql, [reorder(row) for row in step.rows]
 
-    def _commit(self, statements: list[_Prepared]) -> None:
+    def _commit(self, statements: list[_Prepared], lease: LeaseWrites | None) -> None:
         with self._engine.begin() as connection:
             # The sqlite3 connection itself, in SQLAlchemy's transaction: its
             # executemany skips SQLAlchemy's per-statement work (~0.1 ms a commit,
             # on this thread but under the GIL the loop and the tasks need).
             driver = connection.connection.driver_connection
             assert driver is not None
+            if lease is not None and lease.renew:
+                # First: it takes the write lock, so no takeover can slip in after it.
+                renewed = driver.executemany(RENEW_SQLITE, renew_rows(lease)).rowcount
+                if renewed != len(lease.renew):
+                    raise LeaseLost(_lost(driver, lease))
             for step, sql, rows in statements:
                 if sql is None:
                     connection.execute(step.statement, rows)
@@ -96,6 +143,10 @@ class SqliteBatchWriter:
                     raise sa.exc.DBAPIError.instance(
                         sql, rows, exc, sqlite3.Error, dialect=self._engine.dialect, ismulti=True
                     ) from exc
+            if lease is not None and lease.take:
+                connection.execute(insert_statement(), lease.owner_rows())
+            if lease is not None and lease.drop:
+                connection.execute(delete_statement(lease))
 
     def _driver_statement(self, step: Step) -> _DriverStatement | None:
         """The driver SQL of a step's statement for its columns, compiled once; None
@@ -118,3 +169,9 @@ class SqliteBatchWriter:
             return compiled.string, None
         positions = [columns.index(name) for name in order]
         return compiled.string, lambda row: tuple([row[i] for i in positions])
+
+
+def _lost(driver: Any, lease: LeaseWrites) -> list[str]:
+    mine = "SELECT 1 FROM execution_owners WHERE execution_id = ? AND owner_id = ?"
+    owner_id = lease.owner.owner_id
+    return [eid for eid in lease.renew if driver.execute(mine, (eid, owner_id)).fetchone() is None]

@@ -11,8 +11,16 @@
   follows the database's speed, not the number of records.
 - `flush()` is a barrier for the position at the time of the call.
 - A failed commit is fatal for the store: the error is kept, every pending and
-  later `flush()` and every later `append()` raise `StoreError` from it, and
-  nothing is silently dropped. Durable is then the prefix before that batch.
+  later `flush()` and every later `append()` raise `StoreError` from it, the
+  `failure()` future is set with it (the dispatcher ends the run), and nothing
+  is silently dropped. Durable is then the prefix before that batch. A commit
+  that does not return within `commit_timeout_s` fails the same way: a store
+  fault never hangs the process.
+- Each execution has one owner (`leases`): the store inserts the owner row in
+  the commit that creates an execution, `claim()` takes one over, every commit
+  first renews (and so fences) the leases it holds, an idle store renews them
+  every `renew_s`, and the commit that ends an execution deletes its row;
+  `close()` releases the rest.
 
 Records are committed in append order, batch by batch, so what is durable is
 always a prefix of what was appended.
@@ -21,19 +29,24 @@ always a prefix of what was appended.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from whenflow.domain.errors import StoreError
+from whenflow.domain.errors import OwnershipLost, StoreError
 from whenflow.domain.records import ExecutionSnapshot, InboxMessage, Record
-from whenflow.storage import inbox, queries
+from whenflow.domain.states import ExecutionStatus
+from whenflow.storage import inbox, leases, queries
 from whenflow.storage.database import configure_sqlite
+from whenflow.storage.leases import LeaseLost, LeasePolicy, LeaseWrites, Owner
 from whenflow.storage.sqlite_writer import SqliteBatchWriter, file_url
-from whenflow.storage.write_batch import BatchStatements, plan_batch
+from whenflow.storage.write_batch import BatchStatements, Step, plan_batch
 
 _MAX_CAUSE_CHARS = 600
 # Commits at most this often while records stream in (a group-commit delay, as
@@ -46,6 +59,11 @@ DEFAULT_COMMIT_INTERVAL_S = 0.002
 # variables, its events, an inbox message marked applied), never inside one, so
 # a unit is always durable whole; a single larger unit is one chunk.
 MAX_BATCH_RECORDS = 10_000
+# A commit that takes longer fails the store (a lock held for ever, a stalled
+# disk or network): the run ends with an error instead of hanging.
+DEFAULT_COMMIT_TIMEOUT_S = 30.0
+_TERMINAL = frozenset(s.value for s in ExecutionStatus if s.is_terminal)
+_log = logging.getLogger("whenflow.storage")
 
 
 class SqlStateStore:
@@ -62,12 +80,19 @@ class SqlStateStore:
         *,
         owns_engine: bool = False,
         commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
+        commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S,
+        owner: Owner | None = None,
+        lease: LeasePolicy | None = None,
     ) -> None:
         """Args:
         engine: where to write; its schema must be at head (`database.upgrade`).
         owns_engine: dispose the engine in `close()`.
         commit_interval_s: the least time between two commits unless someone
             waits in `flush()`; 0 commits as soon as the last commit ends.
+        commit_timeout_s: a commit that takes longer fails the store.
+        owner: who this store writes as (default: this process, a new random part).
+        lease: how long the leases of its executions last and how often they
+            are renewed.
         """
         self._engine = engine
         self._owns_engine = owns_engine
@@ -86,6 +111,14 @@ class SqlStateStore:
         self._last_commit = float("-inf")
         self._pacing: asyncio.TimerHandle | None = None
         self.commits = 0  # batches committed; for probes and tests
+        self._timeout = commit_timeout_s
+        self._timed_out = False
+        self.owner = owner or Owner.of_this_process()
+        self.lease = lease or LeasePolicy()
+        self._held: set[str] = set()  # executions whose lease this store holds
+        self._renewed = float("-inf")  # loop time of the last renewal
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._failure: asyncio.Future[StoreError] | None = None
         sync_url = file_url(engine.url)
         self._sqlite_writer = (
             SqliteBatchWriter(sync_url, configure_sqlite) if sync_url is not None else None
@@ -100,6 +133,11 @@ class SqlStateStore:
         """Records appended but not yet committed."""
         return self._appended - self._committed
 
+    @property
+    def held(self) -> frozenset[str]:
+        """Executions whose lease this store holds."""
+        return frozenset(self._held)
+
     async def start(self) -> None:
         """Start the writer task; idempotent."""
         if self._closed:
@@ -107,6 +145,39 @@ class SqlStateStore:
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="whenflow-state-writer")
             self._writer.add_done_callback(self._writer_done)
+            self._beat()
+
+    def failure(self) -> asyncio.Future[StoreError]:
+        """Set with the store's error once a commit fails; pending until then."""
+        if self._failure is None:
+            self._failure = asyncio.get_running_loop().create_future()
+            if self._error is not None:
+                self._failure.set_result(self._store_error())
+        return self._failure
+
+    async def claim(self, execution_id: str) -> None:
+        """Own `execution_id` from now on (a takeover once another owner's lease expired).
+
+        Raises:
+            ExecutionOwned: another process holds a live lease on it.
+            ExecutionNotFound: no such execution.
+            StoreError: the store has failed, or the database cannot be written.
+        """
+        if self._error is not None:
+            raise self._store_error()
+        if execution_id in self._held:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await leases.claim(self._engine, execution_id, self.owner, self.lease, time.time())
+        except TimeoutError:
+            raise StoreError(
+                f"could not claim execution {execution_id} within {self._timeout:g}s: "
+                "the database did not answer"
+            ) from None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"could not claim execution {execution_id}: {exc}") from exc
+        self._held.add(execution_id)
 
     def append(self, records: Sequence[Record]) -> None:
         """Queue records for the next group commit; O(len(records)), never waits."""
@@ -168,12 +239,28 @@ class SqlStateStore:
                 await asyncio.shield(self._writer)
         finally:
             self._closed = True
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
             if self._sqlite_writer is not None:
-                self._sqlite_writer.close()
+                self._sqlite_writer.close(abandon=self._timed_out)
+            if not self._timed_out:
+                await self._release_all()
             if self._owns_engine:
                 await self._engine.dispose()
         if self._error is not None:
             raise self._store_error()
+
+    async def _release_all(self) -> None:
+        """Give up the leases still held: an interrupted execution can be resumed at once.
+
+        Best effort: a lease that cannot be released expires on its own.
+        """
+        held, self._held = self._held, set()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await leases.release(self._engine, held, self.owner)
+        except Exception as exc:
+            _log.warning("could not release the leases of %s: %s", ", ".join(held), exc)
 
     async def __aenter__(self) -> SqlStateStore:
         await self.start()
@@ -192,6 +279,17 @@ class SqlStateStore:
             if exc is None:
                 raise
 
+    def _beat(self) -> None:
+        """Wake the writer every `renew_s`: an idle store renews its leases."""
+        if self._closed or self._error is not None:
+            return
+        if self._held:
+            self._wake.set()
+        self._heartbeat = asyncio.get_running_loop().call_later(self.lease.renew_s, self._beat)
+
+    def _renewal_due(self, now: float) -> bool:
+        return bool(self._held) and now - self._renewed >= self.lease.renew_s
+
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -200,6 +298,12 @@ class SqlStateStore:
             if not self._buffer:
                 if self._closing:
                     return
+                if self._renewal_due(loop.time()):
+                    try:
+                        await self._commit_timed([])
+                    except Exception as exc:
+                        await self._fail_from(exc)
+                        return
                 continue
             delay = self._last_commit + self._interval - loop.time()
             if delay > 0 and not self._waiters and not self._closing:
@@ -217,9 +321,9 @@ class SqlStateStore:
                 del self._buffer[:size]
             end = self._committed + len(batch)
             try:
-                await self._commit(batch)
+                await self._commit_timed(batch)
             except Exception as exc:
-                self._fail(exc)
+                await self._fail_from(exc)
                 return
             self._committed = end
             self._last_commit = loop.time()
@@ -243,14 +347,71 @@ class SqlStateStore:
         self._pacing = None
         self._wake.set()
 
+    async def _commit_timed(self, batch: list[Record]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._commit(batch)
+        except TimeoutError:
+            self._timed_out = True
+            raise TimeoutError(
+                f"a commit took longer than {self._timeout:g}s (the database or its disk "
+                "does not answer; set WHENFLOW_COMMIT_TIMEOUT to wait longer)"
+            ) from None
+        self._renewed = started
+
     async def _commit(self, batch: list[Record]) -> None:
-        if self._sqlite_writer is not None:
-            await self._sqlite_writer.commit(batch)
-            return
         steps = plan_batch(batch, self._statements)
-        async with self._engine.begin() as connection:
-            for step in steps:
-                await connection.execute(step.statement, step.mappings())
+        writes = self._lease_writes(steps)
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.commit(steps, writes)
+        else:
+            async with self._engine.begin() as connection:
+                if writes is not None:
+                    await leases.apply_async(connection, writes, first=True)
+                for step in steps:
+                    await connection.execute(step.statement, step.mappings())
+                if writes is not None:
+                    await leases.apply_async(connection, writes, first=False)
+        if writes is not None:
+            self._held.update(writes.take)
+            self._held.difference_update(writes.drop)
+
+    def _lease_writes(self, steps: list[Step]) -> LeaseWrites | None:
+        """The owner rows this batch creates and deletes, and the leases it renews."""
+        statements = self._statements
+        take: tuple[str, ...] = ()
+        drop: tuple[str, ...] = ()
+        for step in steps:
+            if step.statement is statements.insert_execution:
+                take = tuple(row[0] for row in step.rows)
+            elif step.statement is statements.update_execution:
+                drop = tuple(row[-1] for row in step.rows if row[0] in _TERMINAL)
+        if not (self._held or take):
+            return None
+        now = time.time()
+        return LeaseWrites(self.owner, now, now + self.lease.lease_s, tuple(self._held), take, drop)
+
+    async def _fail_from(self, exc: Exception) -> None:
+        if isinstance(exc, LeaseLost):
+            exc = await self._ownership_lost(exc)
+        self._fail(exc)
+
+    async def _ownership_lost(self, lost: LeaseLost) -> OwnershipLost:
+        self._held.difference_update(lost.execution_ids)
+        details = []
+        for eid in lost.execution_ids:
+            try:
+                row = await leases.read_owner(self._engine, eid)
+            except Exception:  # the description is best effort; the loss is certain
+                row = None
+            who = f"process {row.pid} on host {row.host!r}" if row else "another process"
+            details.append(f"execution {eid} was taken over by {who}")
+        return OwnershipLost(
+            "; ".join(details) + ": this process stopped writing to it (its lease had "
+            "expired: was this process suspended, or the database unreachable?)"
+        )
 
     def _release(self, committed: int) -> None:
         waiters = self._waiters
@@ -267,6 +428,8 @@ class SqlStateStore:
             _, future = self._waiters.popleft()
             if not future.done():
                 future.set_exception(self._store_error())
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_result(self._store_error())
 
     def _writer_done(self, task: asyncio.Task[None]) -> None:
         # A writer that stops without an error while records wait (it was
@@ -277,6 +440,10 @@ class SqlStateStore:
             self._fail(cause or RuntimeError("the state-store writer was cancelled"))
 
     def _store_error(self) -> StoreError:
+        if isinstance(self._error, OwnershipLost):
+            error: StoreError = OwnershipLost(str(self._error))
+            error.__cause__ = self._error
+            return error
         cause = str(self._error)
         if len(cause) > _MAX_CAUSE_CHARS:
             cause = cause[:_MAX_CAUSE_CHARS] + " …"

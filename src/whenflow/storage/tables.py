@@ -160,3 +160,24 @@ inbox = sa.Table(
     sa.Column("refusal", sa.Text, nullable=True),
     sa.Index(None, "execution_id", "applied_at"),
 )
+
+# Who runs an execution (DESIGN.md §7, "one owner"): at most one row per
+# execution, written with its creation or by a takeover once `expires_at` has
+# passed, renewed by every commit of its owner and deleted when it ends or
+# its owner closes. Times are the owner's wall clock.
+execution_owners = sa.Table(
+    "execution_owners",
+    metadata,
+    sa.Column(
+        "execution_id",
+        ExecutionId,
+        sa.ForeignKey("executions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("owner_id", sa.Text, nullable=False),  # host:pid:random
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("acquired_at", Timestamp, nullable=False),
+    sa.Column("heartbeat_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+)
