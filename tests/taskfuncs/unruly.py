@@ -11,9 +11,10 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
-_log = logging.getLogger("unrulytasks")
+_log = logging.getLogger(__name__)
 
 
 def exit_process(code: int = 0) -> dict[str, Any]:
@@ -70,15 +71,23 @@ def chatty(text: str = "hello") -> dict[str, Any]:
     print(text)
     print(f"to stderr: {text}", file=sys.stderr)
     sys.stdout.write(f"written: {text}\n")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    _log.info("logged: %s", text)
+    handler = logging.StreamHandler()  # as basicConfig makes it: bound to sys.stderr now
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("unruly.chatty")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.info("logged: %s", text)
+    finally:
+        logger.removeHandler(handler)
     return {"said": len(text)}
 
 
 async def chatty_async(text: str = "hello") -> dict[str, Any]:
     await asyncio.sleep(0)
     print(f"async {text}")
-    _log.warning("async logged: %s", text)
+    logging.getLogger("unruly.async").warning("async logged: %s", text)
     return {"said": len(text)}
 
 
@@ -102,3 +111,23 @@ def echo(value: Any, ctx: Any) -> dict[str, Any]:
     _log.info("logging: %s", value)
     ctx.log(f"ctx.log: {value}")
     return {"echo": f"echo {value}"}
+
+
+_barrier = threading.Barrier(2)
+
+
+def print_tagged(tag: str, times: int = 50) -> dict[str, Any]:
+    """Print `tag` lines while another call does the same (both wait at a barrier first)."""
+    _barrier.wait(timeout=10)
+    for i in range(times):
+        print(f"{tag} {i}", end="")
+        print()
+    sys.stdout.write(f"{tag} unfinished")
+    return {"tag": tag}
+
+
+def flood_stderr(megabytes: int = 8) -> dict[str, Any]:
+    chunk = "e" * 999
+    for _ in range(megabytes * 1024):
+        sys.stderr.write(chunk + "\n")
+    return {}

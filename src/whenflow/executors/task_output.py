@@ -151,7 +151,7 @@ def install() -> None:
             target = originals.get(id(handler.stream))
             if target is not None:
                 _handlers.append((handler, handler.stream))
-                handler.setStream(target)
+                _point(handler, target)
 
 
 def uninstall() -> None:
@@ -168,9 +168,21 @@ def uninstall() -> None:
                 setattr(sys, name, proxy.original)
         for handler, stream in _handlers:
             if isinstance(handler.stream, StreamProxy):
-                handler.setStream(stream)
+                _point(handler, stream)
+        for handler in _stream_handlers():  # made while installed (a task's basicConfig)
+            if isinstance(handler.stream, StreamProxy):
+                _point(handler, handler.stream.original)
         _proxies.clear()
         _handlers.clear()
+
+
+def _point(handler: logging.StreamHandler[Any], stream: Any) -> None:
+    # Not `setStream`: it flushes the old stream, which may be closed by now.
+    handler.acquire()
+    try:
+        handler.stream = stream
+    finally:
+        handler.release()
 
 
 def _stream_handlers() -> list[logging.StreamHandler[Any]]:
