@@ -171,3 +171,59 @@ async def test_cancellation_kills_the_child(
         await attempt
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("SystemExit", "the task called sys.exit('why'); a task cannot end whenflow"),
+        ("KeyboardInterrupt", "why"),
+        ("BaseException", "why"),
+    ],
+)
+async def test_a_base_exception_in_the_child_fails_the_attempt_under_its_name(
+    executor: PythonExecutor, ctx: Any, funcs: ModuleType, kind: str, message: str
+) -> None:
+    with pytest.raises(IsolatedTaskError) as caught:
+        await executor.execute(
+            isolated("taskfuncs.unruly:raise_base", {"kind": kind, "message": "why"}), ctx
+        )
+    assert type(caught.value).__name__ == kind
+    assert str(caught.value) == message
+
+
+async def test_sys_exit_0_in_the_child_is_a_failed_attempt(
+    executor: PythonExecutor, ctx: Any, funcs: ModuleType
+) -> None:
+    with pytest.raises(IsolatedTaskError, match=r"sys\.exit\(0\)") as caught:
+        await executor.execute(isolated("taskfuncs.unruly:exit_process", {"code": 0}), ctx)
+    assert type(caught.value).__name__ == "SystemExit"
+
+
+async def test_os_exit_0_in_the_child_is_a_failed_attempt(
+    executor: PythonExecutor, ctx: Any, funcs: ModuleType
+) -> None:
+    with pytest.raises(ChildProcessDied, match="exited with code 0"):
+        await executor.execute(isolated("taskfuncs.unruly:hard_exit"), ctx)
+
+
+async def test_the_childs_traceback_reaches_the_log_with_the_task_frames_only(
+    executor: PythonExecutor, ctx: Any, funcs: ModuleType
+) -> None:
+    with pytest.raises(IsolatedTaskError) as caught:
+        await executor.execute(isolated("taskfuncs.unruly:lookup_rows"), ctx)
+    assert type(caught.value).__name__ == "KeyError"
+    assert str(caught.value) == "'rows'"
+    traceback = ctx.lines("stderr")
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == "KeyError: 'rows'"
+    assert any("in _rows_of" in line for line in traceback)
+    assert not any("python_child.py" in line or "callables.py" in line for line in traceback)
+
+
+async def test_python_timeout_error_in_the_child_keeps_its_type(
+    executor: PythonExecutor, ctx: Any, funcs: ModuleType
+) -> None:
+    with pytest.raises(IsolatedTaskError, match="did not answer") as caught:
+        await executor.execute(isolated("taskfuncs.unruly:python_timeout"), ctx)
+    assert type(caught.value).__name__ == "TimeoutError"

@@ -51,7 +51,7 @@ async def test_tasks_get_secrets_and_nothing_stored_or_shown_contains_them() -> 
     assert result.status.value == "completed"
     assert result.outputs == {"echoed": "got ***", "length": len(CANARY)}
     assert result.nodes["call"].outputs["echo"] == "got ***"
-    assert result.nodes["leak"].error == "the server refused ***"
+    assert result.nodes["leak"].error == "ValueError: the server refused ***"
     assert CANARY not in repr(store.records)
     assert CANARY not in repr(result)
     assert CANARY not in repr(seen)  # listeners (the CLI's progress) see masked events

@@ -102,11 +102,12 @@ def _execute(
 
     async def go(progress: Progress | None) -> ExecutionResult:
         listener = progress.on_event if progress else None
+        log_listener = progress.on_log if progress else None
         async with ExecutionService.open() as service:
             if resume_id is not None:
-                return await service.resume(resume_id, on_event=listener)
+                return await service.resume(resume_id, on_event=listener, on_log=log_listener)
             assert program is not None
-            return await service.run(program, inputs or {}, on_event=listener)
+            return await service.run(program, inputs or {}, on_event=listener, on_log=log_listener)
 
     node_ids = list(program.definition.node_ids) if program else []
     # `whenflow run` is one short-lived process: move what loading built out of the

@@ -1,4 +1,9 @@
-"""Live progress of `whenflow run`: a rich table on a terminal, plain lines otherwise."""
+"""Live progress of `whenflow run`: a rich table on a terminal, plain lines otherwise.
+
+Task output (each attempt's log, as stored: masked and capped) is shown too:
+the last line of a running node in the table's detail column, every line
+(`HH:MM:SS node | line`) in plain mode.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from whenflow.domain.events import Event
+from whenflow.domain.records import LogAppended
 
 _STYLE = {
     "pending": "dim",
@@ -96,6 +102,14 @@ class ProgressModel:
         row.detail = f"{name} {payload}" if payload else name
         return f"{source} {name} {payload}" if payload else f"{source} {name}"
 
+    def log(self, line: LogAppended) -> str:
+        """Note a task's log line; return it as a plain-text line."""
+        row = self.rows.get(line.node_id)
+        if row is not None and row.state in ("running", "retrying"):
+            row.detail = line.message
+        item = f"[{line.item_index}]" if line.item_index >= 0 else ""
+        return f"{line.node_id}{item} | {line.message}"
+
     def render(self) -> RenderableType:
         counts: dict[str, int] = {}
         for row in self.rows.values():
@@ -151,6 +165,12 @@ class Progress:
         if self.live is not None:
             self.live.update(self.model.render(), refresh=True)
             self.live.__exit__(None, None, None)
+
+    def on_log(self, line: LogAppended) -> None:
+        text = self.model.log(line)
+        if self.enabled and self.live is None:
+            stamp = time.strftime("%H:%M:%S", time.localtime(line.at))
+            print(f"{stamp} {text}", file=self.stream, flush=True)
 
     def on_event(self, event: Event) -> None:
         line = self.model.apply(event)

@@ -5,6 +5,9 @@ WhenflowError
 │   └── DefinitionErrors     several located issues, reported together
 ├── InputError               execution inputs do not match the pipeline's inputs (exit 2)
 ├── TaskError                one attempt of a task failed
+│   ├── TaskRaised           what a task's own code raised, rebuilt under its type's
+│   │                        name (SystemExit and other BaseExceptions, an isolated
+│   │                        child's exception)
 │   ├── BindingError         an input binding could not be rendered or typed
 │   ├── TaskTimeout          the attempt ran past its timeout
 │   ├── SubPipelineFailed    a `pipeline` task's child execution did not complete
@@ -19,8 +22,10 @@ WhenflowError
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 
 class WhenflowError(Exception):
@@ -81,6 +86,74 @@ class InputError(WhenflowError):
 
 class TaskError(WhenflowError):
     """One attempt of a task failed; the node retries or fails."""
+
+
+class TaskRaised(TaskError):
+    """An exception the task's own code raised, rebuilt as a TaskError named like it.
+
+    Used where the original cannot travel as it is: a `SystemExit`,
+    `KeyboardInterrupt` or other `BaseException` would end whenflow itself, and
+    an isolated child's exception exists only as JSON. `type(exc).__name__` is
+    the original type's name, so `retryOn` and the failure event name it.
+    """
+
+    error_type: str = "TaskRaised"
+
+
+_R = TypeVar("_R", bound=TaskRaised)
+_RAISED_CLASSES: dict[str, type[TaskRaised]] = {}
+
+
+def task_raised_class(error_type: str, base: type[_R]) -> type[_R]:
+    """A subclass of `base` named `error_type` (one class per name and base, cached)."""
+    name = error_type if error_type.isidentifier() and not keyword.iskeyword(error_type) else ""
+    name = name or base.__name__
+    key = f"{base.__module__}.{base.__qualname__}:{name}"
+    cls = _RAISED_CLASSES.get(key)
+    if cls is None:
+        created = type(name, (base,), {"__module__": base.__module__, "error_type": name})
+        cls = _RAISED_CLASSES.setdefault(key, created)
+    return cls  # type: ignore[return-value]  # created as a subclass of `base` above
+
+
+def base_exception_message(exc: BaseException) -> str:
+    """What a task's `BaseException` says, in words (`sys.exit(0)` says only "0")."""
+    if isinstance(exc, SystemExit):
+        return f"the task called sys.exit({exc.code!r}); a task cannot end whenflow"
+    return str(exc) or f"the task raised {type(exc).__name__}"
+
+
+def task_raised(exc: BaseException) -> TaskRaised:
+    """`exc` (a SystemExit, KeyboardInterrupt, GeneratorExit...) as a TaskError of its name."""
+    error = task_raised_class(type(exc).__name__, TaskRaised)(base_exception_message(exc))
+    error.__cause__ = exc
+    return error
+
+
+def interrupted_by_user(exc: BaseException) -> bool:
+    """A KeyboardInterrupt from Ctrl-C (asyncio's SIGINT handler), not raised by a task."""
+    if not isinstance(exc, KeyboardInterrupt):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_on_sigint" and code.co_filename.endswith("runners.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def error_message(error: BaseException) -> str:
+    """The message a failed attempt records: a foreign exception keeps its type in front.
+
+    whenflow's own errors speak for themselves; anything else (a task's
+    `KeyError('rows')`, an isolated child's error) reads `KeyError: 'rows'`.
+    """
+    text = str(error)
+    if isinstance(error, WhenflowError) and not isinstance(error, TaskRaised):
+        return text or type(error).__name__
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
 
 
 class BindingError(TaskError):

@@ -1,4 +1,10 @@
-"""The `ctx` a running task gets: emit custom events and log lines, from any thread."""
+"""The `ctx` a running task gets: emit custom events and log lines, from any thread.
+
+Every line an attempt logs passes through `AttemptContext.log` (shell output,
+an isolated child's streams, a python task's prints, `ctx.log`), so this is
+where one attempt's log is capped: past `log_limit` bytes its lines are
+dropped, and `close()` adds one last line that says how much was dropped.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,10 @@ from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
 
 EmitSink = Callable[[str, int, int, str, Mapping[str, Any]], None]
 LogSink = Callable[[str, int, int, str, str], None]
+
+DEFAULT_TASK_LOG_LIMIT = 4 * 1024 * 1024
+"""Bytes one attempt may log (`WHENFLOW_TASK_LOG_LIMIT`); later lines are dropped."""
+TRUNCATION_STREAM = "whenflow"
 
 
 class AttemptContext:
@@ -28,7 +38,9 @@ class AttemptContext:
         idempotency_key: str,
         emit_sink: EmitSink,
         log_sink: LogSink,
+        log_limit: int | None = DEFAULT_TASK_LOG_LIMIT,
     ) -> None:
+        """`log_limit`: bytes of log lines this attempt may write (None: no limit)."""
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._execution_id = execution_id
@@ -38,6 +50,12 @@ class AttemptContext:
         self._key = idempotency_key
         self._emit_sink = emit_sink
         self._log_sink = log_sink
+        self._log_limit = log_limit
+        self._log_left = log_limit
+        self._dropped_bytes = 0
+        self._dropped_lines = 0
+        self._log_lock = threading.Lock()
+        self._closed = False
 
     @property
     def execution_id(self) -> str:
@@ -80,5 +98,36 @@ class AttemptContext:
         self._call(self._emit_sink, self._node_id, self._attempt, index, name, data)
 
     def log(self, message: str, *, stream: str = "log") -> None:
+        text = str(message)
+        if self._log_left is not None and not self._admit(text):
+            return
         index = -1 if self._item_index is None else self._item_index
-        self._call(self._log_sink, self._node_id, self._attempt, index, stream, str(message))
+        self._call(self._log_sink, self._node_id, self._attempt, index, stream, text)
+
+    def _admit(self, text: str) -> bool:
+        # Bytes as stored, plus one for the line's end; ASCII is counted without encoding.
+        size = 1 + (len(text) if text.isascii() else len(text.encode("utf-8", "replace")))
+        with self._log_lock:
+            left = self._log_left
+            assert left is not None
+            if size <= left and not self._dropped_lines:
+                self._log_left = left - size
+                return True
+            self._dropped_bytes += size
+            self._dropped_lines += 1
+            return False
+
+    def close(self) -> None:
+        """The attempt ended: log how much output the cap dropped, once."""
+        with self._log_lock:
+            if self._closed:
+                return
+            self._closed = True
+            dropped, lines = self._dropped_bytes, self._dropped_lines
+        if lines:
+            index = -1 if self._item_index is None else self._item_index
+            note = (
+                f"output truncated: this attempt's log is capped at {self._log_limit} bytes "
+                f"(WHENFLOW_TASK_LOG_LIMIT); {dropped} bytes in {lines} lines were dropped"
+            )
+            self._call(self._log_sink, self._node_id, self._attempt, index, TRUNCATION_STREAM, note)

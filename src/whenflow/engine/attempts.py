@@ -16,7 +16,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from whenflow.domain.errors import BindingError, StoreError, TaskTimeout
+from whenflow.domain.errors import (
+    BindingError,
+    StoreError,
+    TaskTimeout,
+    error_message,
+    interrupted_by_user,
+    task_raised,
+)
 from whenflow.domain.param_types import fits, type_name
 from whenflow.domain.records import LogAppended, VariableWritten
 from whenflow.domain.states import NodeState
@@ -145,6 +152,7 @@ def spawn(
         idempotency_key=key,
         emit_sink=functools.partial(task_event, state),
         log_sink=functools.partial(task_log, state),
+        log_limit=state.task_log_limit,
     )
     adopt, rt.adopt_child = rt.adopt_child, None
     work = run_attempt(state, rt, request, ctx, adopt)
@@ -161,6 +169,7 @@ async def run_attempt(
     timeout = request.timeout_s
     outcome: TaskResult | BaseException
     child = rt.program.child
+    deadline: asyncio.Timeout | None = None
     try:
         if child is not None:
             work = run_child(state, child, request, ctx, adopt_child)
@@ -170,16 +179,28 @@ async def run_attempt(
             # `asyncio.timeout(None)` never fires but costs ~3 µs per attempt.
             outcome = await work
         else:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as deadline:
                 outcome = await work
-    except asyncio.CancelledError:
-        if is_current(rt, request.attempt, request.item_index):
-            raise
-        return
-    except TimeoutError:
-        outcome = TaskTimeout(rt.id, timeout or 0.0)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():  # the engine cancelled this attempt
+            if is_current(rt, request.attempt, request.item_index):
+                raise
+            return
+        outcome = task_raised(exc)  # the task's own code raised it
+    except TimeoutError as exc:
+        # Only the attempt's own deadline is a TaskTimeout; a task raising Python's
+        # TimeoutError (a socket, a lock) failed with that error.
+        expired = deadline is not None and deadline.expired()
+        outcome = TaskTimeout(rt.id, timeout or 0.0) if expired else exc
     except Exception as exc:
         outcome = exc
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the task's outcome
+        if interrupted_by_user(exc):
+            raise
+        outcome = task_raised(exc)
+    finally:
+        ctx.close()
     if isinstance(outcome, TaskResult) and has_files(outcome.outputs):
         outcome = await _copy_files(state, request, outcome)
     state.run_unit(attempt_done, state, rt, request.attempt, request.item_index, outcome)
@@ -233,6 +254,8 @@ def task_log(
     # A failed store raises here: the dispatcher is ending the run with that error.
     with contextlib.suppress(StoreError):
         state.store.append([line])
+    for listener in state.log_listeners:
+        listener(line)
 
 
 def is_current(rt: NodeRuntime, attempt: int, item_index: int | None) -> bool:
@@ -304,7 +327,7 @@ def attempt_failed(
     state: ExecutionState, rt: NodeRuntime, attempt: int, error: BaseException
 ) -> None:
     error_type = type(error).__name__
-    message = str(error) or error_type
+    message = error_message(error)
     state.attempt_row(rt.id, NO_ITEM, attempt, NodeState.FAILED, error_type, message)
     policy = rt.program.definition.retry
     if attempt - rt.lost_attempts < policy.max_attempts and policy.retries(error_type):

@@ -21,10 +21,17 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from whenflow.domain.events import PIPELINE_SOURCE, Event
-from whenflow.domain.records import AttemptRecorded, EventAppended, NodeUpdated, Record
+from whenflow.domain.records import (
+    AttemptRecorded,
+    EventAppended,
+    LogAppended,
+    NodeUpdated,
+    Record,
+)
 from whenflow.domain.states import TERMINAL_EVENT_SUFFIX, ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
 from whenflow.dsl.templates import Missing, TemplateEvaluationError, compile_condition
+from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.ports import SecretStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
 from whenflow.engine.secret_masking import SecretMask
@@ -34,6 +41,7 @@ from whenflow.engine.trigger_index import TriggerIndex
 from whenflow.engine.variable_pool import VariablePool
 
 EventListener = Callable[[Event], None]
+LogListener = Callable[[LogAppended], None]
 UnitRunner = Callable[..., None]
 # Task attempts running at once when a pipeline sets no `concurrency`. Unbounded,
 # a 10,000-wide fan-out of sync tasks keeps 10,000 attempts alive against a
@@ -77,6 +85,10 @@ class ExecutionState:
         self.run_unit = run_unit
         """Runs a handler as one unit of work; what timers and task reports go through."""
         self.listeners: list[EventListener] = []
+        self.log_listeners: list[LogListener] = []
+        """Called with each task log line as stored (masked, within the cap)."""
+        self.task_log_limit: int | None = DEFAULT_TASK_LOG_LIMIT
+        """Bytes one attempt may log; None for no limit."""
         self.started_at = pool.system["started_at"]
 
         self.events: list[Event] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.definitions import OnItemError
-from whenflow.domain.errors import BindingError
+from whenflow.domain.errors import BindingError, error_message
 from whenflow.domain.param_types import type_name
 from whenflow.domain.records import VariableWritten
 from whenflow.domain.states import NodeState
@@ -150,7 +150,7 @@ def _item_failed(
     retry: bool,
 ) -> None:
     error_type = type(error).__name__
-    message = str(error) or error_type
+    message = error_message(error)
     state.attempt_row(rt.id, index, attempt, NodeState.FAILED, error_type, message)
     policy = rt.program.definition.retry
     if retry and attempt < policy.max_attempts and policy.retries(error_type):

@@ -37,6 +37,7 @@ from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine import recovery
 from whenflow.engine.approvals import decide, park
+from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.attempts import launch
 from whenflow.engine.endings import (
     cancel_work,
@@ -49,7 +50,7 @@ from whenflow.engine.endings import (
     skip_one_unsatisfiable,
     stop_node,
 )
-from whenflow.engine.execution_state import DEFAULT_CONCURRENCY, ExecutionState
+from whenflow.engine.execution_state import DEFAULT_CONCURRENCY, ExecutionState, LogListener
 from whenflow.engine.foreach import launch_item, start_foreach
 from whenflow.engine.inbox_messages import (
     DEFAULT_POLL_INTERVAL_S,
@@ -90,8 +91,13 @@ class Orchestrator:
         inbox_poll_s: float | None = DEFAULT_POLL_INTERVAL_S,
         secrets: SecretStore | None = None,
         mask: SecretMask | None = None,
+        on_log: LogListener | None = None,
+        task_log_limit: int | None = DEFAULT_TASK_LOG_LIMIT,
     ) -> None:
         """Args (besides the obvious):
+        on_log: called with every task log line as stored (masked, within the cap).
+        task_log_limit: bytes one attempt may log; later lines are dropped and
+            one last line says how much (None: no limit).
         inbox_poll_s: how often to read the store's inbox for decisions, events
             and cancels from other processes; None never reads it. A child
             execution (of a `pipeline` task) reads it only if it has approval
@@ -129,6 +135,9 @@ class Orchestrator:
         )
         if on_event is not None:
             self.state.listeners.append(on_event)
+        if on_log is not None:
+            self.state.log_listeners.append(on_log)
+        self.state.task_log_limit = task_log_limit
         install_helpers(self.state)
         if self._inbox_poll_s is not None:
             self.state.read_inbox = functools.partial(read_inbox, self.state)

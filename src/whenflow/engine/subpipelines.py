@@ -65,6 +65,7 @@ async def run_child(
         parent_execution_id=state.execution_id,
         secrets=state.secrets,
         mask=state.mask,  # secrets bound into its inputs stay masked in the child too
+        task_log_limit=state.task_log_limit,
     )
     if snapshot is None:
         ctx.emit("child_started", {"execution_id": orchestrator.execution_id})

@@ -9,7 +9,8 @@
         ├── TaskOutputError        a task returned something that is not outputs
         ├── ShellCommandFailed     a shell task exited with a non-zero code
         ├── ChildProcessDied       an isolated python child died without an answer
-        └── IsolatedTaskError      an exception raised inside an isolated child;
+        └── TaskRaised (domain)
+            └── IsolatedTaskError  an exception raised inside an isolated child;
                                    re-created under the child's exception type name
 
 Every error that fails an attempt is a `TaskError`, so the engine's retry
@@ -18,10 +19,9 @@ policy (`retry_on` matches `type(exc).__name__`) treats all of them alike.
 
 from __future__ import annotations
 
-import keyword
 from collections.abc import Sequence
 
-from whenflow.domain.errors import TaskError, WhenflowError
+from whenflow.domain.errors import TaskError, TaskRaised, WhenflowError, task_raised_class
 
 
 class UnknownTaskType(WhenflowError):
@@ -98,7 +98,7 @@ class ChildProcessDied(TaskError):
         self.stderr_tail = tuple(stderr_tail)
 
 
-class IsolatedTaskError(TaskError):
+class IsolatedTaskError(TaskRaised):
     """Base of the exceptions re-raised from an `isolation: process` child.
 
     Only JSON crosses the process boundary, so the child's exception is rebuilt
@@ -111,19 +111,11 @@ class IsolatedTaskError(TaskError):
     child_traceback: str = ""
 
 
-_ISOLATED_ERROR_CLASSES: dict[str, type[IsolatedTaskError]] = {}
-
-
 def isolated_error(
     error_type: str, message: str, *, module: str = "", traceback: str = ""
 ) -> IsolatedTaskError:
     """An IsolatedTaskError whose class is named `error_type` (one class per name, cached)."""
-    name = error_type if error_type.isidentifier() and not keyword.iskeyword(error_type) else ""
-    name = name or "IsolatedTaskError"
-    cls = _ISOLATED_ERROR_CLASSES.get(name)
-    if cls is None:
-        created = type(name, (IsolatedTaskError,), {"__module__": __name__, "error_type": name})
-        cls = _ISOLATED_ERROR_CLASSES.setdefault(name, created)
+    cls = task_raised_class(error_type, IsolatedTaskError)
     error = cls(message)
     error.child_module = module
     error.child_traceback = traceback

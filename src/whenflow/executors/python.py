@@ -26,14 +26,16 @@ import inspect
 import os
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from whenflow.domain.definitions import TaskSpec
+from whenflow.domain.errors import interrupted_by_user, task_raised
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
-from whenflow.executors import python_child
+from whenflow.executors import python_child, task_output
 from whenflow.executors.callables import (
+    PreparedCallable,
     cached_callable,
     prepare_callable,
     resolve_callable,
@@ -53,7 +55,8 @@ from whenflow.executors.subprocess_io import (
     supervise,
     task_environment,
 )
-from whenflow.executors.task_threads import TaskThreads
+from whenflow.executors.task_threads import RaisedInThread, TaskThreads
+from whenflow.executors.tracebacks import task_traceback
 
 __all__ = ["PythonExecutor", "resolve_callable", "signature_of"]
 
@@ -79,6 +82,7 @@ class PythonExecutor:
         self._max_threads = max_threads
         self._grace_s = terminate_grace_s
         self._pool: TaskThreads | None = None
+        self._capturing = False
 
     def check(self, task: TaskSpec) -> list[str]:
         """Config problems, importing the callable to prove it exists."""
@@ -99,17 +103,19 @@ class PythonExecutor:
         spec, isolation = _read_config(request.task)
         if isolation == "process":
             return TaskResult(outputs=await self._run_in_child(spec, request, ctx))
-        prepared = cached_callable(spec)
-        if prepared is None:
-            # The first import of a user module can be slow: keep it off the loop too.
-            prepared = await self._threads().call(prepare_callable, spec=spec)
-        arguments = prepared.arguments(request.inputs, ctx)
-        if prepared.is_async:
-            value = await prepared.fn(**arguments)
-        else:
-            value = await self._threads().submit(prepared.fn, arguments)
-            if inspect.isawaitable(value):
-                value = await value
+        if not self._capturing:
+            self._capturing = True
+            task_output.install()
+        output, token = task_output.capture(ctx)
+        try:
+            prepared = cached_callable(spec)
+            if prepared is None:
+                # The first import of a user module can be slow: keep it off the loop too.
+                prepared = await self._threads().call(prepare_callable, spec=spec)
+            arguments = prepared.arguments(request.inputs, ctx)
+            value = await _call(prepared, arguments, self._threads, ctx)
+        finally:
+            task_output.release(output, token)
         return TaskResult(outputs=prepared.outputs(value))
 
     def close(self) -> None:
@@ -117,6 +123,9 @@ class PythonExecutor:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+        if self._capturing:
+            self._capturing = False
+            task_output.uninstall()
 
     def _threads(self) -> TaskThreads:
         if self._pool is None:
@@ -168,6 +177,43 @@ class PythonExecutor:
         finally:
             transport.close()
         return answer.outcome(exit_code)
+
+
+async def _call(
+    prepared: PreparedCallable,
+    arguments: dict[str, Any],
+    threads: Callable[[], TaskThreads],
+    ctx: TaskContext,
+) -> Any:
+    """The function's return value; what it raised is logged with the task's frames, raised."""
+    try:
+        if prepared.is_async:
+            return await prepared.fn(**arguments)
+        try:
+            value = await threads().submit(prepared.fn, arguments)
+        except RaisedInThread as carrier:
+            raise carrier.error from None
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():  # the attempt was cancelled, not the task's doing
+            raise
+        _log_traceback(ctx, sys.exc_info()[1])
+        raise
+    except BaseException as exc:
+        if interrupted_by_user(exc):
+            raise
+        _log_traceback(ctx, exc)
+        if isinstance(exc, Exception):
+            raise
+        raise task_raised(exc) from exc  # SystemExit and the like must not reach the loop
+
+
+def _log_traceback(ctx: TaskContext, exc: BaseException | None) -> None:
+    for line in task_traceback(exc).splitlines():
+        ctx.log(line, stream="stderr")
 
 
 def _read_config(task: TaskSpec) -> tuple[str, str | None]:
@@ -242,6 +288,10 @@ class _ChildAnswer:
 
     def outcome(self, exit_code: int) -> dict[str, Any]:
         if self.error is not None:
+            module = str(self.error.get("module", ""))
+            if module.partition(".")[0] != "whenflow":  # the task's error, not whenflow's
+                for line in str(self.error.get("traceback", "")).splitlines():
+                    self.ctx.log(line, stream="stderr")
             raise isolated_error(
                 str(self.error.get("type", "")),
                 str(self.error.get("message", "")),

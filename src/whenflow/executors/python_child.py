@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import threading
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import IO, Any
@@ -116,8 +115,10 @@ class ChildContext:
 def run_request(request: Mapping[str, Any], channel: _Channel) -> int:
     """Call the requested function and send its result or its error; the exit code."""
     # Imported here, not at the top: the wire format above stays dependency-free.
+    from whenflow.domain.errors import base_exception_message
     from whenflow.executors.callables import prepare_callable
     from whenflow.executors.errors import TaskOutputError
+    from whenflow.executors.tracebacks import task_traceback
 
     spec = str(request.get("callable", ""))
     ctx = ChildContext(request["context"], channel)
@@ -144,8 +145,8 @@ def run_request(request: Mapping[str, Any], channel: _Channel) -> int:
                 "kind": "error",
                 "type": type(exc).__name__,
                 "module": type(exc).__module__,
-                "message": str(exc),
-                "traceback": traceback.format_exc(),
+                "message": str(exc) if isinstance(exc, Exception) else base_exception_message(exc),
+                "traceback": task_traceback(exc),
             }
         )
         return 1

@@ -36,6 +36,19 @@ _Job = tuple[
 _STOP = None
 
 
+class RaisedInThread(Exception):
+    """Carries a `BaseException` that is not an `Exception` (SystemExit, KeyboardInterrupt...).
+
+    Such an exception set on an asyncio future would end the event loop (or,
+    for GeneratorExit, be replaced by the coroutine machinery), so the
+    awaiting side gets this carrier and decides what the original means.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+
+
 def default_max_threads() -> int:
     """The same bound as `ThreadPoolExecutor`: enough for I/O, not a thread per task."""
     return min(32, (os.cpu_count() or 1) + 4)
@@ -109,8 +122,10 @@ class TaskThreads:
             settle: Callable[[asyncio.Future[Any], Any], None]
             try:
                 outcome = context.run(fn, **kwargs)
-            except BaseException as exc:  # delivered to the awaiting attempt
+            except Exception as exc:  # delivered to the awaiting attempt
                 settle, outcome = _settle_error, exc
+            except BaseException as exc:
+                settle, outcome = _settle_error, RaisedInThread(exc)
             else:
                 settle = _settle_value
             # Idle before answering: the loop wakes on the answer and wants the

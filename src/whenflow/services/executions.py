@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.durations import parse_duration
-from whenflow.domain.errors import RequestRefused, StoreError
+from whenflow.domain.errors import RequestRefused, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
-from whenflow.domain.records import MessageKind
+from whenflow.domain.records import LogAppended, MessageKind
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
+from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
@@ -36,12 +37,17 @@ from whenflow.storage.secrets import EnvSecretStore
 from whenflow.storage.state_store import DEFAULT_COMMIT_TIMEOUT_S, SqlStateStore
 
 EventListener = Callable[[Event], None]
+LogListener = Callable[[LogAppended], None]
+
+
+class InvalidSetting(WhenflowError):
+    """A `WHENFLOW_*` setting cannot be read; the message names it and the form it takes."""
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Where state and artifacts live, and how the store behaves; from the environment
-    by default.
+    """Where state and artifacts live, how the store behaves, and limits; from the
+    environment by default.
 
     `lease_s`: how long an execution's owner keeps it without renewing (renewed
     every third of it); `commit_timeout_s`: a commit that takes longer ends the
@@ -52,6 +58,8 @@ class Settings:
     artifacts_url: str | None = None
     lease_s: float = DEFAULT_LEASE_S
     commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
+    task_log_limit: int | None = DEFAULT_TASK_LOG_LIMIT
+    """Bytes one attempt may log (`WHENFLOW_TASK_LOG_LIMIT`); None for no limit."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,6 +68,7 @@ class Settings:
             artifacts_url=os.environ.get("WHENFLOW_ARTIFACTS_URL") or None,
             lease_s=_seconds("WHENFLOW_OWNER_LEASE", DEFAULT_LEASE_S),
             commit_timeout_s=_seconds("WHENFLOW_COMMIT_TIMEOUT", DEFAULT_COMMIT_TIMEOUT_S),
+            task_log_limit=_log_limit(os.environ.get("WHENFLOW_TASK_LOG_LIMIT")),
         )
 
 
@@ -70,24 +79,46 @@ def _seconds(variable: str, default: float) -> float:
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
-        raise StoreError(
+        raise InvalidSetting(
             f"{variable}={text!r} is not a duration (like 15s or 500ms): {exc}"
         ) from None
     if seconds <= 0:
-        raise StoreError(f"{variable}={text!r} must be longer than 0s") from None
+        raise InvalidSetting(f"{variable}={text!r} must be longer than 0s") from None
     return seconds
+
+
+def _log_limit(text: str | None) -> int | None:
+    if text is None or not text.strip():
+        return DEFAULT_TASK_LOG_LIMIT
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text.strip().replace("_", ""))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InvalidSetting(
+            f"WHENFLOW_TASK_LOG_LIMIT={text!r} is not a number of bytes; set a whole number "
+            f"such as {DEFAULT_TASK_LOG_LIMIT} (the default), or none for no limit"
+        )
+    return value
 
 
 class ExecutionService:
     """The use cases of executions; open it with `async with ExecutionService.open()`."""
 
     def __init__(
-        self, store: SqlStateStore, artifacts: FsspecArtifactStore, runner: TaskRunner
+        self,
+        store: SqlStateStore,
+        artifacts: FsspecArtifactStore,
+        runner: TaskRunner,
+        settings: Settings | None = None,
     ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._runner = runner
         self._secrets = EnvSecretStore()
+        self._log_limit = DEFAULT_TASK_LOG_LIMIT if settings is None else settings.task_log_limit
 
     @property
     def store(self) -> SqlStateStore:
@@ -116,7 +147,8 @@ class ExecutionService:
         try:
             await upgrade(engine)
             async with store:
-                yield cls(store, FsspecArtifactStore(settings.artifacts_url), task_runner)
+                artifacts = FsspecArtifactStore(settings.artifacts_url)
+                yield cls(store, artifacts, task_runner, settings)
         finally:
             await engine.dispose()
             if own_runner is not None:
@@ -129,8 +161,13 @@ class ExecutionService:
         *,
         on_event: EventListener | None = None,
         execution_id: str | None = None,
+        on_log: LogListener | None = None,
     ) -> ExecutionResult:
-        """Start an execution and wait for its end; raises InputError for bad inputs."""
+        """Start an execution and wait for its end; raises InputError for bad inputs.
+
+        `on_event` sees every event, `on_log` every task log line as stored
+        (masked, within the per-attempt cap).
+        """
         resolved = resolve_inputs(program.definition.inputs, inputs)
         orchestrator = Orchestrator(
             program,
@@ -141,11 +178,17 @@ class ExecutionService:
             inputs=resolved,
             execution_id=execution_id,
             on_event=on_event,
+            on_log=on_log,
+            task_log_limit=self._log_limit,
         )
         return await orchestrator.run()
 
     async def resume(
-        self, execution_id: str, *, on_event: EventListener | None = None
+        self,
+        execution_id: str,
+        *,
+        on_event: EventListener | None = None,
+        on_log: LogListener | None = None,
     ) -> ExecutionResult:
         """Continue an unfinished execution; a finished one is returned as it is.
 
@@ -174,6 +217,8 @@ class ExecutionService:
             inputs=snapshot.inputs,
             execution_id=execution_id,
             on_event=on_event,
+            on_log=on_log,
+            task_log_limit=self._log_limit,
         )
         return await orchestrator.resume(snapshot)
 

@@ -1,0 +1,238 @@
+"""What a task raises is its attempt's outcome, never the engine's (issue 13, items 1 and 4).
+
+A `SystemExit`, `KeyboardInterrupt`, `GeneratorExit` or any `BaseException`
+fails the attempt under its own type name, retries apply, and the execution
+ends normally. Python's own `TimeoutError` is the task's error, not whenflow's
+attempt timeout. A task's exception reaches the user with its type
+(`KeyError: 'rows'`) and its traceback goes to the attempt's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from engine_harness import run_async
+
+from whenflow.domain.definitions import TaskSpec
+from whenflow.domain.errors import TaskError, TaskRaised, error_message
+from whenflow.domain.task_io import TaskRequest
+from whenflow.executors.python import PythonExecutor
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+KINDS = ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException"]
+
+
+@pytest.fixture
+def unruly(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    return importlib.import_module("taskfuncs.unruly")
+
+
+@pytest.fixture
+def ctx(unruly: ModuleType) -> Any:
+    return importlib.import_module("taskfuncs.recording").RecordingContext()
+
+
+@pytest.fixture
+def executor() -> Iterator[PythonExecutor]:
+    python = PythonExecutor()
+    yield python
+    python.close()
+
+
+def request(spec: str, inputs: dict[str, Any] | None = None) -> TaskRequest:
+    return TaskRequest(
+        execution_id="exec-1",
+        node_id="node",
+        attempt=1,
+        task=TaskSpec(type="python", config={"callable": f"taskfuncs.unruly:{spec}"}),
+        inputs=inputs or {},
+        idempotency_key="exec-1/node",
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("function", ["raise_base", "raise_base_async"])
+async def test_a_base_exception_becomes_a_task_error_of_its_name(
+    executor: PythonExecutor, ctx: Any, kind: str, function: str
+) -> None:
+    with pytest.raises(TaskRaised) as caught:
+        await executor.execute(request(function, {"kind": kind, "message": "why"}), ctx)
+    assert type(caught.value).__name__ == kind
+    assert isinstance(caught.value, TaskError)
+    if kind == "SystemExit":
+        assert str(caught.value) == "the task called sys.exit('why'); a task cannot end whenflow"
+    else:
+        assert str(caught.value) == "why"
+    assert ctx.lines("stderr")[-1] == f"{kind}: why"  # the traceback's last line
+    assert any(f"in {function}" in line for line in ctx.lines("stderr"))
+
+
+@pytest.mark.parametrize("function", ["exit_process", "exit_process_async"])
+async def test_sys_exit_fails_the_attempt_and_says_what_it_was(
+    executor: PythonExecutor, ctx: Any, function: str
+) -> None:
+    with pytest.raises(TaskRaised) as caught:
+        await executor.execute(request(function, {"code": 0}), ctx)
+    assert type(caught.value).__name__ == "SystemExit"
+    assert "sys.exit(0)" in str(caught.value)
+    assert error_message(caught.value).startswith("SystemExit: the task called sys.exit(0)")
+
+
+async def test_the_traceback_shows_the_task_frames_not_whenflow(
+    executor: PythonExecutor, ctx: Any
+) -> None:
+    with pytest.raises(KeyError):
+        await executor.execute(request("lookup_rows"), ctx)
+    traceback = "\n".join(ctx.lines("stderr"))
+    assert traceback.startswith("Traceback (most recent call last):")
+    assert "in lookup_rows" in traceback
+    assert "in _rows_of" in traceback
+    assert "/whenflow/" not in traceback  # no frame of whenflow's own code
+    assert traceback.endswith("KeyError: 'rows'")
+
+
+# ---------------------------------------------------------------- the engine
+
+
+def sys_exit() -> dict[str, Any]:
+    sys.exit(0)
+
+
+def interrupt() -> dict[str, Any]:
+    raise KeyboardInterrupt("from the task")
+
+
+async def cancels_itself() -> dict[str, Any]:
+    raise asyncio.CancelledError()
+
+
+def missing_key() -> dict[str, Any]:
+    return {"rows": {}["rows"]}
+
+
+RETRIED = """
+nodes:
+  - id: bad
+    task: {type: python, callable: bad}
+    retry: {maxAttempts: 2, delay: 0s}
+  - id: after
+    startWhen: "event:bad.failed"
+    task: {type: noop}
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "error_type"),
+    [
+        (sys_exit, "SystemExit"),
+        (interrupt, "KeyboardInterrupt"),
+        (cancels_itself, "CancelledError"),
+        (missing_key, "KeyError"),
+    ],
+)
+async def test_whatever_a_task_raises_fails_its_node_after_retries(
+    function: Any, error_type: str
+) -> None:
+    run = await run_async(RETRIED, {"bad": function})
+    assert run.node_events("bad") == ["bad.started", "bad.retrying", "bad.started", "bad.failed"]
+    assert run.status("bad") == "failed"
+    assert run.status("after") == "completed"
+    assert run.result.status.value == "failed"
+    (failed,) = run.payloads("bad.failed")
+    assert failed["error_type"] == error_type
+    assert failed["message"].startswith(f"{error_type}: ")
+    assert run.events[-1] == "pipeline.failed"
+
+
+async def test_a_key_error_reaches_the_user_with_its_type() -> None:
+    run = await run_async(RETRIED, {"bad": missing_key})
+    assert run.result.nodes["bad"].error == "KeyError: 'rows'"
+
+
+# ---------------------------------------------------------------- TimeoutError
+
+
+def python_timeout() -> dict[str, Any]:
+    raise TimeoutError("the server did not answer")
+
+
+async def slow() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    return {}
+
+
+def flaky_timeout_factory() -> Any:
+    calls: list[int] = []
+
+    def flaky() -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) < 2:
+            raise TimeoutError("the server did not answer")
+        return {"calls": len(calls)}
+
+    return flaky
+
+
+async def test_python_timeout_error_is_the_tasks_error_not_a_whenflow_timeout() -> None:
+    run = await run_async(
+        """
+        nodes:
+          - id: call
+            task: {type: python, callable: call}
+            timeout: 30s
+        """,
+        {"call": python_timeout},
+    )
+    (failed,) = run.payloads("call.failed")
+    assert failed["error_type"] == "TimeoutError"
+    assert failed["message"] == "TimeoutError: the server did not answer"
+    assert "timed out after" not in failed["message"]
+
+
+async def test_retry_on_timeout_error_retries_a_python_timeout_error() -> None:
+    spec = """
+    nodes:
+      - id: call
+        task: {type: python, callable: call}
+        retry: {maxAttempts: 3, delay: 0s, retryOn: [TimeoutError]}
+    """
+    run = await run_async(spec, {"call": flaky_timeout_factory()})
+    assert run.node_events("call") == [
+        "call.started",
+        "call.retrying",
+        "call.started",
+        "call.completed",
+    ]
+    assert run.result.nodes["call"].outputs == {"calls": 2}
+
+
+@pytest.mark.parametrize(("retry_on", "attempts"), [("TaskTimeout", 2), ("TimeoutError", 1)])
+async def test_the_attempt_timeout_keeps_its_own_type(retry_on: str, attempts: int) -> None:
+    spec = f"""
+    nodes:
+      - id: call
+        task: {{type: python, callable: call}}
+        timeout: 10ms
+        retry: {{maxAttempts: 2, delay: 0s, retryOn: [{retry_on}]}}
+    """
+    run = await run_async(spec, {"call": slow})
+    failed = run.payloads("call.failed")[0]
+    assert failed["error_type"] == "TaskTimeout"
+    assert failed["message"] == "node 'call' timed out after 0.01s"
+    assert run.result.nodes["call"].attempts == attempts
+
+
+def test_whenflow_errors_keep_their_own_words() -> None:
+    from whenflow.domain.errors import TaskTimeout
+
+    assert error_message(TaskTimeout("n", 2)) == "node 'n' timed out after 2s"
+    assert error_message(ValueError("bad")) == "ValueError: bad"
+    assert error_message(ValueError()) == "ValueError"
