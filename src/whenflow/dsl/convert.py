@@ -251,7 +251,9 @@ def _retry(model: RetryModel | None) -> RetryPolicy:
 def task_from_document(doc: TaskDocument) -> TaskDefinition:
     """A `kind: Task` document as a TaskDefinition; its TaskSpec has ref and signature set."""
     meta, spec = doc.metadata, doc.spec
-    signature = TaskSignature(inputs=_params(spec.inputs), outputs=_params(spec.outputs))
+    signature = TaskSignature(
+        inputs=_params(spec.inputs), outputs=_params(spec.outputs), emits=tuple(spec.emits)
+    )
     task = TaskSpec(
         type=spec.type,
         config=spec.config,
@@ -270,9 +272,21 @@ def _inline_task(block: InlineTaskModel) -> TaskSpec:
     signature = None
     if block.inputs is not None or block.outputs is not None:
         signature = TaskSignature(
-            inputs=_params(block.inputs or {}), outputs=_params(block.outputs or {})
+            inputs=_params(block.inputs or {}),
+            outputs=_params(block.outputs or {}),
+            emits=tuple(block.emits or ()),
         )
     return TaskSpec(type=block.type, config=block.config, signature=signature)
+
+
+def _node_emits(node: NodeModel) -> tuple[str, ...]:
+    """The node's `emits:`, and its inline task's when that task declares no signature
+    (a signature would make every binding an error unless its inputs are listed)."""
+    emits = list(node.emits)
+    block = node.task
+    if isinstance(block, InlineTaskModel) and block.inputs is None and block.outputs is None:
+        emits.extend(e for e in block.emits or () if e not in emits)
+    return tuple(emits)
 
 
 def _unknown_ref(ref: str, tasks: Mapping[str, TaskDefinition]) -> str:
@@ -304,6 +318,7 @@ def _node(node: NodeModel, task: TaskSpec, defaults: DefaultsModel) -> NodeDefin
         else defaults.timeout,
         within_s=node.within,
         description=node.description,
+        emits=_node_emits(node),
     )
 
 

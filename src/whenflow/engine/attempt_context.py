@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
+from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS, UndeclaredEvent
 
 EmitSink = Callable[[str, int, int, str, Mapping[str, Any]], None]
 LogSink = Callable[[str, int, int, str, str], None]
@@ -28,6 +28,7 @@ class AttemptContext:
         idempotency_key: str,
         emit_sink: EmitSink,
         log_sink: LogSink,
+        declared_events: frozenset[str] = frozenset(),
     ) -> None:
         self._loop = loop
         self._loop_thread = threading.get_ident()
@@ -38,6 +39,7 @@ class AttemptContext:
         self._key = idempotency_key
         self._emit_sink = emit_sink
         self._log_sink = log_sink
+        self._declared = declared_events
 
     @property
     def execution_id(self) -> str:
@@ -74,6 +76,8 @@ class AttemptContext:
                 f"custom event name {name!r} must match [a-z_][a-z0-9_]* and not be one of "
                 f"{', '.join(sorted(RESERVED_NODE_EVENTS))}"
             )
+        if name not in self._declared:
+            raise UndeclaredEvent(self._node_id, name, self._declared)
         data = dict(payload or {})
         json.dumps(data)  # a payload must be JSON data; fail in the task, not in the loop
         index = -1 if self._item_index is None else self._item_index

@@ -144,6 +144,7 @@ def spawn(
         idempotency_key=key,
         emit_sink=functools.partial(task_event, state),
         log_sink=functools.partial(task_log, state),
+        declared_events=rt.program.emits,
     )
     adopt, rt.adopt_child = rt.adopt_child, None
     work = run_attempt(state, rt, request, ctx, adopt)

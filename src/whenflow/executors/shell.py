@@ -36,7 +36,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
+from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult, input_variable
 from whenflow.executors.errors import InvalidTaskConfig, ShellCommandFailed, TaskOutputError
 from whenflow.executors.subprocess_io import (
     DEFAULT_GRACE_S,
@@ -155,11 +155,6 @@ def _existing_workdir(workdir: str | None) -> str | None:
     if workdir is not None and not os.path.isdir(workdir):
         raise InvalidTaskConfig("shell", f"workdir {workdir!r} is not a directory")
     return workdir
-
-
-def input_variable(name: str) -> str:
-    """The environment variable carrying input `name`: `WF_INPUT_<NAME>`."""
-    return "WF_INPUT_" + re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
 
 
 def parse_outputs(text: str) -> dict[str, Any]:
