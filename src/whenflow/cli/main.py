@@ -18,6 +18,7 @@ import typer
 
 if TYPE_CHECKING:
     from whenflow.cli.progress import Progress
+    from whenflow.domain.errors import DefinitionIssue
     from whenflow.dsl.program import PipelineProgram
     from whenflow.engine.runtime import ExecutionResult
 
@@ -66,6 +67,16 @@ def _load(file: Path, tasks: list[Path]) -> PipelineProgram:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _issue_json(issue: DefinitionIssue) -> dict[str, Any]:
+    location = issue.location
+    return {
+        "message": issue.message,
+        "field": issue.field,
+        "line": location.line if location else None,
+        "column": location.column if location else None,
+    }
 
 
 def _exit_code(result: ExecutionResult) -> int:
@@ -178,10 +189,13 @@ def validate(file: Path, tasks: list[Path] = TasksOption, as_json: bool = JsonOp
     program = _load(file, tasks)
     triggers = {n.id: program.effective_start_when(n.id) for n in program.nodes}
     if as_json:
-        print(
-            json.dumps({"valid": True, "pipeline": program.definition.name, "startWhen": triggers})
-        )
+        warnings = [_issue_json(w) for w in program.warnings]
+        document = {"valid": True, "pipeline": program.definition.name, "startWhen": triggers}
+        print(json.dumps({**document, "warnings": warnings}))
         return
+    for warning in program.warnings:
+        where = f"{warning.location}: " if warning.location else ""
+        print(f"{where}warning: {warning.field}: {warning.message}", file=sys.stderr)
     print(f"{file}: pipeline {program.definition.name} {program.definition.version} is valid")
     width = max(len(n) for n in triggers)
     for node_id, trigger in triggers.items():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -61,6 +62,9 @@ from whenflow.dsl.schema import (
 from whenflow.dsl.yaml_source import SourceMap, YamlPath
 
 _LOC_NOISE = frozenset({TASK_REF_TAG, TASK_INLINE_TAG, "[key]"})
+
+PLACEHOLDER_TASK = "noop"
+"""The task of a node that stands in for one whose definition could not be read."""
 
 
 def field_name(path: YamlPath, node_ids: Sequence[object] = ()) -> str:
@@ -335,9 +339,42 @@ def pipeline_from_document(
     Raises:
         DefinitionErrors: duplicate node ids (at the later id) and unknown task refs.
     """
+    partial = partial_pipeline(doc, source, tasks, source_path=source_path, source_text=source_text)
+    if partial.issues:
+        raise DefinitionErrors(list(partial.issues))
+    return partial.definition
+
+
+@dataclass(frozen=True)
+class PartialPipeline:
+    """A definition built despite problems, so later checks can still run.
+
+    A node whose task ref is unknown stands in with a `noop` task and is
+    listed in `unchecked`; a node whose id repeats an earlier one is left out.
+    """
+
+    definition: PipelineDefinition
+    issues: tuple[DefinitionIssue, ...]
+    unchecked: frozenset[str]
+
+
+def partial_pipeline(
+    doc: PipelineDocument,
+    source: SourceMap,
+    tasks: Mapping[str, TaskDefinition],
+    *,
+    source_path: str | None = None,
+    source_text: str | None = None,
+    unchecked: frozenset[str] = frozenset(),
+) -> PartialPipeline:
+    """`pipeline_from_document`, collecting its problems instead of raising them.
+
+    `unchecked` names nodes already known to be placeholders (their schema failed).
+    """
     spec = doc.spec
     ids = [n.id for n in spec.nodes]
     issues: list[DefinitionIssue] = []
+    placeholders = set(unchecked)
     first_index: dict[str, int] = {}
     nodes: list[NodeDefinition] = []
     for index, node in enumerate(spec.nodes):
@@ -351,10 +388,11 @@ def pipeline_from_document(
                     field_name(("spec", "nodes", index, "id"), ids),
                 )
             )
-        first_index.setdefault(node.id, index)
+            continue
+        first_index[node.id] = index
         if isinstance(node.task, TaskRefModel):
-            definition = tasks.get(node.task.ref)
-            if definition is None:
+            referenced = tasks.get(node.task.ref)
+            if referenced is None:
                 path: YamlPath = ("spec", "nodes", index, "task", "ref")
                 issues.append(
                     DefinitionIssue(
@@ -363,20 +401,20 @@ def pipeline_from_document(
                         field_name(path, ids),
                     )
                 )
+                placeholders.add(node.id)
+                nodes.append(NodeDefinition(id=node.id, task=TaskSpec(type=PLACEHOLDER_TASK)))
                 continue
             task = TaskSpec(
-                type=definition.task.type,
-                config=definition.task.config,
-                signature=definition.task.signature,
+                type=referenced.task.type,
+                config=referenced.task.config,
+                signature=referenced.task.signature,
                 ref=node.task.ref,
             )
         else:
             task = _inline_task(node.task)
         nodes.append(_node(node, task, spec.defaults))
-    if issues:
-        raise DefinitionErrors(issues)
     meta = doc.metadata
-    return PipelineDefinition(
+    definition = PipelineDefinition(
         name=meta.name,
         version=meta.version,
         nodes=tuple(nodes),
@@ -389,3 +427,4 @@ def pipeline_from_document(
         source_path=source_path,
         source_text=source_text,
     )
+    return PartialPipeline(definition, tuple(issues), frozenset(placeholders))
