@@ -1,8 +1,8 @@
 """Static checks of `shell` nodes that need the node, not only its task block.
 
 - Two bindings whose names meet in one environment variable (`a-b`, `a_b` and
-  `A.B` all become `WF_INPUT_A_B`): an error, since one value would silently
-  replace the other.
+  `A.B` all become `WF_INPUT_A_B`; `x_file` meets the `WF_INPUT_X_FILE` of
+  `x`): an error, since one value would silently replace the other.
 - A template inside the script argument of `sh -c`, `bash -c`, `python -c`...
   turns data into code: a warning that suggests passing the value as an input
   (`$WF_INPUT_<NAME>`). A `{{ }}` in `script:` is never rendered: a warning too.
@@ -43,13 +43,16 @@ def input_collisions(node: NodeDefinition) -> Iterator[ShellFinding]:
     first: dict[str, str] = {}
     for name in node.input_bindings:
         variable = input_variable(name)
-        other = first.setdefault(variable, name)
-        if other != name:
-            yield ShellFinding(
-                f"inputs {other!r} and {name!r} both become ${variable}, so one would "
-                "silently replace the other; rename one of them",
-                ("inputBindings", name),
-            )
+        # Each input is also a file, named by `<variable>_FILE` (executors/shell_inputs.py).
+        for taken in (variable, variable + "_FILE"):
+            other = first.setdefault(taken, name)
+            if other != name:
+                yield ShellFinding(
+                    f"inputs {other!r} and {name!r} both become ${taken}, so one would "
+                    "silently replace the other; rename one of them",
+                    ("inputBindings", name),
+                )
+                break
 
 
 def code_templates(node: NodeDefinition) -> Iterator[ShellFinding]:
