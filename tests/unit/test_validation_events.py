@@ -15,6 +15,7 @@ import pytest
 from whenflow.backends.local import LocalRunner
 from whenflow.domain.definitions import TaskSignature, TaskSpec
 from whenflow.domain.errors import DefinitionErrors
+from whenflow.dsl.listeners import external_names, listens_for
 from whenflow.dsl.load import load_program_file, load_program_text
 from whenflow.dsl.program import PipelineProgram, SignatureResolver
 from whenflow.executors.registry import default_registry
@@ -428,3 +429,32 @@ def test_a_template_in_a_script_is_a_warning_since_it_is_never_rendered() -> Non
     [warning] = program.warnings
     assert warning.field == "nodes.s.task.script"
     assert "never rendered" in warning.message
+
+
+# --------------------------------------------------------------------------- events send
+
+
+def test_which_outside_events_a_pipeline_listens_for() -> None:
+    program = load("""\
+    - {id: a, startWhen: "event:external.go || event:external.deploy_*", task: {type: noop}}
+    - id: b
+      task: {type: noop}
+      inputBindings: {n: "{{ events('external.ping') | length }}"}
+    - {id: c, startWhen: "{{ events('external.pong') | length > 0 }}", task: {type: noop}}
+""")
+    assert external_names(program) == [
+        "external.deploy_*",
+        "external.go",
+        "external.ping",
+        "external.pong",
+    ]
+    for name in ("go", "deploy_prod", "ping", "pong"):
+        assert listens_for(program, name), name
+    for name in ("og", "deploy", "pings"):
+        assert not listens_for(program, name), name
+
+
+def test_a_pipeline_without_outside_triggers_listens_for_nothing() -> None:
+    program = load("    - {id: a, task: {type: noop}}\n")
+    assert external_names(program) == []
+    assert not listens_for(program, "go")

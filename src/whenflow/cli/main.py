@@ -330,12 +330,14 @@ def _send(
     wait: float,
     as_json: bool,
     done: str,
+    *,
+    force: bool = False,
 ) -> None:
     """Post to an execution's inbox; exit 1 if it was refused, 0 if applied or queued."""
     from whenflow.domain.records import MessageKind
 
     kind = MessageKind(kind_name)
-    state = _query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait))
+    state = _query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait, force=force))
     if as_json:
         print(
             json.dumps(
@@ -412,8 +414,15 @@ def events_send(
     ] = None,
     wait: float = WaitOption,
     as_json: bool = JsonOption,
+    force: Annotated[
+        bool, typer.Option("--force", help="Publish even if no trigger waits for the event.")
+    ] = False,
 ) -> None:
-    """Publish `external.<name>` into a running execution."""
+    """Publish `external.<name>` into a running execution.
+
+    Refused when no trigger or template of the execution's pipeline reads
+    `external.<name>` (a misspelt name would change nothing); `--force` sends it anyway.
+    """
     payload: dict[str, Any] = {}
     if payload_json is not None:
         try:
@@ -428,7 +437,16 @@ def events_send(
         if not sep or not key.strip():
             _fail(f"error: write payload fields as -p key=value, not {pair!r}", EXIT_INVALID)
         payload[key.strip()] = value
-    _send(execution_id, "event", name, payload, wait, as_json, f"external.{name}: published")
+    _send(
+        execution_id,
+        "event",
+        name,
+        payload,
+        wait,
+        as_json,
+        f"external.{name}: published",
+        force=force,
+    )
 
 
 @executions_app.command("cancel")
