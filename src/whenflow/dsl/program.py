@@ -10,14 +10,14 @@ constructs) ride on the program.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from whenflow.domain.definitions import NodeDefinition, PipelineDefinition, TaskSignature, TaskSpec
-from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, SourceLocation, WhenflowError
+from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, WhenflowError
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE
-from whenflow.dsl.approval import APPROVAL_TASK_TYPE, ApprovalSpec, read_approval
+from whenflow.dsl.approval import APPROVAL_TASK_TYPE, ApprovalSpec
 from whenflow.dsl.compiled_values import compile_value, iter_strings
 from whenflow.dsl.event_names import (
     SUBPIPELINE_EVENTS,
@@ -25,7 +25,15 @@ from whenflow.dsl.event_names import (
     catalog_of,
     declared_events,
 )
-from whenflow.dsl.shell_checks import code_templates, input_collisions
+from whenflow.dsl.node_checks import (
+    IssueCollector,
+    Locator,
+    check_approval,
+    check_shell_node,
+    check_signature,
+    find_cycle,
+    unknown_node,
+)
 from whenflow.dsl.templates import (
     RESERVED_NAMES,
     CompiledTemplate,
@@ -68,16 +76,6 @@ ChildLoader = Callable[[str], "PipelineProgram"]
 # execution of another pipeline (DESIGN.md §5, sub-pipelines).
 SUBPIPELINE_TASK_TYPE = "pipeline"
 _SUBPIPELINE_FIELDS = ("pipeline",)
-
-
-class Locator(Protocol):
-    """Maps a field of a node (or of the pipeline spec, node_id None) to a file position."""
-
-    def locate(self, node_id: str | None, *fields: str | int) -> SourceLocation | None: ...
-
-    def locate_in(
-        self, node_id: str | None, *fields: str | int, offset: int
-    ) -> SourceLocation | None: ...
 
 
 @dataclass(frozen=True)
@@ -134,34 +132,8 @@ class PipelineProgram:
         )
 
 
-class _Collector:
-    def __init__(self, locator: Locator) -> None:
-        self.locator = locator
-        self.issues: list[DefinitionIssue] = []
-        self.warnings: list[DefinitionIssue] = []
-
-    def _issue(
-        self, message: str, node_id: str | None, fields: tuple[str | int, ...], offset: int | None
-    ) -> DefinitionIssue:
-        if offset is None:
-            location = self.locator.locate(node_id, *fields)
-        else:
-            location = self.locator.locate_in(node_id, *fields, offset=offset)
-        prefix = f"nodes.{node_id}" if node_id else "spec"
-        path = ".".join([prefix, *(str(f) for f in fields)])
-        return DefinitionIssue(message, location, path)
-
-    def add(
-        self, message: str, node_id: str | None, *fields: str | int, offset: int | None = None
-    ) -> None:
-        self.issues.append(self._issue(message, node_id, fields, offset))
-
-    def warn(self, message: str, node_id: str | None, *fields: str | int) -> None:
-        self.warnings.append(self._issue(message, node_id, fields, None))
-
-
 def _template_names_check(
-    c: _Collector,
+    c: IssueCollector,
     text: str,
     node_ids: Collection[str],
     catalog: EventCatalog,
@@ -184,7 +156,7 @@ def _template_names_check(
         if name in ITEM_NAMES and not allow_item:
             c.add(f"'{name}' is only defined in a node with forEach", node_id, *fields)
         elif name not in RESERVED_NAMES:
-            c.add(_unknown_node(name, node_ids), node_id, *fields)
+            c.add(unknown_node(name, node_ids), node_id, *fields)
     for pattern in info.event_patterns:
         problem = _pattern_problem(pattern, node_ids, catalog, node_id)
         if problem is not None:
@@ -198,20 +170,12 @@ def _pattern_problem(
     """Why an event pattern can never match, or None."""
     if not pattern_sources(pattern, node_ids, owner) and not pattern_has_outside_source(pattern):
         source = pattern.partition(".")[0]
-        return f"event:{pattern} can never happen: {_unknown_node(source, node_ids)}"
+        return f"event:{pattern} can never happen: {unknown_node(source, node_ids)}"
     return catalog.problem(pattern, owner)
 
 
-def _unknown_node(name: str, node_ids: Collection[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(node_ids), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown node {name!r}{hint}"
-
-
 def _parse_trigger_field(
-    c: _Collector,
+    c: IssueCollector,
     text: str,
     node_ids: Collection[str],
     catalog: EventCatalog,
@@ -246,7 +210,7 @@ def _parse_trigger_field(
                 c.add(f"'{name}' is not defined in a trigger", node_id, fld, offset=atom.column)
                 ok = False
             elif name not in node_ids and name not in RESERVED_NAMES:
-                c.add(_unknown_node(name, node_ids), node_id, fld, offset=atom.column)
+                c.add(unknown_node(name, node_ids), node_id, fld, offset=atom.column)
                 ok = False
         for pattern in info.event_patterns:
             problem = _pattern_problem(pattern, node_ids, catalog, node_id)
@@ -263,7 +227,7 @@ def _default_start(reads: frozenset[str], order: Mapping[str, int]) -> Expr:
 
 
 def _load_child(
-    c: _Collector, node: NodeDefinition, load_child: ChildLoader | None
+    c: IssueCollector, node: NodeDefinition, load_child: ChildLoader | None
 ) -> PipelineProgram | None:
     config = node.task.config
     for key in config:
@@ -299,67 +263,6 @@ def _load_child(
     return None
 
 
-def _check_approval(c: _Collector, node: NodeDefinition) -> ApprovalSpec:
-    spec, problems = read_approval(node.task.config)
-    for message, key in problems:
-        c.add(message, node.id, "task", key)
-    if node.for_each is not None:
-        c.add(
-            "an approval node cannot use forEach: it waits for one decision",
-            node.id,
-            "forEach",
-        )
-    return spec
-
-
-def _check_signature(c: _Collector, node: NodeDefinition, signature: TaskSignature | None) -> None:
-    if signature is None:
-        return
-    for name in node.input_bindings:
-        if name not in signature.inputs:
-            declared = ", ".join(sorted(signature.inputs)) or "none"
-            c.add(
-                f"the task declares no input {name!r} (declared: {declared})",
-                node.id,
-                "inputBindings",
-                name,
-            )
-    for name, spec in signature.inputs.items():
-        if spec.required and spec.default is None and name not in node.input_bindings:
-            c.add(f"required input {name!r} ({spec.type}) is not bound", node.id, "inputBindings")
-
-
-def _find_cycle(edges: Mapping[str, frozenset[str]], order: Iterable[str]) -> list[str] | None:
-    """The first cycle a depth-first walk in `order` meets, as `[a, b, ..., a]`.
-
-    Iterative: a chain deeper than Python's recursion limit (1,000 nodes listed
-    last-first) must not crash, and a recursive closure would also leave a
-    reference cycle holding `edges` for the collector.
-    """
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    stack: list[str] = []  # the current path
-    successors: list[Iterator[str]] = []  # per node on the path, the edges left to walk
-    for root in order:
-        if root in state:
-            continue
-        state[root] = 1
-        stack.append(root)
-        successors.append(iter(sorted(edges.get(root, ()))))
-        while successors:
-            for m in successors[-1]:
-                if state.get(m) == 1:
-                    return [*stack[stack.index(m) :], m]
-                if m not in state:
-                    state[m] = 1
-                    stack.append(m)
-                    successors.append(iter(sorted(edges.get(m, ()))))
-                    break
-            else:
-                successors.pop()
-                state[stack.pop()] = 2
-    return None
-
-
 def _task_signature(
     node: NodeDefinition, checker: TaskChecker, resolve_signature: SignatureResolver | None
 ) -> TaskSignature | None:
@@ -371,13 +274,6 @@ def _task_signature(
     if signature is None and resolve_signature is not None:
         signature = resolve_signature(node.task)
     return signature
-
-
-def _check_shell_node(c: _Collector, node: NodeDefinition) -> None:
-    for finding in input_collisions(node):
-        c.add(finding.message, node.id, *finding.fields)
-    for finding in code_templates(node):
-        c.warn(finding.message, node.id, *finding.fields)
 
 
 def build_program(
@@ -397,7 +293,7 @@ def build_program(
     found (they are raised with this phase's); `unchecked` names nodes whose
     definition those phases could not read: they stand in for their ids only.
     """
-    c = _Collector(locator)
+    c = IssueCollector(locator)
     c.issues.extend(prior_issues)
     # An insertion-ordered dict: O(1) membership, iteration in definition order.
     node_ids = order = {n: i for i, n in enumerate(definition.node_ids)}
@@ -434,7 +330,7 @@ def build_program(
         if node.id in reads:
             c.add("a node cannot read its own outputs", node.id, "inputBindings")
         frozen_reads = frozenset(reads)
-        _check_shell_node(c, node)
+        check_shell_node(c, node)
 
         child: PipelineProgram | None = None
         approval: ApprovalSpec | None = None
@@ -446,13 +342,13 @@ def build_program(
             if child is not None:
                 signature = TaskSignature(inputs=dict(child.definition.inputs), outputs={})
         elif node.task.type == APPROVAL_TASK_TYPE:
-            approval = _check_approval(c, node)
+            approval = check_approval(c, node)
         elif not checker.knows(node.task.type):
             c.add(f"unknown task type {node.task.type!r}", node.id, "task", "type")
         else:
             for problem in checker.check(node.task):
                 c.add(problem, node.id, "task")
-        _check_signature(c, node, signature)
+        check_signature(c, node, signature)
 
         start: Expr | None
         if node.start_when is None:
@@ -495,7 +391,7 @@ def build_program(
             )
         )
 
-    cycle = _find_cycle(start_refs, node_ids)
+    cycle = find_cycle(start_refs, node_ids)
     if cycle:
         c.add(
             "these nodes wait for each other and can never start: " + " -> ".join(cycle),
