@@ -193,7 +193,14 @@ def test_requests_that_cannot_apply_are_refused_before_they_are_stored(tmp_path:
         unknown = run_cli(tmp_path, "approve", "no-such-id", "review")
         assert unknown.returncode == 1
         assert "no execution 'no-such-id'" in unknown.stderr
+        unheard = run_cli(tmp_path, "events", "send", eid, "og")
+        assert unheard.returncode == 1
+        assert f"no trigger of execution {eid} waits for external.og" in unheard.stderr
+        assert "(it listens for external.go)" in unheard.stderr
         assert inbox_rows(tmp_path) == []
+        forced = run_json(tmp_path, "events", "send", eid, "og", "--force")
+        assert (forced["applied"], forced["refusal"]) == (True, None)
+        assert inbox_rows(tmp_path) == [("event", "og", True, None)]
 
         cancelled = run_json(tmp_path, "executions", "cancel", eid, "--reason", "wrong build")
         assert cancelled["applied"] is True

@@ -310,3 +310,65 @@ def test_validate_does_not_create_the_store(tmp_path: Path) -> None:
 
     assert proc.returncode == 0
     assert not (tmp_path / "whenflow.db").exists()
+
+
+def test_problems_of_every_phase_are_reported_together(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "    - id: extract\n"
+        "      task: {type: noop}\n"
+        "    - id: typo\n"
+        "      stopwhen: pipeline.started\n"  # line 11: schema
+        "      task: {ref: loader@1.0.0}\n"
+        "    - id: load\n"
+        "      task: {ref: loader@1.0.0}\n"  # line 14: reference
+        "    - id: report\n"
+        '      startWhen: "event:extract.complete"\n'  # line 16: trigger
+        "      task: {type: noop}\n",
+    )
+
+    found = _errors(tmp_path, path)
+
+    assert [(line, col) for line, col, _ in found] == [(11, 7), (14, 19), (16, 19)]
+    assert "unknown field 'stopwhen' (did you mean 'stopWhen'?)" in found[0][2]
+    assert "unknown task 'loader@1.0.0'" in found[1][2]
+    assert "did you mean extract.completed?" in found[2][2]
+
+
+def test_events_declared_by_a_decorated_task_validate_and_typos_do_not(tmp_path: Path) -> None:
+    (tmp_path / "ticking.py").write_text(
+        "import whenflow\n\n"
+        "@whenflow.task(emits=['tick'])\n"
+        "def feed(ctx) -> None:\n"
+        "    ctx.emit('tick', {})\n"
+    )
+    nodes = (
+        "    - {id: src, task: {type: python, callable: ticking:feed}}\n"
+        '    - {id: on_tick, startWhen: "event:src.%s", task: {type: noop}}\n'
+    )
+    good = _write(tmp_path, nodes % "tick")
+    assert run_cli(tmp_path, "validate", good).returncode == 0
+    bad = _write(tmp_path, nodes % "tock")
+    [(line, _, message)] = _errors(tmp_path, bad)
+    assert line == 9
+    assert "'src' never publishes 'tock' (did you mean src.tick?)" in message
+
+
+def test_a_template_in_shell_code_is_a_warning_and_the_file_is_valid(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "    - id: greet\n"
+        '      task: {type: shell, command: ["sh", "-c", "echo {{ pipeline.input.who }}"]}\n',
+    )
+    proc = run_cli(tmp_path, "validate", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pipeline probe 0.1.0 is valid" in proc.stdout
+    [warning] = proc.stderr.splitlines()
+    assert warning.startswith(f"{path}:9:49: warning: nodes.greet.task.command.2: ")
+    assert "turns data into code" in warning
+
+    shown = json.loads(run_cli(tmp_path, "validate", path, "--json").stdout)
+    assert shown["valid"] is True
+    assert [(w["line"], w["field"]) for w in shown["warnings"]] == [
+        (9, "nodes.greet.task.command.2")
+    ]

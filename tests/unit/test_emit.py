@@ -52,6 +52,7 @@ spec:
       startWhen: "event:external.go && event:a.completed"
       stopWhen: "{{ a.n > 10 }}"
       within: 1h
+      emits: [reminded]
       task: {type: approval, message: "go on with {{ a.n }}?", approvers: [alice], onTimeout: reject}
   outputs:
     items: "{{ b.results }}"
@@ -64,6 +65,7 @@ spec:
   callable: "pkg.mod:work"
   inputs: {day: {type: string, required: true}, nested: {type: object}}
   outputs: {items: {type: array}, n: {type: integer}}
+  emits: [progress, heartbeat]
 """
 
 
@@ -86,6 +88,9 @@ def test_every_field_reads_back_equal() -> None:
     again = parse_pipeline_text(text, "emitted.yaml").definition
     assert comparable(again) == comparable(original)
     assert "ref:" not in text  # self-contained: the Task is written inline
+    assert again.node("a").task.signature is not None
+    assert again.node("a").task.signature.emits == ("progress", "heartbeat")
+    assert again.node("c").emits == ("reminded",)
 
 
 def test_a_python_built_definition_gets_a_text_that_compiles() -> None:

@@ -179,3 +179,30 @@ def test_unusable_functions_are_definition_errors() -> None:
         @task
         def positional(x: int, /) -> None:
             return None
+
+
+def test_emits_are_declared_on_the_signature() -> None:
+    @task(emits=["tick", "price_changed", "tick"])
+    def feed(ctx: Any) -> None:
+        ctx.emit("tick")
+
+    definition = definition_of(feed)
+    assert definition is not None
+    assert definition.task.signature is not None
+    assert definition.task.signature.emits == ("tick", "price_changed")
+
+
+@pytest.mark.parametrize(
+    ("emits", "message"),
+    [
+        (["completed"], "'completed' is a lifecycle event"),
+        (["Tick"], "'Tick' is not an event name"),
+        ("tick", "must be a list of event names"),
+    ],
+)
+def test_bad_emits_are_refused_when_decorating(emits: Any, message: str) -> None:
+    def feed() -> None:
+        return None
+
+    with pytest.raises(DefinitionError, match=message):
+        task(emits=emits)(feed)

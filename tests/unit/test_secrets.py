@@ -16,6 +16,7 @@ SPEC = """
 nodes:
   - id: call
     task: {type: python, callable: call}
+    emits: [progress]
     inputBindings:
       token: "{{ secret('API_TOKEN') }}"
       url: "https://api.example.com/?key={{ secret('API_TOKEN') }}"

@@ -261,7 +261,7 @@ def test_custom_event_triggers_another_node_while_the_task_runs() -> None:
     r = run(
         """
         nodes:
-          - {id: train, task: {type: python, callable: trainer}}
+          - {id: train, emits: [epoch_done], task: {type: python, callable: trainer}}
           - {id: watcher, startWhen: "event:train.epoch_done", task: {type: python, callable: watch}}
         """,
         {"trainer": trainer, "watch": watch},
@@ -282,7 +282,7 @@ def test_a_custom_event_that_never_comes_is_false_once_its_node_ended() -> None:
     r = run(
         """
         nodes:
-          - {id: train, task: {type: noop}}
+          - {id: train, emits: [epoch_done], task: {type: noop}}
           - {id: watcher, startWhen: "event:train.epoch_done", task: {type: noop}}
         """
     )

@@ -18,6 +18,7 @@ import typer
 
 if TYPE_CHECKING:
     from whenflow.cli.progress import Progress
+    from whenflow.domain.errors import DefinitionIssue
     from whenflow.dsl.program import PipelineProgram
     from whenflow.engine.runtime import ExecutionResult
 
@@ -66,6 +67,16 @@ def _load(file: Path, tasks: list[Path]) -> PipelineProgram:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _issue_json(issue: DefinitionIssue) -> dict[str, Any]:
+    location = issue.location
+    return {
+        "message": issue.message,
+        "field": issue.field,
+        "line": location.line if location else None,
+        "column": location.column if location else None,
+    }
 
 
 def _exit_code(result: ExecutionResult) -> int:
@@ -179,10 +190,13 @@ def validate(file: Path, tasks: list[Path] = TasksOption, as_json: bool = JsonOp
     program = _load(file, tasks)
     triggers = {n.id: program.effective_start_when(n.id) for n in program.nodes}
     if as_json:
-        print(
-            json.dumps({"valid": True, "pipeline": program.definition.name, "startWhen": triggers})
-        )
+        warnings = [_issue_json(w) for w in program.warnings]
+        document = {"valid": True, "pipeline": program.definition.name, "startWhen": triggers}
+        print(json.dumps({**document, "warnings": warnings}))
         return
+    for warning in program.warnings:
+        where = f"{warning.location}: " if warning.location else ""
+        print(f"{where}warning: {warning.field}: {warning.message}", file=sys.stderr)
     print(f"{file}: pipeline {program.definition.name} {program.definition.version} is valid")
     width = max(len(n) for n in triggers)
     for node_id, trigger in triggers.items():
@@ -317,12 +331,14 @@ def _send(
     wait: float,
     as_json: bool,
     done: str,
+    *,
+    force: bool = False,
 ) -> None:
     """Post to an execution's inbox; exit 1 if it was refused, 0 if applied or queued."""
     from whenflow.domain.records import MessageKind
 
     kind = MessageKind(kind_name)
-    state = _query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait))
+    state = _query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait, force=force))
     if as_json:
         print(
             json.dumps(
@@ -399,8 +415,15 @@ def events_send(
     ] = None,
     wait: float = WaitOption,
     as_json: bool = JsonOption,
+    force: Annotated[
+        bool, typer.Option("--force", help="Publish even if no trigger waits for the event.")
+    ] = False,
 ) -> None:
-    """Publish `external.<name>` into a running execution."""
+    """Publish `external.<name>` into a running execution.
+
+    Refused when no trigger or template of the execution's pipeline reads
+    `external.<name>` (a misspelt name would change nothing); `--force` sends it anyway.
+    """
     payload: dict[str, Any] = {}
     if payload_json is not None:
         try:
@@ -415,7 +438,16 @@ def events_send(
         if not sep or not key.strip():
             _fail(f"error: write payload fields as -p key=value, not {pair!r}", EXIT_INVALID)
         payload[key.strip()] = value
-    _send(execution_id, "event", name, payload, wait, as_json, f"external.{name}: published")
+    _send(
+        execution_id,
+        "event",
+        name,
+        payload,
+        wait,
+        as_json,
+        f"external.{name}: published",
+        force=force,
+    )
 
 
 @executions_app.command("cancel")

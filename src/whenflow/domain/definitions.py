@@ -41,10 +41,14 @@ class ParamSpec:
 
 @dataclass(frozen=True, slots=True)
 class TaskSignature:
-    """Typed inputs and outputs; `None` on a TaskSpec means "not declared, accept anything"."""
+    """Typed inputs and outputs; `None` on a TaskSpec means "not declared, accept anything".
+
+    `emits` names the custom events the task may publish (`ctx.emit`), DESIGN.md §5.
+    """
 
     inputs: Mapping[str, ParamSpec] = field(default_factory=dict)
     outputs: Mapping[str, ParamSpec] = field(default_factory=dict)
+    emits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,8 @@ class NodeDefinition:
     timeout_s: float | None = None
     within_s: float | None = None
     description: str = ""
+    emits: tuple[str, ...] = ()
+    """Custom events the node's task may publish, besides those its task declares."""
 
 
 @dataclass(frozen=True, slots=True)

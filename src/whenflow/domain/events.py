@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from whenflow.domain.errors import WhenflowError
+
 PIPELINE_SOURCE = "pipeline"
 EXTERNAL_SOURCE = "external"
 
@@ -35,6 +37,20 @@ RESERVED_NODE_EVENTS = frozenset(
 SETTLING_NODE_EVENTS = frozenset(
     {"completed", "failed", "skipped", "stopped", "cancelled", "approved", "rejected"}
 )
+
+
+class UndeclaredEvent(WhenflowError):
+    """A task emitted a custom event its node and task do not declare (DESIGN.md §5)."""
+
+    def __init__(self, node_id: str, name: str, declared: frozenset[str]) -> None:
+        listed = ", ".join(sorted(declared)) or "none"
+        super().__init__(
+            f"node {node_id!r} emitted {name!r}, which it does not declare "
+            f"(declared: {listed}); add it to the node's `emits:` or to "
+            f"@whenflow.task(emits=[...])"
+        )
+        self.node_id = node_id
+        self.name = name
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,22 @@ Adding a field to these dataclasses breaks no executor.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from whenflow.domain.definitions import TaskSpec
+
+
+def input_variable(name: str) -> str:
+    """The environment variable carrying input `name` to a process: `WF_INPUT_<NAME>`.
+
+    Characters other than letters, digits and `_` become `_` and letters are
+    upper-cased, so two names can meet (`a-b`, `a_b`, `A.B`); a pipeline that
+    binds both to one shell task is refused at load time.
+    """
+    return "WF_INPUT_" + re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
 
 
 @dataclass(frozen=True, slots=True)

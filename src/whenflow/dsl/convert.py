@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -61,6 +62,9 @@ from whenflow.dsl.schema import (
 from whenflow.dsl.yaml_source import SourceMap, YamlPath
 
 _LOC_NOISE = frozenset({TASK_REF_TAG, TASK_INLINE_TAG, "[key]"})
+
+PLACEHOLDER_TASK = "noop"
+"""The task of a node that stands in for one whose definition could not be read."""
 
 
 def field_name(path: YamlPath, node_ids: Sequence[object] = ()) -> str:
@@ -251,7 +255,9 @@ def _retry(model: RetryModel | None) -> RetryPolicy:
 def task_from_document(doc: TaskDocument) -> TaskDefinition:
     """A `kind: Task` document as a TaskDefinition; its TaskSpec has ref and signature set."""
     meta, spec = doc.metadata, doc.spec
-    signature = TaskSignature(inputs=_params(spec.inputs), outputs=_params(spec.outputs))
+    signature = TaskSignature(
+        inputs=_params(spec.inputs), outputs=_params(spec.outputs), emits=tuple(spec.emits)
+    )
     task = TaskSpec(
         type=spec.type,
         config=spec.config,
@@ -270,9 +276,21 @@ def _inline_task(block: InlineTaskModel) -> TaskSpec:
     signature = None
     if block.inputs is not None or block.outputs is not None:
         signature = TaskSignature(
-            inputs=_params(block.inputs or {}), outputs=_params(block.outputs or {})
+            inputs=_params(block.inputs or {}),
+            outputs=_params(block.outputs or {}),
+            emits=tuple(block.emits or ()),
         )
     return TaskSpec(type=block.type, config=block.config, signature=signature)
+
+
+def _node_emits(node: NodeModel) -> tuple[str, ...]:
+    """The node's `emits:`, and its inline task's when that task declares no signature
+    (a signature would make every binding an error unless its inputs are listed)."""
+    emits = list(node.emits)
+    block = node.task
+    if isinstance(block, InlineTaskModel) and block.inputs is None and block.outputs is None:
+        emits.extend(e for e in block.emits or () if e not in emits)
+    return tuple(emits)
 
 
 def _unknown_ref(ref: str, tasks: Mapping[str, TaskDefinition]) -> str:
@@ -304,6 +322,7 @@ def _node(node: NodeModel, task: TaskSpec, defaults: DefaultsModel) -> NodeDefin
         else defaults.timeout,
         within_s=node.within,
         description=node.description,
+        emits=_node_emits(node),
     )
 
 
@@ -320,9 +339,42 @@ def pipeline_from_document(
     Raises:
         DefinitionErrors: duplicate node ids (at the later id) and unknown task refs.
     """
+    partial = partial_pipeline(doc, source, tasks, source_path=source_path, source_text=source_text)
+    if partial.issues:
+        raise DefinitionErrors(list(partial.issues))
+    return partial.definition
+
+
+@dataclass(frozen=True)
+class PartialPipeline:
+    """A definition built despite problems, so later checks can still run.
+
+    A node whose task ref is unknown stands in with a `noop` task and is
+    listed in `unchecked`; a node whose id repeats an earlier one is left out.
+    """
+
+    definition: PipelineDefinition
+    issues: tuple[DefinitionIssue, ...]
+    unchecked: frozenset[str]
+
+
+def partial_pipeline(
+    doc: PipelineDocument,
+    source: SourceMap,
+    tasks: Mapping[str, TaskDefinition],
+    *,
+    source_path: str | None = None,
+    source_text: str | None = None,
+    unchecked: frozenset[str] = frozenset(),
+) -> PartialPipeline:
+    """`pipeline_from_document`, collecting its problems instead of raising them.
+
+    `unchecked` names nodes already known to be placeholders (their schema failed).
+    """
     spec = doc.spec
     ids = [n.id for n in spec.nodes]
     issues: list[DefinitionIssue] = []
+    placeholders = set(unchecked)
     first_index: dict[str, int] = {}
     nodes: list[NodeDefinition] = []
     for index, node in enumerate(spec.nodes):
@@ -336,10 +388,11 @@ def pipeline_from_document(
                     field_name(("spec", "nodes", index, "id"), ids),
                 )
             )
-        first_index.setdefault(node.id, index)
+            continue
+        first_index[node.id] = index
         if isinstance(node.task, TaskRefModel):
-            definition = tasks.get(node.task.ref)
-            if definition is None:
+            referenced = tasks.get(node.task.ref)
+            if referenced is None:
                 path: YamlPath = ("spec", "nodes", index, "task", "ref")
                 issues.append(
                     DefinitionIssue(
@@ -348,20 +401,20 @@ def pipeline_from_document(
                         field_name(path, ids),
                     )
                 )
+                placeholders.add(node.id)
+                nodes.append(NodeDefinition(id=node.id, task=TaskSpec(type=PLACEHOLDER_TASK)))
                 continue
             task = TaskSpec(
-                type=definition.task.type,
-                config=definition.task.config,
-                signature=definition.task.signature,
+                type=referenced.task.type,
+                config=referenced.task.config,
+                signature=referenced.task.signature,
                 ref=node.task.ref,
             )
         else:
             task = _inline_task(node.task)
         nodes.append(_node(node, task, spec.defaults))
-    if issues:
-        raise DefinitionErrors(issues)
     meta = doc.metadata
-    return PipelineDefinition(
+    definition = PipelineDefinition(
         name=meta.name,
         version=meta.version,
         nodes=tuple(nodes),
@@ -374,3 +427,4 @@ def pipeline_from_document(
         source_path=source_path,
         source_text=source_text,
     )
+    return PartialPipeline(definition, tuple(issues), frozenset(placeholders))

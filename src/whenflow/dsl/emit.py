@@ -66,6 +66,7 @@ def _node(node: NodeDefinition) -> dict[str, Any]:
         ("retry", _retry(node.retry), None),
         ("timeout", node.timeout_s, None),
         ("within", node.within_s, None),
+        ("emits", list(node.emits), []),
     ]
     for key, value, default in optional:
         if value != default:
@@ -78,6 +79,8 @@ def _task(task: TaskSpec) -> dict[str, Any]:
     if task.signature is not None:
         out["inputs"] = _params(task.signature.inputs)
         out["outputs"] = _params(task.signature.outputs)
+        if task.signature.emits:
+            out["emits"] = list(task.signature.emits)
     return out
 
 

@@ -23,14 +23,14 @@ def _edges_of(expr: Expr, target: str, kind: str, node_ids: tuple[str, ...]) -> 
     edges: list[Edge] = []
     for atom in atoms(expr):
         if isinstance(atom, EventAtom):
-            sources = pattern_sources(atom.pattern, node_ids)
+            sources = pattern_sources(atom.pattern, node_ids, target)
             if not sources:
                 edges.append(Edge(atom.source_glob, target, atom.name_glob, kind))
             edges.extend(Edge(s, target, atom.name_glob, kind) for s in sources)
         elif isinstance(atom, ConditionAtom):
             edges.extend(
                 Edge(s, target, "vars", kind)
-                for s in sorted(condition_node_reads(atom.source, node_ids))
+                for s in sorted(condition_node_reads(atom.source, node_ids, target))
             )
     return edges
 

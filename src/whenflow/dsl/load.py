@@ -71,13 +71,15 @@ class _ChildLoader:
                 raise DefinitionErrors([DefinitionIssue(f"no pipeline file at {path}")])
             self._stack.append(path)
             try:
-                parsed = parse_pipeline_file(path, task_paths=self._task_paths)
+                parsed = parse_pipeline_file(path, task_paths=self._task_paths, keep_going=True)
                 program = build_program(
                     parsed.definition,
                     ParsedLocator(parsed),
                     self._checker,
                     self._resolve_signature,
                     self.for_file(path.parent),
+                    prior_issues=parsed.issues,
+                    unchecked=parsed.unchecked,
                 )
             finally:
                 self._stack.pop()
@@ -103,6 +105,8 @@ def program_from_parsed(
         checker,
         resolve_signature,
         children.for_file(base_dir),
+        prior_issues=parsed.issues,
+        unchecked=parsed.unchecked,
     )
 
 
@@ -114,7 +118,7 @@ def load_program_file(
     resolve_signature: SignatureResolver | None = None,
 ) -> PipelineProgram:
     """Parse and validate a pipeline file; raise DefinitionErrors with every problem."""
-    parsed = parse_pipeline_file(path, task_paths=task_paths)
+    parsed = parse_pipeline_file(path, task_paths=task_paths, keep_going=True)
     own = Path(path).resolve()
     return program_from_parsed(
         parsed,
@@ -135,7 +139,9 @@ def load_program_text(
     task_paths: Sequence[str | Path] = (),
     resolve_signature: SignatureResolver | None = None,
 ) -> PipelineProgram:
-    parsed = parse_pipeline_text(text, path, task_paths=task_paths, base_dir=base_dir)
+    parsed = parse_pipeline_text(
+        text, path, task_paths=task_paths, base_dir=base_dir, keep_going=True
+    )
     own = (base_dir / Path(path).name).resolve() if base_dir is not None else None
     return program_from_parsed(
         parsed,

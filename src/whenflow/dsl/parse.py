@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whenflow.domain.definitions import PipelineDefinition, TaskDefinition
+from pydantic import ValidationError
+
+from whenflow.domain.definitions import NODE_ID_PATTERN, PipelineDefinition, TaskDefinition
 from whenflow.domain.errors import (
     DefinitionError,
     DefinitionErrors,
@@ -32,12 +34,13 @@ from whenflow.domain.errors import (
     SourceLocation,
 )
 from whenflow.dsl.convert import (
+    PLACEHOLDER_TASK,
     document_from_data,
     field_name,
-    pipeline_from_document,
+    partial_pipeline,
     task_from_document,
 )
-from whenflow.dsl.schema import PipelineDocument, TaskDocument
+from whenflow.dsl.schema import NodeModel, PipelineDocument, TaskDocument
 from whenflow.dsl.yaml_source import SourceMap, YamlPath, load_yaml_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -52,6 +55,10 @@ class ParsedPipeline:
     definition: PipelineDefinition
     source_map: SourceMap
     node_index: Mapping[str, int]  # node id → its index in spec.nodes
+    issues: tuple[DefinitionIssue, ...] = ()
+    """Problems found while parsing with `keep_going` (empty otherwise)."""
+    unchecked: frozenset[str] = frozenset()
+    """Nodes standing in for ones that could not be read; their problems are in `issues`."""
 
     def node_path(self, node_id: str, *fields: str | int) -> YamlPath:
         """The YAML path of a node (or one of its fields): ("spec", "nodes", i, *fields)."""
@@ -223,8 +230,14 @@ def parse_pipeline_text(
     *,
     task_paths: Sequence[str | Path] = (),
     base_dir: Path | None = None,
+    keep_going: bool = False,
 ) -> ParsedPipeline:
     """Parse a pipeline given as text; `base_dir` (if any) is searched for Task files.
+
+    With `keep_going`, problems that leave the rest readable (a node that does
+    not match the schema, an unknown task ref, a broken Task file) are kept in
+    `ParsedPipeline.issues` instead of raised, so validation can report them
+    with its own in one list.
 
     Raises:
         DefinitionError / DefinitionErrors: located problems, all of them at once.
@@ -241,27 +254,75 @@ def parse_pipeline_text(
     issues = list(collector.issues)
     found = _the_pipeline(documents, path, issues)
     document: PipelineDocument | None = None
+    placeholders: frozenset[str] = frozenset()
     if found is not None:
         try:
             parsed = document_from_data(*found)
         except DefinitionError as exc:
             issues.extend(exc.issues)
+            salvaged = _salvage(found[0]) if keep_going else None
+            if salvaged is not None:
+                document, placeholders = salvaged
         else:
             document = parsed if isinstance(parsed, PipelineDocument) else None
-    if issues or found is None or document is None:
+    if found is None or document is None or (issues and not keep_going):
         raise DefinitionErrors(issues)
     source = found[1]
-    definition = pipeline_from_document(
-        document, source, collector.tasks, source_path=path, source_text=text
+    partial = partial_pipeline(
+        document,
+        source,
+        collector.tasks,
+        source_path=path,
+        source_text=text,
+        unchecked=placeholders,
     )
-    node_index = {node.id: index for index, node in enumerate(document.spec.nodes)}
-    return ParsedPipeline(definition, source, node_index)
+    issues.extend(partial.issues)
+    if issues and not keep_going:
+        raise DefinitionErrors(issues)
+    node_index: dict[str, int] = {}
+    for index, node in enumerate(document.spec.nodes):
+        node_index.setdefault(node.id, index)  # a repeated id is reported at the later one
+    return ParsedPipeline(partial.definition, source, node_index, tuple(issues), partial.unchecked)
+
+
+def _salvage(data: Any) -> tuple[PipelineDocument, frozenset[str]] | None:
+    """The document with each node that fails the schema replaced by a placeholder.
+
+    Placeholders keep the node's place (so locations stay right) and its id
+    when the id is valid (so references to it are not reported as unknown).
+    None when the document still fails: its problem is not inside a node.
+    """
+    spec = data.get("spec") if isinstance(data, dict) else None
+    nodes = spec.get("nodes") if isinstance(spec, dict) else None
+    if not isinstance(data, dict) or not isinstance(spec, dict) or not isinstance(nodes, list):
+        return None
+    placeholders: set[str] = set()
+    repaired: list[Any] = []
+    for index, node in enumerate(nodes):
+        try:
+            NodeModel.model_validate(node)
+        except ValidationError:
+            node_id = node.get("id") if isinstance(node, dict) else None
+            if not isinstance(node_id, str) or not NODE_ID_PATTERN.fullmatch(node_id):
+                node_id = f"_invalid_node_{index}"
+            placeholders.add(node_id)
+            node = {"id": node_id, "task": {"type": PLACEHOLDER_TASK}}
+        repaired.append(node)
+    if not placeholders:
+        return None
+    try:
+        document = PipelineDocument.model_validate({**data, "spec": {**spec, "nodes": repaired}})
+    except ValidationError:
+        return None
+    return document, frozenset(placeholders)
 
 
 def parse_pipeline_file(
-    path: str | Path, *, task_paths: Sequence[str | Path] = ()
+    path: str | Path, *, task_paths: Sequence[str | Path] = (), keep_going: bool = False
 ) -> ParsedPipeline:
     """Parse a pipeline file, with the Task files next to it and in its tasks/ folder."""
     file = Path(path)
     text = _read(file)
-    return parse_pipeline_text(text, str(path), task_paths=task_paths, base_dir=file.parent)
+    return parse_pipeline_text(
+        text, str(path), task_paths=task_paths, base_dir=file.parent, keep_going=keep_going
+    )

@@ -3,20 +3,37 @@
 `build_program` runs every static check on a parsed definition and, when they
 all pass, returns a `PipelineProgram`: each node's effective `startWhen` as a
 syntax tree, its templates compiled once, and what it reads. Problems are
-collected, located (`file:line:col`) and raised together as DefinitionErrors.
+collected, located (`file:line:col`) and raised together as DefinitionErrors,
+with those of the earlier phases (`prior_issues`); warnings (valid but risky
+constructs) ride on the program.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from whenflow.domain.definitions import NodeDefinition, PipelineDefinition, TaskSignature, TaskSpec
-from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, SourceLocation, WhenflowError
+from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, WhenflowError
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE
-from whenflow.dsl.approval import APPROVAL_TASK_TYPE, ApprovalSpec, read_approval
+from whenflow.dsl.approval import APPROVAL_TASK_TYPE, ApprovalSpec
 from whenflow.dsl.compiled_values import compile_value, iter_strings
+from whenflow.dsl.event_names import (
+    SUBPIPELINE_EVENTS,
+    EventCatalog,
+    catalog_of,
+    declared_events,
+)
+from whenflow.dsl.node_checks import (
+    IssueCollector,
+    Locator,
+    check_approval,
+    check_shell_node,
+    check_signature,
+    find_cycle,
+    unknown_node,
+)
 from whenflow.dsl.templates import (
     RESERVED_NAMES,
     CompiledTemplate,
@@ -29,6 +46,7 @@ from whenflow.dsl.trigger_analysis import (
     pattern_has_outside_source,
     pattern_sources,
     referenced_nodes,
+    template_node_reads,
     waits_when_true,
 )
 from whenflow.dsl.trigger_ast import And, EventAtom, Expr, atoms, to_source
@@ -61,16 +79,6 @@ SUBPIPELINE_TASK_TYPE = "pipeline"
 _SUBPIPELINE_FIELDS = ("pipeline",)
 
 
-class Locator(Protocol):
-    """Maps a field of a node (or of the pipeline spec, node_id None) to a file position."""
-
-    def locate(self, node_id: str | None, *fields: str | int) -> SourceLocation | None: ...
-
-    def locate_in(
-        self, node_id: str | None, *fields: str | int, offset: int
-    ) -> SourceLocation | None: ...
-
-
 @dataclass(frozen=True)
 class NodeProgram:
     definition: NodeDefinition
@@ -86,6 +94,8 @@ class NodeProgram:
     """The compiled pipeline of a `pipeline` task."""
     approval: ApprovalSpec | None = None
     """The spec of an `approval` task, which the engine decides itself."""
+    emits: frozenset[str] = frozenset()
+    """The custom events its task may publish; `ctx.emit` of any other is refused."""
 
     @property
     def id(self) -> str:
@@ -99,6 +109,8 @@ class PipelineProgram:
     stop: Expr | None
     outputs: Mapping[str, Any]
     by_id: Mapping[str, NodeProgram] = field(default_factory=dict)
+    warnings: tuple[DefinitionIssue, ...] = ()
+    """Valid but risky constructs (`whenflow validate` prints them), located."""
 
     def effective_start_when(self, node_id: str) -> str:
         return to_source(self.by_id[node_id].start)
@@ -121,32 +133,16 @@ class PipelineProgram:
         )
 
 
-class _Collector:
-    def __init__(self, locator: Locator) -> None:
-        self.locator = locator
-        self.issues: list[DefinitionIssue] = []
-
-    def add(
-        self, message: str, node_id: str | None, *fields: str | int, offset: int | None = None
-    ) -> None:
-        if offset is None:
-            location = self.locator.locate(node_id, *fields)
-        else:
-            location = self.locator.locate_in(node_id, *fields, offset=offset)
-        prefix = f"nodes.{node_id}" if node_id else "spec"
-        path = ".".join([prefix, *(str(f) for f in fields)])
-        self.issues.append(DefinitionIssue(message, location, path))
-
-
 def _template_names_check(
-    c: _Collector,
+    c: IssueCollector,
     text: str,
     node_ids: Collection[str],
+    catalog: EventCatalog,
     allow_item: bool,
     node_id: str | None,
     *fields: str | int,
 ) -> frozenset[str]:
-    """Check one rendered string; return the node ids it reads."""
+    """Check one rendered string; return the node ids it reads (by name or `events()`)."""
     try:
         info = compile_template(text).info  # compiled here, so a failure has a location
     except TemplateSyntaxProblem as exc:
@@ -155,27 +151,37 @@ def _template_names_check(
     except WhenflowError as exc:
         c.add(str(exc), node_id, *fields)
         return frozenset()
-    reads: set[str] = set()
     for name in sorted(info.names):
         if name in node_ids:
-            reads.add(name)
-        elif name in ITEM_NAMES and not allow_item:
+            continue
+        if name in ITEM_NAMES and not allow_item:
             c.add(f"'{name}' is only defined in a node with forEach", node_id, *fields)
         elif name not in RESERVED_NAMES:
-            c.add(_unknown_node(name, node_ids), node_id, *fields)
-    return frozenset(reads)
+            c.add(unknown_node(name, node_ids), node_id, *fields)
+    for pattern in info.event_patterns:
+        problem = _pattern_problem(pattern, node_ids, catalog, node_id)
+        if problem is not None:
+            c.add(f"events({pattern!r}): {problem}", node_id, *fields)
+    return template_node_reads(info, node_ids, node_id)
 
 
-def _unknown_node(name: str, node_ids: Collection[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(node_ids), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown node {name!r}{hint}"
+def _pattern_problem(
+    pattern: str, node_ids: Collection[str], catalog: EventCatalog, owner: str | None
+) -> str | None:
+    """Why an event pattern can never match, or None."""
+    if not pattern_sources(pattern, node_ids, owner) and not pattern_has_outside_source(pattern):
+        source = pattern.partition(".")[0]
+        return f"event:{pattern} can never happen: {unknown_node(source, node_ids)}"
+    return catalog.problem(pattern, owner)
 
 
 def _parse_trigger_field(
-    c: _Collector, text: str, node_ids: Collection[str], node_id: str | None, fld: str
+    c: IssueCollector,
+    text: str,
+    node_ids: Collection[str],
+    catalog: EventCatalog,
+    node_id: str | None,
+    fld: str,
 ) -> Expr | None:
     try:
         expr = parse_trigger(text)
@@ -185,16 +191,9 @@ def _parse_trigger_field(
     ok = True
     for atom in atoms(expr):
         if isinstance(atom, EventAtom):
-            if not pattern_sources(atom.pattern, node_ids) and not pattern_has_outside_source(
-                atom.pattern
-            ):
-                source = atom.pattern.partition(".")[0]
-                c.add(
-                    f"event:{atom.pattern} can never happen: {_unknown_node(source, node_ids)}",
-                    node_id,
-                    fld,
-                    offset=atom.column,
-                )
+            problem = _pattern_problem(atom.pattern, node_ids, catalog, node_id)
+            if problem is not None:
+                c.add(problem, node_id, fld, offset=atom.column)
                 ok = False
             continue
         try:
@@ -213,7 +212,12 @@ def _parse_trigger_field(
                 c.add(f"'{name}' is not defined in a trigger", node_id, fld, offset=atom.column)
                 ok = False
             elif name not in node_ids and name not in RESERVED_NAMES:
-                c.add(_unknown_node(name, node_ids), node_id, fld, offset=atom.column)
+                c.add(unknown_node(name, node_ids), node_id, fld, offset=atom.column)
+                ok = False
+        for pattern in info.event_patterns:
+            problem = _pattern_problem(pattern, node_ids, catalog, node_id)
+            if problem is not None:
+                c.add(f"events({pattern!r}): {problem}", node_id, fld, offset=atom.column)
                 ok = False
     return expr if ok else None
 
@@ -225,7 +229,7 @@ def _default_start(reads: frozenset[str], order: Mapping[str, int]) -> Expr:
 
 
 def _load_child(
-    c: _Collector, node: NodeDefinition, load_child: ChildLoader | None
+    c: IssueCollector, node: NodeDefinition, load_child: ChildLoader | None
 ) -> PipelineProgram | None:
     config = node.task.config
     for key in config:
@@ -261,65 +265,17 @@ def _load_child(
     return None
 
 
-def _check_approval(c: _Collector, node: NodeDefinition) -> ApprovalSpec:
-    spec, problems = read_approval(node.task.config)
-    for message, key in problems:
-        c.add(message, node.id, "task", key)
-    if node.for_each is not None:
-        c.add(
-            "an approval node cannot use forEach: it waits for one decision",
-            node.id,
-            "forEach",
-        )
-    return spec
-
-
-def _check_signature(c: _Collector, node: NodeDefinition, signature: TaskSignature | None) -> None:
-    if signature is None:
-        return
-    for name in node.input_bindings:
-        if name not in signature.inputs:
-            declared = ", ".join(sorted(signature.inputs)) or "none"
-            c.add(
-                f"the task declares no input {name!r} (declared: {declared})",
-                node.id,
-                "inputBindings",
-                name,
-            )
-    for name, spec in signature.inputs.items():
-        if spec.required and spec.default is None and name not in node.input_bindings:
-            c.add(f"required input {name!r} ({spec.type}) is not bound", node.id, "inputBindings")
-
-
-def _find_cycle(edges: Mapping[str, frozenset[str]], order: Iterable[str]) -> list[str] | None:
-    """The first cycle a depth-first walk in `order` meets, as `[a, b, ..., a]`.
-
-    Iterative: a chain deeper than Python's recursion limit (1,000 nodes listed
-    last-first) must not crash, and a recursive closure would also leave a
-    reference cycle holding `edges` for the collector.
-    """
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    stack: list[str] = []  # the current path
-    successors: list[Iterator[str]] = []  # per node on the path, the edges left to walk
-    for root in order:
-        if root in state:
-            continue
-        state[root] = 1
-        stack.append(root)
-        successors.append(iter(sorted(edges.get(root, ()))))
-        while successors:
-            for m in successors[-1]:
-                if state.get(m) == 1:
-                    return [*stack[stack.index(m) :], m]
-                if m not in state:
-                    state[m] = 1
-                    stack.append(m)
-                    successors.append(iter(sorted(edges.get(m, ()))))
-                    break
-            else:
-                successors.pop()
-                state[stack.pop()] = 2
-    return None
+def _task_signature(
+    node: NodeDefinition, checker: TaskChecker, resolve_signature: SignatureResolver | None
+) -> TaskSignature | None:
+    """The declared signature of a node's task, resolved from its code when it has one."""
+    signature = node.task.signature
+    task_type = node.task.type
+    if task_type in (SUBPIPELINE_TASK_TYPE, APPROVAL_TASK_TYPE) or not checker.knows(task_type):
+        return signature
+    if signature is None and resolve_signature is not None:
+        signature = resolve_signature(node.task)
+    return signature
 
 
 def build_program(
@@ -328,18 +284,30 @@ def build_program(
     checker: TaskChecker,
     resolve_signature: SignatureResolver | None = None,
     load_child: ChildLoader | None = None,
+    *,
+    prior_issues: Sequence[DefinitionIssue] = (),
+    unchecked: Collection[str] = (),
 ) -> PipelineProgram:
     """Validate `definition` and compile it; raise DefinitionErrors listing every problem.
 
     `load_child` compiles the pipelines that `pipeline` tasks name; without it
-    such tasks are an error.
+    such tasks are an error. `prior_issues` are the problems earlier phases
+    found (they are raised with this phase's); `unchecked` names nodes whose
+    definition those phases could not read: they stand in for their ids only.
     """
-    c = _Collector(locator)
+    c = IssueCollector(locator)
+    c.issues.extend(prior_issues)
     # An insertion-ordered dict: O(1) membership, iteration in definition order.
     node_ids = order = {n: i for i, n in enumerate(definition.node_ids)}
+    checked = [n for n in definition.nodes if n.id not in unchecked]
+    signatures = {n.id: _task_signature(n, checker, resolve_signature) for n in checked}
+    declared = {n.id: declared_events(n, signatures[n.id]) for n in checked}
+    catalog = catalog_of(checked, declared, SUBPIPELINE_TASK_TYPE, unchecked)
     programs: list[NodeProgram] = []
     start_refs: dict[str, frozenset[str]] = {}
     for index, node in enumerate(definition.nodes):
+        if node.id in unchecked:
+            continue
         issues_before = len(c.issues)
         if node.id in RESERVED_NODE_IDS:
             c.add(f"{node.id!r} is a reserved name; choose another node id", node.id, "id")
@@ -348,46 +316,51 @@ def build_program(
         for key, value in node.input_bindings.items():
             for sub, text in iter_strings(value):
                 reads |= _template_names_check(
-                    c, text, node_ids, allow_item, node.id, "inputBindings", key, *sub
+                    c, text, node_ids, catalog, allow_item, node.id, "inputBindings", key, *sub
                 )
         if node.for_each is not None:
-            reads |= _template_names_check(c, node.for_each, node_ids, False, node.id, "forEach")
+            reads |= _template_names_check(
+                c, node.for_each, node_ids, catalog, False, node.id, "forEach"
+            )
         rendered_fields = RENDERED_CONFIG_FIELDS.get(node.task.type, ())
         rendered_config = {k: node.task.config[k] for k in rendered_fields if k in node.task.config}
         for key, value in rendered_config.items():
             for sub, text in iter_strings(value):
                 reads |= _template_names_check(
-                    c, text, node_ids, allow_item, node.id, "task", key, *sub
+                    c, text, node_ids, catalog, allow_item, node.id, "task", key, *sub
                 )
         if node.id in reads:
             c.add("a node cannot read its own outputs", node.id, "inputBindings")
         frozen_reads = frozenset(reads)
+        check_shell_node(c, node)
 
         child: PipelineProgram | None = None
         approval: ApprovalSpec | None = None
-        signature = node.task.signature
+        signature = signatures[node.id]
+        emits = declared[node.id]
         if node.task.type == SUBPIPELINE_TASK_TYPE:
+            emits |= SUBPIPELINE_EVENTS  # the engine announces the child through ctx.emit
             child = _load_child(c, node, load_child)
             if child is not None:
                 signature = TaskSignature(inputs=dict(child.definition.inputs), outputs={})
         elif node.task.type == APPROVAL_TASK_TYPE:
-            approval = _check_approval(c, node)
+            approval = check_approval(c, node)
         elif not checker.knows(node.task.type):
             c.add(f"unknown task type {node.task.type!r}", node.id, "task", "type")
         else:
             for problem in checker.check(node.task):
                 c.add(problem, node.id, "task")
-            if signature is None and resolve_signature is not None:
-                signature = resolve_signature(node.task)
-        _check_signature(c, node, signature)
+        check_signature(c, node, signature)
 
         start: Expr | None
         if node.start_when is None:
             start = _default_start(frozen_reads, order)
         else:
-            start = _parse_trigger_field(c, node.start_when, node_ids, node.id, "startWhen")
+            start = _parse_trigger_field(
+                c, node.start_when, node_ids, catalog, node.id, "startWhen"
+            )
             if start is not None:
-                waited = waits_when_true(start, node_ids)
+                waited = waits_when_true(start, node_ids, node.id)
                 for missing in sorted(frozen_reads - waited, key=order.__getitem__):
                     c.add(
                         f"the node reads {missing!r} but startWhen can be true before "
@@ -397,10 +370,10 @@ def build_program(
                     )
         stop = None
         if node.stop_when is not None:
-            stop = _parse_trigger_field(c, node.stop_when, node_ids, node.id, "stopWhen")
+            stop = _parse_trigger_field(c, node.stop_when, node_ids, catalog, node.id, "stopWhen")
         if start is None or node.id in RESERVED_NODE_IDS:
             continue
-        start_refs[node.id] = referenced_nodes(start, node_ids)
+        start_refs[node.id] = referenced_nodes(start, node_ids, node.id)
         if len(c.issues) > issues_before:
             continue  # its templates may be unsafe: never compile them
         programs.append(
@@ -416,10 +389,11 @@ def build_program(
                 signature=signature,
                 child=child,
                 approval=approval,
+                emits=emits,
             )
         )
 
-    cycle = _find_cycle(start_refs, node_ids)
+    cycle = find_cycle(start_refs, node_ids)
     if cycle:
         c.add(
             "these nodes wait for each other and can never start: " + " -> ".join(cycle),
@@ -428,10 +402,12 @@ def build_program(
         )
     pipeline_stop = None
     if definition.stop_when is not None:
-        pipeline_stop = _parse_trigger_field(c, definition.stop_when, node_ids, None, "stopWhen")
+        pipeline_stop = _parse_trigger_field(
+            c, definition.stop_when, node_ids, catalog, None, "stopWhen"
+        )
     for key, value in definition.outputs.items():
         for sub, text in iter_strings(value):
-            _template_names_check(c, text, node_ids, False, None, "outputs", key, *sub)
+            _template_names_check(c, text, node_ids, catalog, False, None, "outputs", key, *sub)
     if c.issues:
         raise DefinitionErrors(c.issues)
     outputs = compile_value(dict(definition.outputs))
@@ -441,4 +417,5 @@ def build_program(
         stop=pipeline_stop,
         outputs=outputs,
         by_id={p.id: p for p in programs},
+        warnings=tuple(c.warnings),
     )

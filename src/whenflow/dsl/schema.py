@@ -35,6 +35,7 @@ from pydantic.alias_generators import to_camel
 
 from whenflow.domain.definitions import NODE_ID_PATTERN, PIPELINE_NAME_PATTERN, ParamType
 from whenflow.domain.durations import parse_duration
+from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
 
 API_VERSION = "whenflow/v1"
 SEMVER_PATTERN = re.compile(
@@ -124,6 +125,23 @@ Expression = Annotated[
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 
 
+def _custom_event(value: str) -> str:
+    if not EVENT_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a custom event name; use lowercase letters, digits and '_'"
+        )
+    if value in RESERVED_NODE_EVENTS:
+        raise ValueError(f"{value!r} is a lifecycle event whenflow publishes itself")
+    return value
+
+
+CustomEvent = Annotated[
+    str,
+    AfterValidator(_custom_event),
+    Field(json_schema_extra={"pattern": EVENT_NAME.pattern}),
+]
+
+
 class _Schema(BaseModel):
     """Base of the document models: camelCase aliases, unknown keys refused."""
 
@@ -170,6 +188,7 @@ class InlineTaskModel(BaseModel):
     type: Annotated[str, Field(min_length=1)]
     inputs: dict[str, ParamModel] | None = None
     outputs: dict[str, ParamModel] | None = None
+    emits: list[CustomEvent] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -208,6 +227,7 @@ class NodeModel(_Schema):
     retry: RetryModel | None = None
     timeout: Duration | None = None
     within: Duration | None = None
+    emits: list[CustomEvent] = Field(default_factory=list)
 
 
 class PipelineMetadata(_Schema):
@@ -249,6 +269,7 @@ class TaskSpecModel(BaseModel):
     description: str = ""
     inputs: dict[str, ParamModel] = Field(default_factory=dict)
     outputs: dict[str, ParamModel] = Field(default_factory=dict)
+    emits: list[CustomEvent] = Field(default_factory=list)
 
     @property
     def config(self) -> dict[str, Any]:

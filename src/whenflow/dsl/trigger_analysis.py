@@ -4,6 +4,9 @@
 expression is true?" — used to check that an explicit `startWhen` waits for
 every node its bindings read (DESIGN.md §4). Event atoms count as waiting only
 for exact node names and settling events (`completed`, `failed`, `skipped`...).
+
+A glob never matches the node that declares it (`owner`): a catch-all
+`startWhen: "event:*.failed"` waits for the other nodes, not for itself.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Collection, Iterable
 from fnmatch import fnmatchcase
 
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE, SETTLING_NODE_EVENTS
-from whenflow.dsl.templates import analyze_expression
+from whenflow.dsl.templates import TemplateInfo, analyze_expression
 from whenflow.dsl.trigger_ast import And, ConditionAtom, EventAtom, Expr, Literal, Not, Or
 
 _GLOB_CHARS = frozenset("*?[")
@@ -22,12 +25,15 @@ def is_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
 
 
-def pattern_sources(pattern: str, node_ids: Collection[str]) -> list[str]:
-    """Node ids the source part of an event pattern can match."""
+def pattern_sources(pattern: str, node_ids: Collection[str], owner: str | None = None) -> list[str]:
+    """Node ids the source part of an event pattern can match.
+
+    A glob source never matches `owner`, the node whose expression holds the pattern.
+    """
     source = pattern.partition(".")[0]
     if not is_glob(source):
         return [source] if source in node_ids else []
-    return [n for n in node_ids if fnmatchcase(n, source)]
+    return [n for n in node_ids if n != owner and fnmatchcase(n, source)]
 
 
 def pattern_has_outside_source(pattern: str) -> bool:
@@ -40,25 +46,36 @@ def pattern_has_outside_source(pattern: str) -> bool:
     return source in (PIPELINE_SOURCE, EXTERNAL_SOURCE)
 
 
-def condition_node_reads(condition: str, node_ids: Collection[str]) -> frozenset[str]:
+def condition_node_reads(
+    condition: str, node_ids: Collection[str], owner: str | None = None
+) -> frozenset[str]:
     """Nodes whose state or variables a `{{ }}` condition depends on."""
-    info = analyze_expression(condition)
+    return template_node_reads(analyze_expression(condition), node_ids, owner)
+
+
+def template_node_reads(
+    info: TemplateInfo, node_ids: Collection[str], owner: str | None = None
+) -> frozenset[str]:
+    """Every node a template reads: by name (variables, `settled(a)`, `any_ok('a')`)
+    and through the events of `events(...)`; a non-constant pattern reads every node."""
     reads = {n for n in info.names if n in node_ids}
     for pattern in info.event_patterns:
-        reads.update(pattern_sources(pattern, node_ids))
+        reads.update(pattern_sources(pattern, node_ids, owner))
     if info.dynamic_events:
-        reads.update(node_ids)
+        reads.update(n for n in node_ids if n != owner)
     return frozenset(reads)
 
 
-def referenced_nodes(expr: Expr, node_ids: Collection[str]) -> frozenset[str]:
+def referenced_nodes(
+    expr: Expr, node_ids: Collection[str], owner: str | None = None
+) -> frozenset[str]:
     """Every node an expression mentions, through events or variables."""
     found: set[str] = set()
     for atom in _walk_atoms(expr):
         if isinstance(atom, EventAtom):
-            found.update(pattern_sources(atom.pattern, node_ids))
+            found.update(pattern_sources(atom.pattern, node_ids, owner))
         else:
-            found.update(condition_node_reads(atom.source, node_ids))
+            found.update(condition_node_reads(atom.source, node_ids, owner))
     return frozenset(found)
 
 
@@ -72,17 +89,21 @@ def _walk_atoms(expr: Expr) -> Iterable[EventAtom | ConditionAtom]:
             yield from _walk_atoms(operand)
 
 
-def waits_when_true(expr: Expr, node_ids: Collection[str]) -> frozenset[str]:
+def waits_when_true(
+    expr: Expr, node_ids: Collection[str], owner: str | None = None
+) -> frozenset[str]:
     """Nodes certainly terminal whenever `expr` is true."""
-    return _waits(expr, node_ids, want=True)
+    return _waits(expr, node_ids, owner, want=True)
 
 
-def _waits(expr: Expr, node_ids: Collection[str], *, want: bool) -> frozenset[str]:
+def _waits(
+    expr: Expr, node_ids: Collection[str], owner: str | None, *, want: bool
+) -> frozenset[str]:
     if isinstance(expr, Literal):
         return frozenset()
     if isinstance(expr, ConditionAtom):
         # A condition is only evaluated once every node it reads is terminal.
-        return condition_node_reads(expr.source, node_ids)
+        return condition_node_reads(expr.source, node_ids, owner)
     if isinstance(expr, EventAtom):
         if want:
             source, _, name = expr.pattern.partition(".")
@@ -92,10 +113,10 @@ def _waits(expr: Expr, node_ids: Collection[str], *, want: bool) -> frozenset[st
         # False means every node the pattern can match is terminal.
         if pattern_has_outside_source(expr.pattern):
             return frozenset()
-        return frozenset(pattern_sources(expr.pattern, node_ids))
+        return frozenset(pattern_sources(expr.pattern, node_ids, owner))
     if isinstance(expr, Not):
-        return _waits(expr.operand, node_ids, want=not want)
-    parts = [_waits(o, node_ids, want=want) for o in expr.operands]
+        return _waits(expr.operand, node_ids, owner, want=not want)
+    parts = [_waits(o, node_ids, owner, want=want) for o in expr.operands]
     union = isinstance(expr, And) == want  # AND-true and OR-false need every operand
     if union:
         return frozenset().union(*parts)

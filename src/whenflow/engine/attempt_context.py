@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
+from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS, UndeclaredEvent
 
 EmitSink = Callable[[str, int, int, str, Mapping[str, Any]], None]
 LogSink = Callable[[str, int, int, str, str], None]
@@ -39,6 +39,7 @@ class AttemptContext:
         emit_sink: EmitSink,
         log_sink: LogSink,
         log_limit: int | None = DEFAULT_TASK_LOG_LIMIT,
+        declared_events: frozenset[str] = frozenset(),
     ) -> None:
         """`log_limit`: bytes of log lines this attempt may write (None: no limit)."""
         self._loop = loop
@@ -56,6 +57,7 @@ class AttemptContext:
         self._dropped_lines = 0
         self._log_lock = threading.Lock()
         self._closed = False
+        self._declared = declared_events
 
     @property
     def execution_id(self) -> str:
@@ -92,6 +94,8 @@ class AttemptContext:
                 f"custom event name {name!r} must match [a-z_][a-z0-9_]* and not be one of "
                 f"{', '.join(sorted(RESERVED_NODE_EVENTS))}"
             )
+        if name not in self._declared:
+            raise UndeclaredEvent(self._node_id, name, self._declared)
         data = dict(payload or {})
         json.dumps(data)  # a payload must be JSON data; fail in the task, not in the loop
         index = -1 if self._item_index is None else self._item_index

@@ -153,6 +153,7 @@ def spawn(
         emit_sink=functools.partial(task_event, state),
         log_sink=functools.partial(task_log, state),
         log_limit=state.task_log_limit,
+        declared_events=rt.program.emits,
     )
     adopt, rt.adopt_child = rt.adopt_child, None
     work = run_attempt(state, rt, request, ctx, adopt)

@@ -129,13 +129,14 @@ class ConstantLeaf(Leaf):
 class EventLeaf(Leaf):
     """`event:PATTERN`; false once every node the pattern can match is terminal."""
 
-    __slots__ = ("candidates_left", "external", "outside", "pattern")
+    __slots__ = ("candidates_left", "external", "outside", "pattern", "source_glob")
 
     def __init__(self, tree: TriggerTree, pattern: str, column: int) -> None:
         super().__init__(tree, column)
         self.pattern = pattern
         self.candidates_left = 0
         self.outside = False
+        self.source_glob = False
         self.external = False
 
     def describe(self) -> str:

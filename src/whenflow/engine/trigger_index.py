@@ -45,15 +45,17 @@ class TriggerIndex:
             else:
                 self._exact.setdefault(pattern, []).append(leaf)
             leaf.outside = pattern_has_outside_source(pattern)
+            leaf.source_glob = is_glob(pattern.partition(".")[0])
             leaf.external = leaf.pattern.partition(".")[0] == EXTERNAL_SOURCE
             if leaf.external:
                 self.external_leaves.setdefault(tree.owner, []).append(leaf)
-            for node_id in pattern_sources(pattern, self._node_ids):
+            for node_id in pattern_sources(pattern, self._node_ids, tree.owner):
                 if not terminal(node_id):
                     leaf.candidates_left += 1
                     self._event_countdown.setdefault(node_id, []).append(leaf)
         for cond in tree.condition_leaves:
-            for node_id in condition_node_reads(cond.template.info.source, self._node_ids):
+            reads = condition_node_reads(cond.template.info.source, self._node_ids, tree.owner)
+            for node_id in reads:
                 if not terminal(node_id):
                     cond.deps_left += 1
                     self._condition_countdown.setdefault(node_id, []).append(cond)
@@ -80,7 +82,10 @@ class TriggerIndex:
             for regex, glob_leaves in self._globs.values():
                 if regex.match(event.event_type):
                     for leaf in glob_leaves:
-                        leaf.settle(True)
+                        # A glob never matches the node that declares it; an exact
+                        # source is never a glob, so this only filters globs.
+                        if leaf.tree.owner != event.source or not leaf.source_glob:
+                            leaf.settle(True)
 
     def on_terminal(self, node_id: str) -> None:
         """A node reached a terminal state: count down the leaves that wait for it."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.errors import interrupted_by_user, task_raised
+from whenflow.domain.errors import WhenflowError, interrupted_by_user, task_raised
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
 from whenflow.executors import python_child, task_output
 from whenflow.executors.callables import (
@@ -278,7 +278,11 @@ class _ChildAnswer:
             self.ctx.log(f"unreadable message from the child: {line:.200}", stream="stderr")
             return
         if kind == "emit":
-            self.ctx.emit(str(message["name"]), message.get("payload") or {})
+            try:
+                self.ctx.emit(str(message["name"]), message.get("payload") or {})
+            except (WhenflowError, ValueError) as exc:  # an undeclared or invalid event
+                if self.error is None:
+                    self.error = {"type": type(exc).__name__, "message": str(exc)}
         elif kind == "log":
             self.ctx.log(str(message["message"]), stream=str(message.get("stream", "log")))
         elif kind == "result":

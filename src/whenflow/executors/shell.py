@@ -1,19 +1,21 @@
 """The `shell` executor: run an argv or a bash script, with data only in the environment.
 
     task: {type: shell, command: ["wc", "-l", "data.csv"]}
-    task: {type: shell, script: "echo \"lines=$(wc -l < \"$WF_INPUT_PATH\")\" >> \"$WF_OUTPUTS\""}
+    task: {type: shell, script: "wc -l < \"$WF_INPUT_PATH\""}
 
 `command` runs without a shell. `script` runs as `bash -e -o pipefail FILE`
 with the script text written to FILE exactly as given: it is never rendered
 or interpolated (DESIGN.md §10), so data reaches a script only as environment
 variables:
 
-- `WF_INPUT_<NAME>` for every input (strings as-is, other values as JSON);
+- `WF_INPUT_<NAME>_FILE`, the path of a private file holding each input
+  (strings as-is, other values as JSON), and `WF_INPUT_<NAME>`, the value
+  itself unless it is too large for the environment (`shell_inputs`);
 - `WF_EXECUTION_ID`, `WF_NODE_ID`, `WF_ATTEMPT`, `WF_IDEMPOTENCY_KEY`,
   `WF_ITEM_INDEX` (forEach items only);
-- `WF_OUTPUTS`, an empty file where the task writes `name=value` lines; each
-  becomes an output, natively typed when the value is a JSON number, boolean,
-  null, object or array, otherwise kept as text;
+- `WF_OUTPUTS` and `WF_OUTPUTS_JSON`, empty files where the task sets its
+  outputs, and `WF_OUTPUT_DELIMITER`, a random line for the injection-safe
+  `name<<DELIMITER` form (`shell_outputs`);
 - the task's own `env: {NAME: value}` (rendered by the engine beforehand).
 
 stdout and stderr go to the task log line by line while the process runs. A
@@ -24,20 +26,26 @@ process leads its own group; cancellation kills the whole group.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
-from whenflow.executors.errors import InvalidTaskConfig, ShellCommandFailed, TaskOutputError
+from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult, input_variable
+from whenflow.executors.errors import InvalidTaskConfig, ShellCommandFailed
+from whenflow.executors.shell_inputs import (
+    check_argument_sizes,
+    prepare_inputs,
+    too_long,
+)
+from whenflow.executors.shell_outputs import merge_outputs, parse_json_outputs, parse_outputs
 from whenflow.executors.subprocess_io import (
     DEFAULT_GRACE_S,
     read_lines,
@@ -92,12 +100,27 @@ class ShellExecutor:
             raise InvalidTaskConfig("shell", "; ".join(problems))
         workdir = _existing_workdir(config.workdir or request.workdir)
         with tempfile.TemporaryDirectory(prefix="whenflow-shell-") as scratch:
-            outputs_file = Path(scratch) / "outputs"
+            folder = Path(scratch)
+            outputs_file = folder / "outputs"
             outputs_file.touch()
-            argv = self._argv(config, Path(scratch))
-            env = _environment(request, config, outputs_file)
+            json_file = folder / "outputs.json"
+            json_file.touch()
+            argv = self._argv(config, folder)
+            inputs = prepare_inputs(request.inputs, folder / "inputs")
+            for name, size in inputs.files_only:
+                ctx.log(
+                    f"input {name!r} ({size} bytes) is too large for the environment: "
+                    f"read it from ${input_variable(name)}_FILE",
+                    stream="log",
+                )
+            env = _environment(request, config, inputs.env, outputs_file, json_file)
+            check_argument_sizes(argv, env)
             exit_code = await self._run(argv, env, workdir, ctx)
-            outputs = parse_outputs(outputs_file.read_text(encoding="utf-8", errors="replace"))
+            # Bytes, not read_text: universal newlines would turn a value's \r\n into \n.
+            outputs = merge_outputs(
+                parse_outputs(outputs_file.read_bytes().decode("utf-8", "replace")),
+                parse_json_outputs(json_file.read_bytes().decode("utf-8", "replace")),
+            )
         outputs["exit_code"] = exit_code
         return TaskResult(outputs=outputs)
 
@@ -135,6 +158,11 @@ class ShellExecutor:
             ) from exc
         except ValueError as exc:  # e.g. a NUL byte in an argument or a variable
             raise InvalidTaskConfig("shell", f"cannot start {argv[0]!r}: {exc}") from exc
+        except OSError as exc:
+            clear = too_long(exc, argv, env)
+            if clear is None:
+                raise
+            raise clear from exc
         assert child.proc.stdout is not None
         assert child.proc.stderr is not None
         exit_code = await supervise(
@@ -157,48 +185,16 @@ def _existing_workdir(workdir: str | None) -> str | None:
     return workdir
 
 
-def input_variable(name: str) -> str:
-    """The environment variable carrying input `name`: `WF_INPUT_<NAME>`."""
-    return "WF_INPUT_" + re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
-
-
-def parse_outputs(text: str) -> dict[str, Any]:
-    """Outputs from the `name=value` lines of WF_OUTPUTS; blank lines are ignored.
-
-    A value that is a JSON number, boolean, null, object or array becomes that
-    value; anything else (including a quoted JSON string) stays text as written.
-    """
-    outputs: dict[str, Any] = {}
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.removesuffix("\r")
-        if not line.strip():
-            continue
-        name, sep, value = line.partition("=")
-        if not sep or not name.strip():
-            raise TaskOutputError(
-                f"line {number} of $WF_OUTPUTS is {line[:200]!r}; write one `name=value` per line"
-            )
-        outputs[name.strip()] = _output_value(value)
-    return outputs
-
-
-def _output_value(text: str) -> Any:
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except ValueError:
-        return text
-    return text if isinstance(value, str) else value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")  # NaN/Infinity stay text
-
-
-def _environment(request: TaskRequest, config: _ShellConfig, outputs_file: Path) -> dict[str, str]:
-    env = task_environment()
+def _environment(
+    request: TaskRequest,
+    config: _ShellConfig,
+    inputs: Mapping[str, str],
+    outputs_file: Path,
+    json_file: Path,
+) -> dict[str, str]:
+    env = {k: v for k, v in task_environment().items() if not k.startswith("WF_")}
     env.update(config.env)
-    for name, value in request.inputs.items():
-        env[input_variable(name)] = _env_text(value)
+    env.update(inputs)
     env.update(
         {
             "WF_EXECUTION_ID": request.execution_id,
@@ -206,6 +202,8 @@ def _environment(request: TaskRequest, config: _ShellConfig, outputs_file: Path)
             "WF_ATTEMPT": str(request.attempt),
             "WF_IDEMPOTENCY_KEY": request.idempotency_key,
             "WF_OUTPUTS": str(outputs_file),
+            "WF_OUTPUTS_JSON": str(json_file),
+            "WF_OUTPUT_DELIMITER": f"WF_EOF_{secrets.token_hex(16)}",
         }
     )
     if request.item_index is not None:
@@ -213,14 +211,6 @@ def _environment(request: TaskRequest, config: _ShellConfig, outputs_file: Path)
     else:
         env.pop("WF_ITEM_INDEX", None)  # never inherit one from the engine's own environment
     return env
-
-
-def _env_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, PurePath):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _parse_config(config: Mapping[str, Any], problems: list[str]) -> _ShellConfig:

@@ -32,6 +32,7 @@ from whenflow.domain.definitions import (
     TaskSpec,
 )
 from whenflow.domain.errors import DefinitionError, DefinitionIssue
+from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,7 +69,11 @@ def task(fn: F, /) -> F: ...
 
 @overload
 def task(
-    *, name: str | None = None, version: str = "0.1.0", description: str | None = None
+    *,
+    name: str | None = None,
+    version: str = "0.1.0",
+    description: str | None = None,
+    emits: Sequence[str] = (),
 ) -> Callable[[F], F]: ...
 
 
@@ -79,6 +84,7 @@ def task(
     name: str | None = None,
     version: str = "0.1.0",
     description: str | None = None,
+    emits: Sequence[str] = (),
 ) -> F | Callable[[F], F]:
     """Declare a function as a whenflow task: `@whenflow.task` or `@whenflow.task(name=...)`.
 
@@ -88,11 +94,13 @@ def task(
         version: A semantic version such as "1.2.0".
         description: Shown in `whenflow validate` and the UI; the docstring's first
             paragraph by default.
+        emits: The custom events the function publishes with `ctx.emit(name)`; a
+            trigger may only wait for declared ones, and emitting another fails the task.
     """
 
     def decorate(function: F) -> F:
         definition, returns_value = build_definition(
-            function, name=name, version=version, description=description
+            function, name=name, version=version, description=description, emits=emits
         )
         setattr(function, TASK_ATTRIBUTE, definition)
         setattr(function, RETURNS_VALUE_ATTRIBUTE, returns_value)
@@ -120,6 +128,7 @@ def build_definition(
     name: str | None = None,
     version: str = "0.1.0",
     description: str | None = None,
+    emits: Sequence[str] = (),
 ) -> tuple[TaskDefinition, bool]:
     """The TaskDefinition of `fn`, and whether its return value becomes output `result`.
 
@@ -132,6 +141,13 @@ def build_definition(
         _fail(qualname, "has no __name__; pass name= to @whenflow.task")
     if not _SEMVER.match(version):
         _fail(qualname, f"version {version!r} is not semantic; use e.g. '1.0.0'")
+    if isinstance(emits, str):
+        _fail(qualname, f"emits={emits!r} must be a list of event names, e.g. [{emits!r}]")
+    for event in emits:
+        if not isinstance(event, str) or not EVENT_NAME.fullmatch(event):
+            _fail(qualname, f"emits: {event!r} is not an event name ([a-z_][a-z0-9_]*)")
+        if event in RESERVED_NODE_EVENTS:
+            _fail(qualname, f"emits: {event!r} is a lifecycle event whenflow publishes itself")
 
     hints = _resolved_hints(fn)
     docs = inspect.getdoc(fn) or ""
@@ -156,7 +172,7 @@ def build_definition(
     spec = TaskSpec(
         type="python",
         config={"callable": f"{fn.__module__}:{qualname}"},
-        signature=TaskSignature(inputs=inputs, outputs=outputs),
+        signature=TaskSignature(inputs=inputs, outputs=outputs, emits=tuple(dict.fromkeys(emits))),
     )
     summary = description if description is not None else docs.split("\n\n", 1)[0].strip()
     return TaskDefinition(name=task_name, version=version, task=spec, description=summary), (

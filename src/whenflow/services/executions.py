@@ -16,6 +16,7 @@ from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import LogAppended, MessageKind
 from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.dsl.listeners import external_names, listens_for
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.orchestrator import Orchestrator
@@ -230,6 +231,7 @@ class ExecutionService:
         payload: Mapping[str, Any] | None = None,
         *,
         wait_s: float = 0.0,
+        force: bool = False,
     ) -> MessageState:
         """Post a decision, an external event or a cancel to an unfinished execution.
 
@@ -239,7 +241,8 @@ class ExecutionService:
         decided node is waiting, an event name is valid. The process checks
         again when it applies the message (the node may have timed out
         meanwhile) and records a refusal. Waits up to `wait_s` seconds for
-        that outcome.
+        that outcome. An event that no trigger or template of the execution's
+        pipeline matches is refused unless `force` (it would change nothing).
 
         Raises:
             ExecutionNotFound: no such execution.
@@ -263,6 +266,8 @@ class ExecutionService:
             raise RequestRefused(
                 f"{target!r} is not an event name: use lowercase letters, digits and _"
             )
+        if kind is MessageKind.EVENT and not force:
+            await self._refuse_unheard(execution_id, target)
         message_id = await inbox.post(
             engine, execution_id, kind, target, payload or {}, time.time()
         )
@@ -281,6 +286,22 @@ class ExecutionService:
             if left <= 0:
                 return state
             await asyncio.sleep(min(0.05, left))  # the running process applies it meanwhile
+
+    async def _refuse_unheard(self, execution_id: str, name: str) -> None:
+        """Refuse `external.<name>` when the execution's pipeline never reads it."""
+        snapshot = await queries.get_execution(self._store.engine, execution_id)
+        try:
+            program = load_stored_program(snapshot.definition_text, snapshot.definition_path)
+        except WhenflowError:
+            return  # the pipeline cannot be compiled here: nothing to check against
+        if listens_for(program, name):
+            return
+        names = external_names(program)
+        listened = f"it listens for {', '.join(names)}" if names else "it waits for no event"
+        raise RequestRefused(
+            f"no trigger of execution {execution_id} waits for external.{name} ({listened}); "
+            "check the name, or pass --force to publish it anyway"
+        )
 
     async def show(self, execution_id: str) -> ExecutionResult:
         return ExecutionResult.from_snapshot(await self._store.load_execution(execution_id))
