@@ -11,7 +11,9 @@ WhenflowError
 │   └── TaskCancelled        the attempt was cancelled (stopWhen, failFast, cancel)
 ├── ExpressionError          a trigger condition failed at run time
 ├── ExecutionNotFound        no execution with that id in the store
+├── AmbiguousExecutionId     an id prefix names several executions
 └── StoreError               the state store cannot be used
+    └── StoreSettingsError   a store setting is invalid or unreachable (exit 2)
 """
 
 from __future__ import annotations
@@ -141,5 +143,24 @@ class ExecutionNotFound(WhenflowError):
         self.execution_id = execution_id
 
 
+class AmbiguousExecutionId(WhenflowError):
+    """An id prefix names several executions; give more of the id."""
+
+    def __init__(self, prefix: str, candidates: Sequence[str], more: bool = False) -> None:
+        listed = ", ".join(candidates) + (", ..." if more else "")
+        super().__init__(
+            f"execution id prefix {prefix!r} is ambiguous: it names {listed}; give more of the id"
+        )
+        self.prefix = prefix
+        self.candidates = tuple(candidates)
+
+
 class StoreError(WhenflowError):
     """The state store cannot be opened or written; check WHENFLOW_HOME / the database URL."""
+
+
+class StoreSettingsError(StoreError):
+    """A store setting (database URL, artifacts URL, home folder) is invalid or unreachable.
+
+    The message names the setting and what to change; the CLI exits 2.
+    """

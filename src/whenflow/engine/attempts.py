@@ -161,6 +161,8 @@ async def run_attempt(
     outcome: TaskResult | BaseException
     child = rt.program.child
     try:
+        if read_files := state.pool.file_refs(rt.program.reads):
+            await asyncio.to_thread(state.pool.verify_files, read_files)
         if child is not None:
             work = run_child(state, child, request, ctx, adopt_child)
         else:

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from whenflow.backends.local import LocalRunner
-from whenflow.domain.errors import RequestRefused
+from whenflow.domain.errors import RequestRefused, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import MessageKind
 from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.domain.variables import ArtifactRef, Variable
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.runtime import ExecutionResult
+from whenflow.engine.variable_pool import ARTIFACT_MARKER
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
 from whenflow.storage import inbox, queries
@@ -32,6 +35,7 @@ from whenflow.storage.secrets import EnvSecretStore
 from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +74,14 @@ class ExecutionService:
         cls, settings: Settings | None = None, runner: LocalRunner | None = None
     ) -> AsyncIterator[ExecutionService]:
         settings = settings or Settings.from_env()
+        artifacts = FsspecArtifactStore(settings.artifacts_url)  # a bad URL fails first
         engine = make_engine(settings.database_url)
         own_runner = runner is None
         task_runner = runner or default_runner()
         try:
             await upgrade(engine)
             async with SqlStateStore(engine) as store:
-                yield cls(store, FsspecArtifactStore(settings.artifacts_url), task_runner)
+                yield cls(store, artifacts, task_runner)
         finally:
             await engine.dispose()
             if own_runner:
@@ -102,7 +107,7 @@ class ExecutionService:
             execution_id=execution_id,
             on_event=on_event,
         )
-        return await orchestrator.run()
+        return await self._collect_garbage(await orchestrator.run())
 
     async def resume(
         self, execution_id: str, *, on_event: EventListener | None = None
@@ -123,7 +128,27 @@ class ExecutionService:
             execution_id=execution_id,
             on_event=on_event,
         )
-        return await orchestrator.resume(snapshot)
+        return await self._collect_garbage(await orchestrator.resume(snapshot))
+
+    async def _collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
+        """Delete the artifacts an ended execution wrote but does not reference.
+
+        They belong to attempts that failed, timed out or were lost; the
+        completed attempts' artifacts are what the variables reference. A
+        failure here is logged, never the execution's outcome.
+        """
+        execution_id = result.execution_id
+        if not result.status.is_terminal:
+            return result
+        try:
+            if not await asyncio.to_thread(self._artifacts.has_artifacts, execution_id):
+                return result
+            variables = await queries.get_variables(self._store.engine, execution_id)
+            keep = list(referenced_artifacts(variables))
+            await asyncio.to_thread(self._artifacts.collect_garbage, execution_id, keep)
+        except (OSError, WhenflowError):
+            _log.warning("could not delete the unused artifacts of %s", execution_id, exc_info=True)
+        return result
 
     async def send(
         self,
@@ -157,6 +182,7 @@ class ExecutionService:
         if kind is MessageKind.APPROVE or kind is MessageKind.REJECT:
             rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
             row = rows.get(target)
+            await _check_decision_target(engine, execution_id, target)
             if row is None or row.state is not NodeState.WAITING:
                 now = "has not started" if row is None else f"is {row.state}"
                 raise RequestRefused(
@@ -184,6 +210,15 @@ class ExecutionService:
             if left <= 0:
                 return state
             await asyncio.sleep(min(0.05, left))  # the running process applies it meanwhile
+
+    async def resolve_id(self, id_or_prefix: str) -> str:
+        """The full id of the execution a unique id prefix names (as git does).
+
+        Raises:
+            ExecutionNotFound: no execution id starts with it.
+            AmbiguousExecutionId: several do; the error lists them.
+        """
+        return await queries.resolve_execution_id(self._store.engine, id_or_prefix)
 
     async def show(self, execution_id: str) -> ExecutionResult:
         return ExecutionResult.from_snapshot(await self._store.load_execution(execution_id))
@@ -236,6 +271,60 @@ class ExecutionService:
             )
             for line in lines
         ]
+
+
+def referenced_artifacts(variables: Iterable[Variable]) -> Iterator[ArtifactRef]:
+    """Every artifact reference the variables hold (forEach items nest theirs in values)."""
+    for variable in variables:
+        if variable.artifact is not None:
+            yield variable.artifact
+        yield from _nested_refs(variable.value)
+
+
+def _nested_refs(value: Any) -> Iterator[ArtifactRef]:
+    if isinstance(value, dict):
+        marked = value.get(ARTIFACT_MARKER) if len(value) == 1 else None
+        if isinstance(marked, dict):
+            ref = _as_ref(marked)
+            if ref is not None:
+                yield ref
+            return
+        for item in value.values():
+            yield from _nested_refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _nested_refs(item)
+
+
+def _as_ref(data: Mapping[str, Any]) -> ArtifactRef | None:
+    try:
+        return ArtifactRef.from_json(data)
+    except (KeyError, TypeError, ValueError):
+        return None  # task data shaped like a marker, not a reference
+
+
+async def _check_decision_target(engine: AsyncEngine, execution_id: str, target: str) -> None:
+    """Refuse a decision for a node that is not an approval node of the pipeline.
+
+    The refusal names the pipeline's approval nodes, so a typo is easy to fix.
+    """
+    from whenflow.domain.errors import DefinitionError
+    from whenflow.dsl.approval import APPROVAL_TASK_TYPE
+    from whenflow.dsl.parse import parse_pipeline_text
+
+    text, path = await queries.get_definition(engine, execution_id)
+    try:
+        definition = parse_pipeline_text(text, path or "<stored>").definition
+    except DefinitionError:
+        return  # the stored text no longer parses here; the generic refusal follows
+    approvals = [n.id for n in definition.nodes if n.task.type == APPROVAL_TASK_TYPE]
+    if target in approvals:
+        return
+    listed = ", ".join(approvals) if approvals else "none"
+    problem = "is not an approval node" if target in definition.node_ids else "does not exist"
+    raise RequestRefused(
+        f"node {target!r} {problem} in pipeline {definition.name}; its approval nodes: {listed}"
+    )
 
 
 async def _refuse_leftovers(
