@@ -62,4 +62,4 @@ def _yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_TextDates)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(" ".join(str(exc).split())) from None  # one line

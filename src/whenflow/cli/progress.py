@@ -160,6 +160,7 @@ class Progress:
         self.enabled = enabled
         self.console = Console(file=self.stream)
         self.live: Live | None = None
+        self._announced = False
 
     def __enter__(self) -> Progress:
         if self.enabled and self.console.is_terminal:
@@ -167,8 +168,6 @@ class Progress:
                 get_renderable=self.model.render, console=self.console, refresh_per_second=8
             )
             self.live.__enter__()
-        elif self.enabled and self.model.execution_id:
-            self._print(f"execution {self.model.execution_id}")
         return self
 
     def _print(self, line: str, at: float | None = None) -> None:
@@ -186,4 +185,8 @@ class Progress:
     def on_event(self, event: Event) -> None:
         line = self.model.apply(event)
         if self.enabled and self.live is None and line:
+            if not self._announced and self.model.execution_id:
+                # Printed with the first event: once the execution exists.
+                self._print(f"execution {self.model.execution_id}", event.timestamp)
+            self._announced = True
             self._print(line, event.timestamp)
