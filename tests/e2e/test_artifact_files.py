@@ -223,3 +223,40 @@ def test_a_file_modified_while_the_process_was_down_fails_its_reader_on_resume(
     assert result["nodes"]["consume"]["status"] == "failed"
     assert "was modified after it was stored" in result["nodes"]["consume"]["error"]
     assert str(stored) in result["nodes"]["consume"]["error"]
+
+
+PARENT = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: parent, version: 1.0.0}
+spec:
+  inputs: {work: {type: string, required: true}}
+  nodes:
+    - id: child
+      task: {type: pipeline, pipeline: ./child.yaml}
+      inputBindings: {work: "{{ pipeline.input.work }}"}
+  outputs:
+    report: "{{ child.report }}"
+"""
+
+
+def test_a_sub_pipelines_failed_attempts_are_cleaned_with_its_parent(tmp_path: Path) -> None:
+    child_body = LEFTOVERS.replace("name: leftovers", "name: child") + (
+        '  outputs:\n    report: "{{ flaky.report }}"\n'
+    )
+    _pipeline(tmp_path, "child.yaml", child_body)
+    parent, work = _pipeline(tmp_path, "parent.yaml", PARENT)
+
+    result = run_json(tmp_path, "run", parent, "-i", f"work={work}")
+
+    assert result["status"] == "completed"
+    listed = run_json(tmp_path, "executions", "list")
+    child_id = next(r["execution_id"] for r in listed if r["pipeline"] == "child")
+    root = tmp_path / "artifacts" / child_id
+    stored = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert stored == [
+        "flaky/report/attempt2.txt",
+        "items/0/report/item1.txt",
+        "items/1/report/item2.txt",
+    ]
+    assert Path(result["outputs"]["report"]).read_text() == "attempt 2\n"

@@ -140,12 +140,29 @@ class ExecutionService:
         execution_id = result.execution_id
         if not result.status.is_terminal:
             return result
+        engine = self._store.engine
         try:
-            if not await asyncio.to_thread(self._artifacts.has_artifacts, execution_id):
+            # The execution and its sub-pipelines' executions: a parent's outputs may
+            # reference a child's artifacts, so the references of all of them are kept.
+            family, level = [execution_id], [execution_id]
+            while level:
+                level = [c for parent in level for c in await queries.get_child_ids(engine, parent)]
+                family.extend(level)
+            stored = [
+                member
+                for member in family
+                if await asyncio.to_thread(self._artifacts.has_artifacts, member)
+                and (
+                    member == execution_id or (await queries.get_status(engine, member)).is_terminal
+                )
+            ]
+            if not stored:
                 return result
-            variables = await queries.get_variables(self._store.engine, execution_id)
-            keep = list(referenced_artifacts(variables))
-            await asyncio.to_thread(self._artifacts.collect_garbage, execution_id, keep)
+            keep: list[ArtifactRef] = []
+            for member in family:
+                keep.extend(referenced_artifacts(await queries.get_variables(engine, member)))
+            for member in stored:
+                await asyncio.to_thread(self._artifacts.collect_garbage, member, keep)
         except (OSError, WhenflowError):
             _log.warning("could not delete the unused artifacts of %s", execution_id, exc_info=True)
         return result

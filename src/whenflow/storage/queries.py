@@ -149,6 +149,14 @@ async def get_status(bind: Bind, execution_id: str) -> ExecutionStatus:
     return ExecutionStatus(found)
 
 
+async def get_child_ids(bind: Bind, execution_id: str) -> list[str]:
+    """The ids of the executions `execution_id` started as sub-pipelines (one level)."""
+    ex = tables.executions
+    query = sa.select(ex.c.id).where(ex.c.parent_execution_id == execution_id).order_by(ex.c.id)
+    async with connected(bind) as connection:
+        return [str(r.id) for r in await connection.execute(query)]
+
+
 async def get_definition(bind: Bind, execution_id: str) -> tuple[str, str | None]:
     """The definition text an execution runs and the file it came from; raises ExecutionNotFound."""
     ex = tables.executions
