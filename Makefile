@@ -1,11 +1,14 @@
 # Two commands are all the set-up: `make demo` and `make test`.
+# The first Python 3.11+ on PATH. Silent when a version is missing, including
+# version-manager shims (pyenv) that exist on PATH but print errors when run.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { command -v $$p; break; }; done)
+	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { command -v $$p; break; }; done 2>/dev/null)
 VENV := .venv
 BIN := $(VENV)/bin
+# The demo's store; the README tour uses the same one (`export WHENFLOW_HOME=$PWD/.whenflow`).
 export WHENFLOW_HOME ?= $(CURDIR)/.whenflow
 
-.PHONY: demo test lint types contracts unit bench clean
+.PHONY: demo test lint types contracts unit bench clean which-python
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "whenflow needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -22,6 +25,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/whenflow run examples/feature_engineering.yaml -i start_date=2024-01-01 -i end_date=2024-01-31
+	@echo "stored in $(WHENFLOW_HOME); to inspect it: export WHENFLOW_HOME=$(WHENFLOW_HOME)"
+
+which-python:
+	@echo "$(PYTHON)"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

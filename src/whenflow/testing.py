@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from whenflow.domain.errors import ExecutionNotFound, StoreError
+from whenflow.domain.errors import ExecutionNotFound, StoreError, WhenflowError
 from whenflow.domain.events import Event
 from whenflow.domain.records import (
     AttemptRecorded,
@@ -204,6 +204,12 @@ class InMemoryArtifactStore:
 
     def local_path(self, ref: ArtifactRef) -> str:
         return ref.uri
+
+    def verify(self, ref: ArtifactRef) -> None:
+        if ref.kind == "file":
+            actual = hashlib.sha256(Path(ref.uri).read_bytes()).hexdigest()
+            if actual != ref.sha256:
+                raise WhenflowError(f"artifact {ref.uri} was modified after it was stored")
 
 
 TaskFunction = Callable[..., Any]

@@ -47,7 +47,10 @@ spec:
       inputBindings: {by: "{{ review.by }}", note: "{{ review.comment }}"}
   outputs: {shipped_by: "{{ ship.by }}"}
 """
-HINT = re.compile(r"review waiting: (.*) \(decide with `whenflow approve\|reject (\S+) review`\)")
+HINT = re.compile(
+    r"review waiting: (.*); decide with `whenflow approve (\S+) review` "
+    r"or `whenflow reject \2 review`"
+)
 
 
 @contextmanager
@@ -186,7 +189,16 @@ def test_requests_that_cannot_apply_are_refused_before_they_are_stored(tmp_path:
     with waiting_run(tmp_path, pipeline) as (proc, eid):
         done = run_cli(tmp_path, "approve", eid, "build")
         assert done.returncode == 1
-        assert f"node 'build' of execution {eid} is completed, not waiting" in done.stderr
+        assert done.stderr == (
+            "error: node 'build' is not an approval node in pipeline gated; "
+            "its approval nodes: review\n"
+        )
+        # A node the pipeline does not have is named as such, not "has not started".
+        typo = run_cli(tmp_path, "reject", eid, "reveiw")
+        assert typo.returncode == 1
+        assert typo.stderr == (
+            "error: node 'reveiw' does not exist in pipeline gated; its approval nodes: review\n"
+        )
         bad_name = run_cli(tmp_path, "events", "send", eid, "Go Now")
         assert bad_name.returncode == 1
         assert "is not an event name" in bad_name.stderr
@@ -202,7 +214,8 @@ def test_requests_that_cannot_apply_are_refused_before_they_are_stored(tmp_path:
         assert (forced["applied"], forced["refusal"]) == (True, None)
         assert inbox_rows(tmp_path) == [("event", "og", True, None)]
 
-        cancelled = run_json(tmp_path, "executions", "cancel", eid, "--reason", "wrong build")
+        # Any unique prefix of the id will do, as with git.
+        cancelled = run_json(tmp_path, "executions", "cancel", eid[:8], "--reason", "wrong build")
         assert cancelled["applied"] is True
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 1, err

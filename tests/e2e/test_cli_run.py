@@ -136,13 +136,15 @@ def test_run_without_json_prints_plain_progress_lines(tmp_path: Path) -> None:
     assert "\x1b[" not in proc.stdout  # no terminal: no colours, no live table
     lines = proc.stdout.splitlines()
     progress = [line.split(" ", 1)[1] for line in lines if line[:2].isdigit()]
-    assert progress[0] == "pipeline started"
+    summary = [line for line in lines if line.startswith("execution ")]
+    # The id comes first, before anything runs, and is the one the summary names.
+    assert progress[0] == summary[0].split(":")[0]
+    assert progress[1] == "pipeline started"
     assert "check started (attempt 1)" in progress
     assert "check completed" in progress
     assert any(p.startswith("manual_review skipped") for p in progress)
     assert "join completed" in progress
     assert progress[-1] == "pipeline completed"
-    summary = [line for line in lines if line.startswith("execution ")]
     assert len(summary) == 1
     assert summary[0].endswith(": completed")
 

@@ -89,8 +89,17 @@ async def test_send_reaches_a_running_execution_and_waits_for_the_outcome(db_url
         running, execution_id = await start_waiting(service)
         engine = service.store.engine
 
-        with pytest.raises(RequestRefused, match=r"node 'ship' .* has not started"):
+        with pytest.raises(
+            RequestRefused,
+            match=r"node 'ship' is not an approval node in pipeline gated; "
+            r"its approval nodes: review",
+        ):
             await service.send(execution_id, MessageKind.APPROVE, "ship", {"by": "alice"})
+        with pytest.raises(
+            RequestRefused,
+            match=r"node 'reveiw' does not exist in pipeline gated; its approval nodes: review",
+        ):
+            await service.send(execution_id, MessageKind.REJECT, "reveiw", {"by": "alice"})
         with pytest.raises(RequestRefused, match="'Go!' is not an event name"):
             await service.send(execution_id, MessageKind.EVENT, "Go!")
         with pytest.raises(ExecutionNotFound):

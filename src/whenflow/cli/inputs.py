@@ -12,15 +12,22 @@ from whenflow.domain.errors import InputError
 def parse_inputs(pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
     """Merge a JSON/YAML inputs file with `-i k=v` pairs (the pairs win).
 
-    Values stay strings here; the pipeline's declared types coerce them later.
+    Values stay as given here (text from `-i`, JSON/YAML values from the file);
+    the pipeline's declared types coerce both the same way later
+    (`param_types.coerce_input`).
     """
     values: dict[str, Any] = {}
     if inputs_file is not None:
         try:
-            text = inputs_file.read_text()
+            text = inputs_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(
                 str(inputs_file), f"cannot read the inputs file: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                str(inputs_file),
+                f"the inputs file is not UTF-8 text (byte {exc.start}); give a JSON or YAML file",
             ) from None
         try:
             loaded = json.loads(text) if inputs_file.suffix == ".json" else _yaml(text)
@@ -55,4 +62,4 @@ def _yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_TextDates)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(" ".join(str(exc).split())) from None  # one line

@@ -8,6 +8,7 @@ Every command that shows state takes `--json` (one JSON document on stdout).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import sys
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+from whenflow.cli.help_words import WhenflowCommand, WhenflowGroup
+from whenflow.cli.output import json_text, print_json, print_table
 
 if TYPE_CHECKING:
     from whenflow.cli.progress import Progress
@@ -28,20 +32,55 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=WhenflowGroup,
 )
 executions_app = typer.Typer(
-    help="Inspect and cancel executions in the local store.", no_args_is_help=True
+    help="Inspect and cancel executions in the local store.",
+    no_args_is_help=True,
+    cls=WhenflowGroup,
 )
 app.add_typer(executions_app, name="executions")
-events_app = typer.Typer(help="Send events into running executions.", no_args_is_help=True)
+events_app = typer.Typer(
+    help="Send events into running executions.", no_args_is_help=True, cls=WhenflowGroup
+)
 app.add_typer(events_app, name="events")
+command = functools.partial(app.command, cls=WhenflowCommand)
+executions_command = functools.partial(executions_app.command, cls=WhenflowCommand)
+events_command = functools.partial(events_app.command, cls=WhenflowCommand)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 TasksOption = typer.Option(
-    [], "--tasks", help="Extra file or folder of `kind: Task` definitions (repeatable)."
+    [],
+    "--tasks",
+    metavar="PATH",
+    help="Extra file or folder of `kind: Task` definitions (repeatable).",
 )
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+ExecutionIdArgument = typer.Argument(
+    metavar="EXECUTION_ID", help="An execution id, or any unique prefix of one."
+)
+FileArgument = typer.Argument(metavar="FILE", help="The pipeline YAML file.")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from whenflow import __version__
+
+        print(f"whenflow {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Pipelines whose nodes say when they run."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -85,7 +124,7 @@ def _exit_code(result: ExecutionResult) -> int:
 
 def _print_result(result: ExecutionResult, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result.to_json(), default=str))
+        print_json(result.to_json())
         return
     from rich.console import Console
 
@@ -98,7 +137,7 @@ def _print_result(result: ExecutionResult, as_json: bool) -> None:
         if node.status.value == "failed":
             console.print(f"  {node_id} failed: {node.error}", markup=False)
     if result.outputs:
-        console.print("outputs:", json.dumps(result.outputs, indent=2, default=str), markup=False)
+        console.print("outputs:", json_text(result.outputs, indent=2), markup=False)
 
 
 def _execute(
@@ -108,17 +147,33 @@ def _execute(
     resume_id: str | None,
     as_json: bool,
 ) -> int:
-    from whenflow.domain.errors import ExecutionNotFound, InputError, WhenflowError
+    import uuid
+
+    from whenflow.domain.errors import (
+        ExecutionNotFound,
+        InputError,
+        StoreSettingsError,
+        WhenflowError,
+    )
     from whenflow.services.executions import ExecutionService
+
+    # Known before anything runs: progress shows it, and so does an interruption.
+    execution_id = str(uuid.uuid4()) if resume_id is None else _resolve_id(resume_id)
 
     async def go(progress: Progress | None) -> ExecutionResult:
         listener = progress.on_event if progress else None
         log_listener = progress.on_log if progress else None
         async with ExecutionService.open() as service:
             if resume_id is not None:
-                return await service.resume(resume_id, on_event=listener, on_log=log_listener)
+                return await service.resume(execution_id, on_event=listener, on_log=log_listener)
             assert program is not None
-            return await service.run(program, inputs or {}, on_event=listener, on_log=log_listener)
+            return await service.run(
+                program,
+                inputs or {},
+                on_event=listener,
+                execution_id=execution_id,
+                on_log=log_listener,
+            )
 
     node_ids = list(program.definition.node_ids) if program else []
     # `whenflow run` is one short-lived process: move what loading built out of the
@@ -133,32 +188,41 @@ def _execute(
         else:
             from whenflow.cli.progress import Progress
 
-            with Progress(node_ids) as progress:
+            with Progress(node_ids, execution_id=execution_id) as progress:
                 result = asyncio.run(go(progress))
-    except InputError as exc:
+    except (InputError, StoreSettingsError) as exc:
         _fail(f"error: {exc}", EXIT_INVALID)
     except ExecutionNotFound as exc:
         _fail(f"error: {exc}", EXIT_FAILED)
     except KeyboardInterrupt:
-        _fail("interrupted: resume with `whenflow resume <execution id>`", 130)
+        _fail(f"interrupted: resume with `whenflow resume {execution_id}`", 130)
     except WhenflowError as exc:
         _fail(f"error: {exc}", EXIT_FAILED)
     _print_result(result, as_json)
     return _exit_code(result)
 
 
-@app.command()
+@command()
 def run(
-    file: Annotated[Path | None, typer.Argument(help="The pipeline YAML file.")] = None,
+    file: Annotated[Path | None, FileArgument] = None,
     input_pairs: Annotated[
-        list[str] | None, typer.Option("-i", "--input", help="An input as name=value (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "-i", "--input", metavar="NAME=VALUE", help="An input as name=value (repeatable)."
+        ),
     ] = None,
     inputs_file: Annotated[
-        Path | None, typer.Option("--inputs-file", help="A JSON or YAML file of inputs.")
+        Path | None,
+        typer.Option("--inputs-file", metavar="FILE", help="A JSON or YAML file of inputs."),
     ] = None,
     as_json: bool = JsonOption,
     resume: Annotated[
-        str | None, typer.Option("--resume", help="Resume this execution instead of starting one.")
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="EXECUTION_ID",
+            help="Resume this execution (id or unique prefix) instead of starting one.",
+        ),
     ] = None,
     tasks: list[Path] = TasksOption,
 ) -> None:
@@ -178,21 +242,25 @@ def run(
     raise typer.Exit(_execute(program, inputs=inputs, resume_id=None, as_json=as_json))
 
 
-@app.command("resume")
-def resume_cmd(execution_id: str, as_json: bool = JsonOption) -> None:
+@command("resume")
+def resume_cmd(
+    execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
+) -> None:
     """Continue an execution whose process died; completed nodes do not run again."""
     raise typer.Exit(_execute(None, inputs=None, resume_id=execution_id, as_json=as_json))
 
 
-@app.command()
-def validate(file: Path, tasks: list[Path] = TasksOption, as_json: bool = JsonOption) -> None:
+@command()
+def validate(
+    file: Annotated[Path, FileArgument], tasks: list[Path] = TasksOption, as_json: bool = JsonOption
+) -> None:
     """Check a pipeline; print each node's effective startWhen, or the errors (exit 2)."""
     program = _load(file, tasks)
     triggers = {n.id: program.effective_start_when(n.id) for n in program.nodes}
     if as_json:
         warnings = [_issue_json(w) for w in program.warnings]
         document = {"valid": True, "pipeline": program.definition.name, "startWhen": triggers}
-        print(json.dumps({**document, "warnings": warnings}))
+        print_json({**document, "warnings": warnings})
         return
     for warning in program.warnings:
         where = f"{warning.location}: " if warning.location else ""
@@ -203,10 +271,10 @@ def validate(file: Path, tasks: list[Path] = TasksOption, as_json: bool = JsonOp
         print(f"  {node_id:<{width}}  startWhen: {trigger}")
 
 
-@app.command()
+@command()
 def graph(
-    file: Path,
-    fmt: str = typer.Option("mermaid", "--format", help="mermaid or dot"),
+    file: Annotated[Path, FileArgument],
+    fmt: str = typer.Option("mermaid", "--format", metavar="mermaid|dot", help="mermaid or dot"),
     tasks: list[Path] = TasksOption,
 ) -> None:
     """Print the graph the expressions imply, edges labelled by event."""
@@ -218,8 +286,12 @@ def graph(
     sys.stdout.write(to_mermaid(program) if fmt == "mermaid" else to_dot(program))
 
 
-@app.command()
-def schema(kind: str = typer.Option("all", "--kind", help="pipeline, task or all")) -> None:
+@command()
+def schema(
+    kind: str = typer.Option(
+        "all", "--kind", metavar="pipeline|task|all", help="pipeline, task or all"
+    ),
+) -> None:
     """Print the JSON Schema of definition files, for editors."""
     from whenflow.dsl import json_schema
 
@@ -233,24 +305,45 @@ def schema(kind: str = typer.Option("all", "--kind", help="pipeline, task or all
     print(json.dumps(makers[kind](), indent=2))
 
 
-def _query(action: Any) -> Any:
-    from whenflow.domain.errors import WhenflowError
+def _query(action: Any, execution_id: str | None = None) -> Any:
+    """Run `action(service)`, or `action(service, full_id)` when given an id (or a prefix)."""
+    from whenflow.domain.errors import StoreSettingsError, WhenflowError
     from whenflow.services.executions import ExecutionService
 
     async def go() -> Any:
         async with ExecutionService.open() as service:
-            return await action(service)
+            if execution_id is None:
+                return await action(service)
+            return await action(service, await service.resolve_id(execution_id))
 
     try:
         return asyncio.run(go())
+    except StoreSettingsError as exc:
+        _fail(f"error: {exc}", EXIT_INVALID)
     except WhenflowError as exc:
         _fail(f"error: {exc}", EXIT_FAILED)
 
 
-@executions_app.command("list")
+def _resolve_id(id_or_prefix: str) -> str:
+    """The full execution id a unique prefix names; exits 1 if none or several do."""
+    return str(_query(lambda s, full_id: _returned(full_id), id_or_prefix))
+
+
+async def _returned(value: str) -> str:
+    return value
+
+
+@executions_command("list")
 def executions_list(
-    limit: int = typer.Option(20, "--limit"),
-    status: Annotated[str | None, typer.Option("--status")] = None,
+    limit: int = typer.Option(20, "--limit", metavar="N", help="How many to list."),
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Only these: running, waiting, completed, failed, stopped or cancelled.",
+        ),
+    ] = None,
     as_json: bool = JsonOption,
 ) -> None:
     """The most recent executions."""
@@ -259,67 +352,76 @@ def executions_list(
         _fail(f"error: --status must be one of {', '.join(statuses)}", EXIT_INVALID)
     rows = _query(lambda s: s.list_executions(limit=limit, status=status))
     if as_json:
-        print(json.dumps([r.to_json() for r in rows]))
+        print_json([r.to_json() for r in rows])
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("execution", "pipeline", "version", "status", "created")
-    for r in rows:
-        table.add_row(r.execution_id, r.pipeline, r.version, r.status, r.created)
-    Console().print(table)
+    # Plain columns, never cut: an id must stay whole at any width (docs/cli.md).
+    print_table(
+        ("execution", "pipeline", "version", "status", "created"),
+        [(r.execution_id, r.pipeline, r.version, r.status, r.created) for r in rows],
+    )
 
 
-@executions_app.command("show")
-def executions_show(execution_id: str, as_json: bool = JsonOption) -> None:
+@executions_command("show")
+def executions_show(
+    execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
+) -> None:
     """One execution: status, nodes, outputs (same object as `run --json`)."""
-    result = _query(lambda s: s.show(execution_id))
+    result = _query(lambda s, full_id: s.show(full_id), execution_id)
     _print_result(result, as_json)
     if not as_json:
         for node_id, node in result.nodes.items():
             print(f"  {node_id:<24} {node.status.value:<10} attempts={node.attempts}")
 
 
-@executions_app.command("events")
-def executions_events(execution_id: str, as_json: bool = JsonOption) -> None:
+@executions_command("events")
+def executions_events(
+    execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
+) -> None:
     """The event log of an execution, in seq order."""
-    events = _query(lambda s: s.events(execution_id))
+    events = _query(lambda s, full_id: s.events(full_id), execution_id)
     if as_json:
-        print(json.dumps([e.to_json() for e in events], default=str))
+        print_json([e.to_json() for e in events])
         return
     for e in events:
-        payload = f" {json.dumps(e.payload, default=str)}" if e.payload else ""
+        payload = f" {json_text(e.payload)}" if e.payload else ""
         print(f"{e.seq:>6} {e.time} {e.event_type}{payload}")
 
 
-@executions_app.command("vars")
-def executions_vars(execution_id: str, as_json: bool = JsonOption) -> None:
+@executions_command("vars")
+def executions_vars(
+    execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
+) -> None:
     """The variables an execution wrote."""
-    variables = _query(lambda s: s.variables(execution_id))
+    variables = _query(lambda s, full_id: s.variables(full_id), execution_id)
     if as_json:
-        print(json.dumps([v.to_json() for v in variables], default=str))
+        print_json([v.to_json() for v in variables])
         return
     for v in variables:
         print(f"{v.scope}.{v.name} ({v.type}) = {v.display}")
 
 
-@executions_app.command("logs")
+@executions_command("logs")
 def executions_logs(
-    execution_id: str,
-    node: Annotated[str | None, typer.Option("--node")] = None,
+    execution_id: Annotated[str, ExecutionIdArgument],
+    node: Annotated[
+        str | None, typer.Option("--node", metavar="NODE", help="Only this node's lines.")
+    ] = None,
     as_json: bool = JsonOption,
 ) -> None:
     """Task logs (stdout, stderr, ctx.log) of an execution."""
-    logs = _query(lambda s: s.logs(execution_id, node_id=node))
+    logs = _query(lambda s, full_id: s.logs(full_id, node_id=node), execution_id)
     if as_json:
-        print(json.dumps([line.to_json() for line in logs], default=str))
+        print_json([line.to_json() for line in logs])
         return
     for line in logs:
         print(f"{line.node_id}#{line.attempt} [{line.stream}] {line.message}")
 
 
 WaitOption = typer.Option(
-    10.0, "--wait", help="Seconds to wait for the running execution to apply it (0: don't)."
+    10.0,
+    "--wait",
+    metavar="SECONDS",
+    help="Seconds to wait for the running execution to apply it (0: don't).",
 )
 
 
@@ -338,16 +440,11 @@ def _send(
     from whenflow.domain.records import MessageKind
 
     kind = MessageKind(kind_name)
+    execution_id = _resolve_id(execution_id)
     state = _query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait, force=force))
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "message_id": state.message_id,
-                    "applied": state.applied,
-                    "refusal": state.refusal,
-                }
-            )
+        print_json(
+            {"message_id": state.message_id, "applied": state.applied, "refusal": state.refusal}
         )
     elif state.refusal:
         print(f"refused: {state.refusal}", file=sys.stderr)
@@ -371,14 +468,19 @@ def _current_user() -> str:
         return "unknown"
 
 
-ByOption = typer.Option(None, "--by", help="Who decides (default: the current user).")
-CommentOption = typer.Option("", "--comment", "-m", help="Why; stored with the decision.")
+ByOption = typer.Option(
+    None, "--by", metavar="NAME", help="Who decides (default: the current user)."
+)
+CommentOption = typer.Option(
+    "", "--comment", "-m", metavar="TEXT", help="Why; stored with the decision."
+)
+NodeArgument = typer.Argument(metavar="NODE", help="The approval node to decide.")
 
 
-@app.command()
+@command()
 def approve(
-    execution_id: str,
-    node: str,
+    execution_id: Annotated[str, ExecutionIdArgument],
+    node: Annotated[str, NodeArgument],
     by: str | None = ByOption,
     comment: str = CommentOption,
     wait: float = WaitOption,
@@ -389,10 +491,10 @@ def approve(
     _send(execution_id, "approve", node, payload, wait, as_json, f"{node}: approved")
 
 
-@app.command()
+@command()
 def reject(
-    execution_id: str,
-    node: str,
+    execution_id: Annotated[str, ExecutionIdArgument],
+    node: Annotated[str, NodeArgument],
     by: str | None = ByOption,
     comment: str = CommentOption,
     wait: float = WaitOption,
@@ -403,15 +505,17 @@ def reject(
     _send(execution_id, "reject", node, payload, wait, as_json, f"{node}: rejected")
 
 
-@events_app.command("send")
+@events_command("send")
 def events_send(
-    execution_id: str,
-    name: Annotated[str, typer.Argument(help="Published as external.<name>.")],
+    execution_id: Annotated[str, ExecutionIdArgument],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Published as external.<name>.")],
     pairs: Annotated[
-        list[str] | None, typer.Option("-p", "--payload", help="A payload field as key=value.")
+        list[str] | None,
+        typer.Option("-p", "--payload", metavar="KEY=VALUE", help="A payload field as key=value."),
     ] = None,
     payload_json: Annotated[
-        str | None, typer.Option("--payload-json", help="The payload as a JSON object.")
+        str | None,
+        typer.Option("--payload-json", metavar="JSON", help="The payload as a JSON object."),
     ] = None,
     wait: float = WaitOption,
     as_json: bool = JsonOption,
@@ -450,10 +554,12 @@ def events_send(
     )
 
 
-@executions_app.command("cancel")
+@executions_command("cancel")
 def executions_cancel(
-    execution_id: str,
-    reason: Annotated[str, typer.Option("--reason")] = "cancelled from the command line",
+    execution_id: Annotated[str, ExecutionIdArgument],
+    reason: Annotated[
+        str, typer.Option("--reason", metavar="TEXT", help="Why; stored with the cancel.")
+    ] = "cancelled from the command line",
     wait: float = WaitOption,
     as_json: bool = JsonOption,
 ) -> None:

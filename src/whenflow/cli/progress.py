@@ -3,6 +3,8 @@
 Task output (each attempt's log, as stored: masked and capped) is shown too:
 the last line of a running node in the table's detail column, every line
 (`HH:MM:SS node | line`) in plain mode.
+Both show the execution id from the start, and a node waiting for a decision
+shows the exact command that decides it, id included.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ProgressModel:
     """Node states as seen through the event stream."""
 
     node_ids: list[str]
+    execution_id: str = ""
     rows: dict[str, _Row] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
@@ -94,7 +97,7 @@ class ProgressModel:
             )
             suffix = f": {row.detail}" if row.detail else ""
             if name == "waiting":
-                suffix += f" (decide with `whenflow approve|reject {event.execution_id} {source}`)"
+                suffix += f"; decide with {decide_command(event.execution_id, source)}"
             return f"{source} {name}{attempt}{suffix}"
         if name in ("item_completed", "item_failed"):
             row.items_done += 1
@@ -114,7 +117,8 @@ class ProgressModel:
         counts: dict[str, int] = {}
         for row in self.rows.values():
             counts[row.state] = counts.get(row.state, 0) + 1
-        summary = Text(f"{time.monotonic() - self.started:6.1f}s  ")
+        summary = Text(f"execution {self.execution_id}  " if self.execution_id else "")
+        summary.append(f"{time.monotonic() - self.started:6.1f}s  ")
         for state, count in sorted(counts.items()):
             summary.append(f"{state} {count}  ", style=_STYLE.get(state, ""))
         table = Table(show_edge=False, pad_edge=False, box=None)
@@ -138,20 +142,37 @@ class ProgressModel:
                 elapsed,
                 detail[:80],
             )
-        return Group(summary, table)
+        waiting = [n for n, row in self.rows.items() if row.state == "waiting"]
+        decide = [
+            Text(f"{node_id} waits for a decision: {decide_command(self.execution_id, node_id)}")
+            for node_id in waiting[:MAX_ROWS]
+        ]
+        return Group(summary, table, *decide)
+
+
+def decide_command(execution_id: str, node_id: str) -> str:
+    """The commands that approve or reject a waiting node, ready to paste."""
+    approve = f"whenflow approve {execution_id} {node_id}"
+    return f"`{approve}` or `whenflow reject {execution_id} {node_id}`"
 
 
 class Progress:
     """Chooses live table or plain lines; use as a context manager around the run."""
 
     def __init__(
-        self, node_ids: list[str], *, enabled: bool = True, stream: TextIO | None = None
+        self,
+        node_ids: list[str],
+        *,
+        execution_id: str = "",
+        enabled: bool = True,
+        stream: TextIO | None = None,
     ) -> None:
-        self.model = ProgressModel(node_ids)
+        self.model = ProgressModel(node_ids, execution_id)
         self.stream = stream or sys.stdout
         self.enabled = enabled
         self.console = Console(file=self.stream)
         self.live: Live | None = None
+        self._announced = False
 
     def __enter__(self) -> Progress:
         if self.enabled and self.console.is_terminal:
@@ -160,6 +181,13 @@ class Progress:
             )
             self.live.__enter__()
         return self
+
+    def _print(self, line: str, at: float | None = None) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(at))
+        try:
+            print(f"{stamp} {line}", file=self.stream, flush=True)
+        except OSError:  # the reader went away (`| head`): progress stops, the run goes on
+            self.enabled = False
 
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
@@ -175,5 +203,8 @@ class Progress:
     def on_event(self, event: Event) -> None:
         line = self.model.apply(event)
         if self.enabled and self.live is None and line:
-            stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
-            print(f"{stamp} {line}", file=self.stream, flush=True)
+            if not self._announced and self.model.execution_id:
+                # Printed with the first event: once the execution exists.
+                self._print(f"execution {self.model.execution_id}", event.timestamp)
+            self._announced = True
+            self._print(line, event.timestamp)

@@ -16,8 +16,10 @@ WhenflowError
 ├── RequestRefused           a request cannot apply to the execution as it is now
 │   └── ExecutionOwned       another live process owns the execution
 ├── ExecutionNotFound        no execution with that id in the store
+├── AmbiguousExecutionId     an id prefix names several executions
 └── StoreError               the state store cannot be used
-    └── OwnershipLost        another process took over an execution this one ran
+    ├── OwnershipLost        another process took over an execution this one ran
+    └── StoreSettingsError   a store setting is invalid or unreachable (exit 2)
 """
 
 from __future__ import annotations
@@ -245,6 +247,18 @@ class ExecutionNotFound(WhenflowError):
         self.execution_id = execution_id
 
 
+class AmbiguousExecutionId(WhenflowError):
+    """An id prefix names several executions; give more of the id."""
+
+    def __init__(self, prefix: str, candidates: Sequence[str], more: bool = False) -> None:
+        listed = ", ".join(candidates) + (", ..." if more else "")
+        super().__init__(
+            f"execution id prefix {prefix!r} is ambiguous: it names {listed}; give more of the id"
+        )
+        self.prefix = prefix
+        self.candidates = tuple(candidates)
+
+
 class StoreError(WhenflowError):
     """The state store cannot be opened or written; check WHENFLOW_HOME / the database URL."""
 
@@ -254,4 +268,11 @@ class OwnershipLost(StoreError):
 
     This process stops writing (its commits are fenced by the lease); the
     execution goes on in the process that took it over.
+    """
+
+
+class StoreSettingsError(StoreError):
+    """A store setting (database URL, artifacts URL, home folder) is invalid or unreachable.
+
+    The message names the setting and what to change; the CLI exits 2.
     """

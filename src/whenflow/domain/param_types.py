@@ -42,12 +42,17 @@ def fits(value: Any, declared: str) -> bool:
 
 
 def coerce_input(name: str, raw: Any, spec: ParamSpec) -> Any:
-    """Turn a raw input (often a string from `-i k=v`) into the declared type.
+    """Turn a raw input (text from `-i k=v`, any value from a file) into the declared type.
 
+    One rule for every source: text is parsed into a number, boolean, object
+    or array input; a number or boolean given to a `string` input becomes its
+    text (`456` → `"456"`, `true` → `"true"`), as `-i` would have given it.
     Raises InputError saying which type was expected.
     """
     if fits(raw, spec.type):
         return raw
+    if spec.type == "string" and isinstance(raw, bool | int | float):
+        return json.dumps(raw) if isinstance(raw, bool) else str(raw)
     if isinstance(raw, str):
         text = raw.strip()
         try:

@@ -172,6 +172,8 @@ async def run_attempt(
     child = rt.program.child
     deadline: asyncio.Timeout | None = None
     try:
+        if read_files := state.pool.file_refs(rt.program.reads):
+            await asyncio.to_thread(state.pool.verify_files, read_files)
         if child is not None:
             work = run_child(state, child, request, ctx, adopt_child)
         else:

@@ -72,6 +72,10 @@ class ArtifactStore(Protocol):
         """A local filesystem path holding the artifact (a directory for `directory`)."""
         ...
 
+    def verify(self, ref: ArtifactRef) -> None:
+        """Raise (naming the artifact) if its bytes no longer match the reference's sha256."""
+        ...
+
 
 class SecretStore(Protocol):
     """Where `{{ secret('NAME') }}` reads from (environment variables, later a vault)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 from collections import ChainMap
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,8 @@ class VariablePool:
         self.outputs: dict[str, dict[str, Any]] = {n: {} for n in node_ids}
         # Outputs kept in the artifact store: results show the reference, not the bytes.
         self.artifact_refs: dict[tuple[str, str], ArtifactRef] = {}
+        # A node's file and directory outputs, which a reader verifies before it starts.
+        self._file_refs: dict[str, list[ArtifactRef]] = {}
         self.context: dict[str, Any] = {
             "pipeline": Namespace(
                 "pipeline",
@@ -172,7 +174,7 @@ class VariablePool:
                     ref = self.artifacts.put_value(f"{key_prefix}/{name}", self.conceal(value))
             visible[name] = value
             if ref is not None and remember_refs:
-                self.artifact_refs[(node_id, name)] = ref
+                self._remember(node_id, name, ref)
             stored = None if ref is not None else value
             variables.append(
                 Variable(
@@ -185,6 +187,23 @@ class VariablePool:
                 )
             )
         return visible, variables
+
+    def _remember(self, node_id: str, name: str, ref: ArtifactRef) -> None:
+        self.artifact_refs[(node_id, name)] = ref
+        if ref.kind != "value":
+            self._file_refs.setdefault(node_id, []).append(ref)
+
+    def file_refs(self, node_ids: Iterable[str]) -> list[ArtifactRef]:
+        """The file and directory artifacts the given nodes wrote (none: no work)."""
+        if not self._file_refs:
+            return []
+        return [ref for n in node_ids for ref in self._file_refs.get(n, ())]
+
+    def verify_files(self, refs: Sequence[ArtifactRef]) -> None:
+        """Check each artifact against its sha256 (blocking I/O: call it from a thread)."""
+        if self.artifacts is not None:
+            for ref in refs:
+                self.artifacts.verify(ref)
 
     def result_outputs(self, node_id: str) -> dict[str, Any]:
         """A node's outputs as results show them: artifacts as their reference."""
@@ -227,7 +246,7 @@ class VariablePool:
         for var in variables:
             value = var.value
             if var.artifact is not None:
-                self.artifact_refs[(var.scope, var.name)] = var.artifact
+                self._remember(var.scope, var.name, var.artifact)
             if var.artifact is not None and self.artifacts is not None:
                 if var.artifact.kind == "value":
                     value = self.artifacts.load_value(var.artifact)

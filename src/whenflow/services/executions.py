@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.durations import parse_duration
-from whenflow.domain.errors import RequestRefused, WhenflowError
+from whenflow.domain.errors import RequestRefused, StoreSettingsError, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import LogAppended, MessageKind
 from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.domain.variables import ArtifactRef, Variable
 from whenflow.dsl.listeners import external_names, listens_for
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
+from whenflow.engine.variable_pool import ARTIFACT_MARKER
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
 from whenflow.storage import inbox, queries
@@ -41,8 +44,11 @@ EventListener = Callable[[Event], None]
 LogListener = Callable[[LogAppended], None]
 
 
-class InvalidSetting(WhenflowError):
+class InvalidSetting(StoreSettingsError):
     """A `WHENFLOW_*` setting cannot be read; the message names it and the form it takes."""
+
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +143,7 @@ class ExecutionService:
         task type can be resumed by whoever could run it.
         """
         settings = settings or Settings.from_env()
+        artifacts = FsspecArtifactStore(settings.artifacts_url)  # a bad URL fails first
         engine = make_engine(settings.database_url)
         own_runner = default_runner() if runner is None else None
         task_runner: TaskRunner = runner or own_runner or default_runner()
@@ -148,7 +155,6 @@ class ExecutionService:
         try:
             await upgrade(engine)
             async with store:
-                artifacts = FsspecArtifactStore(settings.artifacts_url)
                 yield cls(store, artifacts, task_runner, settings)
         finally:
             await engine.dispose()
@@ -182,7 +188,7 @@ class ExecutionService:
             on_log=on_log,
             task_log_limit=self._log_limit,
         )
-        return await orchestrator.run()
+        return await self._collect_garbage(await orchestrator.run())
 
     async def resume(
         self,
@@ -221,7 +227,44 @@ class ExecutionService:
             on_log=on_log,
             task_log_limit=self._log_limit,
         )
-        return await orchestrator.resume(snapshot)
+        return await self._collect_garbage(await orchestrator.resume(snapshot))
+
+    async def _collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
+        """Delete the artifacts an ended execution wrote but does not reference.
+
+        They belong to attempts that failed, timed out or were lost; the
+        completed attempts' artifacts are what the variables reference. A
+        failure here is logged, never the execution's outcome.
+        """
+        execution_id = result.execution_id
+        if not result.status.is_terminal:
+            return result
+        engine = self._store.engine
+        try:
+            # The execution and its sub-pipelines' executions: a parent's outputs may
+            # reference a child's artifacts, so the references of all of them are kept.
+            family, level = [execution_id], [execution_id]
+            while level:
+                level = [c for parent in level for c in await queries.get_child_ids(engine, parent)]
+                family.extend(level)
+            stored = [
+                member
+                for member in family
+                if await asyncio.to_thread(self._artifacts.has_artifacts, member)
+                and (
+                    member == execution_id or (await queries.get_status(engine, member)).is_terminal
+                )
+            ]
+            if not stored:
+                return result
+            keep: list[ArtifactRef] = []
+            for member in family:
+                keep.extend(referenced_artifacts(await queries.get_variables(engine, member)))
+            for member in stored:
+                await asyncio.to_thread(self._artifacts.collect_garbage, member, keep)
+        except (OSError, WhenflowError):
+            _log.warning("could not delete the unused artifacts of %s", execution_id, exc_info=True)
+        return result
 
     async def send(
         self,
@@ -257,6 +300,7 @@ class ExecutionService:
         if kind is MessageKind.APPROVE or kind is MessageKind.REJECT:
             rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
             row = rows.get(target)
+            await _check_decision_target(engine, execution_id, target)
             if row is None or row.state is not NodeState.WAITING:
                 now = "has not started" if row is None else f"is {row.state}"
                 raise RequestRefused(
@@ -302,6 +346,15 @@ class ExecutionService:
             f"no trigger of execution {execution_id} waits for external.{name} ({listened}); "
             "check the name, or pass --force to publish it anyway"
         )
+
+    async def resolve_id(self, id_or_prefix: str) -> str:
+        """The full id of the execution a unique id prefix names (as git does).
+
+        Raises:
+            ExecutionNotFound: no execution id starts with it.
+            AmbiguousExecutionId: several do; the error lists them.
+        """
+        return await queries.resolve_execution_id(self._store.engine, id_or_prefix)
 
     async def show(self, execution_id: str) -> ExecutionResult:
         return ExecutionResult.from_snapshot(await self._store.load_execution(execution_id))
@@ -367,6 +420,60 @@ class ExecutionService:
         snapshot = await self._store.load_execution(execution_id)
         program = load_stored_program(snapshot.definition_text, snapshot.definition_path)
         return explain_node(program, snapshot, node_id, artifacts=self._artifacts)
+
+
+def referenced_artifacts(variables: Iterable[Variable]) -> Iterator[ArtifactRef]:
+    """Every artifact reference the variables hold (forEach items nest theirs in values)."""
+    for variable in variables:
+        if variable.artifact is not None:
+            yield variable.artifact
+        yield from _nested_refs(variable.value)
+
+
+def _nested_refs(value: Any) -> Iterator[ArtifactRef]:
+    if isinstance(value, dict):
+        marked = value.get(ARTIFACT_MARKER) if len(value) == 1 else None
+        if isinstance(marked, dict):
+            ref = _as_ref(marked)
+            if ref is not None:
+                yield ref
+            return
+        for item in value.values():
+            yield from _nested_refs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _nested_refs(item)
+
+
+def _as_ref(data: Mapping[str, Any]) -> ArtifactRef | None:
+    try:
+        return ArtifactRef.from_json(data)
+    except (KeyError, TypeError, ValueError):
+        return None  # task data shaped like a marker, not a reference
+
+
+async def _check_decision_target(engine: AsyncEngine, execution_id: str, target: str) -> None:
+    """Refuse a decision for a node that is not an approval node of the pipeline.
+
+    The refusal names the pipeline's approval nodes, so a typo is easy to fix.
+    """
+    from whenflow.domain.errors import DefinitionError
+    from whenflow.dsl.approval import APPROVAL_TASK_TYPE
+    from whenflow.dsl.parse import parse_pipeline_text
+
+    text, path = await queries.get_definition(engine, execution_id)
+    try:
+        definition = parse_pipeline_text(text, path or "<stored>").definition
+    except DefinitionError:
+        return  # the stored text no longer parses here; the generic refusal follows
+    approvals = [n.id for n in definition.nodes if n.task.type == APPROVAL_TASK_TYPE]
+    if target in approvals:
+        return
+    listed = ", ".join(approvals) if approvals else "none"
+    problem = "is not an approval node" if target in definition.node_ids else "does not exist"
+    raise RequestRefused(
+        f"node {target!r} {problem} in pipeline {definition.name}; its approval nodes: {listed}"
+    )
 
 
 async def _refuse_leftovers(

@@ -73,7 +73,7 @@ class VariableView:
     def display(self) -> str:
         if self.artifact is not None:
             return f"<artifact {self.artifact['uri']} {self.artifact['size']} bytes>"
-        text = json.dumps(self.value, default=str)
+        text = json.dumps(self.value, default=str, ensure_ascii=False)
         return text if len(text) <= MAX_DISPLAY else text[: MAX_DISPLAY - 1] + "…"
 
     def to_json(self) -> dict[str, Any]:

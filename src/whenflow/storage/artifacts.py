@@ -16,6 +16,19 @@ A directory is stored as one `.tar.gz` archive (`kind: directory`); its
 extraction filter: no absolute paths, no `..`, no links leading outside,
 no device files.
 
+On a local root the store is private to its user, whatever the umask:
+folders it creates are 0700 and artifact files 0600 (a task's 0640 file does
+not become world-readable by being stored).
+
+Integrity: every reference carries the sha256 of the bytes. `load_value`
+checks it on every read and `verify` on request (the engine verifies the
+files a node reads before the node starts); a remote artifact is checked
+when it is downloaded into the cache. A mismatch raises
+`ArtifactIntegrityError`, naming the artifact.
+
+`collect_garbage` deletes what an execution wrote that no reference it kept
+names: the artifacts of attempts that failed or were lost.
+
 The methods do blocking I/O. The engine copies files and directories from a
 worker thread; values over the offload threshold are written from its loop.
 """
@@ -38,13 +51,34 @@ from typing import Any, BinaryIO
 
 import fsspec
 
-from whenflow.domain.errors import WhenflowError
+from whenflow.domain.errors import StoreSettingsError, WhenflowError
 from whenflow.domain.variables import ArtifactRef
 
 _CHUNK = 1 << 20
 JSON_CONTENT_TYPE = "application/json"
 DIRECTORY_KIND = "directory"
 ARCHIVE_SUFFIX = ".tar.gz"
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+ARTIFACTS_URL_HELP = (
+    "set WHENFLOW_ARTIFACTS_URL to a local folder or an fsspec URL such as "
+    "s3://bucket/prefix (with its package installed), or unset it"
+)
+
+
+class ArtifactIntegrityError(WhenflowError):
+    """An artifact's bytes no longer match the sha256 of its reference: it was modified.
+
+    Whatever read it fails; rerun the node that produced it (or restore the file).
+    """
+
+    def __init__(self, ref: ArtifactRef, actual: str) -> None:
+        super().__init__(
+            f"artifact {ref.uri} was modified after it was stored: its sha256 is "
+            f"{actual[:12]}..., its reference says {ref.sha256[:12]}...; rerun the node "
+            "that produced it"
+        )
+        self.uri = ref.uri
 
 
 class ArtifactPathError(WhenflowError):
@@ -90,12 +124,24 @@ class FsspecArtifactStore:
             from whenflow.storage.database import whenflow_home
 
             root_url = str(whenflow_home() / "artifacts")
-        fs, root = fsspec.core.url_to_fs(root_url)
+        try:
+            fs, root = fsspec.core.url_to_fs(root_url)
+        except (ValueError, ImportError) as exc:
+            scheme = root_url.partition("://")[0] if "://" in root_url else root_url
+            raise StoreSettingsError(
+                f"cannot use the artifacts URL (scheme {scheme!r}): {exc}; {ARTIFACTS_URL_HELP}"
+            ) from None
         self._fs: Any = fs
         self._local = "file" in _protocols(fs)
         if self._local:
             root = os.path.realpath(root)
-            os.makedirs(root, exist_ok=True)
+            try:
+                _private_dirs(root)
+            except OSError as exc:
+                raise StoreSettingsError(
+                    f"cannot create the artifact folder {root!r}: {exc.strerror or exc}; "
+                    f"{ARTIFACTS_URL_HELP}"
+                ) from exc
         self._root: str = root.rstrip("/") or "/"
         self._cache_dir = cache_dir
 
@@ -162,9 +208,55 @@ class FsspecArtifactStore:
         )
 
     def load_value(self, ref: ArtifactRef) -> Any:
-        """The JSON value behind a `value` reference."""
+        """The JSON value behind a `value` reference; raises ArtifactIntegrityError."""
         with self._fs.open(self._path_of(ref), "rb") as handle:
-            return json.load(handle)
+            data = handle.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != ref.sha256:
+            raise ArtifactIntegrityError(ref, actual)
+        return json.loads(data)
+
+    def verify(self, ref: ArtifactRef) -> None:
+        """Check that the stored bytes still match the reference's sha256.
+
+        Raises ArtifactIntegrityError (modified), or OSError (missing).
+        """
+        path = self._path_of(ref)
+        if self._local:
+            actual = _sha256_file(Path(path))
+        else:
+            with self._fs.open(path, "rb") as handle:
+                actual = _sha256_stream(handle)
+        if actual != ref.sha256:
+            raise ArtifactIntegrityError(ref, actual)
+
+    def has_artifacts(self, execution_id: str) -> bool:
+        """Whether anything is stored under the execution's prefix."""
+        return bool(self._fs.exists(posixpath.join(self._root, canonical_key(execution_id))))
+
+    def collect_garbage(self, execution_id: str, keep: Iterable[ArtifactRef]) -> list[str]:
+        """Delete the artifacts of `execution_id` that no reference in `keep` names.
+
+        Call it once the execution has ended: what is left then was written by
+        attempts that failed, timed out or were lost. Returns the deleted URIs.
+        """
+        prefix = posixpath.join(self._root, canonical_key(execution_id))
+        if not self._fs.exists(prefix):
+            return []
+        kept = set()
+        for ref in keep:
+            try:
+                kept.add(self._path_of(ref))
+            except ArtifactPathError:
+                continue  # another root's reference (e.g. a child execution's)
+        deleted: list[str] = []
+        for path in sorted(self._fs.find(prefix)):
+            if path not in kept:
+                self._fs.rm_file(path)
+                deleted.append(self._uri(path))
+        if self._local:
+            _remove_empty_dirs(prefix)
+        return deleted
 
     def local_path(self, ref: ArtifactRef) -> str:
         """A local path with the artifact's bytes: the file itself on a local root,
@@ -179,9 +271,10 @@ class FsspecArtifactStore:
         if target.is_dir():
             return str(target)
         archive = self._local_file(replace(ref, filename=(ref.filename or "d") + ARCHIVE_SUFFIX))
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _private_dirs(str(target.parent))
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-        partial.mkdir()  # an empty directory's archive creates nothing
+        partial.mkdir(mode=PRIVATE_DIR_MODE)  # an empty directory's archive creates nothing
+        os.chmod(partial, PRIVATE_DIR_MODE)
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(partial, filter="data")
@@ -208,12 +301,14 @@ class FsspecArtifactStore:
         cached = self._cache() / _digest(ref) / _component(ref.filename or "artifact")
         if cached.is_file() and _sha256_file(cached) == ref.sha256:
             return str(cached)
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        _private_dirs(str(cached.parent))
         partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex}.part")
         self._fs.get_file(path, str(partial))
-        if _sha256_file(partial) != ref.sha256:
+        os.chmod(partial, PRIVATE_FILE_MODE)
+        actual = _sha256_file(partial)
+        if actual != ref.sha256:
             partial.unlink()
-            raise WhenflowError(f"artifact {ref.uri} does not match its sha256; it was modified")
+            raise ArtifactIntegrityError(ref, actual)
         os.replace(partial, cached)
         return str(cached)
 
@@ -243,16 +338,19 @@ class FsspecArtifactStore:
 
     def _write(self, path: str, chunks: Iterable[bytes]) -> None:
         parent = posixpath.dirname(path)
-        self._fs.makedirs(parent, exist_ok=True)
         if not self._local:
+            self._fs.makedirs(parent, exist_ok=True)
             with self._fs.open(path, "wb") as out:
                 _copy(chunks, out)
             return
+        _private_dirs(parent)
         # Local: write a sibling temp file, then rename, so readers never see half a file.
         self._check_local(path, parent + "/x")
         partial = f"{path}.{uuid.uuid4().hex}.part"
         try:
-            with open(partial, "xb") as out:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), PRIVATE_FILE_MODE)  # whatever the umask
                 _copy(chunks, out)
             os.replace(partial, path)
         except BaseException:
@@ -288,14 +386,44 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 
 
 def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+        return _sha256_stream(handle)
+
+
+def _sha256_stream(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def _private_dirs(path: str) -> None:
+    """Create the local folder `path` and its missing parents as 0700, whatever the umask."""
+    missing: list[str] = []
+    folder = path
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    os.makedirs(path, mode=PRIVATE_DIR_MODE, exist_ok=True)
+    for created in missing:
+        os.chmod(created, PRIVATE_DIR_MODE)
+
+
+def _remove_empty_dirs(top: str) -> None:
+    """Remove the empty folders under `top` (and `top` itself if it ends up empty)."""
+    for folder, _dirs, _files in os.walk(top, topdown=False):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            continue  # not empty
 
 
 def _default_cache_dir() -> Path:
     from whenflow.storage.database import whenflow_home
 
-    return whenflow_home() / "cache" / "artifacts"
+    cache = whenflow_home() / "cache" / "artifacts"
+    _private_dirs(str(cache))
+    return cache

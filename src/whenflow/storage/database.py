@@ -6,21 +6,30 @@ SQLite in WAL mode under `$WHENFLOW_HOME` is the embedded default; any
 `upgrade()` is called on every `whenflow run`, so it has a fast path: it reads
 `alembic_version` and returns without importing Alembic when the database is
 already at `HEAD_REVISION` (a test keeps that constant equal to the scripts).
+
+`$WHENFLOW_HOME` is private to its user: the folders whenflow creates there
+are 0700 and the SQLite database it creates is 0600 (SQLite gives its `-wal`
+and `-shm` files the database file's mode), whatever the umask.
+
+A setting that cannot work (an unparseable or unsupported URL, a database
+that cannot be reached) raises `StoreSettingsError`, naming what to change.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from whenflow.domain.errors import StoreError
+from whenflow.domain.errors import StoreError, StoreSettingsError
 
 # The newest revision in migrations/versions; bump it with every new migration.
 HEAD_REVISION = "0003"
@@ -30,14 +39,53 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # How long a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
+# How long opening a PostgreSQL connection may take before the URL is reported unreachable.
+CONNECT_TIMEOUT_S = 10
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+DATABASE_URL_HELP = (
+    "set WHENFLOW_DATABASE_URL to sqlite+aiosqlite:///PATH "
+    "or postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB, or unset it"
+)
+
+
+def make_private_dirs(path: Path) -> None:
+    """Create `path` and its missing parents as 0700 folders, whatever the umask."""
+    missing: list[Path] = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for folder in missing:
+        os.chmod(folder, PRIVATE_DIR_MODE)
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty 0600 file at `path` unless it exists (its parents 0700 if missing)."""
+    make_private_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
 
 def whenflow_home() -> Path:
-    """`$WHENFLOW_HOME` (default `~/.whenflow`), created if missing."""
+    """`$WHENFLOW_HOME` (default `~/.whenflow`), created (0700) if missing."""
     home = Path(os.environ.get("WHENFLOW_HOME") or Path.home() / ".whenflow").expanduser()
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(home)
     except OSError as exc:
-        raise StoreError(f"cannot create WHENFLOW_HOME {str(home)!r}: {exc}") from exc
+        raise StoreSettingsError(
+            f"cannot create WHENFLOW_HOME {str(home)!r}: {exc.strerror or exc}; "
+            "point WHENFLOW_HOME at a folder you can write"
+        ) from exc
     return home
 
 
@@ -53,18 +101,53 @@ def make_engine(url: str | None = None, **engine_kwargs: Any) -> AsyncEngine:
     `synchronous=NORMAL` (durable at checkpoints, safe against corruption),
     foreign keys and a busy timeout, set on every new connection.
     """
-    target = make_url(url or default_database_url())
+    try:
+        target = make_url(url or default_database_url())
+    except ArgumentError:
+        # The text is not echoed: it may hold a password.
+        raise StoreSettingsError(
+            f"the database URL is not a URL whenflow can parse; {DATABASE_URL_HELP}"
+        ) from None
     backend = target.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
-        raise StoreError(
-            f"unsupported database URL {target!r}; use sqlite+aiosqlite:// or postgresql+asyncpg://"
+        raise StoreSettingsError(
+            f"unsupported database URL {target!r} (a {backend} database); {DATABASE_URL_HELP}"
         )
     if backend == "postgresql":
         engine_kwargs.setdefault("pool_pre_ping", True)
-    engine = create_async_engine(target, **engine_kwargs)
+        if target.get_driver_name() == "asyncpg":
+            engine_kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT_S})
+    else:
+        _create_sqlite_file(target.database)
+    try:
+        engine = create_async_engine(target, **engine_kwargs)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise StoreSettingsError(
+            f"cannot use the database URL {target!r}: {exc}; it needs an asyncio driver: "
+            f"{DATABASE_URL_HELP}"
+        ) from None
     if backend == "sqlite":
         event.listen(engine.sync_engine, "connect", configure_sqlite)
     return engine
+
+
+def _create_sqlite_file(database: str | None) -> None:
+    """Create a new SQLite database file as 0600 before SQLite creates it umask-wide."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database).expanduser()
+    if not path.parent.is_dir():
+        raise StoreSettingsError(
+            f"the folder of the database file {database!r} does not exist; create it, or "
+            f"{DATABASE_URL_HELP}"
+        )
+    try:
+        create_private_file(path)
+    except OSError as exc:
+        raise StoreSettingsError(
+            f"cannot create the database file {database!r}: {exc.strerror or exc}; "
+            f"{DATABASE_URL_HELP}"
+        ) from exc
 
 
 def configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -100,7 +183,7 @@ async def upgrade(target: str | AsyncEngine | None = None) -> bool:
     """
     engine = target if isinstance(target, AsyncEngine) else make_engine(target)
     try:
-        async with engine.connect() as connection:
+        async with _first_connection(engine) as connection:
             if await current_revision(connection) == HEAD_REVISION:
                 return False
         async with engine.begin() as connection:
@@ -111,6 +194,28 @@ async def upgrade(target: str | AsyncEngine | None = None) -> bool:
     finally:
         if engine is not target:
             await engine.dispose()
+
+
+@asynccontextmanager
+async def _first_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection, or StoreSettingsError saying the database cannot be reached.
+
+    Drivers raise their own exception trees when a connection cannot be made
+    (an OSError for a refused port, asyncpg's for a wrong password or an
+    unknown database), so every failure to connect is caught here.
+    """
+    try:
+        connection = await engine.connect()
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreSettingsError(
+            f"cannot connect to the database {engine.url!r}: {reason}; check that it is "
+            f"running and reachable, or {DATABASE_URL_HELP}"
+        ) from exc
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from whenflow.domain.errors import ExecutionNotFound
+from whenflow.domain.errors import AmbiguousExecutionId, ExecutionNotFound
 from whenflow.domain.events import Event
 from whenflow.domain.records import AttemptRecorded, ExecutionSnapshot, NodeUpdated
 from whenflow.domain.states import ExecutionStatus, NodeState
@@ -105,6 +105,40 @@ async def list_executions(
     ]
 
 
+# How many candidates an ambiguous prefix lists.
+MAX_CANDIDATES = 10
+
+
+async def resolve_execution_id(bind: Bind, id_or_prefix: str) -> str:
+    """The full id of the one execution whose id is, or starts with, `id_or_prefix`.
+
+    As git does with commit ids: any unique prefix names an execution.
+    Raises ExecutionNotFound (none) or AmbiguousExecutionId (several).
+    """
+    ex = tables.executions
+    prefix = id_or_prefix.strip()
+    if not prefix:
+        raise ExecutionNotFound(id_or_prefix)
+    async with connected(bind) as connection:
+        exact = await connection.scalar(sa.select(ex.c.id).where(ex.c.id == prefix))
+        if exact is not None:
+            return str(exact)
+        query = (
+            sa.select(ex.c.id)
+            .where(ex.c.id.startswith(prefix, autoescape=True))
+            .order_by(ex.c.id)
+            .limit(MAX_CANDIDATES + 1)
+        )
+        found = [str(r.id) for r in await connection.execute(query)]
+    # SQLite's LIKE ignores case; an id prefix does not.
+    found = [i for i in found if i.startswith(prefix)]
+    if not found:
+        raise ExecutionNotFound(id_or_prefix)
+    if len(found) > 1:
+        raise AmbiguousExecutionId(prefix, found[:MAX_CANDIDATES], len(found) > MAX_CANDIDATES)
+    return found[0]
+
+
 async def get_status(bind: Bind, execution_id: str) -> ExecutionStatus:
     """The status of one execution, without its history; raises ExecutionNotFound."""
     ex = tables.executions
@@ -113,6 +147,25 @@ async def get_status(bind: Bind, execution_id: str) -> ExecutionStatus:
     if found is None:
         raise ExecutionNotFound(execution_id)
     return ExecutionStatus(found)
+
+
+async def get_child_ids(bind: Bind, execution_id: str) -> list[str]:
+    """The ids of the executions `execution_id` started as sub-pipelines (one level)."""
+    ex = tables.executions
+    query = sa.select(ex.c.id).where(ex.c.parent_execution_id == execution_id).order_by(ex.c.id)
+    async with connected(bind) as connection:
+        return [str(r.id) for r in await connection.execute(query)]
+
+
+async def get_definition(bind: Bind, execution_id: str) -> tuple[str, str | None]:
+    """The definition text an execution runs and the file it came from; raises ExecutionNotFound."""
+    ex = tables.executions
+    query = sa.select(ex.c.definition_text, ex.c.definition_path).where(ex.c.id == execution_id)
+    async with connected(bind) as connection:
+        row = (await connection.execute(query)).first()
+    if row is None:
+        raise ExecutionNotFound(execution_id)
+    return str(row.definition_text), row.definition_path
 
 
 async def get_execution(bind: Bind, execution_id: str) -> ExecutionSnapshot:
