@@ -13,7 +13,7 @@ def test_explain_a_skipped_and_a_started_branch_of_the_example(tmp_path: Path) -
     seqs = {event_type: seq for seq, event_type in db_events(tmp_path, execution_id)}
 
     skipped = run_json(tmp_path, "explain", execution_id, "manual_review")
-    started = run_json(tmp_path, "explain", execution_id, "auto_approve")
+    started = run_json(tmp_path, "explain", execution_id[:8], "auto_approve")
 
     assert skipped["state"] == "skipped"
     assert skipped["startWhen"]["atSeq"] == seqs["manual_review.skipped"]

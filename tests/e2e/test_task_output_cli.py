@@ -83,7 +83,11 @@ def test_run_json_prints_one_document_while_tasks_print(tmp_path: Path) -> None:
     assert "talk#1 [stderr] INFO:taskfuncs.unruly:logging: hello" in logs
     assert "talk#1 [log] ctx.log: hello" in logs
     assert "talk_async#1 [stdout] async there" in logs
-    assert "talk_async#1 [stderr] async logged: there" in logs
+    # The formatter depends on whether `talk` ran its basicConfig first: both run at once.
+    assert any(
+        line.startswith("talk_async#1 [stderr] ") and line.endswith("async logged: there")
+        for line in logs
+    ), logs
 
 
 def test_plain_run_shows_task_output_in_progress(tmp_path: Path) -> None:

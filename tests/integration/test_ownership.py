@@ -287,7 +287,12 @@ async def test_an_execution_of_a_custom_executor_resumes_with_the_runner_that_ra
         await executor.started.wait()
         await first.store.flush()
         running.cancel()  # the process stops (as on Ctrl-C): the execution stays running
-        attempts = [t for t in asyncio.all_tasks() if t.get_name().startswith("whenflow:work")]
+        # A crash stops the attempt and the inbox reader too (its read would outlive the engine).
+        attempts = [
+            t
+            for t in asyncio.all_tasks()
+            if t.get_name().startswith(("whenflow:work", "whenflow-inbox:"))
+        ]
         for task in attempts:
             task.cancel()
         await asyncio.gather(running, *attempts, return_exceptions=True)
@@ -324,7 +329,12 @@ async def test_an_execution_of_an_inline_runner_resumes_with_it(db_url: str) -> 
         await started.wait()
         await first.store.flush()
         running.cancel()
-        attempts = [t for t in asyncio.all_tasks() if t.get_name().startswith("whenflow:work")]
+        # A crash stops the attempt and the inbox reader too (its read would outlive the engine).
+        attempts = [
+            t
+            for t in asyncio.all_tasks()
+            if t.get_name().startswith(("whenflow:work", "whenflow-inbox:"))
+        ]
         for task in attempts:
             task.cancel()
         await asyncio.gather(running, *attempts, return_exceptions=True)

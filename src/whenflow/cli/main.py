@@ -567,12 +567,13 @@ def executions_cancel(
     _send(execution_id, "cancel", "", {"reason": reason}, wait, as_json, "cancelled")
 
 
-@app.command()
+@command()
 def explain(execution_id: str, node: str, as_json: bool = JsonOption) -> None:
     """Why a node ran, was skipped or still waits: its triggers, leaf by leaf."""
+    execution_id = _resolve_id(execution_id)
     found = _query(lambda s: s.explain(execution_id, node))
     if as_json:
-        print(json.dumps(found.to_json(), ensure_ascii=False, default=str))
+        print_json(found.to_json())
         return
     from whenflow.cli.explain_view import render_explanation
 

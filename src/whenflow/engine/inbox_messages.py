@@ -102,5 +102,12 @@ async def poll_inbox(state: ExecutionState, interval: float) -> None:
     done = state.done
     assert done is not None
     while not done.done():
-        await read_inbox(state)
+        read = asyncio.ensure_future(read_inbox(state))
+        try:
+            await asyncio.shield(read)
+        except asyncio.CancelledError:
+            # A read cancelled while its driver opens a connection leaks that
+            # connection (asyncpg): let the read in flight finish, then stop.
+            await asyncio.gather(read, return_exceptions=True)
+            raise
         await asyncio.wait((done,), timeout=interval)
