@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from whenflow.domain.definitions import TaskDefinition
 from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, SourceLocation
 from whenflow.dsl.parse import ParsedPipeline, parse_pipeline_file, parse_pipeline_text
 from whenflow.dsl.program import (
@@ -138,9 +139,16 @@ def load_program_text(
     base_dir: Path | None = None,
     task_paths: Sequence[str | Path] = (),
     resolve_signature: SignatureResolver | None = None,
+    known_tasks: Mapping[str, TaskDefinition] | None = None,
 ) -> PipelineProgram:
+    """Parse and validate a pipeline given as text; see `parse_pipeline_text`."""
     parsed = parse_pipeline_text(
-        text, path, task_paths=task_paths, base_dir=base_dir, keep_going=True
+        text,
+        path,
+        task_paths=task_paths,
+        base_dir=base_dir,
+        keep_going=True,
+        known_tasks=known_tasks,
     )
     own = (base_dir / Path(path).name).resolve() if base_dir is not None else None
     return program_from_parsed(

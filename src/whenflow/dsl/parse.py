@@ -231,6 +231,7 @@ def parse_pipeline_text(
     task_paths: Sequence[str | Path] = (),
     base_dir: Path | None = None,
     keep_going: bool = False,
+    known_tasks: Mapping[str, TaskDefinition] | None = None,
 ) -> ParsedPipeline:
     """Parse a pipeline given as text; `base_dir` (if any) is searched for Task files.
 
@@ -239,11 +240,15 @@ def parse_pipeline_text(
     `ParsedPipeline.issues` instead of raised, so validation can report them
     with its own in one list.
 
+    `known_tasks` (keyed by `name@version`, e.g. the registry's published
+    tasks) resolve `task: {ref}` too; a Task in the text or its folders wins.
+
     Raises:
         DefinitionError / DefinitionErrors: located problems, all of them at once.
     """
     documents = load_yaml_documents(text, path)
     collector = _TaskCollector(skip=Path(path) if base_dir is not None else None)
+    collector.tasks.update(known_tasks or {})
     collector.add_documents(documents)
     if base_dir is not None:
         collector.add_directory(base_dir, recursive=False)

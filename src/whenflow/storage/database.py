@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from whenflow.domain.errors import StoreError, StoreSettingsError
 
 # The newest revision in migrations/versions; bump it with every new migration.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

@@ -181,3 +181,21 @@ execution_owners = sa.Table(
     sa.Column("heartbeat_at", Timestamp, nullable=False),
     sa.Column("expires_at", Timestamp, nullable=False),
 )
+
+# The registry (DESIGN.md §11): pushed pipelines and `kind: Task` definitions, one
+# row per (kind, name, version); a published row is never updated again.
+registry_versions = sa.Table(
+    "registry_versions",
+    metadata,
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("definition_text", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("published_at", Timestamp, nullable=True),
+    sa.PrimaryKeyConstraint("kind", "name", "version"),
+)
