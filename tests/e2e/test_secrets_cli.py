@@ -94,7 +94,12 @@ spec:
     - id: environ
       task: {type: python, callable: "taskfuncs.unruly:read_environment"}
     - id: shell_environ
-      task: {type: shell, script: 'env | grep -c WHENFLOW_SECRET_ || true'}
+      task:
+        type: shell
+        script: |
+          env | grep -c WHENFLOW_SECRET_ || true
+          tr '\\0' '\\n' < /proc/$PPID/environ | grep WHENFLOW_SECRET_ || true
+          tr '\\0' '\\n' < /proc/$PPID/environ | grep WHENFLOW_SECRET_ | grep -vc '=$' || true
     - id: full
       task: {type: python, callable: "taskfuncs.unruly:echo"}
       inputBindings: {value: "{{ secret('API_TOKEN') }}"}
@@ -109,6 +114,7 @@ spec:
       inputBindings: {value: "{{ secret('API_TOKEN')[1:] }}"}
   outputs:
     environ: "{{ environ.environment_secrets }}"
+    process_environ: "{{ environ.process_secrets }}"
     short: "{{ short.echo }}"
     pin: "{{ pin.echo }}"
     isolated: "{{ isolated.echo }}"
@@ -139,6 +145,7 @@ def test_python_tasks_cannot_leak_secrets_or_values_derived_from_them(
         result = json.loads(proc.stdout)
         assert result["outputs"] == {
             "environ": [],
+            "process_environ": [],
             "short": "echo ***",
             "pin": "echo ***",
             "isolated": "echo ***",
@@ -146,5 +153,6 @@ def test_python_tasks_cannot_leak_secrets_or_values_derived_from_them(
     else:
         assert "full | print: ***" in proc.stdout  # the progress shows the masked line
     logs = run_cli(tmp_path, "executions", "logs", _last_execution(tmp_path))
-    assert "shell_environ#1 [stdout] 0" in logs.stdout
+    # Neither os.environ nor /proc/<whenflow>/environ shows a value to the shell.
+    assert logs.stdout.count("shell_environ#1 [stdout] 0") == 2
     assert CANARY[:-1] not in logs.stdout

@@ -13,6 +13,7 @@ them. A variable set later (by a test, an embedding program) is taken when
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import threading
@@ -31,9 +32,30 @@ def take_from_environment(prefix: str = SECRET_ENV_PREFIX) -> None:
     """Move every `<prefix>*` variable from `os.environ` into the process's secret table."""
     with _taken_lock:
         for key in [k for k in os.environ if k.startswith(prefix)]:
+            _scrub_c_environment(key)
             value = os.environ.pop(key, None)
             if value is not None:
                 _taken[key] = value
+
+
+def _scrub_c_environment(key: str) -> None:
+    """Zero the variable's value where the C library keeps it.
+
+    `unsetenv` (what `os.environ.pop` calls) only unlinks the variable: the
+    text stays in the block the process started with, which
+    `/proc/<pid>/environ` shows to this process, its tasks and the user's
+    other processes. Overwriting it in place empties that view too.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        getenv = libc.getenv
+        getenv.restype = ctypes.c_void_p
+        getenv.argtypes = [ctypes.c_char_p]
+        address = getenv(os.fsencode(key))
+        if address:
+            ctypes.memset(address, 0, len(ctypes.string_at(address)))
+    except (OSError, AttributeError, TypeError, ValueError):
+        return  # no C library to reach: the variable is still removed from the environment
 
 
 class EnvSecretStore:
