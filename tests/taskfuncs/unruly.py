@@ -139,3 +139,12 @@ def flood_stderr(megabytes: int = 8) -> dict[str, Any]:
     for _ in range(megabytes * 1024):
         sys.stderr.write(chunk + "\n")
     return {}
+
+
+def write_around(text: str = "stray") -> dict[str, Any]:
+    """Write to stdout where no proxy can see it: the file descriptor, a context-less thread."""
+    os.write(1, f"fd {text}\n".encode())
+    thread = threading.Thread(target=print, args=(f"thread {text}",))
+    thread.start()
+    thread.join()
+    return {"wrote": text}
