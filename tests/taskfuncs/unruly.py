@@ -148,3 +148,8 @@ def write_around(text: str = "stray") -> dict[str, Any]:
     thread.start()
     thread.join()
     return {"wrote": text}
+
+
+def next_of_empty() -> dict[str, Any]:
+    """Raises StopIteration, which asyncio refuses to set on a future."""
+    return {"first": next(iter([]))}

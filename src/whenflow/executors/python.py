@@ -206,9 +206,11 @@ async def _call(
         if interrupted_by_user(exc):
             raise
         _log_traceback(ctx, exc)
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
             raise
-        raise task_raised(exc) from exc  # SystemExit and the like must not reach the loop
+        # SystemExit and the like must not reach the loop; a StopIteration leaving
+        # a coroutine would become a RuntimeError: both keep their own name.
+        raise task_raised(exc) from exc
 
 
 def _log_traceback(ctx: TaskContext, exc: BaseException | None) -> None:
