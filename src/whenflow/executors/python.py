@@ -13,6 +13,13 @@ Where the call runs:
   cancellation. Only JSON crosses that boundary; an exception in the child
   fails the attempt under the child's exception type name and message.
 
+What an in-process function prints (`print`, `sys.stdout`/`sys.stderr`,
+`logging` to them) goes to its attempt's log (`task_output`). What it raises
+fails the attempt under its own type name, its traceback (the task's frames)
+logged on `stderr`; a `SystemExit`, `KeyboardInterrupt` or other
+`BaseException`, and a `StopIteration`, are rebuilt as a `TaskRaised` of that
+name, since they must not reach the engine's loop.
+
 The function gets the inputs as keyword arguments and, if it has a parameter
 named `ctx`, the TaskContext. It returns a dict of outputs (None means none);
 `@whenflow.task` functions with a non-dict return annotation have their return
