@@ -48,6 +48,7 @@ def pipeline(home: Path, function: str, inputs: str = "{}", isolation: str = "")
         ("exit_process_async", "{code: 0}", "", "SystemExit"),
         ("raise_base_async", "{kind: KeyboardInterrupt}", "", "KeyboardInterrupt"),
         ("raise_base", "{kind: GeneratorExit}", "", "GeneratorExit"),
+        ("next_of_empty", "{}", "", "StopIteration"),
         ("exit_process", "{code: 0}", "process", "SystemExit"),
         ("hard_exit", "{}", "process", "ChildProcessDied"),
     ],

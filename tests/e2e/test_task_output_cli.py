@@ -30,6 +30,11 @@ spec:
       task: {type: python, callable: "taskfuncs.unruly:chatty_async"}
       inputBindings: {text: "there"}
 """
+AROUND = """
+    - id: around
+      task: {type: python, callable: "taskfuncs.unruly:write_around"}
+      inputBindings: {text: "stray"}
+"""
 
 FLOOD = """
 apiVersion: whenflow/v1
@@ -69,13 +74,17 @@ def logs_by_attempt(home: Path) -> dict[str, tuple[int, list[str]]]:
 
 
 def test_run_json_prints_one_document_while_tasks_print(tmp_path: Path) -> None:
-    path = write_pipeline(tmp_path, "chatty.yaml", CHATTY)
+    path = write_pipeline(tmp_path, "chatty.yaml", CHATTY.rstrip("\n") + AROUND)
     proc = run_cli(tmp_path, "run", path, "--json", env=TASKS_ENV)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)  # nothing but the document on stdout
     assert result["status"] == "completed"
     assert "hello" not in proc.stdout.replace('"echo hello"', "")
     assert "hello" not in proc.stderr
+    # What no proxy sees (the descriptor itself, a thread without the task's
+    # context) lands on stderr during a --json run, never in the document.
+    assert "fd stray" in proc.stderr
+    assert "thread stray" in proc.stderr
     execution_id = str(result.get("executionId") or result["execution_id"])
     logs = run_cli(tmp_path, "executions", "logs", execution_id).stdout.splitlines()
     assert "talk#1 [stdout] print: hello" in logs

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 _log = logging.getLogger(__name__)
@@ -99,9 +100,16 @@ def flood(megabytes: int = 8, line: int = 1000) -> dict[str, Any]:
 
 
 def read_environment(ctx: Any) -> dict[str, Any]:
+    """What of WHENFLOW_SECRET_* a task finds in os.environ and in /proc/self/environ."""
     secrets = {k: v for k, v in os.environ.items() if k.startswith("WHENFLOW_SECRET_")}
     print(f"environment secrets: {secrets}")
-    return {"environment_secrets": sorted(secrets)}
+    process: list[str] = []
+    proc = Path("/proc/self/environ")
+    if proc.exists():
+        entries = proc.read_bytes().decode("utf-8", "replace").split("\0")
+        process = [e for e in entries if e.startswith("WHENFLOW_SECRET_") and not e.endswith("=")]
+        print(f"process environment secrets: {process}")
+    return {"environment_secrets": sorted(secrets), "process_secrets": process}
 
 
 def echo(value: Any, ctx: Any) -> dict[str, Any]:
@@ -131,3 +139,17 @@ def flood_stderr(megabytes: int = 8) -> dict[str, Any]:
     for _ in range(megabytes * 1024):
         sys.stderr.write(chunk + "\n")
     return {}
+
+
+def write_around(text: str = "stray") -> dict[str, Any]:
+    """Write to stdout where no proxy can see it: the file descriptor, a context-less thread."""
+    os.write(1, f"fd {text}\n".encode())
+    thread = threading.Thread(target=print, args=(f"thread {text}",))
+    thread.start()
+    thread.join()
+    return {"wrote": text}
+
+
+def next_of_empty() -> dict[str, Any]:
+    """Raises StopIteration, which asyncio refuses to set on a future."""
+    return {"first": next(iter([]))}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
+import pytest
 from engine_harness import make
 
 from whenflow.domain.records import VariableWritten
@@ -113,3 +116,93 @@ async def test_multi_line_numeric_and_offloaded_secrets_are_masked_too() -> None
     assert "739184" not in repr(store.records)
     assert result.nodes["a"].outputs["pin"] == "***"
     assert artifacts_seen == ["x" * 200 + "***"]  # what the artifact store got
+
+
+DERIVED = """
+nodes:
+  - id: use
+    task: {type: python, callable: use}
+    inputBindings:
+      short: "{{ secret('TOKEN')[:-1] }}"
+      upper: "{{ secret('TOKEN') | upper }}"
+      pin: "{{ secret('PIN') | float }}"
+      parts: "{{ [secret('TOKEN')[2:], 7] }}"
+      plain: "{{ pipeline.input.name }}"
+outputs:
+  short: "{{ use.short }}"
+  pin: "{{ use.pin }}"
+"""
+
+
+async def test_a_value_derived_from_a_secret_is_masked_like_the_secret() -> None:
+    token, pin = "tok-5e8a1c-d77f", "48213"
+    secrets = EnvSecretStore({"WHENFLOW_SECRET_TOKEN": token, "WHENFLOW_SECRET_PIN": pin})
+    received: dict[str, Any] = {}
+
+    def use(short: str, upper: str, pin: float, parts: list[Any], plain: str, ctx: Any) -> Any:
+        received.update(short=short, upper=upper, pin=pin, parts=parts, plain=plain)
+        ctx.log(f"short={short} upper={upper} pin={pin} part={parts[0]}")
+        ctx.emit("progress", {"short": short, "pin": pin})
+        return {"short": short, "pin": pin, "plain": plain}
+
+    seen: list[Any] = []
+    orch, store = make(DERIVED, {"use": use}, {"name": "plain-name"}, secrets=secrets)
+    orch.add_listener(seen.append)
+    result = await orch.run()
+
+    assert received == {
+        "short": token[:-1],
+        "upper": token.upper(),
+        "pin": 48213.0,
+        "parts": [token[2:], 7],
+        "plain": "plain-name",
+    }
+    assert result.status.value == "completed"
+    everything = repr(store.records) + repr(result) + repr(seen)
+    for derived in (token[:-1], token.upper(), token[2:], "48213"):
+        assert derived not in everything
+    assert result.outputs == {"short": "***", "pin": "***"}
+    assert result.nodes["use"].outputs["plain"] == "plain-name"  # no secret read: not masked
+
+
+async def test_a_condition_reading_a_secret_reveals_nothing_it_did_not_compute() -> None:
+    secrets = EnvSecretStore({"WHENFLOW_SECRET_TOKEN": "tok-5e8a1c-d77f"})
+
+    def use(name: str) -> dict[str, Any]:
+        return {"name": name}
+
+    orch, _ = make(
+        """
+        nodes:
+          - id: use
+            startWhen: "{{ secret('TOKEN') | length > 3 }}"
+            task: {type: python, callable: use}
+            inputBindings: {name: "{{ pipeline.input.name }}"}
+        """,
+        {"use": use},
+        {"name": "true-name"},
+        secrets=secrets,
+    )
+    result = await orch.run()
+    assert result.nodes["use"].outputs == {"name": "true-name"}
+
+
+def test_the_store_takes_secrets_out_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"TAKEN_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setenv(f"WHENFLOW_SECRET_{name}", "taken-value-1")
+    store = EnvSecretStore()
+    assert f"WHENFLOW_SECRET_{name}" not in os.environ
+    assert store.get(name) == "taken-value-1"
+    assert EnvSecretStore().get(name) == "taken-value-1"  # a second store still has it
+    assert not [k for k in os.environ if k.startswith("WHENFLOW_SECRET_")]
+
+
+def test_a_secret_set_after_the_store_was_made_is_taken_when_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = EnvSecretStore()
+    name = f"LATE_{uuid.uuid4().hex[:8].upper()}"
+    monkeypatch.setenv(f"WHENFLOW_SECRET_{name}", "late-value-2")
+    assert store.get(name) == "late-value-2"
+    assert f"WHENFLOW_SECRET_{name}" not in os.environ
+    assert store.get("NOT_SET_ANYWHERE") is None

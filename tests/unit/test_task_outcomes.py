@@ -86,6 +86,17 @@ async def test_sys_exit_fails_the_attempt_and_says_what_it_was(
     assert error_message(caught.value).startswith("SystemExit: the task called sys.exit(0)")
 
 
+async def test_stop_iteration_in_a_thread_fails_the_attempt_instead_of_hanging_it(
+    executor: PythonExecutor, ctx: Any
+) -> None:
+    # asyncio refuses StopIteration on a future: unhandled, the attempt never ended.
+    with pytest.raises(TaskRaised) as caught:
+        await asyncio.wait_for(executor.execute(request("next_of_empty"), ctx), 10)
+    assert type(caught.value).__name__ == "StopIteration"
+    assert error_message(caught.value) == "StopIteration: the task raised StopIteration"
+    assert ctx.lines("stderr")[-1] == "StopIteration"
+
+
 async def test_the_traceback_shows_the_task_frames_not_whenflow(
     executor: PythonExecutor, ctx: Any
 ) -> None:

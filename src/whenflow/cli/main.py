@@ -8,10 +8,13 @@ Every command that shows state takes `--json` (one JSON document on stdout).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -140,6 +143,29 @@ def _print_result(result: ExecutionResult, as_json: bool) -> None:
         console.print("outputs:", json_text(result.outputs, indent=2), markup=False)
 
 
+@contextlib.contextmanager
+def _stdout_on_stderr() -> Iterator[None]:
+    """While a `--json` run runs, file descriptor 1 is stderr's: stdout holds only the result.
+
+    Python tasks' prints already go to their logs; this also keeps out what
+    nothing can capture in-process (`os.write(1, ...)`, C extensions, threads
+    a task started without its context).
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all: nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _execute(
     program: PipelineProgram | None,
     *,
@@ -184,7 +210,8 @@ def _execute(
     gc.freeze()
     try:
         if as_json:
-            result = asyncio.run(go(None))
+            with _stdout_on_stderr():
+                result = asyncio.run(go(None))
         else:
             from whenflow.cli.progress import Progress
 

@@ -126,7 +126,7 @@ def base_exception_message(exc: BaseException) -> str:
 
 
 def task_raised(exc: BaseException) -> TaskRaised:
-    """`exc` (a SystemExit, KeyboardInterrupt, GeneratorExit...) as a TaskError of its name."""
+    """`exc` (a SystemExit, KeyboardInterrupt, StopIteration...) as a TaskError of its name."""
     error = task_raised_class(type(exc).__name__, TaskRaised)(base_exception_message(exc))
     error.__cause__ = exc
     return error

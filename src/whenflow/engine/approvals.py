@@ -41,7 +41,7 @@ def park(state: ExecutionState, rt: NodeRuntime) -> None:
     attempt = rt.attempt + 1
     try:
         context = state.pool.overlay({"system": system_view(state, attempt)})
-        inputs, config = render_inputs(rt, context)
+        inputs, config = render_inputs(rt, context, state.mask)
     except BindingError as exc:
         rt.attempt = attempt
         fail_node(state, rt, type(exc).__name__, str(exc))

@@ -123,6 +123,9 @@ class AttemptContext:
 
     def close(self) -> None:
         """The attempt ended: log how much output the cap dropped, once."""
+        if not self._dropped_lines:  # the common case: nothing to say, no lock to take
+            self._closed = True
+            return
         with self._log_lock:
             if self._closed:
                 return

@@ -34,6 +34,7 @@ from whenflow.dsl.templates import Namespace, TemplateEvaluationError
 from whenflow.engine.attempt_context import AttemptContext
 from whenflow.engine.endings import fail_node
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
+from whenflow.engine.secret_masking import SecretMask
 from whenflow.engine.subpipelines import run_child
 from whenflow.engine.variable_pool import OutputError, has_files
 
@@ -42,17 +43,24 @@ if TYPE_CHECKING:
 
 
 def render_inputs(
-    rt: NodeRuntime, context: Mapping[str, Any]
+    rt: NodeRuntime, context: Mapping[str, Any], mask: SecretMask | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Inputs and rendered task config for one attempt; raises BindingError."""
+    """Inputs and rendered task config for one attempt; raises BindingError.
+
+    A value rendered by a template that read a secret is revealed to `mask`.
+    """
     node = rt.program
     inputs: dict[str, Any] = {}
     signature = node.signature
+    reads = 0 if mask is None else mask.reads
     for name, compiled in node.bindings.items():
         try:
             value = render_value(compiled, context)
         except TemplateEvaluationError as exc:
             raise BindingError(node.id, name, str(exc)) from None
+        if mask is not None and mask.reads != reads:
+            reads = mask.reads
+            mask.reveal_derived(value)
         spec = signature.inputs.get(name) if signature else None
         if contains_missing(value):
             if spec is not None and (not spec.required or spec.default is not None):
@@ -78,6 +86,9 @@ def render_inputs(
             value = render_value(compiled, context)
         except TemplateEvaluationError as exc:
             raise BindingError(node.id, f"task.{key}", str(exc)) from None
+        if mask is not None and mask.reads != reads:
+            reads = mask.reads
+            mask.reveal_derived(value)
         if contains_missing(value):
             raise BindingError(node.id, f"task.{key}", "reads a value that was never written")
         config[key] = value
@@ -88,7 +99,7 @@ def launch(state: ExecutionState, rt: NodeRuntime) -> None:
     attempt = rt.attempt + 1
     try:
         context = state.pool.overlay({"system": system_view(state, attempt)})
-        inputs, config = render_inputs(rt, context)
+        inputs, config = render_inputs(rt, context, state.mask)
     except BindingError as exc:
         rt.attempt = attempt
         fail_node(state, rt, type(exc).__name__, str(exc))

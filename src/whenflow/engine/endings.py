@@ -149,10 +149,13 @@ def finish(state: ExecutionState) -> None:
         state.error = state.error or f"node(s) failed: {', '.join(failed)}"
     if status is ExecutionStatus.COMPLETED:
         try:
-            state.outputs = {
-                k: None if contains_missing(v) else v
-                for k, v in render_value(state.program.outputs, state.pool.context).items()
-            }
+            state.outputs = {}
+            for key, compiled in state.program.outputs.items():
+                reads = state.mask.reads
+                value = render_value(compiled, state.pool.context)
+                if state.mask.reads != reads:  # derived from a secret: a secret too
+                    state.mask.reveal_derived(value)
+                state.outputs[key] = None if contains_missing(value) else value
             json.dumps(state.outputs)
         except TemplateEvaluationError as exc:
             status = ExecutionStatus.FAILED

@@ -38,10 +38,13 @@ ITEM_SCOPE_SUFFIX = "#item"
 def evaluate_items(state: ExecutionState, rt: NodeRuntime) -> list[Any]:
     """The forEach list; raises BindingError if it is missing or not a list."""
     assert rt.program.for_each is not None
+    reads = state.mask.reads
     try:
         items = render_value(rt.program.for_each, state.pool.context)
     except TemplateEvaluationError as exc:
         raise BindingError(rt.id, "forEach", str(exc)) from None
+    if state.mask.reads != reads:
+        state.mask.reveal_derived(items)
     if contains_missing(items):
         raise BindingError(rt.id, "forEach", "reads a value that was never written")
     if not isinstance(items, list | tuple):
@@ -100,7 +103,7 @@ def launch_item(state: ExecutionState, rt: NodeRuntime, index: int) -> None:
         {"item": item, "index": index, "system": system_view(state, attempt, (item, index))}
     )
     try:
-        inputs, config = render_inputs(rt, context)
+        inputs, config = render_inputs(rt, context, state.mask)
     except BindingError as exc:
         _item_failed(state, rt, run, index, attempt, exc, retry=False)
         return

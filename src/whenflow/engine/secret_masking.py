@@ -6,6 +6,11 @@ lines see them masked too), variables, node and attempt errors, task logs,
 pipeline outputs and results — has every revealed secret replaced by
 `***`. With no secret revealed, masking costs one truth test per unit.
 
+A value a template *derives* from a secret is a secret too: when an
+evaluation called `secret()` (the `reads` counter moved), the places that
+render templates hand its result to `reveal_derived`, which masks its text
+forms (`{{ secret('T')[:-1] }}`, `{{ secret('PIN') | float }}`).
+
 A consequence worth knowing: a task output that *contains* a secret is
 stored masked, so after a resume its downstream nodes read `***`. Read
 secrets with `secret()` where they are needed instead of passing them on.
@@ -13,7 +18,8 @@ secrets with `secret()` where they are needed instead of passing them on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -39,17 +45,29 @@ class SecretMask:
 
     def __init__(self) -> None:
         self._values: list[str] = []
+        self.reads = 0
+        """How many secrets were revealed; a template evaluation that moved it read one."""
 
     def __bool__(self) -> bool:
         return bool(self._values)
 
     def reveal(self, value: str) -> None:
+        self.reads += 1
+        self._add(value)
+        self._values.sort(key=len, reverse=True)  # a longer secret first
+
+    def reveal_derived(self, value: Any) -> None:
+        """Mask what a template computed from a secret: each string, each number's text."""
+        for text in _text_forms(value):
+            self._add(text)
+        self._values.sort(key=len, reverse=True)
+
+    def _add(self, value: str) -> None:
         # Each line too: logs arrive a line at a time (a PEM key spans many).
         for part in (value, *value.splitlines()):
             part = part.strip()
             if len(part) >= MIN_MASKED_LENGTH and part not in self._values:
                 self._values.append(part)
-        self._values.sort(key=len, reverse=True)  # a longer secret first
 
     def text(self, value: str) -> str:
         for secret in self._values:
@@ -102,3 +120,27 @@ class SecretMask:
             outputs = None if record.outputs is None else self.value(dict(record.outputs))
             return replace(record, outputs=outputs, error=self.optional(record.error))
         return record
+
+
+def _text_forms(value: Any, depth: int = 0) -> Iterator[str]:
+    """The strings under which `value` can be stored or printed."""
+    if depth > 20:  # a value deeper than this is not a template's result
+        return
+    if isinstance(value, str):
+        yield value
+        quoted = json.dumps(value)[1:-1]
+        if quoted != value:
+            yield quoted
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int | float):
+        yield str(value)
+        if isinstance(value, float) and value.is_integer():
+            yield str(int(value))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _text_forms(key, depth + 1)
+            yield from _text_forms(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _text_forms(item, depth + 1)

@@ -13,6 +13,13 @@ Where the call runs:
   cancellation. Only JSON crosses that boundary; an exception in the child
   fails the attempt under the child's exception type name and message.
 
+What an in-process function prints (`print`, `sys.stdout`/`sys.stderr`,
+`logging` to them) goes to its attempt's log (`task_output`). What it raises
+fails the attempt under its own type name, its traceback (the task's frames)
+logged on `stderr`; a `SystemExit`, `KeyboardInterrupt` or other
+`BaseException`, and a `StopIteration`, are rebuilt as a `TaskRaised` of that
+name, since they must not reach the engine's loop.
+
 The function gets the inputs as keyword arguments and, if it has a parameter
 named `ctx`, the TaskContext. It returns a dict of outputs (None means none);
 `@whenflow.task` functions with a non-dict return annotation have their return
@@ -206,9 +213,11 @@ async def _call(
         if interrupted_by_user(exc):
             raise
         _log_traceback(ctx, exc)
-        if isinstance(exc, Exception):
+        if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
             raise
-        raise task_raised(exc) from exc  # SystemExit and the like must not reach the loop
+        # SystemExit and the like must not reach the loop; a StopIteration leaving
+        # a coroutine would become a RuntimeError: both keep their own name.
+        raise task_raised(exc) from exc
 
 
 def _log_traceback(ctx: TaskContext, exc: BaseException | None) -> None:

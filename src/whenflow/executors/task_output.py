@@ -37,13 +37,17 @@ _attempt_output: contextvars.ContextVar[AttemptOutput | None] = contextvars.Cont
 class AttemptOutput:
     """One attempt's captured writes, split into lines per stream and logged to its ctx."""
 
+    __slots__ = ("_ctx", "_lock", "_pending")
+
     def __init__(self, ctx: TaskContext) -> None:
         self._ctx = ctx
-        self._pending: dict[str, str] = {}
+        self._pending: dict[str, str] | None = None  # made by the first write: most never print
         self._lock = threading.Lock()
 
     def write(self, stream: str, text: str) -> None:
         with self._lock:
+            if self._pending is None:
+                self._pending = {}
             pending = self._pending.get(stream, "") + text
             *lines, rest = pending.split("\n")
             while len(rest) > MAX_LOG_LINE:
@@ -55,8 +59,10 @@ class AttemptOutput:
 
     def close(self) -> None:
         """Log what is left without a line end."""
+        if self._pending is None:
+            return
         with self._lock:
-            pending, self._pending = self._pending, {}
+            pending, self._pending = self._pending or {}, {}
         for stream, rest in pending.items():
             if rest:
                 self._log(rest, stream)

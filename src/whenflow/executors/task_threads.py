@@ -122,6 +122,8 @@ class TaskThreads:
             settle: Callable[[asyncio.Future[Any], Any], None]
             try:
                 outcome = context.run(fn, **kwargs)
+            except StopIteration as exc:  # a future refuses it: the attempt would hang
+                settle, outcome = _settle_error, RaisedInThread(exc)
             except Exception as exc:  # delivered to the awaiting attempt
                 settle, outcome = _settle_error, exc
             except BaseException as exc:
