@@ -112,9 +112,11 @@ class EventCatalog:
     def _glob_matches(self, pattern: str, source: str, name: str, owner: str | None) -> bool:
         # An event type has exactly one dot (ids and names have none), so a pattern
         # with one dot matches source and name separately; a dotless glob matches whole.
-        sources = [PIPELINE_SOURCE, *self._nodes]
+        # A glob source means nodes only, never `pipeline` (trigger_analysis), and
+        # never the node that holds the pattern.
+        sources: list[str]
         if is_glob(source):
-            sources = [n for n in sources if n != owner]
+            sources = [n for n in self._nodes if n != owner]
         else:
             sources = [source] if source in self._nodes or source == PIPELINE_SOURCE else []
         for candidate in sources:
