@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -193,3 +194,16 @@ async def test_malformed_output_files_fail_the_attempt(
     script = f'cat "{tmp_path}/lines" >> "$WF_OUTPUTS"\ncat "{tmp_path}/json" > "$WF_OUTPUTS_JSON"'
     with pytest.raises(TaskOutputError, match=error):
         await ShellExecutor().execute(shell(script=script), ctx)
+
+
+async def test_arguments_over_the_system_total_are_an_error_naming_the_largest(ctx: Any) -> None:
+    item = "a" * (100 * 1024)
+    count = os.sysconf("SC_ARG_MAX") // len(item) + 2
+    with pytest.raises(InvalidTaskConfig) as info:
+        await ShellExecutor().execute(
+            shell({"note": "small"}, command=["true", *[item] * count], env={"EXTRA": "x"}), ctx
+        )
+    message = str(info.value)
+    assert "over the system's limit for starting a process" in message
+    assert f"arguments {count * (len(item) + 1) + 5} bytes" in message
+    assert "WF_INPUT_<NAME>_FILE" in message

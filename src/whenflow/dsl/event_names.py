@@ -48,18 +48,42 @@ def lifecycle_events(node: NodeDefinition, subpipeline_type: str) -> frozenset[s
 
 
 class EventCatalog:
-    """Every event type the pipeline's nodes and the pipeline itself can publish."""
+    """The events a pipeline's nodes and the pipeline itself can publish.
 
-    def __init__(self, by_node: Mapping[str, frozenset[str]], unknown: Iterable[str] = ()) -> None:
-        """`by_node`: node id → every event name it can publish (lifecycle and declared);
-        `unknown`: nodes whose events cannot be known (their definition is invalid and
-        already reported), any pattern naming them is let through."""
-        self.by_node = by_node
+    Each node's names are computed when a pattern first asks for them: a
+    10,000-node pipeline whose triggers name a few nodes pays for those few.
+    """
+
+    def __init__(
+        self,
+        nodes: Mapping[str, NodeDefinition],
+        declared: Mapping[str, frozenset[str]],
+        subpipeline_type: str,
+        unknown: Iterable[str] = (),
+    ) -> None:
+        """`declared`: node id → its declared custom events; `unknown`: nodes whose
+        events cannot be known (their definition is invalid and already reported),
+        any pattern naming them is let through."""
+        self._nodes = nodes
+        self._declared = declared
+        self._subpipeline_type = subpipeline_type
         self._unknown = frozenset(unknown)
-        types = {f"{PIPELINE_SOURCE}.{name}" for name in PIPELINE_EVENTS}
-        for node_id, names in by_node.items():
-            types.update(f"{node_id}.{name}" for name in names)
-        self._types = frozenset(types)
+        self._names: dict[str, frozenset[str]] = {}
+
+    def names(self, source: str) -> frozenset[str] | None:
+        """Every event name `source` (a node or `pipeline`) can publish; None if unknown."""
+        if source == PIPELINE_SOURCE:
+            return PIPELINE_EVENTS
+        found = self._names.get(source)
+        if found is None:
+            node = self._nodes.get(source)
+            if node is None:
+                return None
+            found = lifecycle_events(node, self._subpipeline_type) | self._declared.get(
+                source, frozenset()
+            )
+            self._names[source] = found
+        return found
 
     def problem(self, pattern: str, owner: str | None) -> str | None:
         """Why `pattern` can never match an event, or None when it can.
@@ -67,7 +91,7 @@ class EventCatalog:
         A glob over sources never matches `owner` (see `trigger_analysis`).
         """
         source, dot, name = pattern.partition(".")
-        if not dot or not name:
+        if not dot and not is_glob(pattern):
             return (
                 f"event:{pattern} names no event; write <node>.<event>, "
                 f"e.g. {source or 'extract'}.completed"
@@ -76,37 +100,39 @@ class EventCatalog:
             return None
         if is_glob(source) and any(fnmatchcase(n, source) for n in self._unknown):
             return None
-        types = self._types
         if not is_glob(pattern):
-            if pattern in types:
+            names = self.names(source)
+            if names is not None and name in names:
                 return None
             return f"event:{pattern} can never happen: {self._why_not(source, name)}"
-        glob_source = is_glob(source)
-        for event_type in types:
-            if glob_source and owner is not None and event_type.partition(".")[0] == owner:
-                continue
-            if fnmatchcase(event_type, pattern):
-                return None
+        if self._glob_matches(pattern, source, name, owner):
+            return None
         return f"event:{pattern} can never happen: no event of this pipeline matches it"
 
+    def _glob_matches(self, pattern: str, source: str, name: str, owner: str | None) -> bool:
+        # An event type has exactly one dot (ids and names have none), so a pattern
+        # with one dot matches source and name separately; a dotless glob matches whole.
+        # A glob source means nodes only, never `pipeline` (trigger_analysis), and
+        # never the node that holds the pattern.
+        sources: list[str]
+        if is_glob(source):
+            sources = [n for n in self._nodes if n != owner]
+        else:
+            sources = [source] if source in self._nodes or source == PIPELINE_SOURCE else []
+        for candidate in sources:
+            names = self.names(candidate) or frozenset()
+            if "." not in pattern:
+                if any(fnmatchcase(f"{candidate}.{n}", pattern) for n in names):
+                    return True
+            elif fnmatchcase(candidate, source) and any(fnmatchcase(n, name) for n in names):
+                return True
+        return False
+
     def _why_not(self, source: str, name: str) -> str:
-        names = PIPELINE_EVENTS if source == PIPELINE_SOURCE else self.by_node.get(source)
+        names = self.names(source)
         if names is None:
             return f"there is no node {source!r}"
         close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
         hint = f" (did you mean {source}.{close[0]}?)" if close else ""
         custom = "" if source == PIPELINE_SOURCE else "; declare custom events in `emits:`"
         return f"{source!r} never publishes {name!r}{hint}{custom}"
-
-
-def catalog_of(
-    nodes: Iterable[NodeDefinition],
-    declared: Mapping[str, frozenset[str]],
-    subpipeline_type: str,
-    unknown: Iterable[str] = (),
-) -> EventCatalog:
-    """The catalog of a pipeline, given each node's declared custom events."""
-    by_node = {
-        n.id: lifecycle_events(n, subpipeline_type) | declared.get(n.id, frozenset()) for n in nodes
-    }
-    return EventCatalog(by_node, unknown)

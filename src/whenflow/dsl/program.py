@@ -22,7 +22,6 @@ from whenflow.dsl.compiled_values import compile_value, iter_strings
 from whenflow.dsl.event_names import (
     SUBPIPELINE_EVENTS,
     EventCatalog,
-    catalog_of,
     declared_events,
 )
 from whenflow.dsl.node_checks import (
@@ -34,6 +33,7 @@ from whenflow.dsl.node_checks import (
     find_cycle,
     unknown_node,
 )
+from whenflow.dsl.shell_checks import SHELL_TASK_TYPE
 from whenflow.dsl.templates import (
     RESERVED_NAMES,
     CompiledTemplate,
@@ -265,8 +265,22 @@ def _load_child(
     return None
 
 
+class _KnownTypes:
+    """`checker.knows`, asked once per task type rather than once per node."""
+
+    def __init__(self, checker: TaskChecker) -> None:
+        self._checker = checker
+        self._known: dict[str, bool] = {}
+
+    def knows(self, task_type: str) -> bool:
+        found = self._known.get(task_type)
+        if found is None:
+            found = self._known[task_type] = self._checker.knows(task_type)
+        return found
+
+
 def _task_signature(
-    node: NodeDefinition, checker: TaskChecker, resolve_signature: SignatureResolver | None
+    node: NodeDefinition, checker: _KnownTypes, resolve_signature: SignatureResolver | None
 ) -> TaskSignature | None:
     """The declared signature of a node's task, resolved from its code when it has one."""
     signature = node.task.signature
@@ -300,9 +314,10 @@ def build_program(
     # An insertion-ordered dict: O(1) membership, iteration in definition order.
     node_ids = order = {n: i for i, n in enumerate(definition.node_ids)}
     checked = [n for n in definition.nodes if n.id not in unchecked]
-    signatures = {n.id: _task_signature(n, checker, resolve_signature) for n in checked}
+    known = _KnownTypes(checker)
+    signatures = {n.id: _task_signature(n, known, resolve_signature) for n in checked}
     declared = {n.id: declared_events(n, signatures[n.id]) for n in checked}
-    catalog = catalog_of(checked, declared, SUBPIPELINE_TASK_TYPE, unchecked)
+    catalog = EventCatalog({n.id: n for n in checked}, declared, SUBPIPELINE_TASK_TYPE, unchecked)
     programs: list[NodeProgram] = []
     start_refs: dict[str, frozenset[str]] = {}
     for index, node in enumerate(definition.nodes):
@@ -332,7 +347,8 @@ def build_program(
         if node.id in reads:
             c.add("a node cannot read its own outputs", node.id, "inputBindings")
         frozen_reads = frozenset(reads)
-        check_shell_node(c, node)
+        if node.task.type == SHELL_TASK_TYPE:
+            check_shell_node(c, node)
 
         child: PipelineProgram | None = None
         approval: ApprovalSpec | None = None
@@ -345,7 +361,7 @@ def build_program(
                 signature = TaskSignature(inputs=dict(child.definition.inputs), outputs={})
         elif node.task.type == APPROVAL_TASK_TYPE:
             approval = check_approval(c, node)
-        elif not checker.knows(node.task.type):
+        elif not known.knows(node.task.type):
             c.add(f"unknown task type {node.task.type!r}", node.id, "task", "type")
         else:
             for problem in checker.check(node.task):
