@@ -36,6 +36,7 @@ from whenflow.dsl.trigger_ast import (
     to_source,
 )
 from whenflow.engine.ports import ArtifactStore
+from whenflow.engine.template_helpers import matching_events
 from whenflow.engine.trigger_eval import Tri, kleene_and, kleene_not, kleene_or
 from whenflow.engine.variable_pool import VariablePool
 
@@ -162,17 +163,7 @@ class _Replay:
         return name
 
     def _events_helper(self, pattern: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "event_type": e.event_type,
-                "source": e.source,
-                "seq": e.seq,
-                "timestamp": e.timestamp,
-                "payload": dict(e.payload),
-            }
-            for e in self.events
-            if fnmatchcase(e.event_type, pattern)
-        ]
+        return matching_events(self.events, pattern)
 
     def _ends(self, nodes: Sequence[str]) -> tuple[DecidingEvent, ...]:
         """The events that ended `nodes`, in seq order."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.errors import WhenflowError
+from whenflow.domain.events import Event
 from whenflow.domain.states import NodeState
 from whenflow.dsl.templates import Namespace
 
@@ -22,6 +24,21 @@ class SecretNotFound(WhenflowError):
     """`secret('NAME')` names a secret the backend lacks; the message says where to set it."""
 
 
+def matching_events(events: Iterable[Event], pattern: str) -> list[dict[str, Any]]:
+    """What `events(pattern)` returns: the matching events, in seq order, as plain dicts."""
+    return [
+        {
+            "event_type": e.event_type,
+            "source": e.source,
+            "seq": e.seq,
+            "timestamp": e.timestamp,
+            "payload": dict(e.payload),
+        }
+        for e in events
+        if fnmatchcase(e.event_type, pattern)
+    ]
+
+
 def install_helpers(state: ExecutionState) -> None:
     """Put the helper functions into the execution's template context."""
 
@@ -35,17 +52,7 @@ def install_helpers(state: ExecutionState) -> None:
         return ids
 
     def events(pattern: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "event_type": e.event_type,
-                "source": e.source,
-                "seq": e.seq,
-                "timestamp": e.timestamp,
-                "payload": dict(e.payload),
-            }
-            for e in state.events
-            if fnmatchcase(e.event_type, pattern)
-        ]
+        return matching_events(state.events, pattern)
 
     def settled(*nodes: Any) -> bool:
         return all(state.nodes[n].state.is_terminal for n in node_ids(nodes))
