@@ -154,6 +154,21 @@ def test_values_under_the_limits_are_built() -> None:
     assert evaluate("{{ src.s ~ 1 ~ none }}") == "abc1None"
 
 
+def test_a_lazy_filter_result_is_consumed_under_the_bounds() -> None:
+    assert evaluate("{{ [1, 2] | map('string') }}") == ["1", "2"]
+    assert evaluate("{{ [] | select }}") == []
+    refused("{{ (src.s * 100000) | list | map('center', 999999) }}", "MAX_BUILT_SIZE")
+    refused("{{ src.l | map('center', 999999) | list | length }}", "MAX_BUILT_SIZE")
+    refused(
+        "{{ (src.s * 300000) | batch(1000, fill_with=src.s * 300000) | map('upper') | list }}",
+        "over 1,000,000",
+    )
+    refused(
+        "{{ ([0] * 1000000) | map('default', src.s * 300000, true) | list | map('upper') | list }}",
+        "MAX_BUILT_SIZE",
+    )
+
+
 def test_sum_of_lists_is_linear_and_keeps_pythons_type_errors() -> None:
     started = time.monotonic()
     assert evaluate("{{ ([[1]] * 200000) | sum(start=[]) | length }}") == 200000

@@ -21,6 +21,8 @@ is bounded, and sizes are estimated *before* the operation allocates:
   filter or a method of a string is refused, unless the filter takes data there
   (`default`, `format`, `sum`'s start...).
 - text: what a text template emits counts against MAX_RENDERED_CHARS.
+- in all: the sizes of what every filter, method and operator returns add up
+  against MAX_BUILT_SIZE.
 
 A bound that is hit raises TemplateLimitExceeded, which the evaluation turns
 into a TemplateEvaluationError naming the template and the limit.
@@ -58,6 +60,10 @@ MAX_VALUE_SIZE = 1_000_000
 item or dict entry, counted deeply."""
 MAX_RENDERED_CHARS = 1_000_000
 """Characters a text template may emit in one evaluation."""
+MAX_BUILT_SIZE = 16 * MAX_VALUE_SIZE
+"""Size of everything the filters, methods and operators of one evaluation return,
+added up: many values each under MAX_VALUE_SIZE (`map('center', 999999)` over a
+long list) must not add up to gigabytes before the deadline."""
 
 LOOP_FILTER = "_wf_loop"
 EMIT_FILTER = "_wf_emit"
@@ -79,6 +85,7 @@ class Budget:
     deadline: float
     iterations: int = 0
     emitted: int = 0
+    built: int = 0
 
     def check_clock(self) -> None:
         if time.monotonic() > self.deadline:
@@ -104,6 +111,25 @@ def check_deadline() -> None:
     budget = _BUDGET.get()
     if budget is not None:
         budget.check_clock()
+
+
+def note_built(value: Any) -> None:
+    """Add the size of what a filter, method or operator returned to the evaluation's total."""
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    kind = type(value)
+    if kind is str:
+        budget.built += len(value)
+    elif kind is list or kind is tuple or kind is dict:
+        budget.built += value_size(value, MAX_BUILT_SIZE)
+    else:
+        return
+    if budget.built > MAX_BUILT_SIZE:
+        raise TemplateLimitExceeded(
+            f"the values it builds add up to over {MAX_BUILT_SIZE:,} "
+            "(characters of text plus one per list item; MAX_BUILT_SIZE)"
+        )
 
 
 def _too_big(what: str, size: int) -> TemplateLimitExceeded:
@@ -417,7 +443,9 @@ def bound_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             size = growth(*args[skip:], **kwargs)
             if size > MAX_VALUE_SIZE:
                 raise _too_big(f"filter {name!r}", size)
-        return func(*args, **kwargs)
+        result = func(*args, **kwargs)
+        note_built(result)
+        return result
 
     bounded.__name__ = getattr(func, "__name__", name)
     bounded.__doc__ = func.__doc__

@@ -37,6 +37,7 @@ from whenflow.dsl.template_bounds import (
     check_deadline,
     check_result,
     end_budget,
+    note_built,
     start_budget,
 )
 
@@ -134,15 +135,19 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         check_binop(operator, left, right)
-        return super().call_binop(context, operator, left, right)
+        result = super().call_binop(context, operator, left, right)
+        note_built(result)
+        return result
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(__obj, LoopContext) and args:
             # `loop(children)` of a recursive loop iterates like a `{% for %}`.
             args = (Counted(args[0]), *args[1:])
-        else:
-            check_call(__obj, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+            return super().call(__context, __obj, *args, **kwargs)
+        check_call(__obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        note_built(result)
+        return result
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         # Jinja's version, with widths, precisions and the result bounded.
@@ -488,6 +493,10 @@ class CompiledTemplate:
         try:
             if self._expression is not None:
                 value = self._expression(**scope)
+                if isinstance(value, types.GeneratorType):
+                    # `x | map(...)` without `| list`: consumed here, under the
+                    # bounds, never later by a task.
+                    value = list(value)
                 check_result(value)
                 return value
             rendered: str = self._template.render(**scope)
