@@ -127,8 +127,8 @@ def note_built(value: Any) -> None:
         return
     if budget.built > MAX_BUILT_SIZE:
         raise TemplateLimitExceeded(
-            f"the values it builds add up to over {MAX_BUILT_SIZE:,} "
-            "(characters of text plus one per list item; MAX_BUILT_SIZE)"
+            f"the values it builds add up to over {MAX_BUILT_SIZE:,} (characters of text "
+            "plus one per list item), the limit of one template (MAX_BUILT_SIZE)"
         )
 
 
@@ -153,26 +153,44 @@ def value_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is str or kind is bytes:
+        if kind is list or kind is tuple or kind is dict:
             total += len(item)
-        elif kind is list or kind is tuple:
-            total += len(item)
-            stack.extend(item)
-        elif kind is dict:
-            total += len(item)
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif kind is int and (item > 0xFFFFFFFF or item < -0xFFFFFFFF):
-            total += item.bit_length() * 3 // 10
-        elif isinstance(item, str):  # Markup and other subclasses
-            total += len(item)
-        if total > limit:
-            return total
+            for child in itertools.chain(item.keys(), item.values()) if kind is dict else item:
+                kind = type(child)
+                if kind is str:
+                    total += len(child)
+                elif kind is list or kind is tuple or kind is dict:
+                    stack.append(child)
+                elif kind is not int and kind is not float and kind is not bool:
+                    total += _scalar_size(child)
+                elif kind is int and (child > _SMALL or child < -_SMALL):
+                    total += child.bit_length() * 3 // 10
+            if total > limit:
+                return total
+        else:
+            total += _scalar_size(item)
     return total
 
 
-def check_result(value: Any) -> None:
-    """Refuse a value that is or contains a callable, or is over MAX_VALUE_SIZE."""
+_SMALL = 0xFFFFFFFF
+
+
+def _scalar_size(item: Any) -> int:
+    if isinstance(item, str | bytes):
+        return len(item)
+    if type(item) is int and (item > _SMALL or item < -_SMALL):
+        return item.bit_length() * 3 // 10
+    return 0
+
+
+def check_result(value: Any, limit: int = MAX_VALUE_SIZE) -> None:
+    """Refuse a value that is or contains a callable, or whose size is over `limit`.
+
+    Text (and what becomes text) is held to MAX_VALUE_SIZE; a list or dict an
+    expression returns, often pool data passed through a filter, to MAX_BUILT_SIZE.
+    """
+    if type(value) is str and len(value) > MAX_VALUE_SIZE:
+        raise TemplateLimitExceeded(f"the text is over {MAX_VALUE_SIZE:,} characters")
     total = 0
     stack = [value]
     while stack:
@@ -194,10 +212,9 @@ def check_result(value: Any) -> None:
                 "it reads a method, not data (a key of that name is missing; "
                 "call it, e.g. items(), or use a filter such as dictsort)"
             )
-        if total > MAX_VALUE_SIZE:
+        if total > limit:
             raise TemplateLimitExceeded(
-                f"the value has a size over {MAX_VALUE_SIZE:,} "
-                "(characters of text plus one per list item)"
+                f"the value has a size over {limit:,} (characters of text plus one per list item)"
             )
 
 
@@ -235,16 +252,28 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
             return
         for seq, times in ((left, right), (right, left)):
             if isinstance(seq, str | list | tuple) and isinstance(times, int) and times > 1:
-                size = value_size(seq, MAX_VALUE_SIZE // times + 1) * times
-                if size > MAX_VALUE_SIZE:
-                    raise _too_big("'*'", size)
+                _check_sequence("'*'", len(seq) * times, seq, times)
     elif operator == "+":
         if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
-            size = value_size(left) + value_size(right)
-            if size > MAX_VALUE_SIZE:
-                raise _too_big("'+'", size)
+            _check_sequence("'+'", len(left) + len(right), left, 1, right)
     elif operator == "%" and isinstance(left, str):
         check_printf(left, right)
+
+
+def _check_sequence(what: str, length: int, seq: Any, times: int, other: Any = ()) -> None:
+    """Text up to MAX_VALUE_SIZE characters; a list or tuple up to MAX_VALUE_SIZE
+    items and MAX_BUILT_SIZE in size, counted deeply (`[big] * 20` shares `big`,
+    but its text or JSON would not)."""
+    if length > MAX_VALUE_SIZE:
+        raise _too_big(what, length)
+    if not isinstance(seq, str):
+        limit = MAX_BUILT_SIZE // times + 1
+        size = value_size(seq, limit) * times + value_size(other, MAX_BUILT_SIZE)
+        if size > MAX_BUILT_SIZE:
+            raise TemplateLimitExceeded(
+                f"{what} would make a list of size {size:,} counted deeply, "
+                f"over the limit of {MAX_BUILT_SIZE:,} (MAX_BUILT_SIZE)"
+            )
 
 
 # `%[(name)][flags][width][.precision][length]type`, as in printf-style formatting.
@@ -371,11 +400,6 @@ def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
     return 0
 
 
-def _text_size(value: Any) -> int:
-    check_result(value)
-    return value_size(value)
-
-
 # Filters whose result can be much larger than their input: an estimate of the
 # result's size from the arguments, checked before the filter runs.
 _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
@@ -387,10 +411,37 @@ _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
     "center": _center_size,
     "urlize": _urlize_size,
     "format": _format_size,
-    "string": _text_size,
-    "pprint": _text_size,
     "list": lambda value: value_size(value),
 }
+
+# Filters that turn their subject into text: a subject that is not text is
+# held to MAX_VALUE_SIZE and must hold no callable, before `str()` runs on it.
+_TEXT_FILTERS = frozenset(
+    {
+        "capitalize",
+        "center",
+        "e",
+        "escape",
+        "forceescape",
+        "format",
+        "indent",
+        "lower",
+        "pprint",
+        "replace",
+        "safe",
+        "string",
+        "striptags",
+        "title",
+        "trim",
+        "truncate",
+        "upper",
+        "urlencode",
+        "urlize",
+        "wordcount",
+        "wordwrap",
+        "xmlattr",
+    }
+)
 
 # Filters whose integer arguments are data, not sizes (`default(5000000)`); the
 # generic "no integer argument over MAX_VALUE_SIZE" rule does not apply to them.
@@ -434,9 +485,12 @@ def bound_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     skip = 0 if _PassArg.from_obj(func) is None else 1
     growth = _FILTER_GROWTH.get(name)
     check_ints = name not in _DATA_ARGUMENT_FILTERS
+    to_text = name in _TEXT_FILTERS
 
     def bounded(*args: Any, **kwargs: Any) -> Any:
         check_deadline()
+        if to_text and len(args) > skip and type(args[skip]) is not str:
+            check_result(args[skip])
         if check_ints:
             check_int_arguments(f"filter {name!r}", args[skip + 1 :], kwargs)
         if growth is not None:
@@ -463,7 +517,7 @@ def bounded_sum(environment: Any, iterable: Any, attribute: Any = None, start: A
     items = list(iterable)
     kind = type(start)
     if kind is list or kind is tuple:
-        size = value_size(start) + sum(value_size(item) for item in items)
+        size = value_size(start) + value_size(items)
         if size > MAX_VALUE_SIZE:
             raise _too_big("filter 'sum'", size)
         for item in items:

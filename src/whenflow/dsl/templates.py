@@ -27,6 +27,7 @@ from whenflow.domain.errors import WhenflowError
 from whenflow.dsl.template_ast import bound_tree, check_constants
 from whenflow.dsl.template_bounds import (
     INTERNAL_FILTERS,
+    MAX_BUILT_SIZE,
     BoundedFormatter,
     CallableValue,
     Counted,
@@ -497,7 +498,7 @@ class CompiledTemplate:
                     # `x | map(...)` without `| list`: consumed here, under the
                     # bounds, never later by a task.
                     value = list(value)
-                check_result(value)
+                check_result(value, MAX_BUILT_SIZE)
                 return value
             rendered: str = self._template.render(**scope)
             return rendered
