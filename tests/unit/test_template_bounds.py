@@ -34,6 +34,13 @@ CTX = pool(
 )
 
 
+@pytest.fixture(autouse=True)
+def _clock_of_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests of the other bounds must not race the clock on a shared CI machine;
+    the deadline's own test sets it low again."""
+    monkeypatch.setattr(template_bounds, "MAX_EVALUATION_SECONDS", 30.0)
+
+
 def evaluate(text: str, context: Mapping[str, Any] = CTX) -> Any:
     return compile_template(text).evaluate(context)
 
@@ -43,7 +50,7 @@ def refused(text: str, *words: str, context: Mapping[str, Any] = CTX) -> str:
     started = time.monotonic()
     with pytest.raises(TemplateEvaluationError) as info:
         evaluate(text, context)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20
     message = str(info.value)
     assert text.strip("{} ") in message
     for word in words:
@@ -112,11 +119,12 @@ def test_an_attribute_of_an_object_on_the_fast_path_is_still_read() -> None:
         ("{{ ((pipeline.input.base ** 1000) ** 1000) ** 1000 > 0 }}", "MAX_INT_BITS"),
         ("{{ (pipeline.input.base ** 4000) * (pipeline.input.base ** 4000) }}", "MAX_INT_BITS"),
         ("{{ src.s * src.n }}", "'*'"),
-        ("{{ [src.l] * 9000 }}", "MAX_BUILT_SIZE"),
+        ("{{ [src.l] * 9000 }}", "16,000,000"),
+        ("{{ ([src.l] * 600) | string }}", "1,000,000"),
         ("{{ src.l * 600 }}", "'*'"),
-        ("{{ [src.s * 1000] * 6000 }}", "MAX_BUILT_SIZE"),
+        ("{{ [src.s * 1000] * 6000 }}", "16,000,000"),
         ("{{ src.s * 200000 + src.s * 200000 }}", "'+'"),
-        ("{{ [src.s * 100000] * 50 + [src.s * 100000] * 50 }}", "MAX_BUILT_SIZE"),
+        ("{{ [src.s * 100000] * 50 + [src.s * 100000] * 50 }}", "16,000,000"),
         ("{{ src.l * 300 + src.l * 300 }}", "'+'"),
         ("{{ (src.s * 333333).replace('a', 'aaaa') }}", "str.replace"),
         ("{{ (src.s * 333333) | replace('a', 'aaaa') }}", "replace"),
@@ -163,7 +171,7 @@ def test_a_lazy_filter_result_is_consumed_under_the_bounds() -> None:
     refused("{{ src.l | map('center', 999999) | list | length }}", "MAX_BUILT_SIZE")
     refused(
         "{{ (src.s * 300001) | batch(1000, fill_with=src.s * 300000) | map('upper') | list }}",
-        "over 1,000,000",
+        "1,000,000",
     )
     refused(
         "{{ ([0] * 1000000) | map('default', src.s * 300000, true) | list | map('upper') | list }}",
@@ -215,12 +223,12 @@ def test_loops_with_filters_and_dicts_count_too() -> None:
     refused(
         "{% for a in src.l if a %}{% for b in src.l %}{% for c in src.l|list %}"
         "{% endfor %}{% endfor %}{% endfor %}",
-        "limit of one template",
+        "MAX_LOOP_ITERATIONS",
     )
     refused(
         "{% for a in src.l %}{% for k, v in {'a': 1, 'b': 2}.items() %}{% for c in src.l %}"
         "{% endfor %}{% endfor %}{% endfor %}",
-        "limit of one template",
+        "MAX_LOOP_ITERATIONS",
     )
 
 
@@ -229,7 +237,7 @@ def test_a_recursive_loop_counts_and_its_recursion_is_an_error() -> None:
     refused(
         "{% for x in src.l recursive %}{% if x is number %}"
         "{{ loop(src.l | map('string')) }}{% endif %}{% endfor %}",
-        "limit of one template",
+        "MAX_LOOP_ITERATIONS",
     )
 
 
