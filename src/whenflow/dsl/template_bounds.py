@@ -19,7 +19,8 @@ is bounded, and sizes are estimated *before* the operation allocates:
   result would exceed MAX_VALUE_SIZE (characters of text plus one per list item
   or dict entry, counted deeply). Any integer argument over MAX_VALUE_SIZE to a
   filter or a method of a string is refused, unless the filter takes data there
-  (`default`, `format`, `sum`'s start...).
+  (`default`, `format`, `sum`'s start...). The rules for filters and methods,
+  and the environment that applies all of these, are in `sandbox.py`.
 - text: what a text template emits counts against MAX_RENDERED_CHARS.
 - in all: the sizes of what every filter, method and operator returns add up
   against MAX_BUILT_SIZE.
@@ -38,10 +39,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from typing import Any
 
-from jinja2.filters import make_attrgetter
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import SandboxedFormatter
-from jinja2.utils import _PassArg, pass_context, pass_environment
+from jinja2.utils import pass_context
 
 from whenflow.domain.errors import WhenflowError
 
@@ -141,7 +141,7 @@ def note_built(value: Any) -> None:
         )
 
 
-def _too_big(what: str, size: int) -> TemplateLimitExceeded:
+def too_big(what: str, size: int) -> TemplateLimitExceeded:
     return TemplateLimitExceeded(
         f"{what} would make a value of size {size:,}, over the limit of {MAX_VALUE_SIZE:,} "
         "(characters of text plus one per list item)"
@@ -277,14 +277,14 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
                 and isinstance(times, int)
                 and len(seq) * times > MAX_VALUE_SIZE
             ):
-                raise _too_big("'*'", len(seq) * times)
+                raise too_big("'*'", len(seq) * times)
     elif operator == "+":
         if (
             isinstance(left, str | list | tuple)
             and isinstance(right, str | list | tuple)
             and len(left) + len(right) > MAX_VALUE_SIZE
         ):
-            raise _too_big("'+'", len(left) + len(right))
+            raise too_big("'+'", len(left) + len(right))
     elif operator == "%" and isinstance(left, str):
         check_printf(left, right)
 
@@ -349,247 +349,8 @@ class BoundedFormatter(SandboxedFormatter):
         text = super().format_field(value, format_spec)
         self._total += len(text)
         if self._total > MAX_VALUE_SIZE:
-            raise _too_big("str.format", self._total)
+            raise too_big("str.format", self._total)
         return text
-
-
-# --------------------------------------------------- filters and methods
-
-
-def _text_len(value: Any) -> int:
-    return len(value) if isinstance(value, str) else value_size(value)
-
-
-def _replace_size(s: Any, old: Any, new: Any, count: Any = None) -> int:
-    text, old, new = str(s), str(old), str(new)
-    found = text.count(old) if old else len(text) + 1
-    if isinstance(count, int) and count >= 0:
-        found = min(found, count)
-    return len(text) + found * max(0, len(new) - len(old))
-
-
-def _join_size(value: Any, d: Any = "", attribute: Any = None) -> int:
-    check_result(value)
-    items = len(value) if isinstance(value, list | tuple | dict | str) else 0
-    return value_size(value) + items * len(str(d))
-
-
-def _indent_size(s: Any, width: Any = 4, first: Any = False, blank: Any = False) -> int:
-    text = str(s)
-    pad = width if isinstance(width, int) else len(str(width))
-    return len(text) + (text.count("\n") + 1) * max(pad, 0)
-
-
-def _wordwrap_size(
-    s: Any,
-    width: Any = 79,
-    break_long_words: Any = True,
-    wrapstring: Any = None,
-    break_on_hyphens: Any = True,
-) -> int:
-    text = str(s)
-    step = width if isinstance(width, int) and width > 0 else 1
-    lines = 2 * len(text) // step + text.count("\n") + 1
-    return len(text) + lines * len(wrapstring if isinstance(wrapstring, str) else "\n")
-
-
-def _tojson_size(value: Any, indent: Any = None) -> int:
-    pad = indent if isinstance(indent, int) else len(str(indent or ""))
-    return value_size(value) * (1 + max(pad, 0))
-
-
-def _center_size(value: Any, width: Any = 80) -> int:
-    return max(_text_len(value), width if isinstance(width, int) else 0)
-
-
-def _urlize_size(value: Any, *args: Any, **kwargs: Any) -> int:
-    text = str(value)
-    extra = sum(len(str(v)) for v in (*args, *kwargs.values()) if isinstance(v, str))
-    return len(text) * 3 + len(text.split()) * (64 + extra)
-
-
-def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
-    check_printf(str(value), kwargs or args)
-    return 0
-
-
-# Filters whose result can be much larger than their input: an estimate of the
-# result's size from the arguments, checked before the filter runs.
-_FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
-    "replace": _replace_size,
-    "join": _join_size,
-    "indent": _indent_size,
-    "wordwrap": _wordwrap_size,
-    "tojson": _tojson_size,
-    "center": _center_size,
-    "urlize": _urlize_size,
-    "format": _format_size,
-    "list": lambda value: value_size(value),
-}
-
-# Filters that turn their subject into text: a subject that is not text is
-# held to MAX_VALUE_SIZE and must hold no callable, before `str()` runs on it.
-_TEXT_FILTERS = frozenset(
-    {
-        "capitalize",
-        "center",
-        "e",
-        "escape",
-        "forceescape",
-        "format",
-        "indent",
-        "lower",
-        "pprint",
-        "replace",
-        "safe",
-        "string",
-        "striptags",
-        "title",
-        "trim",
-        "truncate",
-        "upper",
-        "urlencode",
-        "urlize",
-        "wordcount",
-        "wordwrap",
-        "xmlattr",
-    }
-)
-
-# Filters whose integer arguments are data, not sizes (`default(5000000)`); the
-# generic "no integer argument over MAX_VALUE_SIZE" rule does not apply to them.
-_DATA_ARGUMENT_FILTERS = frozenset(
-    {
-        "default",
-        "d",
-        "format",
-        "sum",
-        "int",
-        "float",
-        "round",
-        "select",
-        "reject",
-        "selectattr",
-        "rejectattr",
-        "map",
-        "replace",
-        "groupby",
-        "sort",
-        "unique",
-        "min",
-        "max",
-        "dictsort",
-        "first",
-        "last",
-    }
-)
-
-
-def check_int_arguments(kind: str, name: str, args: Any, kwargs: Mapping[str, Any]) -> None:
-    for arg in itertools.chain(args, kwargs.values()):
-        if type(arg) is int and abs(arg) > MAX_VALUE_SIZE:
-            raise TemplateLimitExceeded(
-                f"{kind} {name}: the argument {arg:,} is over the size limit of {MAX_VALUE_SIZE:,}"
-            )
-
-
-def bound_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    """`func` with the deadline, the integer-argument rule and its growth estimate."""
-    skip = 0 if _PassArg.from_obj(func) is None else 1
-    growth = _FILTER_GROWTH.get(name)
-    check_ints = name not in _DATA_ARGUMENT_FILTERS
-    to_text = name in _TEXT_FILTERS
-
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        check_deadline()
-        if to_text and len(args) > skip and type(args[skip]) is not str:
-            check_result(args[skip])
-        if check_ints and (kwargs or len(args) > skip + 1):
-            check_int_arguments("filter", repr(name), args[skip + 1 :], kwargs)
-        if growth is not None:
-            size = growth(*args[skip:], **kwargs)
-            if size > MAX_VALUE_SIZE:
-                raise _too_big(f"filter {name!r}", size)
-        result = func(*args, **kwargs)
-        note_built(result)
-        return result
-
-    bounded.__name__ = getattr(func, "__name__", name)
-    bounded.__doc__ = func.__doc__
-    pass_arg = getattr(func, "jinja_pass_arg", None)
-    if pass_arg is not None:
-        bounded.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
-    return bounded
-
-
-@pass_environment
-def bounded_sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
-    """Jinja's `sum`, in linear time for lists and tuples (Python's `sum` is quadratic there)."""
-    if attribute is not None:
-        iterable = map(make_attrgetter(environment, attribute), iterable)
-    items = list(iterable)
-    kind = type(start)
-    if kind is list or kind is tuple:
-        size = value_size(start) + value_size(items)
-        if size > MAX_VALUE_SIZE:
-            raise _too_big("filter 'sum'", size)
-        for item in items:
-            if type(item) is not kind:
-                raise TypeError(
-                    f"can only add {kind.__name__} to {kind.__name__}, not {type(item).__name__}"
-                )
-        return kind(itertools.chain(start, *items))
-    return sum(items, start)
-
-
-def _str_join_size(sep: str, iterable: Any) -> int:
-    check_result(iterable)
-    items = len(iterable) if isinstance(iterable, list | tuple | dict | str) else 0
-    return value_size(iterable) + items * len(sep)
-
-
-def _expandtabs_size(s: str, tabsize: Any = 8) -> int:
-    return len(s) + s.count("\t") * (tabsize if isinstance(tabsize, int) else 8)
-
-
-def _translate_size(s: str, table: Any) -> int:
-    widest = 1
-    if isinstance(table, dict):
-        widest = max((len(v) for v in table.values() if isinstance(v, str)), default=1)
-    return len(s) * max(widest, 1)
-
-
-def _width_size(s: str, width: Any = 0, *args: Any) -> int:
-    return max(len(s), width if isinstance(width, int) else 0)
-
-
-# Methods of `str` whose result can be much larger than the string.
-_STR_METHOD_GROWTH: Mapping[str, Callable[..., int]] = {
-    "replace": _replace_size,
-    "join": _str_join_size,
-    "expandtabs": _expandtabs_size,
-    "translate": _translate_size,
-    "center": _width_size,
-    "ljust": _width_size,
-    "rjust": _width_size,
-    "zfill": _width_size,
-}
-
-
-def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Before a method call from a template: the deadline, and the size rules for `str`."""
-    check_deadline()
-    owner = getattr(func, "__self__", None)
-    if not isinstance(owner, str):
-        return
-    name = getattr(func, "__name__", "")
-    if args or kwargs:
-        check_int_arguments("method", f"str.{name}", args, kwargs)
-    growth = _STR_METHOD_GROWTH.get(name)
-    if growth is not None:
-        size = growth(owner, *args, **kwargs)
-        if size > MAX_VALUE_SIZE:
-            raise _too_big(f"str.{name}", size)
 
 
 # ------------------------------------------- the sandbox's own filters
@@ -649,7 +410,7 @@ def concat_filter(context: Context, parts: list[Any]) -> str:
         text = as_text(part)
         total += len(text)
         if total > MAX_VALUE_SIZE:
-            raise _too_big("'~'", total)
+            raise too_big("'~'", total)
         texts.append(text)
     return "".join(texts)
 
