@@ -133,6 +133,8 @@ def test_an_attribute_of_an_object_on_the_fast_path_is_still_read() -> None:
         ("{{ ('y' * 10).join((('x' * 1000) * 999).split('x')) }}", "str.join"),
         ("{{ src.l | tojson(indent=1000) }}", "tojson"),
         ("{{ ('x' * 600000) ~ ('x' * 600000) }}", "'~'"),
+        ("{{ (src.s * 300000) | replace('a', '\"') | e }}", "filter 'e'"),
+        ("{{ ('é' * 400000) | urlencode }}", "urlencode"),
         ("{{ src.s.translate({97: 'x' * 999999}) }}", "str.translate"),
     ],
 )
@@ -162,6 +164,8 @@ def test_values_under_the_limits_are_built() -> None:
     assert evaluate("{{ src.l | map('string') | join(',') | length }}") == 8889
     assert evaluate("{{ 'a-b' | replace('-', '--') }}") == "a--b"
     assert evaluate("{{ src.s ~ 1 ~ none }}") == "abc1None"
+    assert evaluate("{{ '<a>' | e }}") == "&lt;a&gt;"
+    assert evaluate("{{ 'é x' | urlencode }}") == "%C3%A9%20x"
 
 
 def test_a_lazy_filter_result_is_consumed_under_the_bounds() -> None:

@@ -90,6 +90,17 @@ def _urlize_size(value: Any, *args: Any, **kwargs: Any) -> int:
     return len(text) * 3 + len(text.split()) * (64 + extra)
 
 
+def _escape_size(value: Any) -> int:
+    text = value if isinstance(value, str) else str(value)
+    return len(text) + 5 * sum(text.count(c) for c in "&<>'\"")
+
+
+def _urlencode_size(value: Any) -> int:
+    if isinstance(value, str):
+        return 3 * len(value.encode("utf-8", "surrogatepass"))
+    return 3 * value_size(value)
+
+
 def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
     check_printf(str(value), kwargs or args)
     return 0
@@ -106,6 +117,10 @@ _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
     "center": _center_size,
     "urlize": _urlize_size,
     "format": _format_size,
+    "escape": _escape_size,
+    "e": _escape_size,
+    "forceescape": _escape_size,
+    "urlencode": _urlencode_size,
     "list": lambda value: value_size(value),
 }
 
