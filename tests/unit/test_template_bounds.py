@@ -197,10 +197,16 @@ def test_a_constant_over_a_limit_is_refused_at_load() -> None:
         "{{ '%01000000000d' % 1 }}",
         "{{ 'x' * 1000001 }}",
         "{{ [1, 2 ** 20000] }}",
+        "{{ a.s | center(10 ** 9) }}",
+        "{{ a.l | slice(10 ** 8) | list }}",
+        "{{ 'ab'.center(width=2 ** 40) }}",
+        "{% for x in a.l %}{{ x | indent(10 ** 7) }}{% endfor %}",
     ):
         with pytest.raises(template_bounds.TemplateLimitExceeded, match="constant"):
             analyze_template(text)
     assert analyze_template("{{ 1 / 0 if a.n else 10 ** 100 }}").names == {"a"}
+    assert analyze_template("{{ a.n | default(10 ** 8) }}").names == {"a"}
+    assert analyze_template("{{ a.m.get('k', 10 ** 8) }}").names == {"a"}
 
 
 # --------------------------------------------------------------------- time

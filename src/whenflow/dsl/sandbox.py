@@ -190,6 +190,12 @@ def check_int_arguments(kind: str, name: str, args: Any, kwargs: Mapping[str, An
             )
 
 
+def check_filter_arguments(name: str, args: Any) -> None:
+    """The integer-argument rule for a filter, for the load-time check of constants."""
+    if name not in _DATA_ARGUMENT_FILTERS:
+        check_int_arguments("filter", repr(name), args, {})
+
+
 def bound_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` with the deadline, the integer-argument rule and its growth estimate."""
     skip = 0 if _PassArg.from_obj(func) is None else 1

@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import nodes
 from jinja2.visitor import NodeTransformer
 
+from whenflow.dsl.sandbox import check_filter_arguments, check_int_arguments
 from whenflow.dsl.template_bounds import (
     CONCAT_FILTER,
     EMIT_FILTER,
@@ -100,6 +101,18 @@ def _fold(node: nodes.Node) -> Any:
             return _BINARY[node.operator](left, right)
         except Exception:  # 1 / 0 and the like are left to the run
             raise _NotConstant from None
+    if isinstance(node, nodes.Filter) and node.node is not None:
+        # `x | center(10 ** 9)`: the subject may vary, the size is constant.
+        _try_fold(node.node)
+        check_filter_arguments(node.name, _constant_arguments(node))
+        raise _NotConstant
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+        # `'a'.center(10 ** 9)`
+        owner = _try_fold(node.node.node)
+        arguments = _constant_arguments(node)
+        if isinstance(owner, str):
+            check_int_arguments("method", f"str.{node.node.attr}", arguments, {})
+        raise _NotConstant
     if isinstance(node, nodes.Neg | nodes.Pos):
         value = _fold(node.node)
         if not isinstance(value, int | float):
@@ -112,6 +125,15 @@ def _fold(node: nodes.Node) -> Any:
 
 class _Not:
     pass
+
+
+def _constant_arguments(node: nodes.Filter | nodes.Call) -> list[Any]:
+    """The constant values among a call's arguments (every argument is folded)."""
+    values = [_try_fold(a) for a in node.args] + [_try_fold(k.value) for k in node.kwargs]
+    for extra in (node.dyn_args, node.dyn_kwargs):
+        if extra is not None:
+            _try_fold(extra)
+    return [v for v in values if v is not _NOT]
 
 
 _NOT = _Not()
