@@ -124,16 +124,15 @@ def check_deadline() -> None:
 
 def note_built(value: Any) -> None:
     """Add the size of what a filter, method or operator returned to the evaluation's total."""
+    kind = type(value)
+    if kind is not str and kind is not list and kind is not tuple and kind is not dict:
+        return
     budget = _BUDGET.get()
     if budget is None:
         return
-    kind = type(value)
-    if kind is str or kind is list or kind is tuple or kind is dict:
-        # What was allocated: characters, or item slots (a list of shared items
-        # is measured deeply where it becomes text or an expression's value).
-        budget.built += len(value)
-    else:
-        return
+    # What was allocated: characters, or item slots (a list of shared items is
+    # measured deeply where it becomes text or an expression's value).
+    budget.built += len(value)
     if budget.built > MAX_BUILT_SIZE:
         raise TemplateLimitExceeded(
             f"the values it builds add up to over {MAX_BUILT_SIZE:,} (characters of text "
@@ -249,26 +248,31 @@ def as_text(value: Any) -> str:
 # ------------------------------------------------------------- operators
 
 
+_NUMBERS = frozenset({int, float, bool})
+
+
 def check_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse `left <operator> right` if its result would be over a bound."""
-    check_deadline()
-    if operator == "**":
-        if type(left) is int and type(right) is int and right > 0 and abs(left) > 1:
-            bits = right * math.log2(abs(left))
-            if bits > MAX_INT_BITS:
-                raise TemplateLimitExceeded(
-                    f"'**' would make a number of about {bits:,.0f} bits, "
-                    f"over the limit of {MAX_INT_BITS:,} (MAX_INT_BITS)"
-                )
-    elif operator == "*":
-        if isinstance(left, int) and isinstance(right, int):
+    if type(left) in _NUMBERS and type(right) in _NUMBERS:
+        # The common case, kept cheap: only integer growth is bounded.
+        if operator == "**" and type(left) is int and type(right) is int:
+            if right > 0 and abs(left) > 1:
+                bits = right * math.log2(abs(left))
+                if bits > MAX_INT_BITS:
+                    raise TemplateLimitExceeded(
+                        f"'**' would make a number of about {bits:,.0f} bits, "
+                        f"over the limit of {MAX_INT_BITS:,} (MAX_INT_BITS)"
+                    )
+        elif operator == "*" and type(left) is not float and type(right) is not float:
             bits = left.bit_length() + right.bit_length()
             if bits > MAX_INT_BITS:
                 raise TemplateLimitExceeded(
                     f"'*' would make a number of about {bits:,} bits, "
                     f"over the limit of {MAX_INT_BITS:,} (MAX_INT_BITS)"
                 )
-            return
+        return
+    check_deadline()  # on text and lists an operation costs as much as their length
+    if operator == "*":
         for seq, times in ((left, right), (right, left)):
             # Text up to MAX_VALUE_SIZE characters, a list up to as many items
             # (`[big] * 20` shares `big`: measured deeply where it becomes text).
