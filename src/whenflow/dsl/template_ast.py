@@ -2,9 +2,10 @@
 
 - `bound_tree` rewrites a checked tree before it is compiled, so the bounds of
   `template_bounds` apply: every `{% for %}` iterates through the counting
-  filter, every piece of output goes through the emitting one, and `a ~ b`
-  becomes the bounded concatenation. The filters' names start with `_`, which a
-  template's own text may not use, so no template can name or bypass them.
+  filter, every computed piece of output (and constant text inside a loop)
+  goes through the emitting one, and `a ~ b` becomes the bounded concatenation.
+  The filters' names start with `_`, which a template's own text may not use,
+  so no template can name or bypass them.
 - `check_constants` evaluates, at load time, the constant subexpressions a
   template holds (`10 ** 1000`, `'x' * 5`) under the same size rules, so
   `validate` refuses `{{ ((10 ** 1000) ** 1000) ** 1000 > 0 }}` with its
@@ -35,22 +36,27 @@ def _wrap(node: nodes.Node, name: str) -> nodes.Filter:
 
 
 class _Bounder(NodeTransformer):
+    def __init__(self) -> None:
+        self.loops = 0  # how many `{% for %}` the visit is inside
+
     def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.loops += 1
         self.generic_visit(node)
+        self.loops -= 1
         node.iter = _wrap(node.iter, LOOP_FILTER)
         return node
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
-        node.nodes = [
-            _wrap(
-                nodes.Const(child.data, lineno=child.lineno)
-                if isinstance(child, nodes.TemplateData)
-                else child,
-                EMIT_FILTER,
-            )
-            for child in node.nodes
-        ]
+        children: list[nodes.Node] = []
+        for child in node.nodes:
+            if not isinstance(child, nodes.TemplateData):
+                children.append(_wrap(child, EMIT_FILTER))
+            elif self.loops:
+                children.append(_wrap(nodes.Const(child.data, lineno=child.lineno), EMIT_FILTER))
+            else:  # constant text outside loops: as long as the template itself
+                children.append(child)
+        node.nodes = children  # type: ignore[assignment]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:

@@ -428,6 +428,7 @@ class CompiledTemplate:
                 check_result(value, MAX_BUILT_SIZE)
                 return value
             rendered: str = self._template.render(**scope)
+            check_result(rendered)  # constant text outside loops is not counted as emitted
             return rendered
         except Exception as exc:  # any failure of a template is its node's, never the engine's
             _raise_eval(info.source, exc)
