@@ -110,6 +110,9 @@ def test_an_attribute_of_an_object_on_the_fast_path_is_still_read() -> None:
         ("{{ ('%0' ~ src.n ~ 'd') | format(1) }}", "'%'"),
         ("{{ src.l | slice(src.n * 100) | list | length }}", "slice"),
         ("{{ src.l | batch(src.n) | list | length }}", "batch"),
+        ("{{ src.l | slice(100000) | list | length }}", "slice"),
+        ("{{ ([src.s * 300000] * 1000) | sort | length }}", "16,000,000"),
+        ("{{ ([src.s * 300000] * 1000) | unique | list | length }}", "16,000,000"),
         ("{{ 'a' | indent(src.n) }}", "indent"),
         ("{{ 'x x x x x' | wordwrap(5, wrapstring=src.s * 333333) }}", "wordwrap"),
         ("{{ src.s | truncate(src.n) }}", "truncate"),
@@ -156,6 +159,8 @@ def test_values_under_the_limits_are_built() -> None:
     assert evaluate("{{ '%(a)s' % {'a': 1} }}") == "1"
     assert evaluate("{{ '{:>5}|{:.1f}'.format('a', 2.25) }}") == "    a|2.2"
     assert evaluate("{{ 'a' | center(5) }}") == "  a  "
+    assert evaluate("{{ [1, 2, 3, 4] | slice(3) | list }}") == [[1, 2], [3], [4]]
+    assert evaluate("{{ ['b', 'A', 'a'] | sort }}") == ["A", "a", "b"]
     assert evaluate("{{ src.missing | default(5000000) }}") == 5000000
     assert evaluate("{{ src.m.get('zz', 3600000) }}") == 3600000
     assert evaluate("{{ [[1], [2, 3]] | sum(start=[]) }}") == [1, 2, 3]

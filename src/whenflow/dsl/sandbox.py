@@ -24,6 +24,7 @@ from jinja2.utils import _PassArg, pass_environment
 
 from whenflow.dsl.template_bounds import (
     INTERNAL_FILTERS,
+    MAX_BUILT_SIZE,
     MAX_VALUE_SIZE,
     BoundedFormatter,
     Counted,
@@ -122,7 +123,19 @@ _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
     "forceescape": _escape_size,
     "urlencode": _urlencode_size,
     "list": lambda value: value_size(value),
+    # Every slice is a new list: count each as 16 items, so `slice(10 ** 6)`
+    # cannot make a million empty lists.
+    "slice": lambda value, slices, fill_with=None: (
+        (len(value) if isinstance(value, list | tuple | str) else 0) + 16 * slices
+        if isinstance(slices, int)
+        else 0
+    ),
 }
+
+# Filters that copy or case-fold every item of their subject (`sort`'s key is
+# `item.lower()`): the subject, counted deeply, is held to MAX_BUILT_SIZE first,
+# so a list of a thousand references to one long text is not copied a thousand times.
+_ITEM_COPYING_FILTERS = frozenset({"sort", "unique", "dictsort", "min", "max", "groupby"})
 
 # Filters that turn their subject into text: a subject that is not text is
 # held to MAX_VALUE_SIZE and must hold no callable, before `str()` runs on it.
@@ -202,11 +215,14 @@ def bound_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     growth = _FILTER_GROWTH.get(name)
     check_ints = name not in _DATA_ARGUMENT_FILTERS
     to_text = name in _TEXT_FILTERS
+    copies_items = name in _ITEM_COPYING_FILTERS
 
     def bounded(*args: Any, **kwargs: Any) -> Any:
         check_deadline()
         if to_text and len(args) > skip and type(args[skip]) is not str:
             check_result(args[skip])
+        if copies_items and len(args) > skip:
+            check_result(args[skip], MAX_BUILT_SIZE)
         if check_ints and (kwargs or len(args) > skip + 1):
             check_int_arguments("filter", repr(name), args[skip + 1 :], kwargs)
         if growth is not None:
