@@ -337,6 +337,12 @@ def test_a_template_too_deep_to_compile_is_a_syntax_problem(text: str) -> None:
         compile_template(text)
 
 
-def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+def test_brackets_inside_strings_or_outside_expressions_do_not_count_as_nesting() -> None:
     text = "{{ '" + "(" * 100 + "' | length }}"
     assert evaluate(text) == 100
+    assert evaluate("(" * 40 + " it's {{ src.s }} " + ")" * 40) == (
+        "(" * 40 + " it's abc " + ")" * 40
+    )
+    assert evaluate("{{ {'a': {'b': [1]}}['a']['b'] }} {% if ([1]) %}y{% endif %}") == "[1] y"
+    with pytest.raises(TemplateSyntaxProblem, match="nest"):
+        compile_template("it's {% if " + "(" * 40 + "1" + ")" * 40 + " %}x{% endif %}")

@@ -176,16 +176,29 @@ def _check_safety(tree: nodes.Node) -> None:
 
 
 def _check_nesting(text: str) -> None:
-    """Refuse brackets nested over MAX_NESTING deep before Jinja's parser recurses into them."""
+    """Refuse brackets nested over MAX_NESTING deep before Jinja's parser recurses into them.
+
+    Only brackets inside `{{ }}` and `{% %}`, outside quotes, count: text around
+    them is never parsed as an expression.
+    """
     depth = 0
     quote = ""
+    inside = False
     lineno = 1
-    for ch in text:
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        pair = text[i : i + 2]
         if ch == "\n":
             lineno += 1
-        if quote:
+        if not inside:
+            if pair in ("{{", "{%"):
+                inside, depth, i = True, 0, i + 1
+        elif quote:
             if ch == quote:
                 quote = ""
+        elif pair in ("}}", "%}") and depth <= 0:
+            inside, i = False, i + 1
         elif ch in "'\"":
             quote = ch
         elif ch in "([{":
@@ -198,6 +211,7 @@ def _check_nesting(text: str) -> None:
                 )
         elif ch in ")]}":
             depth -= 1
+        i += 1
 
 
 _TOO_DEEP = (RecursionError, MemoryError, SyntaxError)
