@@ -34,6 +34,13 @@ CTX = pool(
 )
 
 
+@pytest.fixture(autouse=True)
+def _clock_of_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests of the other bounds must not race the clock on a shared CI machine;
+    the deadline's own test sets it low again."""
+    monkeypatch.setattr(template_bounds, "MAX_EVALUATION_SECONDS", 30.0)
+
+
 def evaluate(text: str, context: Mapping[str, Any] = CTX) -> Any:
     return compile_template(text).evaluate(context)
 
@@ -43,7 +50,7 @@ def refused(text: str, *words: str, context: Mapping[str, Any] = CTX) -> str:
     started = time.monotonic()
     with pytest.raises(TemplateEvaluationError) as info:
         evaluate(text, context)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20
     message = str(info.value)
     assert text.strip("{} ") in message
     for word in words:
@@ -103,6 +110,9 @@ def test_an_attribute_of_an_object_on_the_fast_path_is_still_read() -> None:
         ("{{ ('%0' ~ src.n ~ 'd') | format(1) }}", "'%'"),
         ("{{ src.l | slice(src.n * 100) | list | length }}", "slice"),
         ("{{ src.l | batch(src.n) | list | length }}", "batch"),
+        ("{{ src.l | slice(100000) | list | length }}", "slice"),
+        ("{{ ([src.s * 300000] * 1000) | sort | length }}", "16,000,000"),
+        ("{{ ([src.s * 300000] * 1000) | unique | list | length }}", "16,000,000"),
         ("{{ 'a' | indent(src.n) }}", "indent"),
         ("{{ 'x x x x x' | wordwrap(5, wrapstring=src.s * 333333) }}", "wordwrap"),
         ("{{ src.s | truncate(src.n) }}", "truncate"),
@@ -112,10 +122,13 @@ def test_an_attribute_of_an_object_on_the_fast_path_is_still_read() -> None:
         ("{{ ((pipeline.input.base ** 1000) ** 1000) ** 1000 > 0 }}", "MAX_INT_BITS"),
         ("{{ (pipeline.input.base ** 4000) * (pipeline.input.base ** 4000) }}", "MAX_INT_BITS"),
         ("{{ src.s * src.n }}", "'*'"),
-        ("{{ [src.l] * 600 }}", "'*'"),
-        ("{{ [src.s * 1000] * 334 }}", "'*'"),
+        ("{{ [src.l] * 9000 }}", "16,000,000"),
+        ("{{ ([src.l] * 600) | string }}", "1,000,000"),
+        ("{{ src.l * 600 }}", "'*'"),
+        ("{{ [src.s * 1000] * 6000 }}", "16,000,000"),
         ("{{ src.s * 200000 + src.s * 200000 }}", "'+'"),
-        ("{{ [src.s * 1000] * 200 + [src.s * 1000] * 200 }}", "'+'"),
+        ("{{ [src.s * 100000] * 50 + [src.s * 100000] * 50 }}", "16,000,000"),
+        ("{{ src.l * 300 + src.l * 300 }}", "'+'"),
         ("{{ (src.s * 333333).replace('a', 'aaaa') }}", "str.replace"),
         ("{{ (src.s * 333333) | replace('a', 'aaaa') }}", "replace"),
         ("{{ (pipeline.input.text * 100).expandtabs(src.n // 1000) }}", "expandtabs"),
@@ -123,6 +136,8 @@ def test_an_attribute_of_an_object_on_the_fast_path_is_still_read() -> None:
         ("{{ ('y' * 10).join((('x' * 1000) * 999).split('x')) }}", "str.join"),
         ("{{ src.l | tojson(indent=1000) }}", "tojson"),
         ("{{ ('x' * 600000) ~ ('x' * 600000) }}", "'~'"),
+        ("{{ (src.s * 300000) | replace('a', '\"') | e }}", "filter 'e'"),
+        ("{{ ('é' * 400000) | urlencode }}", "urlencode"),
         ("{{ src.s.translate({97: 'x' * 999999}) }}", "str.translate"),
     ],
 )
@@ -144,6 +159,8 @@ def test_values_under_the_limits_are_built() -> None:
     assert evaluate("{{ '%(a)s' % {'a': 1} }}") == "1"
     assert evaluate("{{ '{:>5}|{:.1f}'.format('a', 2.25) }}") == "    a|2.2"
     assert evaluate("{{ 'a' | center(5) }}") == "  a  "
+    assert evaluate("{{ [1, 2, 3, 4] | slice(3) | list }}") == [[1, 2], [3], [4]]
+    assert evaluate("{{ ['b', 'A', 'a'] | sort }}") == ["A", "a", "b"]
     assert evaluate("{{ src.missing | default(5000000) }}") == 5000000
     assert evaluate("{{ src.m.get('zz', 3600000) }}") == 3600000
     assert evaluate("{{ [[1], [2, 3]] | sum(start=[]) }}") == [1, 2, 3]
@@ -152,11 +169,28 @@ def test_values_under_the_limits_are_built() -> None:
     assert evaluate("{{ src.l | map('string') | join(',') | length }}") == 8889
     assert evaluate("{{ 'a-b' | replace('-', '--') }}") == "a--b"
     assert evaluate("{{ src.s ~ 1 ~ none }}") == "abc1None"
+    assert evaluate("{{ '<a>' | e }}") == "&lt;a&gt;"
+    assert evaluate("{{ 'é x' | urlencode }}") == "%C3%A9%20x"
+
+
+def test_a_lazy_filter_result_is_consumed_under_the_bounds() -> None:
+    assert evaluate("{{ [1, 2] | map('string') }}") == ["1", "2"]
+    assert evaluate("{{ [] | select }}") == []
+    refused("{{ (src.s * 100000) | list | map('center', 999999) }}", "MAX_BUILT_SIZE")
+    refused("{{ src.l | map('center', 999999) | list | length }}", "MAX_BUILT_SIZE")
+    refused(
+        "{{ (src.s * 300001) | batch(1000, fill_with=src.s * 300000) | map('upper') | list }}",
+        "1,000,000",
+    )
+    refused(
+        "{{ ([0] * 1000000) | map('default', src.s * 300000, true) | list | map('upper') | list }}",
+        "MAX_BUILT_SIZE",
+    )
 
 
 def test_sum_of_lists_is_linear_and_keeps_pythons_type_errors() -> None:
     started = time.monotonic()
-    assert evaluate("{{ ([[1]] * 200000) | sum(start=[]) | length }}") == 200000
+    assert evaluate("{{ ([[1]] * 100000) | sum(start=[]) | length }}") == 100000
     assert time.monotonic() - started < 5
     with pytest.raises(TemplateEvaluationError, match="TypeError"):
         evaluate("{{ [[1], (2,)] | sum(start=[]) }}")
@@ -168,10 +202,16 @@ def test_a_constant_over_a_limit_is_refused_at_load() -> None:
         "{{ '%01000000000d' % 1 }}",
         "{{ 'x' * 1000001 }}",
         "{{ [1, 2 ** 20000] }}",
+        "{{ a.s | center(10 ** 9) }}",
+        "{{ a.l | slice(10 ** 8) | list }}",
+        "{{ 'ab'.center(width=2 ** 40) }}",
+        "{% for x in a.l %}{{ x | indent(10 ** 7) }}{% endfor %}",
     ):
         with pytest.raises(template_bounds.TemplateLimitExceeded, match="constant"):
             analyze_template(text)
     assert analyze_template("{{ 1 / 0 if a.n else 10 ** 100 }}").names == {"a"}
+    assert analyze_template("{{ a.n | default(10 ** 8) }}").names == {"a"}
+    assert analyze_template("{{ a.m.get('k', 10 ** 8) }}").names == {"a"}
 
 
 # --------------------------------------------------------------------- time
@@ -198,12 +238,12 @@ def test_loops_with_filters_and_dicts_count_too() -> None:
     refused(
         "{% for a in src.l if a %}{% for b in src.l %}{% for c in src.l|list %}"
         "{% endfor %}{% endfor %}{% endfor %}",
-        "limit of one template",
+        "MAX_LOOP_ITERATIONS",
     )
     refused(
         "{% for a in src.l %}{% for k, v in {'a': 1, 'b': 2}.items() %}{% for c in src.l %}"
         "{% endfor %}{% endfor %}{% endfor %}",
-        "limit of one template",
+        "MAX_LOOP_ITERATIONS",
     )
 
 
@@ -212,7 +252,7 @@ def test_a_recursive_loop_counts_and_its_recursion_is_an_error() -> None:
     refused(
         "{% for x in src.l recursive %}{% if x is number %}"
         "{{ loop(src.l | map('string')) }}{% endif %}{% endfor %}",
-        "limit of one template",
+        "MAX_LOOP_ITERATIONS",
     )
 
 
@@ -297,6 +337,12 @@ def test_a_template_too_deep_to_compile_is_a_syntax_problem(text: str) -> None:
         compile_template(text)
 
 
-def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+def test_brackets_inside_strings_or_outside_expressions_do_not_count_as_nesting() -> None:
     text = "{{ '" + "(" * 100 + "' | length }}"
     assert evaluate(text) == 100
+    assert evaluate("(" * 40 + " it's {{ src.s }} " + ")" * 40) == (
+        "(" * 40 + " it's abc " + ")" * 40
+    )
+    assert evaluate("{{ {'a': {'b': [1]}}['a']['b'] }} {% if ([1]) %}y{% endif %}") == "[1] y"
+    with pytest.raises(TemplateSyntaxProblem, match="nest"):
+        compile_template("it's {% if " + "(" * 40 + "1" + ")" * 40 + " %}x{% endif %}")

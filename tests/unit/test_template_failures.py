@@ -132,3 +132,35 @@ inputs:
     assert r.result.status.value == "failed"
     assert "internal error" not in (r.result.error or "")
     assert r.events[-1] == "pipeline.failed"
+
+
+class _OutOfMemorySecrets:
+    """A secrets backend that fails as a template reads it (an injected fault)."""
+
+    def get(self, name: str) -> str | None:
+        raise MemoryError
+
+    def describe(self, name: str) -> str:
+        return "nowhere"
+
+
+def test_a_memory_error_in_a_template_fails_only_its_node() -> None:
+    r = run(
+        SOURCE
+        + """
+  - id: reads_secret
+    task: {type: python, callable: use}
+    inputBindings: {token: "{{ secret('TOKEN') }}"}
+  - id: other
+    task: {type: python, callable: sibling}
+""",
+        {"src": src, "use": received([]), "sibling": sibling},
+        secrets=_OutOfMemorySecrets(),
+    )
+    assert r.node_events("reads_secret") == ["reads_secret.failed"]
+    (payload,) = r.payloads("reads_secret.failed")
+    assert "MemoryError" in payload["message"]
+    assert "secret('TOKEN')" in payload["message"]
+    assert r.node_events("other") == ["other.started", "other.completed"]
+    assert r.status("src") == "completed"
+    assert "internal error" not in (r.result.error or "")

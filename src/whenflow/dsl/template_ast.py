@@ -2,9 +2,10 @@
 
 - `bound_tree` rewrites a checked tree before it is compiled, so the bounds of
   `template_bounds` apply: every `{% for %}` iterates through the counting
-  filter, every piece of output goes through the emitting one, and `a ~ b`
-  becomes the bounded concatenation. The filters' names start with `_`, which a
-  template's own text may not use, so no template can name or bypass them.
+  filter, every computed piece of output (and constant text inside a loop)
+  goes through the emitting one, and `a ~ b` becomes the bounded concatenation.
+  The filters' names start with `_`, which a template's own text may not use,
+  so no template can name or bypass them.
 - `check_constants` evaluates, at load time, the constant subexpressions a
   template holds (`10 ** 1000`, `'x' * 5`) under the same size rules, so
   `validate` refuses `{{ ((10 ** 1000) ** 1000) ** 1000 > 0 }}` with its
@@ -20,6 +21,7 @@ from typing import Any
 from jinja2 import nodes
 from jinja2.visitor import NodeTransformer
 
+from whenflow.dsl.sandbox import check_filter_arguments, check_int_arguments
 from whenflow.dsl.template_bounds import (
     CONCAT_FILTER,
     EMIT_FILTER,
@@ -34,22 +36,27 @@ def _wrap(node: nodes.Node, name: str) -> nodes.Filter:
 
 
 class _Bounder(NodeTransformer):
+    def __init__(self) -> None:
+        self.loops = 0  # how many `{% for %}` the visit is inside
+
     def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.loops += 1
         self.generic_visit(node)
+        self.loops -= 1
         node.iter = _wrap(node.iter, LOOP_FILTER)
         return node
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
-        node.nodes = [
-            _wrap(
-                nodes.Const(child.data, lineno=child.lineno)
-                if isinstance(child, nodes.TemplateData)
-                else child,
-                EMIT_FILTER,
-            )
-            for child in node.nodes
-        ]
+        children: list[nodes.Node] = []
+        for child in node.nodes:
+            if not isinstance(child, nodes.TemplateData):
+                children.append(_wrap(child, EMIT_FILTER))
+            elif self.loops:
+                children.append(_wrap(nodes.Const(child.data, lineno=child.lineno), EMIT_FILTER))
+            else:  # constant text outside loops: as long as the template itself
+                children.append(child)
+        node.nodes = children  # type: ignore[assignment]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
@@ -100,6 +107,18 @@ def _fold(node: nodes.Node) -> Any:
             return _BINARY[node.operator](left, right)
         except Exception:  # 1 / 0 and the like are left to the run
             raise _NotConstant from None
+    if isinstance(node, nodes.Filter) and node.node is not None:
+        # `x | center(10 ** 9)`: the subject may vary, the size is constant.
+        _try_fold(node.node)
+        check_filter_arguments(node.name, _constant_arguments(node))
+        raise _NotConstant
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+        # `'a'.center(10 ** 9)`
+        owner = _try_fold(node.node.node)
+        arguments = _constant_arguments(node)
+        if isinstance(owner, str):
+            check_int_arguments("method", f"str.{node.node.attr}", arguments, {})
+        raise _NotConstant
     if isinstance(node, nodes.Neg | nodes.Pos):
         value = _fold(node.node)
         if not isinstance(value, int | float):
@@ -112,6 +131,15 @@ def _fold(node: nodes.Node) -> Any:
 
 class _Not:
     pass
+
+
+def _constant_arguments(node: nodes.Filter | nodes.Call) -> list[Any]:
+    """The constant values among a call's arguments (every argument is folded)."""
+    values = [_try_fold(a) for a in node.args] + [_try_fold(k.value) for k in node.kwargs]
+    for extra in (node.dyn_args, node.dyn_kwargs):
+        if extra is not None:
+            _try_fold(extra)
+    return [v for v in values if v is not _NOT]
 
 
 _NOT = _Not()

@@ -19,8 +19,11 @@ is bounded, and sizes are estimated *before* the operation allocates:
   result would exceed MAX_VALUE_SIZE (characters of text plus one per list item
   or dict entry, counted deeply). Any integer argument over MAX_VALUE_SIZE to a
   filter or a method of a string is refused, unless the filter takes data there
-  (`default`, `format`, `sum`'s start...).
+  (`default`, `format`, `sum`'s start...). The rules for filters and methods,
+  and the environment that applies all of these, are in `sandbox.py`.
 - text: what a text template emits counts against MAX_RENDERED_CHARS.
+- in all: the sizes of what every filter, method and operator returns add up
+  against MAX_BUILT_SIZE.
 
 A bound that is hit raises TemplateLimitExceeded, which the evaluation turns
 into a TemplateEvaluationError naming the template and the limit.
@@ -34,13 +37,11 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from typing import Any
 
-from jinja2.filters import make_attrgetter
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import SandboxedFormatter
-from jinja2.utils import _PassArg, pass_context, pass_environment
+from jinja2.utils import pass_context
 
 from whenflow.domain.errors import WhenflowError
 
@@ -58,6 +59,10 @@ MAX_VALUE_SIZE = 1_000_000
 item or dict entry, counted deeply."""
 MAX_RENDERED_CHARS = 1_000_000
 """Characters a text template may emit in one evaluation."""
+MAX_BUILT_SIZE = 16 * MAX_VALUE_SIZE
+"""Size of everything the filters, methods and operators of one evaluation return,
+added up: many values each under MAX_VALUE_SIZE (`map('center', 999999)` over a
+long list) must not add up to gigabytes before the deadline."""
 
 LOOP_FILTER = "_wf_loop"
 EMIT_FILTER = "_wf_emit"
@@ -72,13 +77,18 @@ class CallableValue(WhenflowError):
     """A template's value is, or contains, a method or function instead of data."""
 
 
-@dataclass(slots=True)
 class Budget:
-    """What one evaluation has spent so far."""
+    """What one evaluation has spent so far.
 
-    deadline: float
-    iterations: int = 0
-    emitted: int = 0
+    A plain class with class-level zeros rather than a dataclass: one is made
+    per evaluation, and `Budget()` plus one attribute costs a third of a
+    generated `__init__` (the 8 µs evaluation path is measured).
+    """
+
+    deadline = 0.0
+    iterations = 0
+    emitted = 0
+    built = 0
 
     def check_clock(self) -> None:
         if time.monotonic() > self.deadline:
@@ -91,9 +101,15 @@ class Budget:
 _BUDGET: ContextVar[Budget | None] = ContextVar("whenflow_template_budget", default=None)
 
 
+def new_budget() -> Budget:
+    budget = Budget()
+    budget.deadline = time.monotonic() + MAX_EVALUATION_SECONDS
+    return budget
+
+
 def start_budget() -> Token[Budget | None]:
     """Open the budget of one evaluation; pass the token to `end_budget`."""
-    return _BUDGET.set(Budget(time.monotonic() + MAX_EVALUATION_SECONDS))
+    return _BUDGET.set(new_budget())
 
 
 def end_budget(token: Token[Budget | None]) -> None:
@@ -106,7 +122,25 @@ def check_deadline() -> None:
         budget.check_clock()
 
 
-def _too_big(what: str, size: int) -> TemplateLimitExceeded:
+def note_built(value: Any) -> None:
+    """Add the size of what a filter, method or operator returned to the evaluation's total."""
+    kind = type(value)
+    if kind is not str and kind is not list and kind is not tuple and kind is not dict:
+        return
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    # What was allocated: characters, or item slots (a list of shared items is
+    # measured deeply where it becomes text or an expression's value).
+    budget.built += len(value)
+    if budget.built > MAX_BUILT_SIZE:
+        raise TemplateLimitExceeded(
+            f"the values it builds add up to over {MAX_BUILT_SIZE:,} (characters of text "
+            "plus one per list item), the limit of one template (MAX_BUILT_SIZE)"
+        )
+
+
+def too_big(what: str, size: int) -> TemplateLimitExceeded:
     return TemplateLimitExceeded(
         f"{what} would make a value of size {size:,}, over the limit of {MAX_VALUE_SIZE:,} "
         "(characters of text plus one per list item)"
@@ -127,26 +161,49 @@ def value_size(value: Any, limit: int = MAX_VALUE_SIZE) -> int:
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is str or kind is bytes:
+        if kind is list or kind is tuple or kind is dict:
             total += len(item)
-        elif kind is list or kind is tuple:
-            total += len(item)
-            stack.extend(item)
-        elif kind is dict:
-            total += len(item)
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif kind is int and (item > 0xFFFFFFFF or item < -0xFFFFFFFF):
-            total += item.bit_length() * 3 // 10
-        elif isinstance(item, str):  # Markup and other subclasses
-            total += len(item)
-        if total > limit:
-            return total
+            for child in itertools.chain(item.keys(), item.values()) if kind is dict else item:
+                kind = type(child)
+                if kind is str:
+                    total += len(child)
+                elif kind is list or kind is tuple or kind is dict:
+                    stack.append(child)
+                elif kind is not int and kind is not float and kind is not bool:
+                    total += _scalar_size(child)
+                elif kind is int and (child > _SMALL or child < -_SMALL):
+                    total += child.bit_length() * 3 // 10
+            if total > limit:
+                return total
+        else:
+            total += _scalar_size(item)
     return total
 
 
-def check_result(value: Any) -> None:
-    """Refuse a value that is or contains a callable, or is over MAX_VALUE_SIZE."""
+_SMALL = 0xFFFFFFFF
+
+
+def _scalar_size(item: Any) -> int:
+    if isinstance(item, str | bytes):
+        return len(item)
+    if type(item) is int and (item > _SMALL or item < -_SMALL):
+        return item.bit_length() * 3 // 10
+    return 0
+
+
+def check_result(value: Any, limit: int = MAX_VALUE_SIZE) -> None:
+    """Refuse a value that is or contains a callable, or whose size is over `limit`.
+
+    Text (and what becomes text) is held to MAX_VALUE_SIZE; a list or dict an
+    expression returns, often pool data passed through a filter, to MAX_BUILT_SIZE.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        if kind is str and len(value) > MAX_VALUE_SIZE:
+            raise TemplateLimitExceeded(
+                f"the text is over the limit of {MAX_VALUE_SIZE:,} characters"
+            )
+        return
     total = 0
     stack = [value]
     while stack:
@@ -168,17 +225,21 @@ def check_result(value: Any) -> None:
                 "it reads a method, not data (a key of that name is missing; "
                 "call it, e.g. items(), or use a filter such as dictsort)"
             )
-        if total > MAX_VALUE_SIZE:
+        if total > limit:
             raise TemplateLimitExceeded(
-                f"the value has a size over {MAX_VALUE_SIZE:,} "
-                "(characters of text plus one per list item)"
+                f"the value's size is over the limit of {limit:,} "
+                "(characters of text plus one per list item, counted deeply)"
             )
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def as_text(value: Any) -> str:
     """`str(value)` once the value is known to be data of a bounded size."""
-    if type(value) is str:
-        return value
+    kind = type(value)
+    if kind in _PLAIN and kind is not int:  # a big int is measured first
+        return str(value)
     if not isinstance(value, Undefined):
         check_result(value)
     return str(value)  # a missing value raises here, as Jinja would
@@ -187,36 +248,47 @@ def as_text(value: Any) -> str:
 # ------------------------------------------------------------- operators
 
 
+_NUMBERS = frozenset({int, float, bool})
+
+
 def check_binop(operator: str, left: Any, right: Any) -> None:
     """Refuse `left <operator> right` if its result would be over a bound."""
-    check_deadline()
-    if operator == "**":
-        if type(left) is int and type(right) is int and right > 0 and abs(left) > 1:
-            bits = right * math.log2(abs(left))
-            if bits > MAX_INT_BITS:
-                raise TemplateLimitExceeded(
-                    f"'**' would make a number of about {bits:,.0f} bits, "
-                    f"over the limit of {MAX_INT_BITS:,} (MAX_INT_BITS)"
-                )
-    elif operator == "*":
-        if isinstance(left, int) and isinstance(right, int):
+    if type(left) in _NUMBERS and type(right) in _NUMBERS:
+        # The common case, kept cheap: only integer growth is bounded.
+        if operator == "**" and type(left) is int and type(right) is int:
+            if right > 0 and abs(left) > 1:
+                bits = right * math.log2(abs(left))
+                if bits > MAX_INT_BITS:
+                    raise TemplateLimitExceeded(
+                        f"'**' would make a number of about {bits:,.0f} bits, "
+                        f"over the limit of {MAX_INT_BITS:,} (MAX_INT_BITS)"
+                    )
+        elif operator == "*" and type(left) is not float and type(right) is not float:
             bits = left.bit_length() + right.bit_length()
             if bits > MAX_INT_BITS:
                 raise TemplateLimitExceeded(
                     f"'*' would make a number of about {bits:,} bits, "
                     f"over the limit of {MAX_INT_BITS:,} (MAX_INT_BITS)"
                 )
-            return
+        return
+    check_deadline()  # on text and lists an operation costs as much as their length
+    if operator == "*":
         for seq, times in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(times, int) and times > 1:
-                size = value_size(seq, MAX_VALUE_SIZE // times + 1) * times
-                if size > MAX_VALUE_SIZE:
-                    raise _too_big("'*'", size)
+            # Text up to MAX_VALUE_SIZE characters, a list up to as many items
+            # (`[big] * 20` shares `big`: measured deeply where it becomes text).
+            if (
+                isinstance(seq, str | list | tuple)
+                and isinstance(times, int)
+                and len(seq) * times > MAX_VALUE_SIZE
+            ):
+                raise too_big("'*'", len(seq) * times)
     elif operator == "+":
-        if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
-            size = value_size(left) + value_size(right)
-            if size > MAX_VALUE_SIZE:
-                raise _too_big("'+'", size)
+        if (
+            isinstance(left, str | list | tuple)
+            and isinstance(right, str | list | tuple)
+            and len(left) + len(right) > MAX_VALUE_SIZE
+        ):
+            raise too_big("'+'", len(left) + len(right))
     elif operator == "%" and isinstance(left, str):
         check_printf(left, right)
 
@@ -281,219 +353,8 @@ class BoundedFormatter(SandboxedFormatter):
         text = super().format_field(value, format_spec)
         self._total += len(text)
         if self._total > MAX_VALUE_SIZE:
-            raise _too_big("str.format", self._total)
+            raise too_big("str.format", self._total)
         return text
-
-
-# --------------------------------------------------- filters and methods
-
-
-def _text_len(value: Any) -> int:
-    return len(value) if isinstance(value, str) else value_size(value)
-
-
-def _replace_size(s: Any, old: Any, new: Any, count: Any = None) -> int:
-    text, old, new = str(s), str(old), str(new)
-    found = text.count(old) if old else len(text) + 1
-    if isinstance(count, int) and count >= 0:
-        found = min(found, count)
-    return len(text) + found * max(0, len(new) - len(old))
-
-
-def _join_size(value: Any, d: Any = "", attribute: Any = None) -> int:
-    check_result(value)
-    items = len(value) if isinstance(value, list | tuple | dict | str) else 0
-    return value_size(value) + items * len(str(d))
-
-
-def _indent_size(s: Any, width: Any = 4, first: Any = False, blank: Any = False) -> int:
-    text = str(s)
-    pad = width if isinstance(width, int) else len(str(width))
-    return len(text) + (text.count("\n") + 1) * max(pad, 0)
-
-
-def _wordwrap_size(
-    s: Any,
-    width: Any = 79,
-    break_long_words: Any = True,
-    wrapstring: Any = None,
-    break_on_hyphens: Any = True,
-) -> int:
-    text = str(s)
-    step = width if isinstance(width, int) and width > 0 else 1
-    lines = 2 * len(text) // step + text.count("\n") + 1
-    return len(text) + lines * len(wrapstring if isinstance(wrapstring, str) else "\n")
-
-
-def _tojson_size(value: Any, indent: Any = None) -> int:
-    pad = indent if isinstance(indent, int) else len(str(indent or ""))
-    return value_size(value) * (1 + max(pad, 0))
-
-
-def _center_size(value: Any, width: Any = 80) -> int:
-    return max(_text_len(value), width if isinstance(width, int) else 0)
-
-
-def _urlize_size(value: Any, *args: Any, **kwargs: Any) -> int:
-    text = str(value)
-    extra = sum(len(str(v)) for v in (*args, *kwargs.values()) if isinstance(v, str))
-    return len(text) * 3 + len(text.split()) * (64 + extra)
-
-
-def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
-    check_printf(str(value), kwargs or args)
-    return 0
-
-
-def _text_size(value: Any) -> int:
-    check_result(value)
-    return value_size(value)
-
-
-# Filters whose result can be much larger than their input: an estimate of the
-# result's size from the arguments, checked before the filter runs.
-_FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
-    "replace": _replace_size,
-    "join": _join_size,
-    "indent": _indent_size,
-    "wordwrap": _wordwrap_size,
-    "tojson": _tojson_size,
-    "center": _center_size,
-    "urlize": _urlize_size,
-    "format": _format_size,
-    "string": _text_size,
-    "pprint": _text_size,
-    "list": lambda value: value_size(value),
-}
-
-# Filters whose integer arguments are data, not sizes (`default(5000000)`); the
-# generic "no integer argument over MAX_VALUE_SIZE" rule does not apply to them.
-_DATA_ARGUMENT_FILTERS = frozenset(
-    {
-        "default",
-        "d",
-        "format",
-        "sum",
-        "int",
-        "float",
-        "round",
-        "select",
-        "reject",
-        "selectattr",
-        "rejectattr",
-        "map",
-        "replace",
-        "groupby",
-        "sort",
-        "unique",
-        "min",
-        "max",
-        "dictsort",
-        "first",
-        "last",
-    }
-)
-
-
-def check_int_arguments(where: str, args: Any, kwargs: Mapping[str, Any]) -> None:
-    for arg in itertools.chain(args, kwargs.values()):
-        if type(arg) is int and abs(arg) > MAX_VALUE_SIZE:
-            raise TemplateLimitExceeded(
-                f"{where}: the argument {arg:,} is over the size limit of {MAX_VALUE_SIZE:,}"
-            )
-
-
-def bound_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    """`func` with the deadline, the integer-argument rule and its growth estimate."""
-    skip = 0 if _PassArg.from_obj(func) is None else 1
-    growth = _FILTER_GROWTH.get(name)
-    check_ints = name not in _DATA_ARGUMENT_FILTERS
-
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        check_deadline()
-        if check_ints:
-            check_int_arguments(f"filter {name!r}", args[skip + 1 :], kwargs)
-        if growth is not None:
-            size = growth(*args[skip:], **kwargs)
-            if size > MAX_VALUE_SIZE:
-                raise _too_big(f"filter {name!r}", size)
-        return func(*args, **kwargs)
-
-    bounded.__name__ = getattr(func, "__name__", name)
-    bounded.__doc__ = func.__doc__
-    pass_arg = getattr(func, "jinja_pass_arg", None)
-    if pass_arg is not None:
-        bounded.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
-    return bounded
-
-
-@pass_environment
-def bounded_sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
-    """Jinja's `sum`, in linear time for lists and tuples (Python's `sum` is quadratic there)."""
-    if attribute is not None:
-        iterable = map(make_attrgetter(environment, attribute), iterable)
-    items = list(iterable)
-    kind = type(start)
-    if kind is list or kind is tuple:
-        size = value_size(start) + sum(value_size(item) for item in items)
-        if size > MAX_VALUE_SIZE:
-            raise _too_big("filter 'sum'", size)
-        for item in items:
-            if type(item) is not kind:
-                raise TypeError(
-                    f"can only add {kind.__name__} to {kind.__name__}, not {type(item).__name__}"
-                )
-        return kind(itertools.chain(start, *items))
-    return sum(items, start)
-
-
-def _str_join_size(sep: str, iterable: Any) -> int:
-    check_result(iterable)
-    items = len(iterable) if isinstance(iterable, list | tuple | dict | str) else 0
-    return value_size(iterable) + items * len(sep)
-
-
-def _expandtabs_size(s: str, tabsize: Any = 8) -> int:
-    return len(s) + s.count("\t") * (tabsize if isinstance(tabsize, int) else 8)
-
-
-def _translate_size(s: str, table: Any) -> int:
-    widest = 1
-    if isinstance(table, dict):
-        widest = max((len(v) for v in table.values() if isinstance(v, str)), default=1)
-    return len(s) * max(widest, 1)
-
-
-def _width_size(s: str, width: Any = 0, *args: Any) -> int:
-    return max(len(s), width if isinstance(width, int) else 0)
-
-
-# Methods of `str` whose result can be much larger than the string.
-_STR_METHOD_GROWTH: Mapping[str, Callable[..., int]] = {
-    "replace": _replace_size,
-    "join": _str_join_size,
-    "expandtabs": _expandtabs_size,
-    "translate": _translate_size,
-    "center": _width_size,
-    "ljust": _width_size,
-    "rjust": _width_size,
-    "zfill": _width_size,
-}
-
-
-def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Before a method call from a template: the deadline, and the size rules for `str`."""
-    check_deadline()
-    owner = getattr(func, "__self__", None)
-    if not isinstance(owner, str):
-        return
-    name = getattr(func, "__name__", "")
-    check_int_arguments(f"str.{name}", args, kwargs)
-    growth = _STR_METHOD_GROWTH.get(name)
-    if growth is not None:
-        size = growth(owner, *args, **kwargs)
-        if size > MAX_VALUE_SIZE:
-            raise _too_big(f"str.{name}", size)
 
 
 # ------------------------------------------- the sandbox's own filters
@@ -511,7 +372,7 @@ class Counted:
         return len(self._source)
 
     def __iter__(self) -> Iterator[Any]:
-        budget = _BUDGET.get() or Budget(time.monotonic() + MAX_EVALUATION_SECONDS)
+        budget = _BUDGET.get() or new_budget()
         for item in self._source:
             budget.iterations += 1
             if not budget.iterations % DEADLINE_CHECK_EVERY:
@@ -553,7 +414,7 @@ def concat_filter(context: Context, parts: list[Any]) -> str:
         text = as_text(part)
         total += len(text)
         if total > MAX_VALUE_SIZE:
-            raise _too_big("'~'", total)
+            raise too_big("'~'", total)
         texts.append(text)
     return "".join(texts)
 

@@ -1,4 +1,4 @@
-"""Every `{{ }}` in whenflow goes through the one sandbox defined here (DESIGN.md §4, §10).
+"""Every `{{ }}` in whenflow goes through the one sandbox, ENV, here (DESIGN.md §4, §10).
 
 At load time `analyze_*` parses a template once, rejects escape attempts
 (`__class__`, `|attr`, `{% include %}`...) and records which top-level names it
@@ -13,28 +13,20 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache, update_wrapper
+from functools import lru_cache
 from typing import Any, NoReturn
 
 from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.environment import TemplateExpression
 from jinja2.exceptions import UndefinedError
 from jinja2.parser import Parser
-from jinja2.runtime import LoopContext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from whenflow.domain.errors import WhenflowError
+from whenflow.dsl.sandbox import make_env
 from whenflow.dsl.template_ast import bound_tree, check_constants
 from whenflow.dsl.template_bounds import (
-    INTERNAL_FILTERS,
-    BoundedFormatter,
+    MAX_BUILT_SIZE,
     CallableValue,
-    Counted,
-    bound_filter,
-    bounded_sum,
-    check_binop,
-    check_call,
-    check_deadline,
     check_result,
     end_budget,
     start_budget,
@@ -126,66 +118,7 @@ class Missing(Undefined):
         self._fail_with_undefined_error()
 
 
-class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with every operator, filter and method call that can build a
-    large value or take long bounded before it runs (see template_bounds)."""
-
-    intercepted_binops = frozenset({"**", "*", "+", "%"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        check_binop(operator, left, right)
-        return super().call_binop(context, operator, left, right)
-
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(__obj, LoopContext) and args:
-            # `loop(children)` of a recursive loop iterates like a `{% for %}`.
-            args = (Counted(args[0]), *args[1:])
-        else:
-            check_call(__obj, args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
-
-    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        # Jinja's version, with widths, precisions and the result bounded.
-        if not isinstance(value, types.MethodType | types.BuiltinMethodType):
-            return None
-        if value.__name__ not in ("format", "format_map"):
-            return None
-        owner = value.__self__
-        if not isinstance(owner, str):
-            return None
-        is_format_map = value.__name__ == "format_map"
-
-        def wrapper(*args: Any, **kwargs: Any) -> str:
-            check_deadline()
-            if is_format_map:
-                if kwargs or len(args) != 1:
-                    raise TypeError("format_map() takes exactly one positional argument")
-                kwargs, args = args[0], ()
-            return type(owner)(BoundedFormatter(self).vformat(owner, args, kwargs))
-
-        return update_wrapper(wrapper, value)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        # Pool values are JSON data: in `{{ a.meta.items }}` the key "items" wins
-        # over the dict method of that name, as in the plain-reference fast path.
-        if type(obj) is dict:
-            try:
-                return obj[attribute]
-            except (KeyError, TypeError):
-                pass
-        return super().getattr(obj, attribute)
-
-
-def _make_env() -> _BoundedSandbox:
-    env = _BoundedSandbox(undefined=Missing, autoescape=False, cache_size=0)
-    env.globals.clear()
-    filters = dict(env.filters, sum=bounded_sum)
-    env.filters = {name: bound_filter(name, func) for name, func in filters.items()}
-    env.filters.update(INTERNAL_FILTERS)
-    return env
-
-
-ENV = _make_env()
+ENV = make_env(Missing)
 
 
 class Namespace:
@@ -243,16 +176,29 @@ def _check_safety(tree: nodes.Node) -> None:
 
 
 def _check_nesting(text: str) -> None:
-    """Refuse brackets nested over MAX_NESTING deep before Jinja's parser recurses into them."""
+    """Refuse brackets nested over MAX_NESTING deep before Jinja's parser recurses into them.
+
+    Only brackets inside `{{ }}` and `{% %}`, outside quotes, count: text around
+    them is never parsed as an expression.
+    """
     depth = 0
     quote = ""
+    inside = False
     lineno = 1
-    for ch in text:
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        pair = text[i : i + 2]
         if ch == "\n":
             lineno += 1
-        if quote:
+        if not inside:
+            if pair in ("{{", "{%"):
+                inside, depth, i = True, 0, i + 1
+        elif quote:
             if ch == quote:
                 quote = ""
+        elif pair in ("}}", "%}") and depth <= 0:
+            inside, i = False, i + 1
         elif ch in "'\"":
             quote = ch
         elif ch in "([{":
@@ -265,6 +211,7 @@ def _check_nesting(text: str) -> None:
                 )
         elif ch in ")]}":
             depth -= 1
+        i += 1
 
 
 _TOO_DEEP = (RecursionError, MemoryError, SyntaxError)
@@ -488,9 +435,14 @@ class CompiledTemplate:
         try:
             if self._expression is not None:
                 value = self._expression(**scope)
-                check_result(value)
+                if isinstance(value, types.GeneratorType):
+                    # `x | map(...)` without `| list`: consumed here, under the
+                    # bounds, never later by a task.
+                    value = list(value)
+                check_result(value, MAX_BUILT_SIZE)
                 return value
             rendered: str = self._template.render(**scope)
+            check_result(rendered)  # constant text outside loops is not counted as emitted
             return rendered
         except Exception as exc:  # any failure of a template is its node's, never the engine's
             _raise_eval(info.source, exc)
