@@ -122,6 +122,7 @@ DERIVED = """
 nodes:
   - id: use
     task: {type: python, callable: use}
+    emits: [progress]
     inputBindings:
       short: "{{ secret('TOKEN')[:-1] }}"
       upper: "{{ secret('TOKEN') | upper }}"
