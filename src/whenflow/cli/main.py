@@ -97,11 +97,19 @@ def _execute(
     resume_id: str | None,
     as_json: bool,
 ) -> int:
+    from whenflow.cli.signals import EXIT_TERMINATED, Terminated, run_interruptible
     from whenflow.domain.errors import ExecutionNotFound, InputError, WhenflowError
     from whenflow.services.executions import ExecutionService
 
+    started: list[str] = [resume_id] if resume_id else []
+
     async def go(progress: Progress | None) -> ExecutionResult:
-        listener = progress.on_event if progress else None
+        def listener(event: Any) -> None:
+            if not started:
+                started.append(event.execution_id)
+            if progress is not None:
+                progress.on_event(event)
+
         async with ExecutionService.open() as service:
             if resume_id is not None:
                 return await service.resume(resume_id, on_event=listener)
@@ -117,18 +125,21 @@ def _execute(
     gc.freeze()
     try:
         if as_json:
-            result = asyncio.run(go(None))
+            result = run_interruptible(go(None))
         else:
             from whenflow.cli.progress import Progress
 
             with Progress(node_ids) as progress:
-                result = asyncio.run(go(progress))
+                result = run_interruptible(go(progress))
     except InputError as exc:
         _fail(f"error: {exc}", EXIT_INVALID)
     except ExecutionNotFound as exc:
         _fail(f"error: {exc}", EXIT_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted: resume with `whenflow resume <execution id>`", 130)
+    except Terminated:
+        which = started[0] if started else "<execution id>"
+        _fail(f"terminated (SIGTERM): resume with `whenflow resume {which}`", EXIT_TERMINATED)
     except WhenflowError as exc:
         _fail(f"error: {exc}", EXIT_FAILED)
     _print_result(result, as_json)

@@ -287,6 +287,22 @@ class Orchestrator:
         await s.store.flush()
         return self.result()
 
+    async def halt(self) -> None:
+        """Stop this process's work on the execution without ending it (Ctrl-C, SIGTERM).
+
+        Running attempts are cancelled and awaited (their process groups are
+        killed), nothing new is admitted, and the execution stays `running` in
+        the store: `resume` continues it, with new attempts for what was cut.
+        """
+        s = self.state
+        s.admission_held = True
+        if self._poller is not None:
+            self._poller.cancel()
+        tasks = [*s.tasks, *([self._poller] if self._poller is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def ended(self) -> None:
         """Wait for the terminal status only; cancelling this wait leaves the execution be."""
         assert self.state.done is not None, "call start() first"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -140,7 +140,7 @@ class ExecutionService:
             execution_id=execution_id,
             on_event=on_event,
         )
-        return await orchestrator.run()
+        return await _halting(orchestrator, orchestrator.run())
 
     async def resume(
         self, execution_id: str, *, on_event: EventListener | None = None
@@ -173,7 +173,7 @@ class ExecutionService:
             execution_id=execution_id,
             on_event=on_event,
         )
-        return await orchestrator.resume(snapshot)
+        return await _halting(orchestrator, orchestrator.resume(snapshot))
 
     async def send(
         self,
@@ -286,6 +286,18 @@ class ExecutionService:
             )
             for line in lines
         ]
+
+
+async def _halting(
+    orchestrator: Orchestrator, work: Coroutine[Any, Any, ExecutionResult]
+) -> ExecutionResult:
+    """Await `work`; if the caller is cancelled (Ctrl-C, SIGTERM), stop the execution's
+    attempts (their processes) before the store closes and releases the lease."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        await orchestrator.halt()
+        raise
 
 
 async def _refuse_leftovers(
