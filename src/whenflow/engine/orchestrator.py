@@ -35,7 +35,7 @@ from whenflow.domain.records import (
 )
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
-from whenflow.engine import recovery
+from whenflow.engine import recovery, stopping
 from whenflow.engine.approvals import decide, park
 from whenflow.engine.attempts import launch
 from whenflow.engine.endings import (
@@ -217,7 +217,7 @@ class Orchestrator:
         created.extend(VariableWritten(s.execution_id, v) for v in s.pool.input_variables(now))
         s.store.append(s.mask.records(created) if s.mask else created)
         await s.store.flush()
-        self._register_trees()
+        s.register_trees()
         self._unit(self._begin)
         await s.store.flush()
         self._start_poller()
@@ -240,7 +240,7 @@ class Orchestrator:
         await s.store.claim(s.execution_id)
         self._activate()
         item_results = recovery.restore(s, snapshot)
-        self._register_trees()
+        s.register_trees()
         for event in snapshot.events:
             s.index.on_event(event)
         s.index.settle_unreferenced()
@@ -294,14 +294,7 @@ class Orchestrator:
         killed), nothing new is admitted, and the execution stays `running` in
         the store: `resume` continues it, with new attempts for what was cut.
         """
-        s = self.state
-        s.admission_held = True
-        if self._poller is not None:
-            self._poller.cancel()
-        tasks = [*s.tasks, *([self._poller] if self._poller is not None else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stopping.halt(self.state, self._poller)
 
     async def ended(self) -> None:
         """Wait for the terminal status only; cancelling this wait leaves the execution be."""
@@ -368,39 +361,9 @@ class Orchestrator:
             self._store_failed(failure.result())
 
     def _store_failed(self, error: StoreError) -> None:
-        """The store cannot commit: stop everything and end the run with its error.
-
-        Nothing more can be written, so the durable state stays as the last
-        commit left it (resumable once the fault is gone); running attempts are
-        cancelled (their processes killed) and `wait()` raises the error.
-        """
-        s = self.state
-        if self._store_error is not None or s.done is None or s.done.done():
-            return
-        self._store_error = error
-        s.error = str(error)
-        s.status = ExecutionStatus.FAILED  # in memory only: no unit runs any more
-        for task in list(s.tasks):
-            task.cancel()
-        for handle in s.within_handles:
-            handle.cancel()
-        s.done.set_result(None)
-
-    def _register_trees(self) -> None:
-        s = self.state
-
-        def terminal(node_id: str) -> bool:
-            return s.nodes[node_id].state.is_terminal
-
-        for tree in s.trees():
-            s.index.register(tree, terminal)
-        assert s.loop is not None
-        for rt in s.node_list:
-            within = rt.program.definition.within_s
-            if within is not None and s.index.external_leaves.get(rt.id):
-                delay = max(0.0, s.started_at + within - s.clock())
-                handle = s.loop.call_later(delay, self._unit, s.index.expire_external, rt.id)
-                s.within_handles.append(handle)
+        if self._store_error is None and stopping.store_failed(self.state):
+            self._store_error = error
+            self.state.error = str(error)
 
     # ------------------------------------------------------- the unit of work
 
