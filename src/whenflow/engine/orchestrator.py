@@ -61,6 +61,7 @@ from whenflow.engine.inbox_messages import (
 from whenflow.engine.ports import ArtifactStore, SecretStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
 from whenflow.engine.secret_masking import SecretMask
+from whenflow.engine.subpipelines import cancel_orphan
 from whenflow.engine.template_helpers import install_helpers
 from whenflow.engine.trigger_eval import TriggerTree
 from whenflow.engine.variable_pool import VariablePool
@@ -228,13 +229,16 @@ class Orchestrator:
         s.index.settle_unreferenced()
         s.decisions.extend((tree, bool(tree.value)) for tree in s.predecided)
 
-    async def resume(self, snapshot: ExecutionSnapshot) -> ExecutionResult:
+    async def resume(
+        self, snapshot: ExecutionSnapshot, *, cancel: str | None = None
+    ) -> ExecutionResult:
         """Continue an execution whose process died, from its durable state.
 
         The store is asked to own the execution first (refused while another
         process does). Requests that reached the inbox while nobody ran the
         execution (a cancel, a decision, an event) are applied before any lost
-        or retrying attempt is relaunched, so a cancel never reruns work.
+        or retrying attempt is relaunched, so a cancel never reruns work;
+        `cancel` (a reason) cancels it the same way.
         """
         s = self.state
         await s.store.claim(s.execution_id)
@@ -255,9 +259,14 @@ class Orchestrator:
             self._unit(self._begin)
         for message in messages:
             self._unit(apply_message, s, message)
+        if cancel is not None:
+            self._unit(self._cancel_handler, cancel)
         s.admission_held = False
         self._unit(_nothing)  # admits what is still due
         await s.store.flush()
+        for rt in s.node_list:
+            if rt.adopt_child is not None and rt.state.is_terminal:
+                await cancel_orphan(s, rt)  # its node ended before it was adopted
         self._start_poller()
         return await self.wait()
 
