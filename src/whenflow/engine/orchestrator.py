@@ -61,7 +61,7 @@ from whenflow.engine.inbox_messages import (
 from whenflow.engine.ports import ArtifactStore, SecretStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
 from whenflow.engine.secret_masking import SecretMask
-from whenflow.engine.subpipelines import cancel_orphan
+from whenflow.engine.subpipelines import cancel_orphans
 from whenflow.engine.template_helpers import install_helpers
 from whenflow.engine.trigger_eval import TriggerTree
 from whenflow.engine.variable_pool import VariablePool
@@ -264,9 +264,7 @@ class Orchestrator:
         s.admission_held = False
         self._unit(_nothing)  # admits what is still due
         await s.store.flush()
-        for rt in s.node_list:
-            if rt.adopt_child is not None and rt.state.is_terminal:
-                await cancel_orphan(s, rt)  # its node ended before it was adopted
+        await cancel_orphans(s)  # children whose nodes ended before adopting them
         self._start_poller()
         return await self.wait()
 
@@ -366,8 +364,7 @@ class Orchestrator:
         self._store_failure.add_done_callback(self._on_store_failure)
 
     def _on_store_failure(self, failure: asyncio.Future[StoreError]) -> None:
-        if not failure.cancelled():
-            self._store_failed(failure.result())
+        self._store_failed(failure.result())
 
     def _store_failed(self, error: StoreError) -> None:
         if self._store_error is None and stopping.store_failed(self.state):
@@ -510,4 +507,4 @@ def _unmasked(value: Any) -> Any:
 
 
 def _nothing() -> None:
-    """A unit with no handler of its own: it only settles (admits, finishes)."""
+    """A unit that only settles (admits, finishes)."""

@@ -13,7 +13,7 @@ After a crash, the parent's new attempt *adopts* the child its lost attempt
 started (`<node>.child_resumed`): an unfinished child is resumed, a finished
 one gives its result, and no second child runs the same work. A node that a
 request ended before its new attempt (a cancel posted while nobody ran the
-parent) cancels the child it would have adopted (`cancel_orphan`).
+parent) cancels the child it would have adopted (`cancel_orphans`).
 """
 
 from __future__ import annotations
@@ -91,6 +91,13 @@ def _outcome(result: ExecutionResult) -> TaskResult:
     if result.status is not ExecutionStatus.COMPLETED:
         raise SubPipelineFailed(result.execution_id, result.status.value, result.error)
     return TaskResult(outputs=result.outputs)
+
+
+async def cancel_orphans(state: ExecutionState) -> None:
+    """Cancel the children that ended nodes would have adopted (`cancel_orphan`)."""
+    for rt in state.node_list:
+        if rt.adopt_child is not None and rt.state.is_terminal:
+            await cancel_orphan(state, rt)
 
 
 async def cancel_orphan(state: ExecutionState, rt: NodeRuntime) -> None:
