@@ -414,3 +414,39 @@ async def test_a_second_crash_right_after_the_adoption_still_finds_the_child(
 
     assert result.nodes["call"].outputs == {"doubled": 42}
     assert children(third, orch.execution_id) == [child_id]
+
+
+async def test_a_cancel_posted_while_the_parent_was_dead_cancels_the_child_it_would_adopt(
+    tmp_path: Path,
+) -> None:
+    """Issue 13 item 10 for sub-pipelines: the cancel applies first, nothing is relaunched,
+    and the child the lost attempt started does not stay `running` forever."""
+    orch, store, parent = await gated_parent(tmp_path)
+    cut = len(store.records)
+    orch.cancel("ends this loop's copy; the resume starts from the cut")
+    await orch.wait()
+
+    again = WatchedStore()
+    again.records = store.records[:cut]
+    (child_id,) = children(again, orch.execution_id)
+    again.post_message(orch.execution_id, MessageKind.CANCEL, "", {"reason": "stop it"})
+    fresh = InlineRunner({"double": double})
+    parent_again = resumed_parent(parent, fresh, again, orch.execution_id)
+    result = await parent_again.resume(await again.load_execution(orch.execution_id))
+
+    assert result.status.value == "cancelled"
+    assert [e for e in again.event_types(orch.execution_id) if e.startswith("call.")] == [
+        "call.started",
+        "call.child_started",
+        "call.cancelled",
+    ]
+    assert again.event_types(child_id) == [
+        "pipeline.started",
+        "gate.waiting",
+        "pipeline.resumed",
+        "gate.cancelled",
+        "double.cancelled",
+        "pipeline.cancelled",
+    ]
+    assert fresh.calls == []
+    assert (await again.load_execution(child_id)).status.value == "cancelled"

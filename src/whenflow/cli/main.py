@@ -175,6 +175,7 @@ def _execute(
 ) -> int:
     import uuid
 
+    from whenflow.cli.signals import EXIT_TERMINATED, Terminated, run_interruptible
     from whenflow.domain.errors import (
         ExecutionNotFound,
         InputError,
@@ -211,18 +212,22 @@ def _execute(
     try:
         if as_json:
             with _stdout_on_stderr():
-                result = asyncio.run(go(None))
+                result = run_interruptible(go(None))
         else:
             from whenflow.cli.progress import Progress
 
             with Progress(node_ids, execution_id=execution_id) as progress:
-                result = asyncio.run(go(progress))
+                result = run_interruptible(go(progress))
     except (InputError, StoreSettingsError) as exc:
         _fail(f"error: {exc}", EXIT_INVALID)
     except ExecutionNotFound as exc:
         _fail(f"error: {exc}", EXIT_FAILED)
     except KeyboardInterrupt:
         _fail(f"interrupted: resume with `whenflow resume {execution_id}`", 130)
+    except Terminated:
+        _fail(
+            f"terminated (SIGTERM): resume with `whenflow resume {execution_id}`", EXIT_TERMINATED
+        )
     except WhenflowError as exc:
         _fail(f"error: {exc}", EXIT_FAILED)
     _print_result(result, as_json)

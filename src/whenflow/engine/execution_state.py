@@ -169,6 +169,24 @@ class ExecutionState:
             return
         leaf.settle(bool(value) and not isinstance(value, Missing))
 
+    def register_trees(self) -> None:
+        """Index every trigger tree, and arm the `within:` deadlines of external waits."""
+
+        def terminal(node_id: str) -> bool:
+            return self.nodes[node_id].state.is_terminal
+
+        for tree in self.trees():
+            self.index.register(tree, terminal)
+        assert self.loop is not None
+        for rt in self.node_list:
+            within = rt.program.definition.within_s
+            if within is not None and self.index.external_leaves.get(rt.id):
+                delay = max(0.0, self.started_at + within - self.clock())
+                handle = self.loop.call_later(
+                    delay, self.run_unit, self.index.expire_external, rt.id
+                )
+                self.within_handles.append(handle)
+
     # --------------------------------------------------------- events, rows
 
     def publish(

@@ -35,7 +35,7 @@ from whenflow.domain.records import (
 )
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
-from whenflow.engine import recovery
+from whenflow.engine import recovery, stopping
 from whenflow.engine.approvals import decide, park
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.attempts import launch
@@ -62,6 +62,7 @@ from whenflow.engine.inbox_messages import (
 from whenflow.engine.ports import ArtifactStore, SecretStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
 from whenflow.engine.secret_masking import SecretMask
+from whenflow.engine.subpipelines import cancel_orphans
 from whenflow.engine.template_helpers import install_helpers
 from whenflow.engine.trigger_eval import TriggerTree
 from whenflow.engine.variable_pool import VariablePool
@@ -226,7 +227,7 @@ class Orchestrator:
         created.extend(VariableWritten(s.execution_id, v) for v in s.pool.input_variables(now))
         s.store.append(s.mask.records(created) if s.mask else created)
         await s.store.flush()
-        self._register_trees()
+        s.register_trees()
         self._unit(self._begin)
         await s.store.flush()
         self._start_poller()
@@ -237,19 +238,22 @@ class Orchestrator:
         s.index.settle_unreferenced()
         s.decisions.extend((tree, bool(tree.value)) for tree in s.predecided)
 
-    async def resume(self, snapshot: ExecutionSnapshot) -> ExecutionResult:
+    async def resume(
+        self, snapshot: ExecutionSnapshot, *, cancel: str | None = None
+    ) -> ExecutionResult:
         """Continue an execution whose process died, from its durable state.
 
         The store is asked to own the execution first (refused while another
         process does). Requests that reached the inbox while nobody ran the
         execution (a cancel, a decision, an event) are applied before any lost
-        or retrying attempt is relaunched, so a cancel never reruns work.
+        or retrying attempt is relaunched, so a cancel never reruns work;
+        `cancel` (a reason) cancels it the same way.
         """
         s = self.state
         await s.store.claim(s.execution_id)
         self._activate()
         item_results = recovery.restore(s, snapshot)
-        self._register_trees()
+        s.register_trees()
         for event in snapshot.events:
             s.index.on_event(event)
         s.index.settle_unreferenced()
@@ -264,9 +268,12 @@ class Orchestrator:
             self._unit(self._begin)
         for message in messages:
             self._unit(apply_message, s, message)
+        if cancel is not None:
+            self._unit(self._cancel_handler, cancel)
         s.admission_held = False
         self._unit(_nothing)  # admits what is still due
         await s.store.flush()
+        await cancel_orphans(s)  # children whose nodes ended before adopting them
         self._start_poller()
         return await self.wait()
 
@@ -295,6 +302,15 @@ class Orchestrator:
             s.store.append(refusals_at_end(s, leftovers))
         await s.store.flush()
         return self.result()
+
+    async def halt(self) -> None:
+        """Stop this process's work on the execution without ending it (Ctrl-C, SIGTERM).
+
+        Running attempts are cancelled and awaited (their process groups are
+        killed), nothing new is admitted, and the execution stays `running` in
+        the store: `resume` continues it, with new attempts for what was cut.
+        """
+        await stopping.halt(self.state, self._poller)
 
     async def ended(self) -> None:
         """Wait for the terminal status only; cancelling this wait leaves the execution be."""
@@ -357,43 +373,12 @@ class Orchestrator:
         self._store_failure.add_done_callback(self._on_store_failure)
 
     def _on_store_failure(self, failure: asyncio.Future[StoreError]) -> None:
-        if not failure.cancelled():
-            self._store_failed(failure.result())
+        self._store_failed(failure.result())
 
     def _store_failed(self, error: StoreError) -> None:
-        """The store cannot commit: stop everything and end the run with its error.
-
-        Nothing more can be written, so the durable state stays as the last
-        commit left it (resumable once the fault is gone); running attempts are
-        cancelled (their processes killed) and `wait()` raises the error.
-        """
-        s = self.state
-        if self._store_error is not None or s.done is None or s.done.done():
-            return
-        self._store_error = error
-        s.error = str(error)
-        s.status = ExecutionStatus.FAILED  # in memory only: no unit runs any more
-        for task in list(s.tasks):
-            task.cancel()
-        for handle in s.within_handles:
-            handle.cancel()
-        s.done.set_result(None)
-
-    def _register_trees(self) -> None:
-        s = self.state
-
-        def terminal(node_id: str) -> bool:
-            return s.nodes[node_id].state.is_terminal
-
-        for tree in s.trees():
-            s.index.register(tree, terminal)
-        assert s.loop is not None
-        for rt in s.node_list:
-            within = rt.program.definition.within_s
-            if within is not None and s.index.external_leaves.get(rt.id):
-                delay = max(0.0, s.started_at + within - s.clock())
-                handle = s.loop.call_later(delay, self._unit, s.index.expire_external, rt.id)
-                s.within_handles.append(handle)
+        if self._store_error is None and stopping.store_failed(self.state):
+            self._store_error = error
+            self.state.error = str(error)
 
     # ------------------------------------------------------- the unit of work
 
@@ -531,4 +516,4 @@ def _unmasked(value: Any) -> Any:
 
 
 def _nothing() -> None:
-    """A unit with no handler of its own: it only settles (admits, finishes)."""
+    """A unit that only settles (admits, finishes)."""

@@ -11,7 +11,9 @@ custom event `<node>.child_started`, before any of its work runs.
 
 After a crash, the parent's new attempt *adopts* the child its lost attempt
 started (`<node>.child_resumed`): an unfinished child is resumed, a finished
-one gives its result, and no second child runs the same work.
+one gives its result, and no second child runs the same work. A node that a
+request ended before its new attempt (a cancel posted while nobody ran the
+parent) cancels the child it would have adopted (`cancel_orphans`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.states import ExecutionStatus
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
 from whenflow.dsl.program import PipelineProgram
-from whenflow.engine.runtime import ExecutionResult
+from whenflow.engine.runtime import ExecutionResult, NodeRuntime
 
 if TYPE_CHECKING:
     from whenflow.engine.execution_state import ExecutionState
@@ -90,3 +92,43 @@ def _outcome(result: ExecutionResult) -> TaskResult:
     if result.status is not ExecutionStatus.COMPLETED:
         raise SubPipelineFailed(result.execution_id, result.status.value, result.error)
     return TaskResult(outputs=result.outputs)
+
+
+async def cancel_orphans(state: ExecutionState) -> None:
+    """Cancel the children that ended nodes would have adopted (`cancel_orphan`)."""
+    for rt in state.node_list:
+        if rt.adopt_child is not None and rt.state.is_terminal:
+            await cancel_orphan(state, rt)
+
+
+async def cancel_orphan(state: ExecutionState, rt: NodeRuntime) -> None:
+    """Cancel the unfinished child a lost attempt of `rt` started; `rt` has ended.
+
+    The child is claimed and resumed only to be cancelled: nothing of it is
+    relaunched.
+    """
+    from whenflow.engine.orchestrator import Orchestrator  # the dispatcher runs this module
+
+    child_id, rt.adopt_child = rt.adopt_child, None
+    child = rt.program.child
+    if child_id is None or child is None:
+        return
+    try:
+        snapshot = await state.store.load_execution(child_id)
+    except ExecutionNotFound:
+        return
+    if snapshot.status.is_terminal:
+        return
+    orchestrator = Orchestrator(
+        child,
+        store=state.store,
+        runner=state.runner,
+        artifacts=state.pool.artifacts,
+        inputs=dict(snapshot.inputs),
+        execution_id=child_id,
+        clock=state.clock,
+        parent_execution_id=state.execution_id,
+        secrets=state.secrets,
+        mask=state.mask,
+    )
+    await orchestrator.resume(snapshot, cancel=f"its parent node {rt.id!r} ended ({rt.state})")

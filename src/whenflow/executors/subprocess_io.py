@@ -94,9 +94,22 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
 async def spawn(argv: Sequence[str], **options: Any) -> TaskProcess:
     """Start `argv` in a new session (its own process group); `options` go to subprocess."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _ExitAwareProtocol(loop), *argv, start_new_session=True, **options
+    starting = asyncio.ensure_future(
+        loop.subprocess_exec(
+            lambda: _ExitAwareProtocol(loop), *argv, start_new_session=True, **options
+        )
     )
+    try:
+        transport, protocol = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        # Cancelled while the process starts (SIGTERM right after a task began):
+        # asyncio would kill the leader only, and its children would run on.
+        # Let the start finish, then end the whole group.
+        with contextlib.suppress(Exception):
+            transport, protocol = await starting
+            started = asyncio.subprocess.Process(transport, protocol, loop)
+            await terminate_process_group(TaskProcess(started, protocol.exited))
+        raise
     return TaskProcess(asyncio.subprocess.Process(transport, protocol, loop), protocol.exited)
 
 

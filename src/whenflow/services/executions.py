@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -188,7 +188,7 @@ class ExecutionService:
             on_log=on_log,
             task_log_limit=self._log_limit,
         )
-        return await self._collect_garbage(await orchestrator.run())
+        return await self._collect_garbage(await _halting(orchestrator, orchestrator.run()))
 
     async def resume(
         self,
@@ -227,7 +227,9 @@ class ExecutionService:
             on_log=on_log,
             task_log_limit=self._log_limit,
         )
-        return await self._collect_garbage(await orchestrator.resume(snapshot))
+        return await self._collect_garbage(
+            await _halting(orchestrator, orchestrator.resume(snapshot))
+        )
 
     async def _collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
         """Delete the artifacts an ended execution wrote but does not reference.
@@ -474,6 +476,18 @@ async def _check_decision_target(engine: AsyncEngine, execution_id: str, target:
     raise RequestRefused(
         f"node {target!r} {problem} in pipeline {definition.name}; its approval nodes: {listed}"
     )
+
+
+async def _halting(
+    orchestrator: Orchestrator, work: Coroutine[Any, Any, ExecutionResult]
+) -> ExecutionResult:
+    """Await `work`; if the caller is cancelled (Ctrl-C, SIGTERM), stop the execution's
+    attempts (their processes) before the store closes and releases the lease."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        await orchestrator.halt()
+        raise
 
 
 async def _refuse_leftovers(

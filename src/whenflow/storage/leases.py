@@ -90,9 +90,16 @@ class OwnerRow:
 class LeaseWrites:
     """What one commit does to the leases, besides its records.
 
-    `renew`: executions held before the batch, fenced and renewed first;
+    `renew`: executions held before the batch, fenced and renewed;
     `take`: executions the batch creates (owner rows inserted after them);
     `drop`: executions the batch ends (owner rows deleted).
+
+    On PostgreSQL every commit renews first (the UPDATE locks the rows a
+    takeover needs). SQLite serialises writers, so a commit that holds the
+    write lock before `safe_until` (wall time; the leases it renewed last
+    expire later than that by a margin) cannot have been overtaken: it renews
+    only when `renew_due`, or past `safe_until`, which keeps the fence off the
+    per-commit path.
     """
 
     owner: Owner
@@ -101,6 +108,8 @@ class LeaseWrites:
     renew: tuple[str, ...]
     take: tuple[str, ...]
     drop: tuple[str, ...]
+    renew_due: bool = True
+    safe_until: float = float("-inf")
 
     def owner_rows(self) -> list[dict[str, object]]:
         o = self.owner

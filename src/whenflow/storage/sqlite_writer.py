@@ -26,6 +26,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -99,12 +100,16 @@ class SqliteBatchWriter:
         self._thread = _DaemonThread("whenflow-sqlite-writer")
         self._compiled: dict[tuple[int, tuple[str, ...]], _DriverStatement | None] = {}
 
-    async def commit(self, steps: list[Step], lease: LeaseWrites | None = None) -> None:
+    async def commit(self, steps: list[Step], lease: LeaseWrites | None = None) -> bool:
+        """Commit `steps` (and the lease writes); True if the leases were renewed."""
         # Planned (JSON, tuples) on the loop; the thread then runs only the
         # driver's C-level executemany and commit, which release the GIL, so
         # it hardly competes with the threads running tasks.
         statements = [self._prepare(step) for step in steps]
-        await asyncio.wrap_future(self._thread.submit(self._commit, statements, lease))
+        renewed: bool = await asyncio.wrap_future(
+            self._thread.submit(self._commit, statements, lease)
+        )
+        return renewed
 
     def close(self, *, abandon: bool = False) -> None:
         """Dispose the connection and end the thread; `abandon` a thread stuck in a commit."""
@@ -121,18 +126,18 @@ class SqliteBatchWriter:
             return step, sql, step.rows
         return step, sql, [reorder(row) for row in step.rows]
 
-    def _commit(self, statements: list[_Prepared], lease: LeaseWrites | None) -> None:
+    def _commit(self, statements: list[_Prepared], lease: LeaseWrites | None) -> bool:
+        renewed = False
         with self._engine.begin() as connection:
             # The sqlite3 connection itself, in SQLAlchemy's transaction: its
             # executemany skips SQLAlchemy's per-statement work (~0.1 ms a commit,
             # on this thread but under the GIL the loop and the tasks need).
             driver = connection.connection.driver_connection
             assert driver is not None
-            if lease is not None and lease.renew:
-                # First: it takes the write lock, so no takeover can slip in after it.
-                renewed = driver.executemany(RENEW_SQLITE, renew_rows(lease)).rowcount
-                if renewed != len(lease.renew):
-                    raise LeaseLost(_lost(driver, lease))
+            fence = lease is not None and bool(lease.renew)
+            if fence and lease is not None and (lease.renew_due or not statements):
+                _renew(driver, lease)  # first: it takes the write lock
+                renewed, fence = True, False
             for step, sql, rows in statements:
                 if sql is None:
                     connection.execute(step.statement, rows)
@@ -143,10 +148,16 @@ class SqliteBatchWriter:
                     raise sa.exc.DBAPIError.instance(
                         sql, rows, exc, sqlite3.Error, dialect=self._engine.dialect, ismulti=True
                     ) from exc
+            # The batch's first statement took the write lock: a takeover needs it
+            # too, so before `safe_until` none can have happened.
+            if fence and lease is not None and time.time() >= lease.safe_until:
+                _renew(driver, lease)
+                renewed = True
             if lease is not None and lease.take:
                 connection.execute(insert_statement(), lease.owner_rows())
             if lease is not None and lease.drop:
                 connection.execute(delete_statement(lease))
+        return renewed
 
     def _driver_statement(self, step: Step) -> _DriverStatement | None:
         """The driver SQL of a step's statement for its columns, compiled once; None
@@ -169,6 +180,12 @@ class SqliteBatchWriter:
             return compiled.string, None
         positions = [columns.index(name) for name in order]
         return compiled.string, lambda row: tuple([row[i] for i in positions])
+
+
+def _renew(driver: Any, lease: LeaseWrites) -> None:
+    """Renew the leases `lease` holds; LeaseLost if another process took one over."""
+    if driver.executemany(RENEW_SQLITE, renew_rows(lease)).rowcount != len(lease.renew):
+        raise LeaseLost(_lost(driver, lease))
 
 
 def _lost(driver: Any, lease: LeaseWrites) -> list[str]:

@@ -117,6 +117,9 @@ class SqlStateStore:
         self.lease = lease or LeasePolicy()
         self._held: set[str] = set()  # executions whose lease this store holds
         self._renewed = float("-inf")  # loop time of the last renewal
+        # Wall time before which no other process can have taken over a held
+        # execution: the earliest expiry this store wrote, less a margin.
+        self._safe_until = float("-inf")
         self._heartbeat: asyncio.TimerHandle | None = None
         self._failure: asyncio.Future[StoreError] | None = None
         sync_url = file_url(engine.url)
@@ -167,9 +170,10 @@ class SqlStateStore:
             raise self._store_error()
         if execution_id in self._held:
             return
+        now = time.time()
         try:
             async with asyncio.timeout(self._timeout):
-                await leases.claim(self._engine, execution_id, self.owner, self.lease, time.time())
+                await leases.claim(self._engine, execution_id, self.owner, self.lease, now)
         except TimeoutError:
             raise StoreError(
                 f"could not claim execution {execution_id} within {self._timeout:g}s: "
@@ -177,7 +181,11 @@ class SqlStateStore:
             ) from None
         except SQLAlchemyError as exc:
             raise StoreError(f"could not claim execution {execution_id}: {exc}") from exc
+        if not self._held:
+            self._safe_until = float("inf")
         self._held.add(execution_id)
+        claimed_until = now + self.lease.lease_s - self.lease.renew_s
+        self._safe_until = min(self._safe_until, claimed_until)
 
     def append(self, records: Sequence[Record]) -> None:
         """Queue records for the next group commit; O(len(records)), never waits."""
@@ -348,8 +356,6 @@ class SqlStateStore:
         self._wake.set()
 
     async def _commit_timed(self, batch: list[Record]) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         try:
             async with asyncio.timeout(self._timeout):
                 await self._commit(batch)
@@ -359,13 +365,15 @@ class SqlStateStore:
                 f"a commit took longer than {self._timeout:g}s (the database or its disk "
                 "does not answer; set WHENFLOW_COMMIT_TIMEOUT to wait longer)"
             ) from None
-        self._renewed = started
 
     async def _commit(self, batch: list[Record]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         steps = plan_batch(batch, self._statements)
-        writes = self._lease_writes(steps)
+        writes = self._lease_writes(steps, started)
+        renewed = True
         if self._sqlite_writer is not None:
-            await self._sqlite_writer.commit(steps, writes)
+            renewed = await self._sqlite_writer.commit(steps, writes)
         else:
             async with self._engine.begin() as connection:
                 if writes is not None:
@@ -374,11 +382,15 @@ class SqlStateStore:
                     await connection.execute(step.statement, step.mappings())
                 if writes is not None:
                     await leases.apply_async(connection, writes, first=False)
-        if writes is not None:
-            self._held.update(writes.take)
-            self._held.difference_update(writes.drop)
+        if writes is None:
+            return
+        if renewed or not writes.renew:  # every held lease now expires at expires_at
+            self._renewed = started
+            self._safe_until = writes.expires_at - self.lease.renew_s
+        self._held.update(writes.take)
+        self._held.difference_update(writes.drop)
 
-    def _lease_writes(self, steps: list[Step]) -> LeaseWrites | None:
+    def _lease_writes(self, steps: list[Step], started: float) -> LeaseWrites | None:
         """The owner rows this batch creates and deletes, and the leases it renews."""
         statements = self._statements
         take: tuple[str, ...] = ()
@@ -391,7 +403,16 @@ class SqlStateStore:
         if not (self._held or take):
             return None
         now = time.time()
-        return LeaseWrites(self.owner, now, now + self.lease.lease_s, tuple(self._held), take, drop)
+        return LeaseWrites(
+            self.owner,
+            now,
+            now + self.lease.lease_s,
+            tuple(self._held),
+            take,
+            drop,
+            renew_due=self._renewal_due(started),
+            safe_until=self._safe_until,
+        )
 
     async def _fail_from(self, exc: Exception) -> None:
         if isinstance(exc, LeaseLost):
