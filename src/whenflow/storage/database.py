@@ -117,8 +117,6 @@ def make_engine(url: str | None = None, **engine_kwargs: Any) -> AsyncEngine:
         engine_kwargs.setdefault("pool_pre_ping", True)
         if target.get_driver_name() == "asyncpg":
             engine_kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT_S})
-    else:
-        _create_sqlite_file(target.database)
     try:
         engine = create_async_engine(target, **engine_kwargs)
     except (SQLAlchemyError, ImportError) as exc:
@@ -127,6 +125,11 @@ def make_engine(url: str | None = None, **engine_kwargs: Any) -> AsyncEngine:
             f"{DATABASE_URL_HELP}"
         ) from None
     if backend == "sqlite":
+        try:
+            _create_sqlite_file(target.database)  # creating the engine did not connect
+        except StoreSettingsError:
+            engine.sync_engine.dispose()
+            raise
         event.listen(engine.sync_engine, "connect", configure_sqlite)
     return engine
 
