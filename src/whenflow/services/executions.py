@@ -9,9 +9,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whenflow.backends.local import LocalRunner
+from whenflow.domain.definitions import PipelineDefinition
 from whenflow.domain.errors import RequestRefused, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
@@ -325,14 +327,11 @@ async def _check_decision_target(engine: AsyncEngine, execution_id: str, target:
 
     The refusal names the pipeline's approval nodes, so a typo is easy to fix.
     """
-    from whenflow.domain.errors import DefinitionError
     from whenflow.dsl.approval import APPROVAL_TASK_TYPE
-    from whenflow.dsl.parse import parse_pipeline_text
 
     text, path = await queries.get_definition(engine, execution_id)
-    try:
-        definition = parse_pipeline_text(text, path or "<stored>").definition
-    except DefinitionError:
+    definition = await asyncio.to_thread(_stored_definition, text, path)
+    if definition is None:
         return  # the stored text no longer parses here; the generic refusal follows
     approvals = [n.id for n in definition.nodes if n.task.type == APPROVAL_TASK_TYPE]
     if target in approvals:
@@ -342,6 +341,18 @@ async def _check_decision_target(engine: AsyncEngine, execution_id: str, target:
     raise RequestRefused(
         f"node {target!r} {problem} in pipeline {definition.name}; its approval nodes: {listed}"
     )
+
+
+def _stored_definition(text: str, path: str | None) -> PipelineDefinition | None:
+    """An execution's definition parsed again (Task files beside it resolved), or None."""
+    from whenflow.domain.errors import DefinitionError
+    from whenflow.dsl.parse import parse_pipeline_text
+
+    base_dir = Path(path).resolve().parent if path else None
+    try:
+        return parse_pipeline_text(text, path or "<stored>", base_dir=base_dir).definition
+    except DefinitionError:
+        return None
 
 
 async def _refuse_leftovers(
