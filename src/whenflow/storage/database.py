@@ -30,6 +30,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from whenflow.domain.errors import StoreError, StoreSettingsError
+from whenflow.storage.private_files import create_private_file, make_private_dirs
 
 # The newest revision in migrations/versions; bump it with every new migration.
 HEAD_REVISION = "0002"
@@ -42,38 +43,10 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # How long opening a PostgreSQL connection may take before the URL is reported unreachable.
 CONNECT_TIMEOUT_S = 10
 
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
-
 DATABASE_URL_HELP = (
     "set WHENFLOW_DATABASE_URL to sqlite+aiosqlite:///PATH "
     "or postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB, or unset it"
 )
-
-
-def make_private_dirs(path: Path) -> None:
-    """Create `path` and its missing parents as 0700 folders, whatever the umask."""
-    missing: list[Path] = []
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        missing.append(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    for folder in missing:
-        os.chmod(folder, PRIVATE_DIR_MODE)
-
-
-def create_private_file(path: Path) -> None:
-    """Create an empty 0600 file at `path` unless it exists (its parents 0700 if missing)."""
-    make_private_dirs(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-    finally:
-        os.close(fd)
 
 
 def whenflow_home() -> Path:
