@@ -42,6 +42,14 @@ def flaky_report(folder: str, attempt: int) -> dict:
     return {"report": path}
 
 
+def same_name_retry(folder: str, attempt: int) -> dict:
+    path = pathlib.Path(folder) / "same.txt"
+    path.write_text(f"attempt {attempt}\\n")
+    if attempt == 1:
+        return {"report": path, "broken": {1}}  # stored under the key attempt 2 reuses
+    return {"report": path}
+
+
 def always_broken(folder: str) -> dict:
     path = pathlib.Path(folder) / "never.txt"
     path.write_text("never kept\\n")
@@ -102,6 +110,22 @@ spec:
       inputBindings: {path: "{{ produce.report }}"}
     - id: consume
       startWhen: "event:produce.completed && event:tamper.completed"
+      task: {type: shell, script: 'cat "$WF_INPUT_PATH"'}
+      inputBindings: {path: "{{ produce.report }}"}
+"""
+
+RETRIED = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: retried, version: 1.0.0}
+spec:
+  inputs: {work: {type: string, required: true}}
+  nodes:
+    - id: produce
+      task: {type: python, callable: "filetasks:same_name_retry"}
+      retry: {maxAttempts: 2, delay: 0s}
+      inputBindings: {folder: "{{ pipeline.input.work }}", attempt: "{{ system.attempt }}"}
+    - id: consume
       task: {type: shell, script: 'cat "$WF_INPUT_PATH"'}
       inputBindings: {path: "{{ produce.report }}"}
 """
@@ -201,6 +225,17 @@ def test_a_reader_of_a_modified_artifact_fails_naming_it(tmp_path: Path) -> None
     assert failed[0]["payload"]["error_type"] == "ArtifactIntegrityError"
     logs = run_json(tmp_path, "executions", "logs", result["execution_id"], "--node", "consume")
     assert logs == []  # the task never ran on the modified bytes
+
+
+def test_a_retry_that_rewrites_a_failed_attempts_file_is_read_as_sound(tmp_path: Path) -> None:
+    pipeline, work = _pipeline(tmp_path, "retried.yaml", RETRIED)
+
+    result = run_json(tmp_path, "run", pipeline, "-i", f"work={work}")
+
+    assert result["status"] == "completed", result["nodes"]["consume"]["error"]
+    assert result["nodes"]["produce"]["attempts"] == 2
+    logs = run_json(tmp_path, "executions", "logs", result["execution_id"], "--node", "consume")
+    assert [line["message"] for line in logs] == ["attempt 2"]
 
 
 def test_a_file_modified_while_the_process_was_down_fails_its_reader_on_resume(
