@@ -184,6 +184,22 @@ def test_the_home_is_private_whatever_the_umask(tmp_path: Path) -> None:
     assert {str(p): oct(_mode(p)) for p in files} == {str(p): "0o600" for p in files}
 
 
+def test_an_older_homes_database_and_artifacts_are_made_private(tmp_path: Path) -> None:
+    pipeline, work = _pipeline(tmp_path, "private.yaml", PRIVATE)
+    home = tmp_path / "old-home"
+    first = run_json(home, "run", pipeline, "-i", f"work={work}")
+    # As an older whenflow under umask 022 left them:
+    home.chmod(0o755)
+    (home / "whenflow.db").chmod(0o644)
+    (home / "artifacts").chmod(0o755)
+
+    run_json(home, "executions", "show", first["execution_id"][:8])
+
+    assert oct(_mode(home / "whenflow.db")) == "0o600"
+    assert oct(_mode(home / "artifacts")) == "0o700"
+    assert oct(_mode(home)) == "0o755"  # a folder the user chose keeps its mode
+
+
 def test_artifacts_of_failed_attempts_are_deleted_when_the_execution_ends(
     tmp_path: Path,
 ) -> None:

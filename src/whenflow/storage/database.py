@@ -30,7 +30,13 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from whenflow.domain.errors import StoreError, StoreSettingsError
-from whenflow.storage.private_files import create_private_file, make_private_dirs
+from whenflow.storage.private_files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    create_private_file,
+    make_private_dirs,
+    tighten,
+)
 
 # The newest revision in migrations/versions; bump it with every new migration.
 HEAD_REVISION = "0002"
@@ -49,11 +55,25 @@ DATABASE_URL_HELP = (
 )
 
 
+# Whenflow's own entries in the home, made private if an older version left them open.
+_OWN_FILES = ("whenflow.db", "whenflow.db-wal", "whenflow.db-shm")
+_OWN_DIRS = ("artifacts", "cache")
+
+
 def whenflow_home() -> Path:
-    """`$WHENFLOW_HOME` (default `~/.whenflow`), created (0700) if missing."""
+    """`$WHENFLOW_HOME` (default `~/.whenflow`), created (0700) if missing.
+
+    A home that exists keeps its own mode (it may be any folder the user
+    chose); whenflow's entries in it (the database, `artifacts/`, `cache/`)
+    are made private if they are not.
+    """
     home = Path(os.environ.get("WHENFLOW_HOME") or Path.home() / ".whenflow").expanduser()
     try:
         make_private_dirs(home)
+        for name in _OWN_FILES:
+            tighten(home / name, PRIVATE_FILE_MODE)
+        for name in _OWN_DIRS:
+            tighten(home / name, PRIVATE_DIR_MODE)
     except OSError as exc:
         raise StoreSettingsError(
             f"cannot create WHENFLOW_HOME {str(home)!r}: {exc.strerror or exc}; "

@@ -9,6 +9,7 @@ is set again, exactly, once created.
 from __future__ import annotations
 
 import os
+import stat
 from typing import BinaryIO
 
 PRIVATE_DIR_MODE = 0o700
@@ -49,3 +50,19 @@ def create_private_file(path: str | os.PathLike[str]) -> None:
         open_private(path).close()
     except FileExistsError:
         return
+
+
+def tighten(path: str | os.PathLike[str], mode: int) -> None:
+    """Give an existing file or folder of this user `mode` if it is looser.
+
+    For whenflow's own entries made by an older version (or another umask);
+    symlinks and other users' entries are left alone.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+        return
+    if stat.S_IMODE(info.st_mode) & ~mode:
+        os.chmod(path, mode)
