@@ -42,6 +42,14 @@ def flaky_report(folder: str, attempt: int) -> dict:
     return {"report": path}
 
 
+def same_name_retry(folder: str, attempt: int) -> dict:
+    path = pathlib.Path(folder) / "same.txt"
+    path.write_text(f"attempt {attempt}\\n")
+    if attempt == 1:
+        return {"report": path, "broken": {1}}  # stored under the key attempt 2 reuses
+    return {"report": path}
+
+
 def always_broken(folder: str) -> dict:
     path = pathlib.Path(folder) / "never.txt"
     path.write_text("never kept\\n")
@@ -106,6 +114,22 @@ spec:
       inputBindings: {path: "{{ produce.report }}"}
 """
 
+RETRIED = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: retried, version: 1.0.0}
+spec:
+  inputs: {work: {type: string, required: true}}
+  nodes:
+    - id: produce
+      task: {type: python, callable: "filetasks:same_name_retry"}
+      retry: {maxAttempts: 2, delay: 0s}
+      inputBindings: {folder: "{{ pipeline.input.work }}", attempt: "{{ system.attempt }}"}
+    - id: consume
+      task: {type: shell, script: 'cat "$WF_INPUT_PATH"'}
+      inputBindings: {path: "{{ produce.report }}"}
+"""
+
 GATED = """
 apiVersion: whenflow/v1
 kind: Pipeline
@@ -160,6 +184,22 @@ def test_the_home_is_private_whatever_the_umask(tmp_path: Path) -> None:
     assert {str(p): oct(_mode(p)) for p in files} == {str(p): "0o600" for p in files}
 
 
+def test_an_older_homes_database_and_artifacts_are_made_private(tmp_path: Path) -> None:
+    pipeline, work = _pipeline(tmp_path, "private.yaml", PRIVATE)
+    home = tmp_path / "old-home"
+    first = run_json(home, "run", pipeline, "-i", f"work={work}")
+    # As an older whenflow under umask 022 left them:
+    home.chmod(0o755)
+    (home / "whenflow.db").chmod(0o644)
+    (home / "artifacts").chmod(0o755)
+
+    run_json(home, "executions", "show", first["execution_id"][:8])
+
+    assert oct(_mode(home / "whenflow.db")) == "0o600"
+    assert oct(_mode(home / "artifacts")) == "0o700"
+    assert oct(_mode(home)) == "0o755"  # a folder the user chose keeps its mode
+
+
 def test_artifacts_of_failed_attempts_are_deleted_when_the_execution_ends(
     tmp_path: Path,
 ) -> None:
@@ -201,6 +241,17 @@ def test_a_reader_of_a_modified_artifact_fails_naming_it(tmp_path: Path) -> None
     assert failed[0]["payload"]["error_type"] == "ArtifactIntegrityError"
     logs = run_json(tmp_path, "executions", "logs", result["execution_id"], "--node", "consume")
     assert logs == []  # the task never ran on the modified bytes
+
+
+def test_a_retry_that_rewrites_a_failed_attempts_file_is_read_as_sound(tmp_path: Path) -> None:
+    pipeline, work = _pipeline(tmp_path, "retried.yaml", RETRIED)
+
+    result = run_json(tmp_path, "run", pipeline, "-i", f"work={work}")
+
+    assert result["status"] == "completed", result["nodes"]["consume"]["error"]
+    assert result["nodes"]["produce"]["attempts"] == 2
+    logs = run_json(tmp_path, "executions", "logs", result["execution_id"], "--node", "consume")
+    assert [line["message"] for line in logs] == ["attempt 2"]
 
 
 def test_a_file_modified_while_the_process_was_down_fails_its_reader_on_resume(

@@ -336,10 +336,16 @@ def test_a_bad_store_setting_is_one_line_and_exit_2(
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_the_makefile_python_probe_is_silent_when_versions_are_missing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("missing_as", ["shims", "absent"])
+def test_the_makefile_python_probe_is_silent_when_versions_are_missing(
+    tmp_path: Path, missing_as: str
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for missing in ("python3.13", "python3.12"):  # what a pyenv shim prints for a missing version
+    for missing in ("python3.13", "python3.12"):
+        if missing_as == "absent":
+            continue
+        # What a pyenv shim does for a version that is not selected: on PATH, but it fails.
         shim = bin_dir / missing
         shim.write_text(f'#!/bin/sh\necho "pyenv: {missing}: command not found" >&2\nexit 127\n')
         shim.chmod(0o755)

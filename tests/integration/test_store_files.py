@@ -142,14 +142,16 @@ def test_an_unknown_artifacts_scheme_is_a_settings_error(url: str, says: str) ->
     [
         ("::::", "not a URL whenflow can parse"),
         ("oracle://scott:tiger@host/db", "unsupported database URL"),
-        ("sqlite:///plain.db", "asyncio driver"),
+        ("sqlite:///TMP/plain.db", "asyncio driver"),
+        ("sqlite+aiosqlite:///TMP/missing/folder/plain.db", "does not exist"),
     ],
 )
-def test_a_bad_database_url_is_a_settings_error(url: str, says: str) -> None:
+def test_a_bad_database_url_is_a_settings_error(tmp_path: Path, url: str, says: str) -> None:
     with pytest.raises(StoreSettingsError, match="WHENFLOW_DATABASE_URL") as raised:
-        make_engine(url)
+        make_engine(url.replace("TMP", str(tmp_path)))
     assert says in str(raised.value)
     assert "tiger" not in str(raised.value)
+    assert list(tmp_path.rglob("*")) == []  # a refused URL creates nothing
 
 
 async def test_an_unreachable_postgresql_is_a_settings_error() -> None:

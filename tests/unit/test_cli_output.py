@@ -102,6 +102,19 @@ def test_plain_progress_starts_with_the_id_and_names_the_decide_command() -> Non
     )
 
 
+def test_resume_progress_lists_nodes_as_their_events_arrive() -> None:
+    model = ProgressModel([], EID)  # `resume` does not know the node ids up front
+
+    model.apply(_event("pipeline.resumed", 1))
+    model.apply(_event("review.waiting", 2, message="Ship it?"))
+    model.apply(_event("external.go", 3))
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(model.render())
+
+    assert list(model.rows) == ["review"]
+    assert f"whenflow approve {EID} review" in console.export_text()
+
+
 class _ClosedPipe(io.StringIO):
     def write(self, text: str) -> int:
         raise BrokenPipeError(32, "Broken pipe")

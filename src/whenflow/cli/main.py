@@ -7,7 +7,6 @@ Every command that shows state takes `--json` (one JSON document on stdout).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import gc
@@ -16,10 +15,21 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from whenflow.cli import inbox_commands
+from whenflow.cli.common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    ExecutionIdArgument,
+    JsonOption,
+)
+from whenflow.cli.common import fail as _fail
+from whenflow.cli.common import query as _query
+from whenflow.cli.common import resolve_id as _resolve_id
 from whenflow.cli.help_words import WhenflowCommand, WhenflowGroup
 from whenflow.cli.output import json_text, print_json, print_table
 
@@ -51,17 +61,11 @@ command = functools.partial(app.command, cls=WhenflowCommand)
 executions_command = functools.partial(executions_app.command, cls=WhenflowCommand)
 events_command = functools.partial(events_app.command, cls=WhenflowCommand)
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
 TasksOption = typer.Option(
     [],
     "--tasks",
     metavar="PATH",
     help="Extra file or folder of `kind: Task` definitions (repeatable).",
-)
-JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
-ExecutionIdArgument = typer.Argument(
-    metavar="EXECUTION_ID", help="An execution id, or any unique prefix of one."
 )
 FileArgument = typer.Argument(metavar="FILE", help="The pipeline YAML file.")
 
@@ -84,11 +88,6 @@ def _options(
     ] = False,
 ) -> None:
     """Pipelines whose nodes say when they run."""
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    print(message, file=sys.stderr)
-    raise typer.Exit(code)
 
 
 def _load(file: Path, tasks: list[Path]) -> PipelineProgram:
@@ -337,34 +336,6 @@ def schema(
     print(json.dumps(makers[kind](), indent=2))
 
 
-def _query(action: Any, execution_id: str | None = None) -> Any:
-    """Run `action(service)`, or `action(service, full_id)` when given an id (or a prefix)."""
-    from whenflow.domain.errors import StoreSettingsError, WhenflowError
-    from whenflow.services.executions import ExecutionService
-
-    async def go() -> Any:
-        async with ExecutionService.open() as service:
-            if execution_id is None:
-                return await action(service)
-            return await action(service, await service.resolve_id(execution_id))
-
-    try:
-        return asyncio.run(go())
-    except StoreSettingsError as exc:
-        _fail(f"error: {exc}", EXIT_INVALID)
-    except WhenflowError as exc:
-        _fail(f"error: {exc}", EXIT_FAILED)
-
-
-def _resolve_id(id_or_prefix: str) -> str:
-    """The full execution id a unique prefix names; exits 1 if none or several do."""
-    return str(_query(lambda s, full_id: _returned(full_id), id_or_prefix))
-
-
-async def _returned(value: str) -> str:
-    return value
-
-
 @executions_command("list")
 def executions_list(
     limit: int = typer.Option(20, "--limit", metavar="N", help="How many to list."),
@@ -449,154 +420,11 @@ def executions_logs(
         print(f"{line.node_id}#{line.attempt} [{line.stream}] {line.message}")
 
 
-WaitOption = typer.Option(
-    10.0,
-    "--wait",
-    metavar="SECONDS",
-    help="Seconds to wait for the running execution to apply it (0: don't).",
-)
-
-
-def _send(
-    execution_id: str,
-    kind_name: str,
-    target: str,
-    payload: dict[str, Any],
-    wait: float,
-    as_json: bool,
-    done: str,
-    *,
-    force: bool = False,
-) -> None:
-    """Post to an execution's inbox; exit 1 if it was refused, 0 if applied or queued."""
-    from whenflow.domain.records import MessageKind
-
-    kind = MessageKind(kind_name)
-    execution_id = _resolve_id(execution_id)
-    state = _query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait, force=force))
-    if as_json:
-        print_json(
-            {"message_id": state.message_id, "applied": state.applied, "refusal": state.refusal}
-        )
-    elif state.refusal:
-        print(f"refused: {state.refusal}", file=sys.stderr)
-    elif state.applied:
-        print(done)
-    else:
-        print(
-            f"queued as message {state.message_id}: it applies when the process running "
-            f"{execution_id} next reads its inbox; if that process has stopped, run "
-            f"`whenflow resume {execution_id}`"
-        )
-    raise typer.Exit(EXIT_FAILED if state.refusal else EXIT_OK)
-
-
-def _current_user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment (a bare container)
-        return "unknown"
-
-
-ByOption = typer.Option(
-    None, "--by", metavar="NAME", help="Who decides (default: the current user)."
-)
-CommentOption = typer.Option(
-    "", "--comment", "-m", metavar="TEXT", help="Why; stored with the decision."
-)
-NodeArgument = typer.Argument(metavar="NODE", help="The approval node to decide.")
-
-
-@command()
-def approve(
-    execution_id: Annotated[str, ExecutionIdArgument],
-    node: Annotated[str, NodeArgument],
-    by: str | None = ByOption,
-    comment: str = CommentOption,
-    wait: float = WaitOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Approve a waiting approval node of a running execution."""
-    payload = {"by": by or _current_user(), "comment": comment}
-    _send(execution_id, "approve", node, payload, wait, as_json, f"{node}: approved")
-
-
-@command()
-def reject(
-    execution_id: Annotated[str, ExecutionIdArgument],
-    node: Annotated[str, NodeArgument],
-    by: str | None = ByOption,
-    comment: str = CommentOption,
-    wait: float = WaitOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Reject a waiting approval node of a running execution."""
-    payload = {"by": by or _current_user(), "comment": comment}
-    _send(execution_id, "reject", node, payload, wait, as_json, f"{node}: rejected")
-
-
-@events_command("send")
-def events_send(
-    execution_id: Annotated[str, ExecutionIdArgument],
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Published as external.<name>.")],
-    pairs: Annotated[
-        list[str] | None,
-        typer.Option("-p", "--payload", metavar="KEY=VALUE", help="A payload field as key=value."),
-    ] = None,
-    payload_json: Annotated[
-        str | None,
-        typer.Option("--payload-json", metavar="JSON", help="The payload as a JSON object."),
-    ] = None,
-    wait: float = WaitOption,
-    as_json: bool = JsonOption,
-    force: Annotated[
-        bool, typer.Option("--force", help="Publish even if no trigger waits for the event.")
-    ] = False,
-) -> None:
-    """Publish `external.<name>` into a running execution.
-
-    Refused when no trigger or template of the execution's pipeline reads
-    `external.<name>` (a misspelt name would change nothing); `--force` sends it anyway.
-    """
-    payload: dict[str, Any] = {}
-    if payload_json is not None:
-        try:
-            loaded = json.loads(payload_json)
-        except ValueError as exc:
-            _fail(f"error: --payload-json is not JSON: {exc}", EXIT_INVALID)
-        if not isinstance(loaded, dict):
-            _fail("error: --payload-json must be a JSON object", EXIT_INVALID)
-        payload.update(loaded)
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            _fail(f"error: write payload fields as -p key=value, not {pair!r}", EXIT_INVALID)
-        payload[key.strip()] = value
-    _send(
-        execution_id,
-        "event",
-        name,
-        payload,
-        wait,
-        as_json,
-        f"external.{name}: published",
-        force=force,
-    )
-
-
-@executions_command("cancel")
-def executions_cancel(
-    execution_id: Annotated[str, ExecutionIdArgument],
-    reason: Annotated[
-        str, typer.Option("--reason", metavar="TEXT", help="Why; stored with the cancel.")
-    ] = "cancelled from the command line",
-    wait: float = WaitOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Cancel a running execution: running tasks are cancelled, nothing new starts."""
-    _send(execution_id, "cancel", "", {"reason": reason}, wait, as_json, "cancelled")
+# Requests to a running execution (cli/inbox_commands.py), in the help's order.
+command()(inbox_commands.approve)
+command()(inbox_commands.reject)
+events_command("send")(inbox_commands.events_send)
+executions_command("cancel")(inbox_commands.executions_cancel)
 
 
 @command()

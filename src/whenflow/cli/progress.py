@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from whenflow.domain.events import Event
+from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE, Event
 from whenflow.domain.records import LogAppended
 
 _STYLE = {
@@ -73,6 +73,9 @@ class ProgressModel:
         """Update from one event; return a plain-text line worth printing, if any."""
         source, _, name = event.event_type.partition(".")
         row = self.rows.get(source)
+        if row is None and source not in (PIPELINE_SOURCE, EXTERNAL_SOURCE):
+            # A node not listed up front (`resume` does not load the pipeline): a row now.
+            row = self.rows[source] = _Row()
         payload: dict[str, Any] = dict(event.payload)
         if row is None:
             if source == "pipeline":

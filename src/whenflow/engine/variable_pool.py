@@ -74,7 +74,7 @@ class VariablePool:
         # Outputs kept in the artifact store: results show the reference, not the bytes.
         self.artifact_refs: dict[tuple[str, str], ArtifactRef] = {}
         # A node's file and directory outputs, which a reader verifies before it starts.
-        self._file_refs: dict[str, list[ArtifactRef]] = {}
+        self._file_refs: dict[str, dict[str, ArtifactRef]] = {}
         self.context: dict[str, Any] = {
             "pipeline": Namespace(
                 "pipeline",
@@ -191,13 +191,22 @@ class VariablePool:
     def _remember(self, node_id: str, name: str, ref: ArtifactRef) -> None:
         self.artifact_refs[(node_id, name)] = ref
         if ref.kind != "value":
-            self._file_refs.setdefault(node_id, []).append(ref)
+            self._file_refs.setdefault(node_id, {})[name] = ref  # a retry's ref replaces
 
     def file_refs(self, node_ids: Iterable[str]) -> list[ArtifactRef]:
-        """The file and directory artifacts the given nodes wrote (none: no work)."""
+        """The file and directory artifacts of the given nodes' published outputs.
+
+        Only published outputs count: a failed attempt may have stored a file
+        (under the key a retry reuses) before failing. No artifacts: no work.
+        """
         if not self._file_refs:
             return []
-        return [ref for n in node_ids for ref in self._file_refs.get(n, ())]
+        return [
+            ref
+            for n in node_ids
+            for name, ref in self._file_refs.get(n, {}).items()
+            if name in self.outputs.get(n, ())
+        ]
 
     def verify_files(self, refs: Sequence[ArtifactRef]) -> None:
         """Check each artifact against its sha256 (blocking I/O: call it from a thread)."""

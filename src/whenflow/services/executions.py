@@ -9,8 +9,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from whenflow.domain.definitions import PipelineDefinition
 from whenflow.domain.durations import parse_duration
 from whenflow.domain.errors import RequestRefused, StoreSettingsError, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
@@ -459,14 +461,11 @@ async def _check_decision_target(engine: AsyncEngine, execution_id: str, target:
 
     The refusal names the pipeline's approval nodes, so a typo is easy to fix.
     """
-    from whenflow.domain.errors import DefinitionError
     from whenflow.dsl.approval import APPROVAL_TASK_TYPE
-    from whenflow.dsl.parse import parse_pipeline_text
 
     text, path = await queries.get_definition(engine, execution_id)
-    try:
-        definition = parse_pipeline_text(text, path or "<stored>").definition
-    except DefinitionError:
+    definition = await asyncio.to_thread(_stored_definition, text, path)
+    if definition is None:
         return  # the stored text no longer parses here; the generic refusal follows
     approvals = [n.id for n in definition.nodes if n.task.type == APPROVAL_TASK_TYPE]
     if target in approvals:
@@ -488,6 +487,18 @@ async def _halting(
     except asyncio.CancelledError:
         await orchestrator.halt()
         raise
+
+
+def _stored_definition(text: str, path: str | None) -> PipelineDefinition | None:
+    """An execution's definition parsed again (Task files beside it resolved), or None."""
+    from whenflow.domain.errors import DefinitionError
+    from whenflow.dsl.parse import parse_pipeline_text
+
+    base_dir = Path(path).resolve().parent if path else None
+    try:
+        return parse_pipeline_text(text, path or "<stored>", base_dir=base_dir).definition
+    except DefinitionError:
+        return None
 
 
 async def _refuse_leftovers(

@@ -53,13 +53,17 @@ import fsspec
 
 from whenflow.domain.errors import StoreSettingsError, WhenflowError
 from whenflow.domain.variables import ArtifactRef
+from whenflow.storage.private_files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    make_private_dirs,
+    open_private,
+)
 
 _CHUNK = 1 << 20
 JSON_CONTENT_TYPE = "application/json"
 DIRECTORY_KIND = "directory"
 ARCHIVE_SUFFIX = ".tar.gz"
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
 ARTIFACTS_URL_HELP = (
     "set WHENFLOW_ARTIFACTS_URL to a local folder or an fsspec URL such as "
     "s3://bucket/prefix (with its package installed), or unset it"
@@ -136,7 +140,7 @@ class FsspecArtifactStore:
         if self._local:
             root = os.path.realpath(root)
             try:
-                _private_dirs(root)
+                make_private_dirs(root)
             except OSError as exc:
                 raise StoreSettingsError(
                     f"cannot create the artifact folder {root!r}: {exc.strerror or exc}; "
@@ -271,7 +275,7 @@ class FsspecArtifactStore:
         if target.is_dir():
             return str(target)
         archive = self._local_file(replace(ref, filename=(ref.filename or "d") + ARCHIVE_SUFFIX))
-        _private_dirs(str(target.parent))
+        make_private_dirs(str(target.parent))
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         partial.mkdir(mode=PRIVATE_DIR_MODE)  # an empty directory's archive creates nothing
         os.chmod(partial, PRIVATE_DIR_MODE)
@@ -301,7 +305,7 @@ class FsspecArtifactStore:
         cached = self._cache() / _digest(ref) / _component(ref.filename or "artifact")
         if cached.is_file() and _sha256_file(cached) == ref.sha256:
             return str(cached)
-        _private_dirs(str(cached.parent))
+        make_private_dirs(str(cached.parent))
         partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex}.part")
         self._fs.get_file(path, str(partial))
         os.chmod(partial, PRIVATE_FILE_MODE)
@@ -343,14 +347,12 @@ class FsspecArtifactStore:
             with self._fs.open(path, "wb") as out:
                 _copy(chunks, out)
             return
-        _private_dirs(parent)
+        make_private_dirs(parent)
         # Local: write a sibling temp file, then rename, so readers never see half a file.
         self._check_local(path, parent + "/x")
         partial = f"{path}.{uuid.uuid4().hex}.part"
         try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-            with os.fdopen(fd, "wb") as out:
-                os.fchmod(out.fileno(), PRIVATE_FILE_MODE)  # whatever the umask
+            with open_private(partial) as out:
                 _copy(chunks, out)
             os.replace(partial, path)
         except BaseException:
@@ -397,21 +399,6 @@ def _sha256_stream(handle: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def _private_dirs(path: str) -> None:
-    """Create the local folder `path` and its missing parents as 0700, whatever the umask."""
-    missing: list[str] = []
-    folder = path
-    while not os.path.isdir(folder):
-        missing.append(folder)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    os.makedirs(path, mode=PRIVATE_DIR_MODE, exist_ok=True)
-    for created in missing:
-        os.chmod(created, PRIVATE_DIR_MODE)
-
-
 def _remove_empty_dirs(top: str) -> None:
     """Remove the empty folders under `top` (and `top` itself if it ends up empty)."""
     for folder, _dirs, _files in os.walk(top, topdown=False):
@@ -425,5 +412,5 @@ def _default_cache_dir() -> Path:
     from whenflow.storage.database import whenflow_home
 
     cache = whenflow_home() / "cache" / "artifacts"
-    _private_dirs(str(cache))
+    make_private_dirs(str(cache))
     return cache

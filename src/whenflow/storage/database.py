@@ -30,6 +30,13 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from whenflow.domain.errors import StoreError, StoreSettingsError
+from whenflow.storage.private_files import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    create_private_file,
+    make_private_dirs,
+    tighten,
+)
 
 # The newest revision in migrations/versions; bump it with every new migration.
 HEAD_REVISION = "0004"
@@ -42,45 +49,31 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # How long opening a PostgreSQL connection may take before the URL is reported unreachable.
 CONNECT_TIMEOUT_S = 10
 
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
-
 DATABASE_URL_HELP = (
     "set WHENFLOW_DATABASE_URL to sqlite+aiosqlite:///PATH "
     "or postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB, or unset it"
 )
 
 
-def make_private_dirs(path: Path) -> None:
-    """Create `path` and its missing parents as 0700 folders, whatever the umask."""
-    missing: list[Path] = []
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        missing.append(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    for folder in missing:
-        os.chmod(folder, PRIVATE_DIR_MODE)
-
-
-def create_private_file(path: Path) -> None:
-    """Create an empty 0600 file at `path` unless it exists (its parents 0700 if missing)."""
-    make_private_dirs(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-    finally:
-        os.close(fd)
+# Whenflow's own entries in the home, made private if an older version left them open.
+_OWN_FILES = ("whenflow.db", "whenflow.db-wal", "whenflow.db-shm")
+_OWN_DIRS = ("artifacts", "cache")
 
 
 def whenflow_home() -> Path:
-    """`$WHENFLOW_HOME` (default `~/.whenflow`), created (0700) if missing."""
+    """`$WHENFLOW_HOME` (default `~/.whenflow`), created (0700) if missing.
+
+    A home that exists keeps its own mode (it may be any folder the user
+    chose); whenflow's entries in it (the database, `artifacts/`, `cache/`)
+    are made private if they are not.
+    """
     home = Path(os.environ.get("WHENFLOW_HOME") or Path.home() / ".whenflow").expanduser()
     try:
         make_private_dirs(home)
+        for name in _OWN_FILES:
+            tighten(home / name, PRIVATE_FILE_MODE)
+        for name in _OWN_DIRS:
+            tighten(home / name, PRIVATE_DIR_MODE)
     except OSError as exc:
         raise StoreSettingsError(
             f"cannot create WHENFLOW_HOME {str(home)!r}: {exc.strerror or exc}; "
@@ -125,8 +118,11 @@ def make_engine(url: str | None = None, **engine_kwargs: Any) -> AsyncEngine:
             f"{DATABASE_URL_HELP}"
         ) from None
     if backend == "sqlite":
-        # Only once the URL is usable: a refused URL leaves no file behind.
-        _create_sqlite_file(target.database)
+        try:
+            _create_sqlite_file(target.database)  # creating the engine did not connect
+        except StoreSettingsError:
+            engine.sync_engine.dispose()
+            raise
         event.listen(engine.sync_engine, "connect", configure_sqlite)
     return engine
 
