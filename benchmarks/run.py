@@ -1,6 +1,7 @@
 """Engine overhead through the real CLI with the durable SQLite store (issue #2, item 11).
 
     make bench    # or: .venv/bin/python benchmarks/run.py [--only NAME] [--repeat 3]
+                  #     [--durability process --durability power]   (compare the levels)
 
 Each scenario is a generated pipeline run by `whenflow run FILE --json` against a
 SQLite database that already exists (a warm WHENFLOW_HOME, as a user's is). Three
@@ -88,12 +89,19 @@ SCENARIOS: dict[str, tuple[Callable[[int, str], str], int, str]] = {
 }
 
 
-def run_once(text: str, workdir: Path) -> tuple[float, float, dict[str, object]]:
+def run_once(
+    text: str, workdir: Path, durability: str = "process"
+) -> tuple[float, float, dict[str, object]]:
     """(wall seconds, run-phase seconds from the event log, the --json result)."""
     path = workdir / "pipeline.yaml"
     path.write_text(text)
     home = workdir / "home"
-    env = {**os.environ, "WHENFLOW_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "WHENFLOW_HOME": str(home),
+        "PYTHONPATH": str(ROOT),
+        "WHENFLOW_DURABILITY": durability,
+    }
     whenflow = [sys.executable, "-m", "whenflow.cli.main"]
     started = time.perf_counter()
     proc = subprocess.run(
@@ -111,24 +119,37 @@ def run_once(text: str, workdir: Path) -> tuple[float, float, dict[str, object]]
     return elapsed, last - first, result
 
 
+def _scenario(name: str) -> tuple[Callable[[int, str], str], int, str]:
+    return SCENARIOS[name.partition("@")[0]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", action="append", help="run just these scenarios")
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (median kept)")
+    parser.add_argument(
+        "--durability",
+        action="append",
+        choices=("process", "power"),
+        help="WHENFLOW_DURABILITY of the runs (repeat it to compare levels; default process)",
+    )
     args = parser.parse_args()
-    chosen = args.only or list(SCENARIOS)
+    levels: list[str] = args.durability or ["process"]
+    scenarios = args.only or list(SCENARIOS)
+    # One row per scenario and level; `@power` marks the runs that sync every commit.
+    chosen = [s if level == "process" else f"{s}@{level}" for s in scenarios for level in levels]
     totals: dict[str, float] = {}
     bests: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="whenflow-bench-") as tmp:
         workdir = Path(tmp)
         run_once(single(1, "noop"), workdir)  # creates and migrates the database once
         print(
-            f"{'scenario':<24}{'nodes':>7}{'wall s':>9}{'total/node ms':>15}"
+            f"{'scenario':<30}{'nodes':>7}{'wall s':>9}{'total/node ms':>15}"
             f"{'best/node ms':>14}{'run/node ms':>13}"
         )
-        texts = {name: SCENARIOS[name][0](*SCENARIOS[name][1:]) for name in chosen}
+        texts = {name: _scenario(name)[0](*_scenario(name)[1:]) for name in chosen}
         diffs: dict[str, list[float]] = {name: [] for name in chosen}
         walls: dict[str, list[float]] = {name: [] for name in chosen}
         base_walls: dict[str, list[float]] = {name: [] for name in chosen}
@@ -138,9 +159,10 @@ def main() -> None:
         # and each scenario should see it at every size, not the 10,000-node ones last.
         for _ in range(args.repeat):
             for name in chosen:
-                kind = SCENARIOS[name][2]
-                base_wall = run_once(single(1, kind), workdir)[0]
-                wall, run_phase, result = run_once(texts[name], workdir)
+                kind = _scenario(name)[2]
+                level = name.partition("@")[2] or "process"
+                base_wall = run_once(single(1, kind), workdir, level)[0]
+                wall, run_phase, result = run_once(texts[name], workdir, level)
                 assert result["status"] == "completed", result["status"]
                 nodes[name] = len(result["nodes"])  # type: ignore[arg-type]
                 diffs[name].append(wall - base_wall)
@@ -152,7 +174,7 @@ def main() -> None:
             totals[name] = statistics.median(diffs[name])
             bests[name] = min(walls[name]) - min(base_walls[name])
             print(
-                f"{name:<24}{count:>7}{statistics.median(walls[name]):>9.3f}"
+                f"{name:<30}{count:>7}{statistics.median(walls[name]):>9.3f}"
                 f"{totals[name] / count * 1000:>15.3f}"
                 f"{bests[name] / count * 1000:>14.3f}"
                 f"{statistics.median(run_phases[name]) / count * 1000:>13.3f}"

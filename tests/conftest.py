@@ -99,6 +99,10 @@ class PostgresDatabases:
 
         _run_isolated(run)
 
+    def admin(self, sql: str) -> None:
+        """Run one statement as the admin user on the test server (e.g. ALTER DATABASE)."""
+        self._admin(sql)
+
     def create(self) -> str:
         """A new empty database; returns its SQLAlchemy URL (postgresql+asyncpg)."""
         name = f"whenflow_test_{uuid.uuid4().hex[:12]}"

@@ -31,7 +31,7 @@ from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
 from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
-from whenflow.storage.database import default_database_url, make_engine, upgrade
+from whenflow.storage.database import Durability, default_database_url, make_engine, upgrade
 from whenflow.storage.inbox import MessageState
 from whenflow.storage.leases import DEFAULT_LEASE_S, LeasePolicy
 
@@ -69,6 +69,8 @@ class Settings:
     commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
     task_log_limit: int | None = DEFAULT_TASK_LOG_LIMIT
     """Bytes one attempt may log (`WHENFLOW_TASK_LOG_LIMIT`); None for no limit."""
+    durability: Durability = Durability.PROCESS
+    """What a commit survives (`WHENFLOW_DURABILITY`: `process` or `power`)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,7 +80,20 @@ class Settings:
             lease_s=_seconds("WHENFLOW_OWNER_LEASE", DEFAULT_LEASE_S),
             commit_timeout_s=_seconds("WHENFLOW_COMMIT_TIMEOUT", DEFAULT_COMMIT_TIMEOUT_S),
             task_log_limit=_log_limit(os.environ.get("WHENFLOW_TASK_LOG_LIMIT")),
+            durability=_durability(os.environ.get("WHENFLOW_DURABILITY")),
         )
+
+
+def _durability(text: str | None) -> Durability:
+    if text is None or not text.strip():
+        return Durability.PROCESS
+    try:
+        return Durability(text.strip().lower())
+    except ValueError:
+        raise InvalidSetting(
+            f"WHENFLOW_DURABILITY={text!r} is not a durability level; set process (a commit "
+            "survives the process dying, the default) or power (it survives a power loss too)"
+        ) from None
 
 
 def _seconds(variable: str, default: float) -> float:
@@ -146,13 +161,14 @@ class ExecutionService:
         """
         settings = settings or Settings.from_env()
         artifacts = FsspecArtifactStore(settings.artifacts_url)  # a bad URL fails first
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, durability=settings.durability)
         own_runner = default_runner() if runner is None else None
         task_runner: TaskRunner = runner or own_runner or default_runner()
         store = SqlStateStore(
             engine,
             commit_timeout_s=settings.commit_timeout_s,
             lease=LeasePolicy.of(settings.lease_s),
+            durability=settings.durability,
         )
         try:
             await upgrade(engine)

@@ -17,9 +17,11 @@ that cannot be reached) raises `StoreSettingsError`, naming what to change.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +89,37 @@ def default_database_url() -> str:
     return f"sqlite+aiosqlite:///{whenflow_home() / 'whenflow.db'}"
 
 
-def make_engine(url: str | None = None, **engine_kwargs: Any) -> AsyncEngine:
+class Durability(StrEnum):
+    """What a committed write survives (`WHENFLOW_DURABILITY`).
+
+    `process`: the whenflow process dying (SQLite `synchronous=NORMAL` in WAL
+    mode: a commit is in the WAL file, synced at checkpoints). `power`: the
+    machine losing power too (SQLite `synchronous=FULL`: the WAL is synced at
+    every group commit). PostgreSQL's own setting is left alone for `process`
+    (its default, `synchronous_commit=on`, is already power-safe); `power`
+    forces `synchronous_commit=on` for whenflow's sessions.
+    """
+
+    PROCESS = "process"
+    POWER = "power"
+
+
+def sqlite_configurer(durability: Durability = Durability.PROCESS) -> Callable[[Any, Any], None]:
+    """The `connect` listener that sets up a SQLite connection for `durability`."""
+    return functools.partial(configure_sqlite, durability=durability)
+
+
+def make_engine(
+    url: str | None = None,
+    *,
+    durability: Durability = Durability.PROCESS,
+    **engine_kwargs: Any,
+) -> AsyncEngine:
     """An AsyncEngine for `url` (default: the embedded SQLite database).
 
     SQLite connections get WAL journaling (readers never block the writer),
-    `synchronous=NORMAL` (durable at checkpoints, safe against corruption),
-    foreign keys and a busy timeout, set on every new connection.
+    `synchronous=NORMAL` or `FULL` (see `Durability`), foreign keys and a busy
+    timeout, set on every new connection.
     """
     try:
         target = make_url(url or default_database_url())
@@ -109,7 +136,10 @@ def make_engine(url: str | None = None, **engine_kwargs: Any) -> AsyncEngine:
     if backend == "postgresql":
         engine_kwargs.setdefault("pool_pre_ping", True)
         if target.get_driver_name() == "asyncpg":
-            engine_kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT_S})
+            connect_args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S}
+            if durability is Durability.POWER:
+                connect_args["server_settings"] = {"synchronous_commit": "on"}
+            engine_kwargs.setdefault("connect_args", connect_args)
     try:
         engine = create_async_engine(target, **engine_kwargs)
     except (SQLAlchemyError, ImportError) as exc:
@@ -123,7 +153,7 @@ def make_engine(url: str | None = None, **engine_kwargs: Any) -> AsyncEngine:
         except StoreSettingsError:
             engine.sync_engine.dispose()
             raise
-        event.listen(engine.sync_engine, "connect", configure_sqlite)
+        event.listen(engine.sync_engine, "connect", sqlite_configurer(durability))
     return engine
 
 
@@ -146,11 +176,14 @@ def _create_sqlite_file(database: str | None) -> None:
         ) from exc
 
 
-def configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def configure_sqlite(
+    dbapi_connection: Any, _record: Any, durability: Durability = Durability.PROCESS
+) -> None:
+    synchronous = "FULL" if durability is Durability.POWER else "NORMAL"
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     finally:

@@ -100,6 +100,15 @@ class SqliteBatchWriter:
         self._thread = _DaemonThread("whenflow-sqlite-writer")
         self._compiled: dict[tuple[int, tuple[str, ...]], _DriverStatement | None] = {}
 
+    async def pragma(self, name: str) -> Any:
+        """The value of `PRAGMA name` on the writer's own connection (for probes and tests)."""
+
+        def read() -> Any:
+            with self._engine.connect() as connection:
+                return connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+        return await asyncio.wrap_future(self._thread.submit(read))
+
     async def commit(self, steps: list[Step], lease: LeaseWrites | None = None) -> bool:
         """Commit `steps` (and the lease writes); True if the leases were renewed."""
         # Planned (JSON, tuples) on the loop; the thread then runs only the

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,7 +44,7 @@ from whenflow.domain.errors import OwnershipLost, StoreError
 from whenflow.domain.records import ExecutionSnapshot, InboxMessage, Record
 from whenflow.domain.states import ExecutionStatus
 from whenflow.storage import inbox, leases, queries
-from whenflow.storage.database import configure_sqlite
+from whenflow.storage.database import Durability, sqlite_configurer
 from whenflow.storage.leases import LeaseLost, LeasePolicy, LeaseWrites, Owner
 from whenflow.storage.sqlite_writer import SqliteBatchWriter, file_url
 from whenflow.storage.write_batch import BatchStatements, Step, plan_batch
@@ -83,6 +84,7 @@ class SqlStateStore:
         commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S,
         owner: Owner | None = None,
         lease: LeasePolicy | None = None,
+        durability: Durability = Durability.PROCESS,
     ) -> None:
         """Args:
         engine: where to write; its schema must be at head (`database.upgrade`).
@@ -93,6 +95,8 @@ class SqlStateStore:
         owner: who this store writes as (default: this process, a new random part).
         lease: how long the leases of its executions last and how often they
             are renewed.
+        durability: what a commit survives on SQLite (`Durability`); the
+            engine's own connections should be made with the same.
         """
         self._engine = engine
         self._owns_engine = owns_engine
@@ -124,12 +128,20 @@ class SqlStateStore:
         self._failure: asyncio.Future[StoreError] | None = None
         sync_url = file_url(engine.url)
         self._sqlite_writer = (
-            SqliteBatchWriter(sync_url, configure_sqlite) if sync_url is not None else None
+            SqliteBatchWriter(sync_url, sqlite_configurer(durability))
+            if sync_url is not None
+            else None
         )
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
+
+    async def writer_pragma(self, name: str) -> Any:
+        """`PRAGMA name` on the SQLite writer's connection, None on other databases."""
+        if self._sqlite_writer is None:
+            return None
+        return await self._sqlite_writer.pragma(name)
 
     @property
     def pending(self) -> int:
