@@ -7,7 +7,8 @@ Where the call runs:
 - an `async def` function is awaited on the engine's loop;
 - a plain function runs in this executor's thread pool, so it never blocks the
   loop (a thread cannot be killed: on cancellation the attempt ends at once,
-  but the function runs on to its end in the background);
+  but the function runs on to its end in the background, and the node's next
+  attempt waits for it: `lingering_threads`);
 - `isolation: process` runs either kind in a fresh child Python
   (`whenflow.executors.python_child`), killed with its process group on
   cancellation. Only JSON crosses that boundary; an exception in the child
@@ -54,6 +55,7 @@ from whenflow.executors.errors import (
     InvalidTaskConfig,
     isolated_error,
 )
+from whenflow.executors.lingering_threads import LingeringThreads, ThreadCall
 from whenflow.executors.subprocess_io import (
     DEFAULT_GRACE_S,
     feed_stdin,
@@ -90,6 +92,7 @@ class PythonExecutor:
         self._grace_s = terminate_grace_s
         self._pool: TaskThreads | None = None
         self._capturing = False
+        self._lingering = LingeringThreads()
 
     def check(self, task: TaskSpec) -> list[str]:
         """Config problems, importing the callable to prove it exists."""
@@ -120,7 +123,16 @@ class PythonExecutor:
                 # The first import of a user module can be slow: keep it off the loop too.
                 prepared = await self._threads().call(prepare_callable, spec=spec)
             arguments = prepared.arguments(request.inputs, ctx)
-            value = await _call(prepared, arguments, self._threads, ctx)
+            key = request.idempotency_key
+            if not prepared.is_async:
+                await self._lingering.wait(
+                    key, request.attempt, lambda line: ctx.log(line, stream="whenflow")
+                )
+
+            def abandoned(call: ThreadCall) -> None:
+                self._lingering.abandoned(key, request.attempt, call)
+
+            value = await _call(prepared, arguments, self._threads, ctx, abandoned)
         finally:
             task_output.release(output, token)
         return TaskResult(outputs=prepared.outputs(value))
@@ -191,15 +203,23 @@ async def _call(
     arguments: dict[str, Any],
     threads: Callable[[], TaskThreads],
     ctx: TaskContext,
+    abandoned: Callable[[ThreadCall], None],
 ) -> Any:
-    """The function's return value; what it raised is logged with the task's frames, raised."""
+    """The function's return value; what it raised is logged with the task's frames, raised.
+
+    `abandoned` learns of a thread that runs on after its attempt was cancelled.
+    """
     try:
         if prepared.is_async:
             return await prepared.fn(**arguments)
+        call = ThreadCall(prepared.fn, asyncio.get_running_loop())
         try:
-            value = await threads().submit(prepared.fn, arguments)
+            value = await threads().submit(call.run, arguments)
         except RaisedInThread as carrier:
             raise carrier.error from None
+        except asyncio.CancelledError:
+            abandoned(call)
+            raise
         if inspect.isawaitable(value):
             value = await value
         return value
