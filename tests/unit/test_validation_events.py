@@ -388,6 +388,10 @@ def test_python_inputs_with_env_alike_names_are_not_refused() -> None:
         '["/usr/bin/env", "bash", "-c", "echo {{ pipeline.input.x }}"]',
         '["python3", "-c", "print({{ pipeline.input.x }})"]',
         '["node", "-e", "console.log({{ pipeline.input.x }})"]',
+        # Options whose value comes before the code.
+        '["bash", "-o", "pipefail", "-c", "grep {{ pipeline.input.x }} f"]',
+        '["sh", "+o", "noglob", "-c", "echo {{ pipeline.input.x }}"]',
+        '["python3", "-W", "ignore", "-c", "print({{ pipeline.input.x }})"]',
     ],
 )
 def test_a_template_inside_interpreter_code_is_a_warning(command: str) -> None:
@@ -412,6 +416,7 @@ def test_a_template_inside_interpreter_code_is_a_warning(command: str) -> None:
         '{type: shell, command: ["echo", "{{ pipeline.input.x }}"]}',
         '{type: shell, command: ["sh", "-c", "echo \\"$1\\"", "sh", "{{ pipeline.input.x }}"]}',
         '{type: shell, command: ["sh", "-c", "echo \\"$WF_INPUT_X\\""]}',
+        '{type: shell, command: ["bash", "-o", "pipefail", "run.sh", "{{ pipeline.input.x }}"]}',
     ],
 )
 def test_templates_as_plain_arguments_are_no_warning(task: str) -> None:
