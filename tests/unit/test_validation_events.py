@@ -216,6 +216,31 @@ def test_events_a_node_of_that_kind_never_publishes(node: str, pattern: str) -> 
     assert f"event:{pattern} can never happen" in issue
 
 
+@pytest.mark.parametrize(
+    ("where", "pattern", "hint"),
+    [
+        ("startWhen", "event:external.Deploy", "external.deploy"),
+        ("startWhen", "event:external.deploy-prod", "external.deploy_prod"),
+        ("stopWhen", "event:external.abort.now", "external.abort_now"),
+        ("startWhen", "{{ events('external.GO') | length > 0 }}", "external.go"),
+    ],
+)
+def test_an_external_event_nobody_can_send_is_an_error(where: str, pattern: str, hint: str) -> None:
+    # `events send` (and the inbox) take only lowercase names: the node would wait forever.
+    issue = the_issue(f"""\
+    - {{id: ship, {where}: "{pattern}", task: {{type: noop}}}}
+""")
+    assert "can never happen: an external event's name is lowercase" in issue
+    assert f"(like {hint})" in issue
+
+
+def test_external_events_that_can_be_sent_validate() -> None:
+    load("""\
+    - {id: a, startWhen: "event:external.deploy_prod", task: {type: noop}}
+    - {id: b, startWhen: "event:external.deploy_*", task: {type: noop}}
+""")
+
+
 def test_events_declared_every_way_validate() -> None:
     text = (
         """\
