@@ -489,3 +489,25 @@ def test_a_pipeline_without_outside_triggers_listens_for_nothing() -> None:
     program = load("    - {id: a, task: {type: noop}}\n")
     assert external_names(program) == []
     assert not listens_for(program, "go")
+
+
+def test_templates_of_task_fields_and_pipeline_outputs_listen_too() -> None:
+    # A shell argument, an approval's message and a pipeline output are templates
+    # of the pipeline as much as a binding: `events send` must not refuse them.
+    program = load_program_text(
+        HEADER
+        + """\
+    - id: s
+      task: {type: shell, command: ["echo", "{{ events('external.ping') | length }}"]}
+    - id: gate
+      task: {type: approval, message: "{{ events('external.note') | length }} notes"}
+  outputs:
+    pongs: "{{ events('external.pong') | length }}"
+""",
+        SHELL_AWARE,
+        path="p.yaml",
+    )
+    assert external_names(program) == ["external.note", "external.ping", "external.pong"]
+    for name in ("ping", "note", "pong"):
+        assert listens_for(program, name), name
+    assert not listens_for(program, "other")
