@@ -206,6 +206,48 @@ async def test_claims_by_the_same_owner_are_idempotent(engine: AsyncEngine) -> N
         assert second.acquired_at == first.acquired_at  # renewed, not re-acquired
 
 
+async def test_a_child_never_outlives_the_lease_of_the_execution_that_started_it(
+    store: SqlStateStore, engine: AsyncEngine
+) -> None:
+    """A process dies just after starting a sub-pipeline: whoever takes the parent over
+    at its expiry must be able to take its child over too (the child is adopted)."""
+    parent, child = new_id(), new_id()
+    store.append([created(parent)])
+    await store.flush()
+    store.append([ExecutionCreated(child, "child", "1.0.0", "", None, {}, time.time(), parent)])
+    await store.flush()
+    parent_row = await leases.read_owner(engine, parent)
+    assert parent_row is not None
+    taker, policy = Owner.of_this_process(), LeasePolicy()
+    at_expiry = parent_row.expires_at  # the earliest time a takeover of the parent succeeds
+    await leases.claim(engine, parent, taker, policy, at_expiry)
+    await leases.claim(engine, child, taker, policy, at_expiry)
+    for eid in (parent, child):
+        row = await leases.read_owner(engine, eid)
+        assert row is not None
+        assert row.owner_id == taker.owner_id
+
+
+async def test_an_adopted_child_never_outlives_the_lease_of_its_parent(
+    store: SqlStateStore, engine: AsyncEngine
+) -> None:
+    """The same after a resume: the parent is held, its child is claimed later."""
+    parent, child = new_id(), new_id()
+    async with SqlStateStore(engine) as before:  # the child's first owner, interrupted
+        before.append([ExecutionCreated(child, "child", "1.0.0", "", None, {}, time.time(), None)])
+        await before.flush()
+    store.append([created(parent)])
+    await store.flush()
+    await store.claim(child)
+    store.append([event(child, 1)])  # the adopted child's first records
+    await store.flush()
+    parent_row = await leases.read_owner(engine, parent)
+    child_row = await leases.read_owner(engine, child)
+    assert parent_row is not None
+    assert child_row is not None
+    assert parent_row.expires_at >= child_row.expires_at
+
+
 # --------------------------------------------------------- through the service
 
 BLOCKING = """\
@@ -342,3 +384,4 @@ async def test_an_execution_of_an_inline_runner_resumes_with_it(db_url: str) -> 
         result = await second.resume(ids[0])
     assert result.status is ExecutionStatus.COMPLETED
     assert result.nodes["work"].outputs == {"n": 2}
+
