@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from whenflow.domain.definitions import PipelineDefinition
 from whenflow.domain.durations import parse_duration
-from whenflow.domain.errors import RequestRefused, StoreSettingsError, WhenflowError
+from whenflow.domain.errors import RequestRefused, StoreError, StoreSettingsError, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import LogAppended, MessageKind
@@ -316,9 +318,15 @@ class ExecutionService:
             )
         if kind is MessageKind.EVENT and not force:
             await self._refuse_unheard(execution_id, target)
-        message_id = await inbox.post(
-            engine, execution_id, kind, target, payload or {}, time.time()
-        )
+        try:
+            message_id = await inbox.post(
+                engine, execution_id, kind, target, payload or {}, time.time()
+            )
+        except SQLAlchemyError as exc:  # a locked or full database: nothing was sent
+            raise StoreError(
+                f"could not store the request to execution {execution_id} "
+                f"({_database_reason(exc)}); nothing was sent: try again"
+            ) from exc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
@@ -487,6 +495,12 @@ async def _halting(
     except asyncio.CancelledError:
         await orchestrator.halt()
         raise
+
+
+def _database_reason(exc: SQLAlchemyError) -> str:
+    """The driver's own words (`database is locked`), without SQLAlchemy's SQL and links."""
+    cause = getattr(exc, "orig", None) or exc
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
 def _stored_definition(text: str, path: str | None) -> PipelineDefinition | None:
