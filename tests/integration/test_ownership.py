@@ -385,3 +385,37 @@ async def test_an_execution_of_an_inline_runner_resumes_with_it(db_url: str) -> 
     assert result.status is ExecutionStatus.COMPLETED
     assert result.nodes["work"].outputs == {"n": 2}
 
+
+async def test_a_resume_racing_the_end_of_its_run_does_not_reopen_the_execution(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`whenflow resume ID` just as the run of ID ends: the run's last commit drops its
+    lease while the resume waits to claim it. The claim then succeeds, and the finished
+    execution must be returned as it is, not resumed (no second ending, no new events)."""
+    executor = StampExecutor()
+    runner = stamp_runner(executor)
+    program = load_program_text(BLOCKING, runner, path="owned.yaml")
+    settings = Settings(database_url=db_url)
+    async with ExecutionService.open(settings, runner) as owner:
+        ids: list[str] = []
+        running = asyncio.create_task(
+            owner.run(program, {}, on_event=lambda e: ids.append(e.execution_id))
+        )
+        await executor.started.wait()
+        await owner.store.flush()
+        async with ExecutionService.open(settings, runner) as late:
+            claim = late.store.claim
+
+            async def claim_once_the_run_has_ended(execution_id: str) -> None:
+                executor.release.set()
+                assert (await running).status is ExecutionStatus.COMPLETED
+                await claim(execution_id)
+
+            monkeypatch.setattr(late.store, "claim", claim_once_the_run_has_ended)
+            result = await late.resume(ids[0])
+            events = [e.event_type for e in await late.events(ids[0])]
+    assert result.status is ExecutionStatus.COMPLETED
+    assert events.count("pipeline.completed") == 1
+    assert events[-1] == "pipeline.completed"
+    assert "pipeline.resumed" not in events
+    assert executor.calls == [1]

@@ -216,6 +216,11 @@ class ExecutionService:
             return ExecutionResult.from_snapshot(snapshot)
         await self._store.claim(execution_id)
         snapshot = await self._store.load_execution(execution_id)
+        if snapshot.status.is_terminal:
+            # Its owner ended it (and gave up its lease) between the read above and the
+            # claim: nothing to resume, and a finished execution is never reopened. The
+            # lease just taken is released when the store closes.
+            return ExecutionResult.from_snapshot(snapshot)
         program = load_stored_program(
             snapshot.definition_text, snapshot.definition_path, runner=self._runner
         )
