@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -384,6 +385,60 @@ async def test_an_execution_of_an_inline_runner_resumes_with_it(db_url: str) -> 
         result = await second.resume(ids[0])
     assert result.status is ExecutionStatus.COMPLETED
     assert result.nodes["work"].outputs == {"n": 2}
+
+
+PARENT = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: parent, version: 1.0.0}
+spec:
+  nodes:
+    - id: sub
+      task: {type: pipeline, pipeline: ./child.yaml}
+  outputs:
+    attempt: "{{ sub.attempt }}"
+"""
+
+CHILD = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: child, version: 1.0.0}
+spec:
+  nodes:
+    - {id: work, task: {type: stamp}}
+  outputs:
+    attempt: "{{ work.attempt }}"
+"""
+
+
+async def test_an_interrupted_run_leaves_its_sub_pipeline_resumable(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM while a sub-pipeline runs halts the child like its parent: the
+    child is not cancelled, so `resume` of the parent adopts it and completes."""
+    from whenflow.dsl.load import load_program_file
+
+    executor = StampExecutor()
+    runner = stamp_runner(executor)
+    (tmp_path / "child.yaml").write_text(CHILD)
+    (tmp_path / "parent.yaml").write_text(PARENT)
+    program = load_program_file(tmp_path / "parent.yaml", runner)
+    settings = Settings(database_url=db_url)
+    async with ExecutionService.open(settings, runner) as first:
+        ids: list[str] = []
+        running = asyncio.create_task(
+            first.run(program, {}, on_event=lambda e: ids.append(e.execution_id))
+        )
+        await executor.started.wait()
+        running.cancel()  # what SIGTERM (and Ctrl-C) does to the CLI's run
+        await asyncio.gather(running, return_exceptions=True)
+    async with ExecutionService.open(settings, runner) as second:
+        [child_id] = await queries.get_child_ids(second.store.engine, ids[0])
+        assert (await second.show(child_id)).status is ExecutionStatus.RUNNING
+        result = await second.resume(ids[0])
+    assert result.status is ExecutionStatus.COMPLETED, result.error
+    assert result.outputs == {"attempt": 2}
+    assert executor.calls == [1, 2]
 
 
 async def test_a_resume_racing_the_end_of_its_run_does_not_reopen_the_execution(
