@@ -237,6 +237,59 @@ def test_interrupt_names_the_real_execution_id(tmp_path: Path) -> None:
     assert run_json(tmp_path, "executions", "show", eid)["execution_id"] == eid
 
 
+TALKATIVE = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: talkative, version: 1.0.0}
+spec:
+  nodes:
+    - id: talk
+      task:
+        type: shell
+        script: |
+          while [ ! -e "$GO" ]; do sleep 0.05; done  # until the reader has gone
+          for i in $(seq 1 200); do echo "line $i"; done
+          echo "said=200" >> "$WF_OUTPUTS"
+    - id: after
+      task: {type: noop}
+      inputBindings: {said: "{{ talk.said }}"}
+"""
+
+
+def test_progress_that_nobody_reads_any_more_never_fails_a_task(tmp_path: Path) -> None:
+    """`whenflow run p.yaml | head -1`: the task's log lines meet a closed pipe."""
+    pipeline = write_pipeline(tmp_path, "talkative.yaml", TALKATIVE)
+    go = tmp_path / "go"
+    stderr = (tmp_path / "stderr").open("w")
+    proc = subprocess.Popen(
+        cli_argv("run", str(pipeline)),
+        cwd=REPO_ROOT,
+        env=cli_env(tmp_path, {"GO": str(go)}),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().split()
+        assert first[1] == "execution", first
+        eid = first[2]
+        proc.stdout.close()  # what `head -1` does once it has its line
+        go.touch()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr.close()
+
+    shown = run_json(tmp_path, "executions", "show", eid)
+    assert shown["status"] == "completed", shown
+    assert shown["nodes"]["talk"]["status"] == "completed", shown["nodes"]["talk"]
+    logs = run_json(tmp_path, "executions", "logs", eid, "--node", "talk")
+    assert [line["message"] for line in logs if line["stream"] == "stdout"][-1] == "line 200"
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [("inputs.json", '{"code": 456}'), ("inputs.yaml", "code: 456\n"), ("i.yaml", "code: 4.5\n")],

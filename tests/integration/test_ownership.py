@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,6 +207,48 @@ async def test_claims_by_the_same_owner_are_idempotent(engine: AsyncEngine) -> N
         assert second.acquired_at == first.acquired_at  # renewed, not re-acquired
 
 
+async def test_a_child_never_outlives_the_lease_of_the_execution_that_started_it(
+    store: SqlStateStore, engine: AsyncEngine
+) -> None:
+    """A process dies just after starting a sub-pipeline: whoever takes the parent over
+    at its expiry must be able to take its child over too (the child is adopted)."""
+    parent, child = new_id(), new_id()
+    store.append([created(parent)])
+    await store.flush()
+    store.append([ExecutionCreated(child, "child", "1.0.0", "", None, {}, time.time(), parent)])
+    await store.flush()
+    parent_row = await leases.read_owner(engine, parent)
+    assert parent_row is not None
+    taker, policy = Owner.of_this_process(), LeasePolicy()
+    at_expiry = parent_row.expires_at  # the earliest time a takeover of the parent succeeds
+    await leases.claim(engine, parent, taker, policy, at_expiry)
+    await leases.claim(engine, child, taker, policy, at_expiry)
+    for eid in (parent, child):
+        row = await leases.read_owner(engine, eid)
+        assert row is not None
+        assert row.owner_id == taker.owner_id
+
+
+async def test_an_adopted_child_never_outlives_the_lease_of_its_parent(
+    store: SqlStateStore, engine: AsyncEngine
+) -> None:
+    """The same after a resume: the parent is held, its child is claimed later."""
+    parent, child = new_id(), new_id()
+    async with SqlStateStore(engine) as before:  # the child's first owner, interrupted
+        before.append([ExecutionCreated(child, "child", "1.0.0", "", None, {}, time.time(), None)])
+        await before.flush()
+    store.append([created(parent)])
+    await store.flush()
+    await store.claim(child)
+    store.append([event(child, 1)])  # the adopted child's first records
+    await store.flush()
+    parent_row = await leases.read_owner(engine, parent)
+    child_row = await leases.read_owner(engine, child)
+    assert parent_row is not None
+    assert child_row is not None
+    assert parent_row.expires_at >= child_row.expires_at
+
+
 # --------------------------------------------------------- through the service
 
 BLOCKING = """\
@@ -342,3 +385,92 @@ async def test_an_execution_of_an_inline_runner_resumes_with_it(db_url: str) -> 
         result = await second.resume(ids[0])
     assert result.status is ExecutionStatus.COMPLETED
     assert result.nodes["work"].outputs == {"n": 2}
+
+
+PARENT = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: parent, version: 1.0.0}
+spec:
+  nodes:
+    - id: sub
+      task: {type: pipeline, pipeline: ./child.yaml}
+  outputs:
+    attempt: "{{ sub.attempt }}"
+"""
+
+CHILD = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: child, version: 1.0.0}
+spec:
+  nodes:
+    - {id: work, task: {type: stamp}}
+  outputs:
+    attempt: "{{ work.attempt }}"
+"""
+
+
+async def test_an_interrupted_run_leaves_its_sub_pipeline_resumable(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM while a sub-pipeline runs halts the child like its parent: the
+    child is not cancelled, so `resume` of the parent adopts it and completes."""
+    from whenflow.dsl.load import load_program_file
+
+    executor = StampExecutor()
+    runner = stamp_runner(executor)
+    (tmp_path / "child.yaml").write_text(CHILD)
+    (tmp_path / "parent.yaml").write_text(PARENT)
+    program = load_program_file(tmp_path / "parent.yaml", runner)
+    settings = Settings(database_url=db_url)
+    async with ExecutionService.open(settings, runner) as first:
+        ids: list[str] = []
+        running = asyncio.create_task(
+            first.run(program, {}, on_event=lambda e: ids.append(e.execution_id))
+        )
+        await executor.started.wait()
+        running.cancel()  # what SIGTERM (and Ctrl-C) does to the CLI's run
+        await asyncio.gather(running, return_exceptions=True)
+    async with ExecutionService.open(settings, runner) as second:
+        [child_id] = await queries.get_child_ids(second.store.engine, ids[0])
+        assert (await second.show(child_id)).status is ExecutionStatus.RUNNING
+        result = await second.resume(ids[0])
+    assert result.status is ExecutionStatus.COMPLETED, result.error
+    assert result.outputs == {"attempt": 2}
+    assert executor.calls == [1, 2]
+
+
+async def test_a_resume_racing_the_end_of_its_run_does_not_reopen_the_execution(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`whenflow resume ID` just as the run of ID ends: the run's last commit drops its
+    lease while the resume waits to claim it. The claim then succeeds, and the finished
+    execution must be returned as it is, not resumed (no second ending, no new events)."""
+    executor = StampExecutor()
+    runner = stamp_runner(executor)
+    program = load_program_text(BLOCKING, runner, path="owned.yaml")
+    settings = Settings(database_url=db_url)
+    async with ExecutionService.open(settings, runner) as owner:
+        ids: list[str] = []
+        running = asyncio.create_task(
+            owner.run(program, {}, on_event=lambda e: ids.append(e.execution_id))
+        )
+        await executor.started.wait()
+        await owner.store.flush()
+        async with ExecutionService.open(settings, runner) as late:
+            claim = late.store.claim
+
+            async def claim_once_the_run_has_ended(execution_id: str) -> None:
+                executor.release.set()
+                assert (await running).status is ExecutionStatus.COMPLETED
+                await claim(execution_id)
+
+            monkeypatch.setattr(late.store, "claim", claim_once_the_run_has_ended)
+            result = await late.resume(ids[0])
+            events = [e.event_type for e in await late.events(ids[0])]
+    assert result.status is ExecutionStatus.COMPLETED
+    assert events.count("pipeline.completed") == 1
+    assert events[-1] == "pipeline.completed"
+    assert "pipeline.resumed" not in events
+    assert executor.calls == [1]

@@ -106,6 +106,27 @@ async def test_an_input_at_the_limit_stays_in_the_environment(ctx: Any) -> None:
     assert result.outputs["length"] == INPUT_ENV_LIMIT
 
 
+async def test_a_small_value_holding_a_nul_byte_arrives_through_its_file(
+    ctx: Any, tmp_path: Path
+) -> None:
+    # No environment string can hold a NUL byte: the value goes to its file only,
+    # and the small input beside it still goes to the environment.
+    value = "header\x00payload 数据"
+    copy = tmp_path / "copy"
+    script = (
+        'cp "$WF_INPUT_BLOB_FILE" "$COPY"\n'
+        'echo "in_env=${WF_INPUT_BLOB+yes}" >> "$WF_OUTPUTS"\n'
+        'echo "other=$WF_INPUT_OTHER" >> "$WF_OUTPUTS"\n'
+    )
+    result = await ShellExecutor().execute(
+        shell({"blob": value, "other": "plain"}, script=script, env={"COPY": str(copy)}), ctx
+    )
+    assert copy.read_bytes() == value.encode("utf-8")
+    assert result.outputs["in_env"] == ""
+    assert result.outputs["other"] == "plain"
+    assert any("input 'blob'" in line and "WF_INPUT_BLOB_FILE" in line for line in ctx.lines("log"))
+
+
 async def test_an_argument_over_the_limit_is_an_error_naming_it(ctx: Any) -> None:
     with pytest.raises(InvalidTaskConfig) as info:
         await ShellExecutor().execute(shell(command=["printf", "%s", "y" * 140_000]), ctx)

@@ -286,3 +286,40 @@ async def test_a_store_that_failed_refuses_resume_with_the_same_error(
         await engine.dispose()
     assert status is ExecutionStatus.RUNNING  # resumable once the disk has room
     runner.close()
+
+
+async def test_a_request_the_database_cannot_take_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`whenflow approve`/`events send`/`executions cancel` while the database is locked
+    (or full): one store error that says nothing was sent, not the driver's exception."""
+    import time
+
+    from whenflow.domain.records import ExecutionCreated
+    from whenflow.storage import database, inbox
+
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 100)  # give up on the lock soon
+    config = settings(tmp_path)
+    runner = default_runner()
+    async with ExecutionService.open(config, runner) as service:
+        # An unfinished execution nobody runs (its process was killed).
+        service.store.append([ExecutionCreated("e-1", "p", "1.0.0", "", None, {}, time.time())])
+        await service.store.flush()
+    lock = sqlite3.connect(tmp_path / "faults.db", isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        async with asyncio.timeout(NO_HANG_S):
+            async with ExecutionService.open(config, runner) as service:
+                with pytest.raises(StoreError, match="could not store the request") as raised:
+                    await service.send("e-1", MessageKind.CANCEL, "", {"reason": "stop"})
+        assert "database is locked" in str(raised.value)
+        assert "nothing was sent" in str(raised.value)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    engine = database.make_engine(config.database_url)
+    try:
+        assert await inbox.pending(engine, "e-1") == []
+    finally:
+        await engine.dispose()
+    runner.close()

@@ -216,6 +216,31 @@ def test_events_a_node_of_that_kind_never_publishes(node: str, pattern: str) -> 
     assert f"event:{pattern} can never happen" in issue
 
 
+@pytest.mark.parametrize(
+    ("where", "pattern", "hint"),
+    [
+        ("startWhen", "event:external.Deploy", "external.deploy"),
+        ("startWhen", "event:external.deploy-prod", "external.deploy_prod"),
+        ("stopWhen", "event:external.abort.now", "external.abort_now"),
+        ("startWhen", "{{ events('external.GO') | length > 0 }}", "external.go"),
+    ],
+)
+def test_an_external_event_nobody_can_send_is_an_error(where: str, pattern: str, hint: str) -> None:
+    # `events send` (and the inbox) take only lowercase names: the node would wait forever.
+    issue = the_issue(f"""\
+    - {{id: ship, {where}: "{pattern}", task: {{type: noop}}}}
+""")
+    assert "can never happen: an external event's name is lowercase" in issue
+    assert f"(like {hint})" in issue
+
+
+def test_external_events_that_can_be_sent_validate() -> None:
+    load("""\
+    - {id: a, startWhen: "event:external.deploy_prod", task: {type: noop}}
+    - {id: b, startWhen: "event:external.deploy_*", task: {type: noop}}
+""")
+
+
 def test_events_declared_every_way_validate() -> None:
     text = (
         """\
@@ -388,6 +413,10 @@ def test_python_inputs_with_env_alike_names_are_not_refused() -> None:
         '["/usr/bin/env", "bash", "-c", "echo {{ pipeline.input.x }}"]',
         '["python3", "-c", "print({{ pipeline.input.x }})"]',
         '["node", "-e", "console.log({{ pipeline.input.x }})"]',
+        # Options whose value comes before the code.
+        '["bash", "-o", "pipefail", "-c", "grep {{ pipeline.input.x }} f"]',
+        '["sh", "+o", "noglob", "-c", "echo {{ pipeline.input.x }}"]',
+        '["python3", "-W", "ignore", "-c", "print({{ pipeline.input.x }})"]',
     ],
 )
 def test_a_template_inside_interpreter_code_is_a_warning(command: str) -> None:
@@ -412,6 +441,7 @@ def test_a_template_inside_interpreter_code_is_a_warning(command: str) -> None:
         '{type: shell, command: ["echo", "{{ pipeline.input.x }}"]}',
         '{type: shell, command: ["sh", "-c", "echo \\"$1\\"", "sh", "{{ pipeline.input.x }}"]}',
         '{type: shell, command: ["sh", "-c", "echo \\"$WF_INPUT_X\\""]}',
+        '{type: shell, command: ["bash", "-o", "pipefail", "run.sh", "{{ pipeline.input.x }}"]}',
     ],
 )
 def test_templates_as_plain_arguments_are_no_warning(task: str) -> None:
@@ -459,3 +489,25 @@ def test_a_pipeline_without_outside_triggers_listens_for_nothing() -> None:
     program = load("    - {id: a, task: {type: noop}}\n")
     assert external_names(program) == []
     assert not listens_for(program, "go")
+
+
+def test_templates_of_task_fields_and_pipeline_outputs_listen_too() -> None:
+    # A shell argument, an approval's message and a pipeline output are templates
+    # of the pipeline as much as a binding: `events send` must not refuse them.
+    program = load_program_text(
+        HEADER
+        + """\
+    - id: s
+      task: {type: shell, command: ["echo", "{{ events('external.ping') | length }}"]}
+    - id: gate
+      task: {type: approval, message: "{{ events('external.note') | length }} notes"}
+  outputs:
+    pongs: "{{ events('external.pong') | length }}"
+""",
+        SHELL_AWARE,
+        path="p.yaml",
+    )
+    assert external_names(program) == ["external.note", "external.ping", "external.pong"]
+    for name in ("ping", "note", "pong"):
+        assert listens_for(program, name), name
+    assert not listens_for(program, "other")

@@ -200,8 +200,7 @@ class Progress:
     def on_log(self, line: LogAppended) -> None:
         text = self.model.log(line)
         if self.enabled and self.live is None:
-            stamp = time.strftime("%H:%M:%S", time.localtime(line.at))
-            print(f"{stamp} {text}", file=self.stream, flush=True)
+            self._print(text, line.at)
 
     def on_event(self, event: Event) -> None:
         line = self.model.apply(event)

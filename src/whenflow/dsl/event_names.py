@@ -12,11 +12,12 @@ pattern (in `event:P` or `events('P')`) that matches none of these, nor a
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
 from whenflow.domain.definitions import NodeDefinition, TaskSignature
-from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE
+from whenflow.domain.events import EVENT_NAME, EXTERNAL_SOURCE, PIPELINE_SOURCE
 from whenflow.dsl.approval import APPROVAL_TASK_TYPE
 from whenflow.dsl.trigger_analysis import is_glob
 
@@ -96,7 +97,15 @@ class EventCatalog:
                 f"event:{pattern} names no event; write <node>.<event>, "
                 f"e.g. {source or 'extract'}.completed"
             )
-        if source == EXTERNAL_SOURCE or source in self._unknown:
+        if source == EXTERNAL_SOURCE:
+            if is_glob(name) or EVENT_NAME.match(name):
+                return None
+            # `events send`, the API and the inbox refuse such a name: it never comes.
+            return (
+                f"event:{pattern} can never happen: an external event's name is lowercase "
+                f"letters, digits and _ (like {_external_hint(name)})"
+            )
+        if source in self._unknown:
             return None
         if is_glob(source) and any(fnmatchcase(n, source) for n in self._unknown):
             return None
@@ -136,3 +145,11 @@ class EventCatalog:
         hint = f" (did you mean {source}.{close[0]}?)" if close else ""
         custom = "" if source == PIPELINE_SOURCE else "; declare custom events in `emits:`"
         return f"{source!r} never publishes {name!r}{hint}{custom}"
+
+
+def _external_hint(name: str) -> str:
+    """`name` spelt as an event name can be: `Deploy-Prod` → `external.deploy_prod`."""
+    spelt = re.sub(r"[^a-z0-9_]", "_", name.lower())
+    if not spelt or spelt[0].isdigit():
+        spelt = "_" + spelt
+    return f"{EXTERNAL_SOURCE}.{spelt}"

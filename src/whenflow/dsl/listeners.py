@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 
 from whenflow.domain.events import EXTERNAL_SOURCE
 from whenflow.dsl.compiled_values import iter_strings
-from whenflow.dsl.program import PipelineProgram
+from whenflow.dsl.program import RENDERED_CONFIG_FIELDS, PipelineProgram
 from whenflow.dsl.templates import analyze_expression, analyze_template
 from whenflow.dsl.trigger_ast import ConditionAtom, EventAtom, Expr, atoms
 
@@ -26,8 +26,14 @@ def _patterns(program: PipelineProgram) -> Iterator[str]:
         texts = [text for _, text in iter_strings(dict(node.definition.input_bindings))]
         if node.definition.for_each is not None:
             texts.append(node.definition.for_each)
+        # The task fields rendered per attempt (a shell command, an approval message).
+        config = node.definition.task.config
+        for key in RENDERED_CONFIG_FIELDS.get(node.definition.task.type, ()):
+            texts.extend(text for _, text in iter_strings(config.get(key)))
         for text in texts:
             yield from analyze_template(text).event_patterns
+    for _, text in iter_strings(dict(program.definition.outputs)):
+        yield from analyze_template(text).event_patterns
     for expr in exprs:
         for atom in atoms(expr):
             if isinstance(atom, EventAtom):

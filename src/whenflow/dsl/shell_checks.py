@@ -20,11 +20,19 @@ from whenflow.domain.task_io import input_variable
 
 SHELL_TASK_TYPE = "shell"
 
+_SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "fish", "busybox")
 # Programs whose option (`-c`, `-e`) takes code as its next argument.
 _CODE_FLAGS: Mapping[str, str] = {
-    **dict.fromkeys(("sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "fish", "busybox"), "c"),
+    **dict.fromkeys(_SHELLS, "c"),
     **dict.fromkeys(("python", "python3", "pwsh", "powershell"), "c"),
     **dict.fromkeys(("perl", "ruby", "node", "nodejs"), "e"),
+}
+# Options before the code whose value is the next argument (`bash -o pipefail -c CODE`,
+# `python3 -W ignore -c CODE`); shells also take `+o NAME`.
+_VALUE_FLAGS: Mapping[str, str] = {
+    **dict.fromkeys(_SHELLS, "oO"),
+    **dict.fromkeys(("python", "python3"), "WX"),
+    **dict.fromkeys(("node", "nodejs"), "r"),
 }
 
 
@@ -95,26 +103,28 @@ def _code_arguments(command: list[Any]) -> Iterator[int]:
     if start >= len(command):
         return
     program = _program(command[start])
-    flag = _CODE_FLAGS.get(
-        program.rstrip("0123456789.") if program.startswith("python") else program
-    )
+    if program.startswith("python"):
+        program = program.rstrip("0123456789.")
+    flag = _CODE_FLAGS.get(program)
     if flag is None:
         return
+    takes_value = _VALUE_FLAGS.get(program, "")
+    prefixes = ("-", "+") if program in _SHELLS else ("-",)
     index = start + 1
     if program == "busybox" and index < len(command):
         index += 1  # busybox sh -c CODE
     while index < len(command):
         arg = str(command[index])
-        if not arg.startswith("-") or arg == "--":
+        if not arg.startswith(prefixes) or arg == "--":
             return
         if arg.startswith("--"):
             index += 1
             continue
-        if flag in arg[1:]:
+        if arg.startswith("-") and flag in arg[1:]:
             if index + 1 < len(command):
                 yield index + 1
             return
-        index += 1
+        index += 2 if arg[-1] in takes_value else 1
 
 
 def _program(value: Any) -> str:

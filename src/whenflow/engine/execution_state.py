@@ -106,6 +106,9 @@ class ExecutionState:
         self.ready: deque[tuple[str, int]] = deque()
         self.admission_held = False
         """While set, queued attempts wait: resume applies pending requests first."""
+        self.halting = False
+        """Set when this process stops its work without ending the execution (Ctrl-C,
+        SIGTERM): a running sub-pipeline is halted too, not cancelled."""
         self.running = 0
         self.timers = 0
         self.waiting_nodes = 0

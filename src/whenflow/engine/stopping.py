@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 async def halt(state: ExecutionState, poller: asyncio.Task[None] | None) -> None:
+    state.halting = True
     state.admission_held = True
     tasks = [*state.tasks, *([poller] if poller is not None else [])]
     for task in tasks:

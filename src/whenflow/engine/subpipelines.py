@@ -82,8 +82,11 @@ async def run_child(
             await orchestrator.resume(snapshot)
     except asyncio.CancelledError:
         if orchestrator.state.loop is not None:
-            orchestrator.cancel(f"its parent node {request.node_id!r} was stopped or cancelled")
-            await asyncio.shield(orchestrator.wait())
+            if state.halting:  # the process stops: the child stays resumable, as its parent
+                await orchestrator.halt()
+            else:
+                orchestrator.cancel(f"its parent node {request.node_id!r} was stopped or cancelled")
+                await asyncio.shield(orchestrator.wait())
         raise
     return _outcome(await orchestrator.wait())
 

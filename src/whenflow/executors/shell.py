@@ -109,7 +109,8 @@ class ShellExecutor:
             inputs = prepare_inputs(request.inputs, folder / "inputs")
             for name, size in inputs.files_only:
                 ctx.log(
-                    f"input {name!r} ({size} bytes) is too large for the environment: "
+                    f"input {name!r} ({size} bytes) is not in the environment (too large, or it "
+                    "holds a NUL byte): "
                     f"read it from ${input_variable(name)}_FILE",
                     stream="log",
                 )

@@ -5,8 +5,9 @@ over 128 KiB (MAX_ARG_STRLEN) or all of them together are over about 2 MiB
 (`Argument list too long`). So every input is written to a private file
 (mode 0600, in the attempt's 0700 scratch folder) named by
 `WF_INPUT_<NAME>_FILE`, and is also in `WF_INPUT_<NAME>` when it is at most
-`INPUT_ENV_LIMIT` bytes and the inputs' share of the environment
-(`INPUT_ENV_BUDGET`) has room, smallest values first. A script that may
+`INPUT_ENV_LIMIT` bytes, holds no NUL byte (which would end an environment
+string) and the inputs' share of the environment (`INPUT_ENV_BUDGET`) has room,
+smallest values first. A script that may
 receive large values reads the file; the file holds the exact value, UTF-8,
 with no newline added. Arguments of `command` and `env` values have no such
 way around the limit: one that is too long is an error naming it.
@@ -40,7 +41,8 @@ class ShellInputs:
 
     env: dict[str, str] = field(default_factory=dict)
     files_only: list[tuple[str, int]] = field(default_factory=list)
-    """(input name, size in bytes) of the values too large for the environment."""
+    """(input name, size in bytes) of the values the environment cannot take (too large,
+    or holding a NUL byte)."""
 
 
 def prepare_inputs(
@@ -75,7 +77,8 @@ def prepare_inputs(
     used = 0
     for size, name, variable, text in sorted(sized):
         entry = len(variable) + size + 2  # "NAME=value\0"
-        if size <= env_limit and used + entry <= env_budget:
+        # A NUL byte cannot be in an environment string (it would end it): file only.
+        if size <= env_limit and used + entry <= env_budget and "\x00" not in text:
             prepared.env[variable] = text
             used += entry
         else:

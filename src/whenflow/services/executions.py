@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from whenflow.domain.definitions import PipelineDefinition
 from whenflow.domain.durations import parse_duration
-from whenflow.domain.errors import RequestRefused, StoreSettingsError, WhenflowError
+from whenflow.domain.errors import RequestRefused, StoreError, StoreSettingsError, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import LogAppended, MessageKind
@@ -230,6 +232,11 @@ class ExecutionService:
             return ExecutionResult.from_snapshot(snapshot)
         await self._store.claim(execution_id)
         snapshot = await self._store.load_execution(execution_id)
+        if snapshot.status.is_terminal:
+            # Its owner ended it (and gave up its lease) between the read above and the
+            # claim: nothing to resume, and a finished execution is never reopened. The
+            # lease just taken is released when the store closes.
+            return ExecutionResult.from_snapshot(snapshot)
         program = load_stored_program(
             snapshot.definition_text, snapshot.definition_path, runner=self._runner
         )
@@ -332,9 +339,15 @@ class ExecutionService:
             )
         if kind is MessageKind.EVENT and not force:
             await self._refuse_unheard(execution_id, target)
-        message_id = await inbox.post(
-            engine, execution_id, kind, target, payload or {}, time.time()
-        )
+        try:
+            message_id = await inbox.post(
+                engine, execution_id, kind, target, payload or {}, time.time()
+            )
+        except SQLAlchemyError as exc:  # a locked or full database: nothing was sent
+            raise StoreError(
+                f"could not store the request to execution {execution_id} "
+                f"({_database_reason(exc)}); nothing was sent: try again"
+            ) from exc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
@@ -503,6 +516,12 @@ async def _halting(
     except asyncio.CancelledError:
         await orchestrator.halt()
         raise
+
+
+def _database_reason(exc: SQLAlchemyError) -> str:
+    """The driver's own words (`database is locked`), without SQLAlchemy's SQL and links."""
+    cause = getattr(exc, "orig", None) or exc
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
 def _stored_definition(text: str, path: str | None) -> PipelineDefinition | None:

@@ -198,6 +198,8 @@ class SqlStateStore:
         self._held.add(execution_id)
         claimed_until = now + self.lease.lease_s - self.lease.renew_s
         self._safe_until = min(self._safe_until, claimed_until)
+        # The next commit renews every held lease with this one (see `_lease_writes`).
+        self._renewed = float("-inf")
 
     def append(self, records: Sequence[Record]) -> None:
         """Queue records for the next group commit; O(len(records)), never waits."""
@@ -422,7 +424,10 @@ class SqlStateStore:
             tuple(self._held),
             take,
             drop,
-            renew_due=self._renewal_due(started),
+            # A new execution (a sub-pipeline's child) renews the held ones with it: no
+            # lease this store took may outlive those it held (a takeover of the parent
+            # at its expiry must find its child expired too).
+            renew_due=self._renewal_due(started) or bool(take),
             safe_until=self._safe_until,
         )
 
