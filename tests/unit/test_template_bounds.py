@@ -346,3 +346,49 @@ def test_brackets_inside_strings_or_outside_expressions_do_not_count_as_nesting(
     assert evaluate("{{ {'a': {'b': [1]}}['a']['b'] }} {% if ([1]) %}y{% endif %}") == "[1] y"
     with pytest.raises(TemplateSyntaxProblem, match="nest"):
         compile_template("it's {% if " + "(" * 40 + "1" + ")" * 40 + " %}x{% endif %}")
+
+
+# ------------------------------------------- other ways to a big number or value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Python computes 10 ** 1,000,000,000 in one uninterruptible step.
+        "{{ 5 | round(0 - pipeline.input.width) }}",
+        "{{ src.l | map('round', 0 - src.n) | list }}",
+        "{{ 1.5 | round(pipeline.input.width, 'floor') }}",
+        "{{ 1.5 | round(precision=src.n, method='ceil') }}",
+    ],
+)
+def test_round_with_a_huge_precision_is_refused_before_it_computes(text: str) -> None:
+    refused(text, "round", "MAX_INT_BITS")
+
+
+def test_round_with_an_ordinary_precision_still_rounds() -> None:
+    assert evaluate("{{ 1234 | round(-2) }}") == 1200
+    assert evaluate("{{ 42.55 | round(1, 'floor') }}") == 42.5
+    assert evaluate("{{ 2.5 | round(4000) }}") == 2.5
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("{{ 'x'.encode() * src.n }}", "'*'"),
+        ("{{ src.n * src.s.encode() }}", "'*'"),
+        ("{{ 'x'.encode().center(pipeline.input.width) }}", "center"),
+        ("{{ 'x'.encode().ljust(src.n) }}", "ljust"),
+        ("{{ 'x'.encode().zfill(src.n) }}", "zfill"),
+        ("{{ (src.s * 1000).encode().replace('a'.encode(), ('b' * 999999).encode()) }}", "replace"),
+        ("{{ ('%0' ~ src.n ~ 'd').encode() % 1 }}", "'%'"),
+        ("{{ (0).to_bytes(src.n, 'big') }}", "to_bytes"),
+        ("{{ (src.s * 200000).encode() + (src.s * 200000).encode() }}", "'+'"),
+    ],
+)
+def test_bytes_are_bounded_as_text_is(text: str, word: str) -> None:
+    refused(text, word, "limit")
+
+
+def test_bytes_under_the_limits_are_built() -> None:
+    assert evaluate("{{ ('ab'.encode() * 2).center(6) }}") == b" abab "
+    assert evaluate("{{ (1).to_bytes(2, 'big') }}") == b"\x00\x01"

@@ -25,6 +25,7 @@ from jinja2.utils import _PassArg, pass_environment
 from whenflow.dsl.template_bounds import (
     INTERNAL_FILTERS,
     MAX_BUILT_SIZE,
+    MAX_INT_BITS,
     MAX_VALUE_SIZE,
     BoundedFormatter,
     Counted,
@@ -107,6 +108,17 @@ def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
     return 0
 
 
+def _round_size(value: Any, precision: Any = 0, method: Any = "common") -> int:
+    # Python computes `10 ** abs(precision)` for an integer, or for 'ceil' and
+    # 'floor', in one uninterruptible step: `5 | round(-10 ** 9)` froze the loop.
+    if type(precision) is int and abs(precision) * 10 // 3 > MAX_INT_BITS:
+        raise TemplateLimitExceeded(
+            f"filter 'round': a precision of {precision:,} computes 10 ** {abs(precision):,}, "
+            f"a number over the limit of {MAX_INT_BITS:,} bits (MAX_INT_BITS)"
+        )
+    return 0
+
+
 # Filters whose result can be much larger than their input: an estimate of the
 # result's size from the arguments, checked before the filter runs.
 _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
@@ -118,6 +130,7 @@ _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
     "center": _center_size,
     "urlize": _urlize_size,
     "format": _format_size,
+    "round": _round_size,
     "escape": _escape_size,
     "e": _escape_size,
     "forceescape": _escape_size,
@@ -296,9 +309,19 @@ _STR_METHOD_GROWTH: Mapping[str, Callable[..., int]] = {
 
 
 def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Before a method call from a template: the deadline, and the size rules for `str`."""
+    """Before a method call from a template: the deadline, and the size rules for `str`.
+
+    `bytes` (`'x'.encode()`) has the same growing methods and is measured as
+    text; an `int`'s only integer argument is a size (`(0).to_bytes(10 ** 9)`).
+    """
     check_deadline()
     owner = getattr(func, "__self__", None)
+    if isinstance(owner, bytes):
+        owner = owner.decode("latin-1")
+        args = tuple(a.decode("latin-1") if isinstance(a, bytes) else a for a in args)
+    elif type(owner) is int and (args or kwargs):
+        check_int_arguments("method", f"int.{getattr(func, '__name__', '')}", args, kwargs)
+        return
     if not isinstance(owner, str):
         return
     name = getattr(func, "__name__", "")

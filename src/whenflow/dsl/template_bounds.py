@@ -125,7 +125,13 @@ def check_deadline() -> None:
 def note_built(value: Any) -> None:
     """Add the size of what a filter, method or operator returned to the evaluation's total."""
     kind = type(value)
-    if kind is not str and kind is not list and kind is not tuple and kind is not dict:
+    if (
+        kind is not str
+        and kind is not list
+        and kind is not tuple
+        and kind is not dict
+        and kind is not bytes
+    ):
         return
     budget = _BUDGET.get()
     if budget is None:
@@ -209,7 +215,7 @@ def check_result(value: Any, limit: int = MAX_VALUE_SIZE) -> None:
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is str:
+        if kind is str or kind is bytes:
             total += len(item)
         elif kind is list or kind is tuple:
             total += len(item)
@@ -276,21 +282,24 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         for seq, times in ((left, right), (right, left)):
             # Text up to MAX_VALUE_SIZE characters, a list up to as many items
             # (`[big] * 20` shares `big`: measured deeply where it becomes text).
+            # Bytes (`'x'.encode()`) are bounded as text is.
             if (
-                isinstance(seq, str | list | tuple)
+                isinstance(seq, str | bytes | list | tuple)
                 and isinstance(times, int)
                 and len(seq) * times > MAX_VALUE_SIZE
             ):
                 raise too_big("'*'", len(seq) * times)
     elif operator == "+":
         if (
-            isinstance(left, str | list | tuple)
-            and isinstance(right, str | list | tuple)
+            isinstance(left, str | bytes | list | tuple)
+            and isinstance(right, str | bytes | list | tuple)
             and len(left) + len(right) > MAX_VALUE_SIZE
         ):
             raise too_big("'+'", len(left) + len(right))
     elif operator == "%" and isinstance(left, str):
         check_printf(left, right)
+    elif operator == "%" and isinstance(left, bytes):
+        check_printf(left.decode("latin-1"), right)
 
 
 # `%[(name)][flags][width][.precision][length]type`, as in printf-style formatting.
