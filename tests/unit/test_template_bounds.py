@@ -392,3 +392,26 @@ def test_bytes_are_bounded_as_text_is(text: str, word: str) -> None:
 def test_bytes_under_the_limits_are_built() -> None:
     assert evaluate("{{ ('ab'.encode() * 2).center(6) }}") == b" abab "
     assert evaluate("{{ (1).to_bytes(2, 'big') }}") == b"\x00\x01"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ not src.s.isdigit }}",  # was False: the method's truth decided it
+        "{{ src.s.isdigit and 1 }}",
+        "{{ 'y' if src.s.isdigit else 'n' }}",
+        "{{ src.s.upper == 'ABC' }}",
+        "{{ src.s['upper'] is defined }}",
+        "{% if src.s.isdigit %}digits{% endif %}",
+    ],
+)
+def test_a_method_never_decides_a_truth_value_or_a_comparison(text: str) -> None:
+    refused(text, "method, not data")
+
+
+def test_reads_that_are_called_or_data_still_work() -> None:
+    assert evaluate("{{ not src.s.isdigit() }}") is True
+    assert evaluate("{{ src.m['items'] and src.m.t == 5 }}") is True
+    assert evaluate("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}{% endfor %}") == "ab"
+    assert evaluate("{{ src.l[1:3] }}") == [1, 2]
+    assert evaluate("{{ '{}-{}'.format(src.s, src.n) }}") == "abc-1000000000"

@@ -65,6 +65,7 @@ added up: many values each under MAX_VALUE_SIZE (`map('center', 999999)` over a
 long list) must not add up to gigabytes before the deadline."""
 
 LOOP_FILTER = "_wf_loop"
+DATA_FILTER = "_wf_data"
 EMIT_FILTER = "_wf_emit"
 CONCAT_FILTER = "_wf_concat"
 
@@ -75,6 +76,12 @@ class TemplateLimitExceeded(WhenflowError):
 
 class CallableValue(WhenflowError):
     """A template's value is, or contains, a method or function instead of data."""
+
+
+METHOD_NOT_DATA = (
+    "it reads a method, not data (a key of that name is missing; "
+    "call it, e.g. items(), or use a filter such as dictsort)"
+)
 
 
 class Budget:
@@ -227,10 +234,7 @@ def check_result(value: Any, limit: int = MAX_VALUE_SIZE) -> None:
         elif kind is int or kind is float or kind is bool or item is None:
             continue
         elif callable(item) and not isinstance(item, Undefined):
-            raise CallableValue(
-                "it reads a method, not data (a key of that name is missing; "
-                "call it, e.g. items(), or use a filter such as dictsort)"
-            )
+            raise CallableValue(METHOD_NOT_DATA)
         if total > limit:
             raise TemplateLimitExceeded(
                 f"the value's size is over the limit of {limit:,} "
@@ -428,7 +432,17 @@ def concat_filter(context: Context, parts: list[Any]) -> str:
     return "".join(texts)
 
 
+def data_filter(value: Any) -> Any:
+    """What every attribute or item read that is not called goes through (inserted at
+    compile time): a method read as data never decides a truth value or a comparison
+    (`{{ not src.s.isdigit }}`), as it never becomes a value."""
+    if callable(value) and not isinstance(value, Undefined):
+        raise CallableValue(METHOD_NOT_DATA)
+    return value
+
+
 INTERNAL_FILTERS: Mapping[str, Callable[..., Any]] = {
+    DATA_FILTER: data_filter,
     LOOP_FILTER: loop_filter,
     EMIT_FILTER: emit_filter,
     CONCAT_FILTER: concat_filter,
