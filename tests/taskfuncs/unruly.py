@@ -153,3 +153,28 @@ def write_around(text: str = "stray") -> dict[str, Any]:
 def next_of_empty() -> dict[str, Any]:
     """Raises StopIteration, which asyncio refuses to set on a future."""
     return {"first": next(iter([]))}
+
+
+class _Unreadable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+class _UnreadableBase(BaseException):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+def raise_unreadable() -> dict[str, Any]:
+    raise _Unreadable()
+
+
+def raise_unreadable_base() -> dict[str, Any]:
+    raise _UnreadableBase()
+
+
+def deep_output(depth: int = 100_000) -> dict[str, Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return {"deep": value}

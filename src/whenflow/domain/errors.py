@@ -118,11 +118,28 @@ def task_raised_class(error_type: str, base: type[_R]) -> type[_R]:
     return cls  # type: ignore[return-value]  # created as a subclass of `base` above
 
 
+def exception_text(exc: BaseException) -> str:
+    """`str(exc)`, or a placeholder when the exception's own `__str__` fails.
+
+    A task's exception class is the task's code: its `__str__` raising must fail
+    that attempt, not the dispatcher that reads the message.
+    """
+    try:
+        text = str(exc)
+    except Exception as failure:
+        return f"<the {type(exc).__name__}'s message could not be read: {type(failure).__name__}>"
+    return text
+
+
 def base_exception_message(exc: BaseException) -> str:
     """What a task's `BaseException` says, in words (`sys.exit(0)` says only "0")."""
     if isinstance(exc, SystemExit):
-        return f"the task called sys.exit({exc.code!r}); a task cannot end whenflow"
-    return str(exc) or f"the task raised {type(exc).__name__}"
+        try:
+            code = repr(exc.code)
+        except Exception:
+            code = f"<{type(exc.code).__name__}>"
+        return f"the task called sys.exit({code}); a task cannot end whenflow"
+    return exception_text(exc) or f"the task raised {type(exc).__name__}"
 
 
 def task_raised(exc: BaseException) -> TaskRaised:
@@ -151,7 +168,7 @@ def error_message(error: BaseException) -> str:
     whenflow's own errors speak for themselves; anything else (a task's
     `KeyError('rows')`, an isolated child's error) reads `KeyError: 'rows'`.
     """
-    text = str(error)
+    text = exception_text(error)
     if isinstance(error, WhenflowError) and not isinstance(error, TaskRaised):
         return text or type(error).__name__
     name = type(error).__name__
