@@ -8,6 +8,7 @@ it was given, reads the environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -178,3 +179,10 @@ def deep_output(depth: int = 100_000) -> dict[str, Any]:
     for _ in range(depth):
         value = [value]
     return {"deep": value}
+
+
+async def swallow_cancellation() -> dict[str, Any]:
+    with contextlib.suppress(asyncio.CancelledError):  # as a bare `except:` would
+        await asyncio.sleep(3600)
+    await asyncio.sleep(3600)
+    return {}

@@ -296,3 +296,16 @@ async def test_what_a_task_raises_or_returns_never_ends_the_execution(
     else:
         assert "could not be read" in failed["message"]
     assert run.events[-1] == "pipeline.failed"
+
+
+async def test_an_async_task_that_swallows_its_cancellation_cannot_hold_its_attempt(
+    executor: PythonExecutor, ctx: Any
+) -> None:
+    # Awaited directly, it kept its attempt (a timeout, a cancel, Ctrl-C's halt) waiting.
+    attempt = asyncio.ensure_future(
+        asyncio.wait_for(executor.execute(request("swallow_cancellation"), ctx), 0.05)
+    )
+    done, _ = await asyncio.wait({attempt}, timeout=10)
+    assert done, "the attempt outlived its timeout"
+    with pytest.raises(TimeoutError):
+        attempt.result()

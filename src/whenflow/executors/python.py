@@ -4,7 +4,8 @@
 
 Where the call runs:
 
-- an `async def` function is awaited on the engine's loop;
+- an `async def` function is awaited on the engine's loop (in its own asyncio
+  task: one that swallows its cancellation runs on, its attempt ends anyway);
 - a plain function runs in this executor's thread pool, so it never blocks the
   loop (a thread cannot be killed: on cancellation the attempt ends at once,
   but the function runs on to its end in the background);
@@ -195,7 +196,17 @@ async def _call(
     """The function's return value; what it raised is logged with the task's frames, raised."""
     try:
         if prepared.is_async:
-            return await prepared.fn(**arguments)
+            # In its own asyncio task, awaited through a shield: a function that
+            # swallows CancelledError cannot hold its attempt past a timeout,
+            # a cancel or Ctrl-C; like a thread, it runs on in the background.
+            call = asyncio.ensure_future(_carried(prepared.fn(**arguments)))
+            try:
+                return await asyncio.shield(call)
+            except RaisedInThread as carrier:
+                raise carrier.error from None
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
         try:
             value = await threads().submit(prepared.fn, arguments)
         except RaisedInThread as carrier:
@@ -218,6 +229,20 @@ async def _call(
         # SystemExit and the like must not reach the loop; a StopIteration leaving
         # a coroutine would become a RuntimeError: both keep their own name.
         raise task_raised(exc) from exc
+
+
+async def _carried(work: Any) -> Any:
+    """Await a task's coroutine in its own asyncio task.
+
+    A `SystemExit` or `KeyboardInterrupt` leaving an asyncio task is re-raised
+    by the loop itself: such a `BaseException` leaves in a carrier instead.
+    """
+    try:
+        return await work
+    except (asyncio.CancelledError, Exception):
+        raise
+    except BaseException as exc:
+        raise RaisedInThread(exc) from None
 
 
 def _log_traceback(ctx: TaskContext, exc: BaseException | None) -> None:
