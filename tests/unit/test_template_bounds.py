@@ -415,3 +415,12 @@ def test_reads_that_are_called_or_data_still_work() -> None:
     assert evaluate("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}{% endfor %}") == "ab"
     assert evaluate("{{ src.l[1:3] }}") == [1, 2]
     assert evaluate("{{ '{}-{}'.format(src.s, src.n) }}") == "abc-1000000000"
+
+
+def test_an_iterator_or_a_dict_view_is_consumed_into_a_list() -> None:
+    # `reverse` returns an iterator and `keys()` a view: a task got the object, a
+    # shell task its repr (`<list_reverseiterator object at 0x...>`).
+    assert evaluate("{{ src.l[:3] | reverse }}") == [2, 1, 0]
+    assert evaluate("{{ {'a': 1, 'b': 2}.keys() }}") == ["a", "b"]
+    assert evaluate("{{ {'a': 1}.items() }}") == [("a", 1)]
+    refused("{{ ([src.s * 300000] * 60) | reverse }}", "16,000,000")
