@@ -424,3 +424,26 @@ def test_an_iterator_or_a_dict_view_is_consumed_into_a_list() -> None:
     assert evaluate("{{ {'a': 1, 'b': 2}.keys() }}") == ["a", "b"]
     assert evaluate("{{ {'a': 1}.items() }}") == [("a", 1)]
     refused("{{ ([src.s * 300000] * 60) | reverse }}", "16,000,000")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ ['1', 'a'] | selectattr('isdigit') | list }}",  # was ['1', 'a']: a method is true
+        "{{ src.l | map('string') | rejectattr('isdigit') | list | length }}",  # was 0
+        "{{ ['b', 'a'] | sort(attribute='upper') }}",
+        "{{ ['b', 'a'] | map(attribute='upper') | list | length }}",
+    ],
+)
+def test_a_method_named_by_a_filter_never_selects_or_sorts(text: str) -> None:
+    refused(text, "method, not data")
+
+
+def test_filters_naming_keys_still_work() -> None:
+    rows = "[{'v': 2, 'k': 'b'}, {'v': 0, 'k': 'a'}]"
+    assert evaluate("{{ " + rows + " | selectattr('v') | map(attribute='k') | list }}") == ["b"]
+    assert evaluate("{{ " + rows + " | sort(attribute='k') | map(attribute='v') | list }}") == [
+        0,
+        2,
+    ]
+    assert evaluate("{{ src.m['t'] }}") == 5

@@ -27,7 +27,9 @@ from whenflow.dsl.template_bounds import (
     MAX_BUILT_SIZE,
     MAX_INT_BITS,
     MAX_VALUE_SIZE,
+    METHOD_NOT_DATA,
     BoundedFormatter,
+    CallableValue,
     Counted,
     TemplateLimitExceeded,
     check_binop,
@@ -376,6 +378,15 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return type(owner)(BoundedFormatter(self).vformat(owner, args, kwargs))
 
         return update_wrapper(wrapper, value)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        # What `selectattr('isdigit')`, `map(attribute=...)`, `sort(attribute=...)`
+        # read: a method found by name (Jinja falls back to attributes) is not
+        # data, and its truth must not select or sort anything.
+        value = super().getitem(obj, argument)
+        if isinstance(argument, str) and callable(value) and not isinstance(value, Undefined):
+            raise CallableValue(METHOD_NOT_DATA)
+        return value
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Pool values are JSON data: in `{{ a.meta.items }}` the key "items" wins
