@@ -309,3 +309,19 @@ async def test_an_async_task_that_swallows_its_cancellation_cannot_hold_its_atte
     assert done, "the attempt outlived its timeout"
     with pytest.raises(TimeoutError):
         attempt.result()
+
+
+def huge_message() -> dict[str, Any]:
+    raise ValueError("x" * 5_000_000)
+
+
+async def test_a_huge_exception_message_is_cut_where_it_is_recorded() -> None:
+    # Stored whole in the attempt row, the node row and the failure event (and
+    # on each retry): 5 MB per copy, as uncapped task logs once grew the database.
+    run = await run_async(RETRIED, {"bad": huge_message})
+    (failed,) = run.payloads("bad.failed")
+    assert failed["message"].startswith("ValueError: xxx")
+    assert failed["message"].endswith("more characters not kept)")
+    assert len(failed["message"]) < 20_000
+    assert len(run.result.nodes["bad"].error or "") < 20_000
+    assert len(repr(run.store.records)) < 200_000

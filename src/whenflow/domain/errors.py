@@ -162,17 +162,28 @@ def interrupted_by_user(exc: BaseException) -> bool:
     return False
 
 
+MAX_ERROR_MESSAGE = 16 * 1024
+"""Characters of an error message an attempt records (in its row, its node's and
+its event); a task's exception can carry megabytes, as its log could."""
+
+
 def error_message(error: BaseException) -> str:
     """The message a failed attempt records: a foreign exception keeps its type in front.
 
     whenflow's own errors speak for themselves; anything else (a task's
     `KeyError('rows')`, an isolated child's error) reads `KeyError: 'rows'`.
+    A message over MAX_ERROR_MESSAGE characters is cut, and says so.
     """
     text = exception_text(error)
     if isinstance(error, WhenflowError) and not isinstance(error, TaskRaised):
-        return text or type(error).__name__
-    name = type(error).__name__
-    return f"{name}: {text}" if text else name
+        message = text or type(error).__name__
+    else:
+        name = type(error).__name__
+        message = f"{name}: {text}" if text else name
+    if len(message) > MAX_ERROR_MESSAGE:
+        cut = len(message) - MAX_ERROR_MESSAGE
+        message = f"{message[:MAX_ERROR_MESSAGE]}... ({cut:,} more characters not kept)"
+    return message
 
 
 class BindingError(TaskError):
