@@ -8,6 +8,7 @@ it was given, reads the environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -153,3 +154,35 @@ def write_around(text: str = "stray") -> dict[str, Any]:
 def next_of_empty() -> dict[str, Any]:
     """Raises StopIteration, which asyncio refuses to set on a future."""
     return {"first": next(iter([]))}
+
+
+class _Unreadable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+class _UnreadableBase(BaseException):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+def raise_unreadable() -> dict[str, Any]:
+    raise _Unreadable()
+
+
+def raise_unreadable_base() -> dict[str, Any]:
+    raise _UnreadableBase()
+
+
+def deep_output(depth: int = 100_000) -> dict[str, Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return {"deep": value}
+
+
+async def swallow_cancellation() -> dict[str, Any]:
+    with contextlib.suppress(asyncio.CancelledError):  # as a bare `except:` would
+        await asyncio.sleep(3600)
+    await asyncio.sleep(3600)
+    return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from engine_harness import make
 
-from whenflow.domain.records import VariableWritten
+from whenflow.domain.records import LogAppended, VariableWritten
 from whenflow.storage.secrets import EnvSecretStore
 
 CANARY = "canary-s3cr3t-7f3a"
@@ -207,3 +208,30 @@ def test_a_secret_set_after_the_store_was_made_is_taken_when_read(
     assert store.get(name) == "late-value-2"
     assert f"WHENFLOW_SECRET_{name}" not in os.environ
     assert store.get("NOT_SET_ANYWHERE") is None
+
+
+async def test_a_secret_a_task_logs_as_json_is_masked() -> None:
+    # A quote, a backslash or a non-ASCII letter is escaped by json.dumps: the
+    # escaped text reached the log unmasked.
+    token = 'pa"ss\\word-\u5bc6\u7801'
+    secrets = EnvSecretStore({"WHENFLOW_SECRET_TOKEN": token})
+
+    def use(token: str, ctx: Any) -> dict[str, Any]:
+        ctx.log(json.dumps({"token": token}))
+        ctx.log(json.dumps({"token": token}, ensure_ascii=False))
+        return {}
+
+    orch, store = make(
+        """
+        nodes:
+          - id: use
+            task: {type: python, callable: use}
+            inputBindings: {token: "{{ secret('TOKEN') }}"}
+        """,
+        {"use": use},
+        secrets=secrets,
+    )
+    result = await orch.run()
+    assert result.status.value == "completed"
+    logs = [r.message for r in store.records if isinstance(r, LogAppended)]
+    assert logs == ['{"token": "***"}', '{"token": "***"}']

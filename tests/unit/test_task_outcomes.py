@@ -247,3 +247,81 @@ def test_whenflow_errors_keep_their_own_words() -> None:
     assert error_message(TaskTimeout("n", 2)) == "node 'n' timed out after 2s"
     assert error_message(ValueError("bad")) == "ValueError: bad"
     assert error_message(ValueError()) == "ValueError"
+
+
+# ------------------------------------------- what a task raises or returns, of other kinds
+
+
+@pytest.mark.parametrize("function", ["raise_unreadable", "raise_unreadable_base"])
+async def test_an_exception_whose_str_fails_fails_the_attempt(
+    executor: PythonExecutor, ctx: Any, unruly: ModuleType, function: str
+) -> None:
+    # Its __str__ raising killed the pool's worker thread: the attempt waited forever.
+    with pytest.raises((TaskRaised, unruly._Unreadable)) as caught:
+        await asyncio.wait_for(executor.execute(request(function), ctx), 10)
+    assert type(caught.value).__name__ in ("_Unreadable", "_UnreadableBase")
+    assert "could not be read" in error_message(caught.value)
+
+
+ISOLATED = """
+nodes:
+  - id: bad
+    task: {type: python, callable: bad}
+  - id: other
+    task: {type: python, callable: other}
+  - id: after
+    startWhen: "event:bad.failed"
+    task: {type: noop}
+"""
+
+
+def other_task() -> dict[str, Any]:
+    return {"ok": True}
+
+
+@pytest.mark.parametrize("function", ["raise_unreadable", "raise_unreadable_base", "deep_output"])
+async def test_what_a_task_raises_or_returns_never_ends_the_execution(
+    unruly: ModuleType, function: str
+) -> None:
+    # These ended the whole execution as an "internal error", cancelling the others.
+    run = await run_async(ISOLATED, {"bad": getattr(unruly, function), "other": other_task})
+    assert run.node_events("bad") == ["bad.started", "bad.failed"]
+    assert run.status("other") == "completed"
+    assert run.status("after") == "completed"
+    assert "internal error" not in (run.result.error or "")
+    (failed,) = run.payloads("bad.failed")
+    if function == "deep_output":
+        assert failed["error_type"] == "OutputError"
+        assert "not JSON data" in failed["message"]
+    else:
+        assert "could not be read" in failed["message"]
+    assert run.events[-1] == "pipeline.failed"
+
+
+async def test_an_async_task_that_swallows_its_cancellation_cannot_hold_its_attempt(
+    executor: PythonExecutor, ctx: Any
+) -> None:
+    # Awaited directly, it kept its attempt (a timeout, a cancel, Ctrl-C's halt) waiting.
+    attempt = asyncio.ensure_future(
+        asyncio.wait_for(executor.execute(request("swallow_cancellation"), ctx), 0.05)
+    )
+    done, _ = await asyncio.wait({attempt}, timeout=10)
+    assert done, "the attempt outlived its timeout"
+    with pytest.raises(TimeoutError):
+        attempt.result()
+
+
+def huge_message() -> dict[str, Any]:
+    raise ValueError("x" * 5_000_000)
+
+
+async def test_a_huge_exception_message_is_cut_where_it_is_recorded() -> None:
+    # Stored whole in the attempt row, the node row and the failure event (and
+    # on each retry): 5 MB per copy, as uncapped task logs once grew the database.
+    run = await run_async(RETRIED, {"bad": huge_message})
+    (failed,) = run.payloads("bad.failed")
+    assert failed["message"].startswith("ValueError: xxx")
+    assert failed["message"].endswith("more characters not kept)")
+    assert len(failed["message"]) < 20_000
+    assert len(run.result.nodes["bad"].error or "") < 20_000
+    assert len(repr(run.store.records)) < 200_000

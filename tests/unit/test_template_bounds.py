@@ -346,3 +346,104 @@ def test_brackets_inside_strings_or_outside_expressions_do_not_count_as_nesting(
     assert evaluate("{{ {'a': {'b': [1]}}['a']['b'] }} {% if ([1]) %}y{% endif %}") == "[1] y"
     with pytest.raises(TemplateSyntaxProblem, match="nest"):
         compile_template("it's {% if " + "(" * 40 + "1" + ")" * 40 + " %}x{% endif %}")
+
+
+# ------------------------------------------- other ways to a big number or value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Python computes 10 ** 1,000,000,000 in one uninterruptible step.
+        "{{ 5 | round(0 - pipeline.input.width) }}",
+        "{{ src.l | map('round', 0 - src.n) | list }}",
+        "{{ 1.5 | round(pipeline.input.width, 'floor') }}",
+        "{{ 1.5 | round(precision=src.n, method='ceil') }}",
+    ],
+)
+def test_round_with_a_huge_precision_is_refused_before_it_computes(text: str) -> None:
+    refused(text, "round", "MAX_INT_BITS")
+
+
+def test_round_with_an_ordinary_precision_still_rounds() -> None:
+    assert evaluate("{{ 1234 | round(-2) }}") == 1200
+    assert evaluate("{{ 42.55 | round(1, 'floor') }}") == 42.5
+    assert evaluate("{{ 2.5 | round(4000) }}") == 2.5
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("{{ 'x'.encode() * src.n }}", "'*'"),
+        ("{{ src.n * src.s.encode() }}", "'*'"),
+        ("{{ 'x'.encode().center(pipeline.input.width) }}", "center"),
+        ("{{ 'x'.encode().ljust(src.n) }}", "ljust"),
+        ("{{ 'x'.encode().zfill(src.n) }}", "zfill"),
+        ("{{ (src.s * 1000).encode().replace('a'.encode(), ('b' * 999999).encode()) }}", "replace"),
+        ("{{ ('%0' ~ src.n ~ 'd').encode() % 1 }}", "'%'"),
+        ("{{ (0).to_bytes(src.n, 'big') }}", "to_bytes"),
+        ("{{ (src.s * 200000).encode() + (src.s * 200000).encode() }}", "'+'"),
+    ],
+)
+def test_bytes_are_bounded_as_text_is(text: str, word: str) -> None:
+    refused(text, word, "limit")
+
+
+def test_bytes_under_the_limits_are_built() -> None:
+    assert evaluate("{{ ('ab'.encode() * 2).center(6) }}") == b" abab "
+    assert evaluate("{{ (1).to_bytes(2, 'big') }}") == b"\x00\x01"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ not src.s.isdigit }}",  # was False: the method's truth decided it
+        "{{ src.s.isdigit and 1 }}",
+        "{{ 'y' if src.s.isdigit else 'n' }}",
+        "{{ src.s.upper == 'ABC' }}",
+        "{{ src.s['upper'] is defined }}",
+        "{% if src.s.isdigit %}digits{% endif %}",
+    ],
+)
+def test_a_method_never_decides_a_truth_value_or_a_comparison(text: str) -> None:
+    refused(text, "method, not data")
+
+
+def test_reads_that_are_called_or_data_still_work() -> None:
+    assert evaluate("{{ not src.s.isdigit() }}") is True
+    assert evaluate("{{ src.m['items'] and src.m.t == 5 }}") is True
+    assert evaluate("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}{% endfor %}") == "ab"
+    assert evaluate("{{ src.l[1:3] }}") == [1, 2]
+    assert evaluate("{{ '{}-{}'.format(src.s, src.n) }}") == "abc-1000000000"
+
+
+def test_an_iterator_or_a_dict_view_is_consumed_into_a_list() -> None:
+    # `reverse` returns an iterator and `keys()` a view: a task got the object, a
+    # shell task its repr (`<list_reverseiterator object at 0x...>`).
+    assert evaluate("{{ src.l[:3] | reverse }}") == [2, 1, 0]
+    assert evaluate("{{ {'a': 1, 'b': 2}.keys() }}") == ["a", "b"]
+    assert evaluate("{{ {'a': 1}.items() }}") == [("a", 1)]
+    refused("{{ ([src.s * 300000] * 60) | reverse }}", "16,000,000")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ ['1', 'a'] | selectattr('isdigit') | list }}",  # was ['1', 'a']: a method is true
+        "{{ src.l | map('string') | rejectattr('isdigit') | list | length }}",  # was 0
+        "{{ ['b', 'a'] | sort(attribute='upper') }}",
+        "{{ ['b', 'a'] | map(attribute='upper') | list | length }}",
+    ],
+)
+def test_a_method_named_by_a_filter_never_selects_or_sorts(text: str) -> None:
+    refused(text, "method, not data")
+
+
+def test_filters_naming_keys_still_work() -> None:
+    rows = "[{'v': 2, 'k': 'b'}, {'v': 0, 'k': 'a'}]"
+    assert evaluate("{{ " + rows + " | selectattr('v') | map(attribute='k') | list }}") == ["b"]
+    assert evaluate("{{ " + rows + " | sort(attribute='k') | map(attribute='v') | list }}") == [
+        0,
+        2,
+    ]
+    assert evaluate("{{ src.m['t'] }}") == 5

@@ -164,3 +164,23 @@ def test_a_memory_error_in_a_template_fails_only_its_node() -> None:
     assert r.node_events("other") == ["other.started", "other.completed"]
     assert r.status("src") == "completed"
     assert "internal error" not in (r.result.error or "")
+
+
+def test_a_negated_method_in_a_condition_fails_the_node_instead_of_deciding_it() -> None:
+    calls: list[Any] = []
+    r = run(
+        SOURCE
+        + """
+  - id: gated
+    startWhen: "event:src.completed && {{ not src.s.isdigit }}"
+    task: {type: python, callable: use}
+  - id: chosen
+    task: {type: python, callable: use}
+    inputBindings: {v: "{{ 'digits' if src.s.isdigit else 'text' }}"}
+""",
+        {"src": src, "use": received(calls)},
+    )
+    assert calls == []
+    for node in ("gated", "chosen"):
+        assert r.node_events(node) == [f"{node}.failed"]
+        assert "method, not data" in r.payloads(f"{node}.failed")[0]["message"]

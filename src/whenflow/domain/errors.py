@@ -118,11 +118,28 @@ def task_raised_class(error_type: str, base: type[_R]) -> type[_R]:
     return cls  # type: ignore[return-value]  # created as a subclass of `base` above
 
 
+def exception_text(exc: BaseException) -> str:
+    """`str(exc)`, or a placeholder when the exception's own `__str__` fails.
+
+    A task's exception class is the task's code: its `__str__` raising must fail
+    that attempt, not the dispatcher that reads the message.
+    """
+    try:
+        text = str(exc)
+    except Exception as failure:
+        return f"<the {type(exc).__name__}'s message could not be read: {type(failure).__name__}>"
+    return text
+
+
 def base_exception_message(exc: BaseException) -> str:
     """What a task's `BaseException` says, in words (`sys.exit(0)` says only "0")."""
     if isinstance(exc, SystemExit):
-        return f"the task called sys.exit({exc.code!r}); a task cannot end whenflow"
-    return str(exc) or f"the task raised {type(exc).__name__}"
+        try:
+            code = repr(exc.code)
+        except Exception:
+            code = f"<{type(exc.code).__name__}>"
+        return f"the task called sys.exit({code}); a task cannot end whenflow"
+    return exception_text(exc) or f"the task raised {type(exc).__name__}"
 
 
 def task_raised(exc: BaseException) -> TaskRaised:
@@ -145,17 +162,28 @@ def interrupted_by_user(exc: BaseException) -> bool:
     return False
 
 
+MAX_ERROR_MESSAGE = 16 * 1024
+"""Characters of an error message an attempt records (in its row, its node's and
+its event); a task's exception can carry megabytes, as its log could."""
+
+
 def error_message(error: BaseException) -> str:
     """The message a failed attempt records: a foreign exception keeps its type in front.
 
     whenflow's own errors speak for themselves; anything else (a task's
     `KeyError('rows')`, an isolated child's error) reads `KeyError: 'rows'`.
+    A message over MAX_ERROR_MESSAGE characters is cut, and says so.
     """
-    text = str(error)
+    text = exception_text(error)
     if isinstance(error, WhenflowError) and not isinstance(error, TaskRaised):
-        return text or type(error).__name__
-    name = type(error).__name__
-    return f"{name}: {text}" if text else name
+        message = text or type(error).__name__
+    else:
+        name = type(error).__name__
+        message = f"{name}: {text}" if text else name
+    if len(message) > MAX_ERROR_MESSAGE:
+        cut = len(message) - MAX_ERROR_MESSAGE
+        message = f"{message[:MAX_ERROR_MESSAGE]}... ({cut:,} more characters not kept)"
+    return message
 
 
 class BindingError(TaskError):

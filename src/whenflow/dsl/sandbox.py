@@ -25,8 +25,11 @@ from jinja2.utils import _PassArg, pass_environment
 from whenflow.dsl.template_bounds import (
     INTERNAL_FILTERS,
     MAX_BUILT_SIZE,
+    MAX_INT_BITS,
     MAX_VALUE_SIZE,
+    METHOD_NOT_DATA,
     BoundedFormatter,
+    CallableValue,
     Counted,
     TemplateLimitExceeded,
     check_binop,
@@ -107,6 +110,17 @@ def _format_size(value: Any, *args: Any, **kwargs: Any) -> int:
     return 0
 
 
+def _round_size(value: Any, precision: Any = 0, method: Any = "common") -> int:
+    # Python computes `10 ** abs(precision)` for an integer, or for 'ceil' and
+    # 'floor', in one uninterruptible step: `5 | round(-10 ** 9)` froze the loop.
+    if type(precision) is int and abs(precision) * 10 // 3 > MAX_INT_BITS:
+        raise TemplateLimitExceeded(
+            f"filter 'round': a precision of {precision:,} computes 10 ** {abs(precision):,}, "
+            f"a number over the limit of {MAX_INT_BITS:,} bits (MAX_INT_BITS)"
+        )
+    return 0
+
+
 # Filters whose result can be much larger than their input: an estimate of the
 # result's size from the arguments, checked before the filter runs.
 _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
@@ -118,6 +132,7 @@ _FILTER_GROWTH: Mapping[str, Callable[..., int]] = {
     "center": _center_size,
     "urlize": _urlize_size,
     "format": _format_size,
+    "round": _round_size,
     "escape": _escape_size,
     "e": _escape_size,
     "forceescape": _escape_size,
@@ -296,9 +311,19 @@ _STR_METHOD_GROWTH: Mapping[str, Callable[..., int]] = {
 
 
 def check_call(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Before a method call from a template: the deadline, and the size rules for `str`."""
+    """Before a method call from a template: the deadline, and the size rules for `str`.
+
+    `bytes` (`'x'.encode()`) has the same growing methods and is measured as
+    text; an `int`'s only integer argument is a size (`(0).to_bytes(10 ** 9)`).
+    """
     check_deadline()
     owner = getattr(func, "__self__", None)
+    if isinstance(owner, bytes):
+        owner = owner.decode("latin-1")
+        args = tuple(a.decode("latin-1") if isinstance(a, bytes) else a for a in args)
+    elif type(owner) is int and (args or kwargs):
+        check_int_arguments("method", f"int.{getattr(func, '__name__', '')}", args, kwargs)
+        return
     if not isinstance(owner, str):
         return
     name = getattr(func, "__name__", "")
@@ -353,6 +378,15 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return type(owner)(BoundedFormatter(self).vformat(owner, args, kwargs))
 
         return update_wrapper(wrapper, value)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        # What `selectattr('isdigit')`, `map(attribute=...)`, `sort(attribute=...)`
+        # read: a method found by name (Jinja falls back to attributes) is not
+        # data, and its truth must not select or sort anything.
+        value = super().getitem(obj, argument)
+        if isinstance(argument, str) and callable(value) and not isinstance(value, Undefined):
+            raise CallableValue(METHOD_NOT_DATA)
+        return value
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Pool values are JSON data: in `{{ a.meta.items }}` the key "items" wins

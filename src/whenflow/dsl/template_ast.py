@@ -3,7 +3,9 @@
 - `bound_tree` rewrites a checked tree before it is compiled, so the bounds of
   `template_bounds` apply: every `{% for %}` iterates through the counting
   filter, every computed piece of output (and constant text inside a loop)
-  goes through the emitting one, and `a ~ b` becomes the bounded concatenation.
+  goes through the emitting one, `a ~ b` becomes the bounded concatenation,
+  and every attribute or item read that is not called is refused if it is a
+  method (so `{{ not s.isdigit }}` fails instead of being false).
   The filters' names start with `_`, which a template's own text may not use,
   so no template can name or bypass them.
 - `check_constants` evaluates, at load time, the constant subexpressions a
@@ -24,6 +26,7 @@ from jinja2.visitor import NodeTransformer
 from whenflow.dsl.sandbox import check_filter_arguments, check_int_arguments
 from whenflow.dsl.template_bounds import (
     CONCAT_FILTER,
+    DATA_FILTER,
     EMIT_FILTER,
     LOOP_FILTER,
     TemplateLimitExceeded,
@@ -38,6 +41,19 @@ def _wrap(node: nodes.Node, name: str) -> nodes.Filter:
 class _Bounder(NodeTransformer):
     def __init__(self) -> None:
         self.loops = 0  # how many `{% for %}` the visit is inside
+        self.callees: set[int] = set()  # ids of the reads that a call calls (`s.upper()`)
+
+    def visit_Call(self, node: nodes.Call) -> nodes.Node:
+        self.callees.add(id(node.node))
+        self.generic_visit(node)
+        return node
+
+    def _read(self, node: nodes.Getattr | nodes.Getitem) -> nodes.Node:
+        self.generic_visit(node)
+        return node if id(node) in self.callees else _wrap(node, DATA_FILTER)
+
+    visit_Getattr = _read
+    visit_Getitem = _read
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.loops += 1

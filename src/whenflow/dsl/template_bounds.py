@@ -65,6 +65,7 @@ added up: many values each under MAX_VALUE_SIZE (`map('center', 999999)` over a
 long list) must not add up to gigabytes before the deadline."""
 
 LOOP_FILTER = "_wf_loop"
+DATA_FILTER = "_wf_data"
 EMIT_FILTER = "_wf_emit"
 CONCAT_FILTER = "_wf_concat"
 
@@ -75,6 +76,12 @@ class TemplateLimitExceeded(WhenflowError):
 
 class CallableValue(WhenflowError):
     """A template's value is, or contains, a method or function instead of data."""
+
+
+METHOD_NOT_DATA = (
+    "it reads a method, not data (a key of that name is missing; "
+    "call it, e.g. items(), or use a filter such as dictsort)"
+)
 
 
 class Budget:
@@ -125,7 +132,13 @@ def check_deadline() -> None:
 def note_built(value: Any) -> None:
     """Add the size of what a filter, method or operator returned to the evaluation's total."""
     kind = type(value)
-    if kind is not str and kind is not list and kind is not tuple and kind is not dict:
+    if (
+        kind is not str
+        and kind is not list
+        and kind is not tuple
+        and kind is not dict
+        and kind is not bytes
+    ):
         return
     budget = _BUDGET.get()
     if budget is None:
@@ -209,7 +222,7 @@ def check_result(value: Any, limit: int = MAX_VALUE_SIZE) -> None:
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is str:
+        if kind is str or kind is bytes:
             total += len(item)
         elif kind is list or kind is tuple:
             total += len(item)
@@ -221,10 +234,7 @@ def check_result(value: Any, limit: int = MAX_VALUE_SIZE) -> None:
         elif kind is int or kind is float or kind is bool or item is None:
             continue
         elif callable(item) and not isinstance(item, Undefined):
-            raise CallableValue(
-                "it reads a method, not data (a key of that name is missing; "
-                "call it, e.g. items(), or use a filter such as dictsort)"
-            )
+            raise CallableValue(METHOD_NOT_DATA)
         if total > limit:
             raise TemplateLimitExceeded(
                 f"the value's size is over the limit of {limit:,} "
@@ -276,21 +286,24 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         for seq, times in ((left, right), (right, left)):
             # Text up to MAX_VALUE_SIZE characters, a list up to as many items
             # (`[big] * 20` shares `big`: measured deeply where it becomes text).
+            # Bytes (`'x'.encode()`) are bounded as text is.
             if (
-                isinstance(seq, str | list | tuple)
+                isinstance(seq, str | bytes | list | tuple)
                 and isinstance(times, int)
                 and len(seq) * times > MAX_VALUE_SIZE
             ):
                 raise too_big("'*'", len(seq) * times)
     elif operator == "+":
         if (
-            isinstance(left, str | list | tuple)
-            and isinstance(right, str | list | tuple)
+            isinstance(left, str | bytes | list | tuple)
+            and isinstance(right, str | bytes | list | tuple)
             and len(left) + len(right) > MAX_VALUE_SIZE
         ):
             raise too_big("'+'", len(left) + len(right))
     elif operator == "%" and isinstance(left, str):
         check_printf(left, right)
+    elif operator == "%" and isinstance(left, bytes):
+        check_printf(left.decode("latin-1"), right)
 
 
 # `%[(name)][flags][width][.precision][length]type`, as in printf-style formatting.
@@ -419,7 +432,17 @@ def concat_filter(context: Context, parts: list[Any]) -> str:
     return "".join(texts)
 
 
+def data_filter(value: Any) -> Any:
+    """What every attribute or item read that is not called goes through (inserted at
+    compile time): a method read as data never decides a truth value or a comparison
+    (`{{ not src.s.isdigit }}`), as it never becomes a value."""
+    if callable(value) and not isinstance(value, Undefined):
+        raise CallableValue(METHOD_NOT_DATA)
+    return value
+
+
 INTERNAL_FILTERS: Mapping[str, Callable[..., Any]] = {
+    DATA_FILTER: data_filter,
     LOOP_FILTER: loop_filter,
     EMIT_FILTER: emit_filter,
     CONCAT_FILTER: concat_filter,

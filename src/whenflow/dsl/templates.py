@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NoReturn
@@ -398,6 +398,9 @@ def _lookup(context: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
     return value
 
 
+_LAZY = (types.GeneratorType, Iterator, KeysView, ValuesView, ItemsView)
+"""Results that are not data yet: iterators and dict views."""
+
 _METHOD_NOT_DATA = CallableValue(
     "it reads a method, not data (a key of that name is missing; "
     "call it, e.g. items(), or use a filter such as dictsort)"
@@ -435,9 +438,10 @@ class CompiledTemplate:
         try:
             if self._expression is not None:
                 value = self._expression(**scope)
-                if isinstance(value, types.GeneratorType):
-                    # `x | map(...)` without `| list`: consumed here, under the
-                    # bounds, never later by a task.
+                if isinstance(value, _LAZY):
+                    # `x | map(...)` without `| list`, `x | reverse`, `d.keys()`:
+                    # consumed here, under the bounds, never later by a task
+                    # (which got an iterator, or its repr as text).
                     value = list(value)
                 check_result(value, MAX_BUILT_SIZE)
                 return value

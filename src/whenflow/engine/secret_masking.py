@@ -53,14 +53,15 @@ class SecretMask:
 
     def reveal(self, value: str) -> None:
         self.reads += 1
-        self._add(value)
-        self._values.sort(key=len, reverse=True)  # a longer secret first
+        # Its JSON-escaped forms too: a task that logs `json.dumps(...)` of a
+        # secret with a quote, a backslash or a non-ASCII letter writes those.
+        self.reveal_derived(value)
 
     def reveal_derived(self, value: Any) -> None:
         """Mask what a template computed from a secret: each string, each number's text."""
         for text in _text_forms(value):
             self._add(text)
-        self._values.sort(key=len, reverse=True)
+        self._values.sort(key=len, reverse=True)  # a longer secret first
 
     def _add(self, value: str) -> None:
         # Each line too: logs arrive a line at a time (a PEM key spans many).
@@ -128,9 +129,10 @@ def _text_forms(value: Any, depth: int = 0) -> Iterator[str]:
         return
     if isinstance(value, str):
         yield value
-        quoted = json.dumps(value)[1:-1]
-        if quoted != value:
-            yield quoted
+        for ascii_only in (True, False):  # `json.dumps` with and without ensure_ascii
+            quoted = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+            if quoted != value:
+                yield quoted
     elif isinstance(value, bool) or value is None:
         return
     elif isinstance(value, int | float):

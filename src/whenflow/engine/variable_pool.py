@@ -166,7 +166,7 @@ class VariablePool:
             else:
                 try:
                     encoded = json.dumps(value)
-                except (TypeError, ValueError) as exc:
+                except Exception as exc:  # also RecursionError: nested too deep
                     raise OutputError(
                         f"output {name!r} is a {type(value).__name__}, not JSON data: {exc}"
                     ) from None

@@ -4,7 +4,8 @@
 
 Where the call runs:
 
-- an `async def` function is awaited on the engine's loop;
+- an `async def` function is awaited on the engine's loop (in its own asyncio
+  task: one that swallows its cancellation runs on, its attempt ends anyway);
 - a plain function runs in this executor's thread pool, so it never blocks the
   loop (a thread cannot be killed: on cancellation the attempt ends at once,
   but the function runs on to its end in the background, and the node's next
@@ -211,7 +212,17 @@ async def _call(
     """
     try:
         if prepared.is_async:
-            return await prepared.fn(**arguments)
+            # In its own asyncio task, awaited through a shield: a function that
+            # swallows CancelledError cannot hold its attempt past a timeout,
+            # a cancel or Ctrl-C; like a thread, it runs on in the background.
+            running = asyncio.ensure_future(_carried(prepared.fn(**arguments)))
+            try:
+                return await asyncio.shield(running)
+            except RaisedInThread as carrier:
+                raise carrier.error from None
+            except asyncio.CancelledError:
+                running.cancel()
+                raise
         call = ThreadCall(prepared.fn, asyncio.get_running_loop())
         try:
             value = await threads().submit(call.run, arguments)
@@ -238,6 +249,20 @@ async def _call(
         # SystemExit and the like must not reach the loop; a StopIteration leaving
         # a coroutine would become a RuntimeError: both keep their own name.
         raise task_raised(exc) from exc
+
+
+async def _carried(work: Any) -> Any:
+    """Await a task's coroutine in its own asyncio task.
+
+    A `SystemExit` or `KeyboardInterrupt` leaving an asyncio task is re-raised
+    by the loop itself: such a `BaseException` leaves in a carrier instead.
+    """
+    try:
+        return await work
+    except (asyncio.CancelledError, Exception):
+        raise
+    except BaseException as exc:
+        raise RaisedInThread(exc) from None
 
 
 def _log_traceback(ctx: TaskContext, exc: BaseException | None) -> None:

@@ -45,7 +45,9 @@ class RaisedInThread(Exception):
     """
 
     def __init__(self, error: BaseException) -> None:
-        super().__init__(f"{type(error).__name__}: {error}")
+        # Not `str(error)`: a failing `__str__` here would kill the worker thread
+        # and leave the attempt waiting forever.
+        super().__init__(type(error).__name__)
         self.error = error
 
 
