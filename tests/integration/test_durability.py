@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from whenflow.services.executions import InvalidSetting, Settings
+from whenflow.services.settings import InvalidSetting, Settings
 from whenflow.storage.database import Durability, make_engine, upgrade
 from whenflow.storage.state_store import SqlStateStore
 

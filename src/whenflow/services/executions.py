@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from whenflow.domain.definitions import PipelineDefinition
-from whenflow.domain.durations import parse_duration
-from whenflow.domain.errors import RequestRefused, StoreError, StoreSettingsError, WhenflowError
+from whenflow.domain.errors import RequestRefused, StoreError, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import LogAppended, MessageKind
@@ -30,104 +27,24 @@ from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.engine.variable_pool import ARTIFACT_MARKER
 from whenflow.services.pipelines import default_runner, load_stored_program
+from whenflow.services.settings import Settings
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
 from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
-from whenflow.storage.database import Durability, default_database_url, make_engine, upgrade
+from whenflow.storage.database import make_engine, upgrade
 from whenflow.storage.inbox import MessageState
-from whenflow.storage.leases import DEFAULT_LEASE_S, LeasePolicy
+from whenflow.storage.leases import LeasePolicy
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from whenflow.engine.explain import NodeExplanation
 from whenflow.storage.secrets import EnvSecretStore
-from whenflow.storage.state_store import DEFAULT_COMMIT_TIMEOUT_S, SqlStateStore
+from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
 LogListener = Callable[[LogAppended], None]
-
-
-class InvalidSetting(StoreSettingsError):
-    """A `WHENFLOW_*` setting cannot be read; the message names it and the form it takes."""
-
-
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Where state and artifacts live, how the store behaves, and limits; from the
-    environment by default.
-
-    `lease_s`: how long an execution's owner keeps it without renewing (renewed
-    every third of it); `commit_timeout_s`: a commit that takes longer ends the
-    run with a store error.
-    """
-
-    database_url: str
-    artifacts_url: str | None = None
-    lease_s: float = DEFAULT_LEASE_S
-    commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
-    task_log_limit: int | None = DEFAULT_TASK_LOG_LIMIT
-    """Bytes one attempt may log (`WHENFLOW_TASK_LOG_LIMIT`); None for no limit."""
-    durability: Durability = Durability.PROCESS
-    """What a commit survives (`WHENFLOW_DURABILITY`: `process` or `power`)."""
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        return cls(
-            database_url=os.environ.get("WHENFLOW_DATABASE_URL") or default_database_url(),
-            artifacts_url=os.environ.get("WHENFLOW_ARTIFACTS_URL") or None,
-            lease_s=_seconds("WHENFLOW_OWNER_LEASE", DEFAULT_LEASE_S),
-            commit_timeout_s=_seconds("WHENFLOW_COMMIT_TIMEOUT", DEFAULT_COMMIT_TIMEOUT_S),
-            task_log_limit=_log_limit(os.environ.get("WHENFLOW_TASK_LOG_LIMIT")),
-            durability=_durability(os.environ.get("WHENFLOW_DURABILITY")),
-        )
-
-
-def _durability(text: str | None) -> Durability:
-    if text is None or not text.strip():
-        return Durability.PROCESS
-    try:
-        return Durability(text.strip().lower())
-    except ValueError:
-        raise InvalidSetting(
-            f"WHENFLOW_DURABILITY={text!r} is not a durability level; set process (a commit "
-            "survives the process dying, the default) or power (it survives a power loss too)"
-        ) from None
-
-
-def _seconds(variable: str, default: float) -> float:
-    text = os.environ.get(variable)
-    if not text:
-        return default
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise InvalidSetting(
-            f"{variable}={text!r} is not a duration (like 15s or 500ms): {exc}"
-        ) from None
-    if seconds <= 0:
-        raise InvalidSetting(f"{variable}={text!r} must be longer than 0s") from None
-    return seconds
-
-
-def _log_limit(text: str | None) -> int | None:
-    if text is None or not text.strip():
-        return DEFAULT_TASK_LOG_LIMIT
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = int(text.strip().replace("_", ""))
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise InvalidSetting(
-            f"WHENFLOW_TASK_LOG_LIMIT={text!r} is not a number of bytes; set a whole number "
-            f"such as {DEFAULT_TASK_LOG_LIMIT} (the default), or none for no limit"
-        )
-    return value
 
 
 class ExecutionService:
