@@ -282,6 +282,21 @@ class StampExecutor:
         return TaskResult(outputs={"attempt": request.attempt})
 
 
+async def stop_like_a_crash(running: asyncio.Task[Any]) -> None:
+    """Stop a run as a dying process would: the run, its attempts and its inbox reader end,
+    nothing more is written, and the execution stays `running` in the store."""
+    running.cancel()
+    # The inbox reader too: its read would outlive the engine and leak a connection.
+    workers = [
+        t
+        for t in asyncio.all_tasks()
+        if t.get_name().startswith(("whenflow:work", "whenflow-inbox:"))
+    ]
+    for task in workers:
+        task.cancel()
+    await asyncio.gather(running, *workers, return_exceptions=True)
+
+
 def stamp_runner(executor: StampExecutor) -> Any:
     from whenflow.backends.local import LocalRunner
     from whenflow.executors.registry import ExecutorRegistry, default_registry
@@ -329,16 +344,7 @@ async def test_an_execution_of_a_custom_executor_resumes_with_the_runner_that_ra
         )
         await executor.started.wait()
         await first.store.flush()
-        running.cancel()  # the process stops (as on Ctrl-C): the execution stays running
-        # A crash stops the attempt and the inbox reader too (its read would outlive the engine).
-        attempts = [
-            t
-            for t in asyncio.all_tasks()
-            if t.get_name().startswith(("whenflow:work", "whenflow-inbox:"))
-        ]
-        for task in attempts:
-            task.cancel()
-        await asyncio.gather(running, *attempts, return_exceptions=True)
+        await stop_like_a_crash(running)
     async with ExecutionService.open(settings, runner) as second:
         assert (await second.show(ids[0])).status is ExecutionStatus.RUNNING
         result = await second.resume(ids[0])
@@ -371,16 +377,7 @@ async def test_an_execution_of_an_inline_runner_resumes_with_it(db_url: str) -> 
         )
         await started.wait()
         await first.store.flush()
-        running.cancel()
-        # A crash stops the attempt and the inbox reader too (its read would outlive the engine).
-        attempts = [
-            t
-            for t in asyncio.all_tasks()
-            if t.get_name().startswith(("whenflow:work", "whenflow-inbox:"))
-        ]
-        for task in attempts:
-            task.cancel()
-        await asyncio.gather(running, *attempts, return_exceptions=True)
+        await stop_like_a_crash(running)
     async with ExecutionService.open(settings, runner) as second:
         result = await second.resume(ids[0])
     assert result.status is ExecutionStatus.COMPLETED

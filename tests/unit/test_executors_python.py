@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from python_task_harness import TESTS_DIR, python_request
 
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.task_io import TaskRequest
 from whenflow.executors.errors import CallableNotFound, InvalidTaskConfig, TaskOutputError
 from whenflow.executors.python import PythonExecutor, resolve_callable, signature_of
-
-TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -31,22 +28,7 @@ def ctx(funcs: ModuleType) -> Any:
     return importlib.import_module("taskfuncs.recording").RecordingContext()
 
 
-@pytest.fixture
-def executor() -> Iterator[PythonExecutor]:
-    python = PythonExecutor()
-    yield python
-    python.close()
-
-
-def request(callable_spec: str, inputs: dict[str, Any] | None = None, **config: Any) -> TaskRequest:
-    return TaskRequest(
-        execution_id="exec-1",
-        node_id="node",
-        attempt=1,
-        task=TaskSpec(type="python", config={"callable": callable_spec, **config}),
-        inputs=inputs or {},
-        idempotency_key="exec-1/node",
-    )
+request = python_request
 
 
 async def test_sync_function_runs_off_the_loop_thread(

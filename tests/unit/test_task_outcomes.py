@@ -12,27 +12,18 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from engine_harness import run_async
+from python_task_harness import python_request
 
-from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.errors import TaskError, TaskRaised, error_message
 from whenflow.domain.task_io import TaskRequest
 from whenflow.executors.python import PythonExecutor
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
 KINDS = ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException"]
-
-
-@pytest.fixture
-def unruly(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(TESTS_DIR))
-    return importlib.import_module("taskfuncs.unruly")
 
 
 @pytest.fixture
@@ -40,22 +31,8 @@ def ctx(unruly: ModuleType) -> Any:
     return importlib.import_module("taskfuncs.recording").RecordingContext()
 
 
-@pytest.fixture
-def executor() -> Iterator[PythonExecutor]:
-    python = PythonExecutor()
-    yield python
-    python.close()
-
-
 def request(spec: str, inputs: dict[str, Any] | None = None) -> TaskRequest:
-    return TaskRequest(
-        execution_id="exec-1",
-        node_id="node",
-        attempt=1,
-        task=TaskSpec(type="python", config={"callable": f"taskfuncs.unruly:{spec}"}),
-        inputs=inputs or {},
-        idempotency_key="exec-1/node",
-    )
+    return python_request(f"taskfuncs.unruly:{spec}", inputs)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -6,49 +6,25 @@ import asyncio
 import importlib
 import logging
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from python_task_harness import python_request
 
-from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import TaskRequest
 from whenflow.engine.attempt_context import TRUNCATION_STREAM, AttemptContext
 from whenflow.executors import task_output
 from whenflow.executors.python import PythonExecutor
 from whenflow.executors.subprocess_io import MAX_LOG_LINE
 
-TESTS_DIR = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def unruly(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(TESTS_DIR))
-    return importlib.import_module("taskfuncs.unruly")
-
 
 def recording() -> Any:
     return importlib.import_module("taskfuncs.recording").RecordingContext()
 
 
-@pytest.fixture
-def executor() -> Iterator[PythonExecutor]:
-    python = PythonExecutor()
-    yield python
-    python.close()
-
-
 def request(spec: str, inputs: dict[str, Any] | None = None) -> TaskRequest:
-    return TaskRequest(
-        execution_id="exec-1",
-        node_id="node",
-        attempt=1,
-        task=TaskSpec(type="python", config={"callable": f"taskfuncs.unruly:{spec}"}),
-        inputs=inputs or {},
-        idempotency_key="exec-1/node",
-    )
+    return python_request(f"taskfuncs.unruly:{spec}", inputs)
 
 
 @pytest.mark.parametrize("function", ["chatty", "echo"])
