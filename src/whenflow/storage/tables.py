@@ -64,6 +64,7 @@ executions = sa.Table(
     sa.Column("outputs", sa.Text, nullable=True),  # JSON object
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("parent_execution_id", ExecutionId, nullable=True),
+    sa.Column("retry_of", ExecutionId, nullable=True),  # the execution this one retries
     sa.Index(None, "created_at"),
     sa.Index(None, "status", "created_at"),
     sa.Index(None, "pipeline_name", "created_at"),
@@ -198,4 +199,31 @@ registry_versions = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.Column("published_at", Timestamp, nullable=True),
     sa.PrimaryKeyConstraint("kind", "name", "version"),
+)
+
+# API bearer tokens (DESIGN.md §10, §11): only the SHA-256 of a token is stored.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_used_at", Timestamp, nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("token_hash"),
+)
+
+# `Idempotency-Key` of API starts: the same (scope, key) names the same execution;
+# `request_sha256` tells a replay (same body) from a conflict (another body).
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("request_sha256", sa.String(64), nullable=False),
+    _execution_fk(),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.PrimaryKeyConstraint("scope", "key"),
 )

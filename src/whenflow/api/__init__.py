@@ -1,0 +1,1 @@
+"""The REST API of `whenflow server` (FastAPI; DESIGN.md §9, §11)."""
