@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,11 @@ from whenflow.engine.variable_pool import OutputError, has_files
 
 if TYPE_CHECKING:
     from whenflow.engine.execution_state import ExecutionState
+
+AttemptHandler = Callable[
+    ["ExecutionState", NodeRuntime, int, "int | None", "TaskResult | BaseException"], None
+]
+"""Takes an attempt's outcome: `(state, rt, attempt, item_index, outcome)`."""
 
 
 def render_inputs(
@@ -137,7 +142,13 @@ def spawn(
     item_index: int | None,
     inputs: Mapping[str, Any],
     config: Mapping[str, Any],
+    on_done: AttemptHandler | None = None,
 ) -> asyncio.Task[None]:
+    """Start one attempt as a task on the loop; its outcome enters through `on_done`.
+
+    `on_done` (default `attempt_done`) runs as a unit of work with
+    `(state, rt, attempt, item_index, outcome)`; forEach items pass their own.
+    """
     assert state.loop is not None
     definition = rt.program.definition
     task_spec = definition.task
@@ -167,7 +178,7 @@ def spawn(
         declared_events=rt.program.emits,
     )
     adopt, rt.adopt_child = rt.adopt_child, None
-    work = run_attempt(state, rt, request, ctx, adopt)
+    work = run_attempt(state, rt, request, ctx, adopt, on_done or attempt_done)
     return state.start_task(work, f"whenflow:{rt.id}#{attempt}")
 
 
@@ -177,6 +188,7 @@ async def run_attempt(
     request: TaskRequest,
     ctx: AttemptContext,
     adopt_child: str | None = None,
+    on_done: AttemptHandler | None = None,
 ) -> None:
     timeout = request.timeout_s
     outcome: TaskResult | BaseException
@@ -217,7 +229,7 @@ async def run_attempt(
         ctx.close()
     if isinstance(outcome, TaskResult) and has_files(outcome.outputs):
         outcome = await _copy_files(state, request, outcome)
-    state.run_unit(attempt_done, state, rt, request.attempt, request.item_index, outcome)
+    state.run_unit(on_done or attempt_done, state, rt, request.attempt, request.item_index, outcome)
 
 
 async def _copy_files(
@@ -281,6 +293,14 @@ def is_current(rt: NodeRuntime, attempt: int, item_index: int | None) -> bool:
     return run is not None and run.attempts.get(item_index) == attempt and item_index in run.running
 
 
+def settle(state: ExecutionState, rt: NodeRuntime, attempt: int, item_index: int | None) -> bool:
+    """Count a finished attempt out; False for a stale one (cancelled or superseded)."""
+    if not is_current(rt, attempt, item_index):
+        return False  # a stale result of a cancelled or superseded attempt: fenced off
+    state.running -= 1
+    return True
+
+
 def attempt_done(
     state: ExecutionState,
     rt: NodeRuntime,
@@ -288,13 +308,7 @@ def attempt_done(
     item_index: int | None,
     outcome: TaskResult | BaseException,
 ) -> None:
-    if not is_current(rt, attempt, item_index):
-        return  # a stale result of a cancelled or superseded attempt: fenced off
-    state.running -= 1
-    if item_index is not None:
-        from whenflow.engine.foreach import item_done  # foreach builds on this module
-
-        item_done(state, rt, item_index, attempt, outcome)
+    if not settle(state, rt, attempt, item_index):
         return
     rt.task = None
     if isinstance(outcome, TaskResult):

@@ -32,6 +32,7 @@ from whenflow.domain.states import TERMINAL_EVENT_SUFFIX, ExecutionStatus, NodeS
 from whenflow.dsl.program import PipelineProgram
 from whenflow.dsl.templates import Missing, TemplateEvaluationError, compile_condition
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
+from whenflow.engine.children import ChildExecution, ChildFactory
 from whenflow.engine.ports import SecretStore, StateStore, TaskRunner
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
 from whenflow.engine.secret_masking import SecretMask
@@ -53,6 +54,12 @@ _ids = random.Random()
 def _event_id() -> str:
     """A random 128-bit id: unique, not secret, so no system call per event."""
     return f"{_ids.getrandbits(128):032x}"
+
+
+def _no_children(
+    program: PipelineProgram, *, inputs: Mapping[str, Any], execution_id: str | None
+) -> ChildExecution:
+    raise RuntimeError("this execution state has no dispatcher to start child executions")
 
 
 class ExecutionState:
@@ -84,6 +91,8 @@ class ExecutionState:
         pool.conceal = self._conceal
         self.run_unit = run_unit
         """Runs a handler as one unit of work; what timers and task reports go through."""
+        self.start_child: ChildFactory = _no_children
+        """Builds a child execution's dispatcher (`pipeline` tasks); the orchestrator sets it."""
         self.listeners: list[EventListener] = []
         self.log_listeners: list[LogListener] = []
         """Called with each task log line as stored (masked, within the cap)."""

@@ -22,6 +22,7 @@ from whenflow.engine.attempts import (
     accept_outputs,
     output_key_prefix,
     render_inputs,
+    settle,
     spawn,
     system_view,
 )
@@ -108,7 +109,17 @@ def launch_item(state: ExecutionState, rt: NodeRuntime, index: int) -> None:
         _item_failed(state, rt, run, index, attempt, exc, retry=False)
         return
     state.attempt_row(rt.id, index, attempt, NodeState.RUNNING)
-    run.running[index] = spawn(state, rt, attempt, index, inputs, config)
+    run.running[index] = spawn(
+        state, rt, attempt, index, inputs, config, on_done=_item_attempt_done
+    )
+
+
+def _item_attempt_done(
+    state: ExecutionState, rt: NodeRuntime, attempt: int, index: int | None, outcome: Any
+) -> None:
+    if settle(state, rt, attempt, index):
+        assert index is not None
+        item_done(state, rt, index, attempt, outcome)
 
 
 def item_done(

@@ -139,15 +139,40 @@ class Orchestrator:
         if on_log is not None:
             self.state.log_listeners.append(on_log)
         self.state.task_log_limit = task_log_limit
+        self.state.start_child = self._child
         install_helpers(self.state)
         if self._inbox_poll_s is not None:
             self.state.read_inbox = functools.partial(read_inbox, self.state)
+
+    def _child(
+        self, program: PipelineProgram, *, inputs: Mapping[str, Any], execution_id: str | None
+    ) -> Orchestrator:
+        """The dispatcher of a child execution (a `pipeline` task) of this one."""
+        s = self.state
+        return Orchestrator(
+            program,
+            store=s.store,
+            runner=s.runner,
+            artifacts=s.pool.artifacts,
+            inputs=inputs,
+            execution_id=execution_id,
+            clock=s.clock,
+            parent_execution_id=s.execution_id,
+            secrets=s.secrets,
+            mask=s.mask,  # secrets bound into its inputs stay masked in the child too
+            task_log_limit=s.task_log_limit,
+        )
 
     # ------------------------------------------------------------- read side
 
     @property
     def execution_id(self) -> str:
         return self.state.execution_id
+
+    @property
+    def started(self) -> bool:
+        """Whether its loop runs (it was started or resumed)."""
+        return self.state.loop is not None
 
     @property
     def program(self) -> PipelineProgram:

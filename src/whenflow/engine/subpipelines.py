@@ -44,8 +44,6 @@ async def run_child(
     `adopt` is the id of a child a lost attempt started: it is resumed (or,
     if it has finished, its stored result is used) instead of starting anew.
     """
-    from whenflow.engine.orchestrator import Orchestrator  # the dispatcher runs this module
-
     snapshot = None
     if adopt is not None:
         try:
@@ -56,19 +54,7 @@ async def run_child(
         inputs = dict(snapshot.inputs)
     else:
         inputs = resolve_inputs(child.definition.inputs, request.inputs)
-    orchestrator = Orchestrator(
-        child,
-        store=state.store,
-        runner=state.runner,
-        artifacts=state.pool.artifacts,
-        inputs=inputs,
-        execution_id=adopt,
-        clock=state.clock,
-        parent_execution_id=state.execution_id,
-        secrets=state.secrets,
-        mask=state.mask,  # secrets bound into its inputs stay masked in the child too
-        task_log_limit=state.task_log_limit,
-    )
+    orchestrator = state.start_child(child, inputs=inputs, execution_id=adopt)
     if snapshot is None:
         ctx.emit("child_started", {"execution_id": orchestrator.execution_id})
     # An adopted child was announced (`child_resumed`) with the attempt's start.
@@ -81,7 +67,7 @@ async def run_child(
         else:
             await orchestrator.resume(snapshot)
     except asyncio.CancelledError:
-        if orchestrator.state.loop is not None:
+        if orchestrator.started:
             if state.halting:  # the process stops: the child stays resumable, as its parent
                 await orchestrator.halt()
             else:
@@ -110,8 +96,6 @@ async def cancel_orphan(state: ExecutionState, rt: NodeRuntime) -> None:
     The child is claimed and resumed only to be cancelled: nothing of it is
     relaunched.
     """
-    from whenflow.engine.orchestrator import Orchestrator  # the dispatcher runs this module
-
     child_id, rt.adopt_child = rt.adopt_child, None
     child = rt.program.child
     if child_id is None or child is None:
@@ -122,16 +106,5 @@ async def cancel_orphan(state: ExecutionState, rt: NodeRuntime) -> None:
         return
     if snapshot.status.is_terminal:
         return
-    orchestrator = Orchestrator(
-        child,
-        store=state.store,
-        runner=state.runner,
-        artifacts=state.pool.artifacts,
-        inputs=dict(snapshot.inputs),
-        execution_id=child_id,
-        clock=state.clock,
-        parent_execution_id=state.execution_id,
-        secrets=state.secrets,
-        mask=state.mask,
-    )
+    orchestrator = state.start_child(child, inputs=dict(snapshot.inputs), execution_id=child_id)
     await orchestrator.resume(snapshot, cancel=f"its parent node {rt.id!r} ended ({rt.state})")
