@@ -47,17 +47,21 @@ spec:
       inputBindings: {by: "{{ review.by }}", note: "{{ review.comment }}"}
   outputs: {shipped_by: "{{ ship.by }}"}
 """
-HINT = re.compile(
-    r"review waiting: (.*); decide with `whenflow approve (\S+) review` "
-    r"or `whenflow reject \2 review`"
-)
+
+
+def waiting_hint(node: str) -> re.Pattern[str]:
+    """The line `whenflow run` prints when `node` starts waiting for a decision."""
+    return re.compile(
+        rf"{node} waiting: (.*); decide with `whenflow approve (\S+) {node}` "
+        rf"or `whenflow reject \2 {node}`"
+    )
 
 
 @contextmanager
 def waiting_run(
-    home: Path, pipeline: Path, message: str = "Ship app.tar?"
+    home: Path, pipeline: Path, message: str = "Ship app.tar?", node: str = "review"
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """A `whenflow run` in the background, once its node `review` waits; yields the id.
+    """A `whenflow run` in the background, once its approval `node` waits; yields the id.
 
     Its lease is short: a test that kills it resumes once the lease expired.
     """
@@ -73,13 +77,14 @@ def waiting_run(
     try:
         assert proc.stdout is not None
         seen = []
+        hint = waiting_hint(node)
         for line in proc.stdout:
             seen.append(line)
-            found = HINT.search(line)
+            found = hint.search(line)
             if found:
                 assert found.group(1) == message
                 # The line is printed as the event is published; the commit follows.
-                durable_state(home, found.group(2), "review", "waiting")
+                durable_state(home, found.group(2), node, "waiting")
                 yield proc, found.group(2)
                 break
         else:
