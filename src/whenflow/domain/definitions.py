@@ -139,6 +139,10 @@ class NodeDefinition:
     description: str = ""
     emits: tuple[str, ...] = ()
     """Custom events the node's task may publish, besides those its task declares."""
+    deadline_s: float | None = None
+    """Bounds the node over all its attempts, from its first attempt's start (seconds)."""
+    is_finally: bool = False
+    """`finally: true`: cleanup that runs once the rest of the execution is done or ending."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,10 @@ class PipelineDefinition:
     concurrency: int | None = None
     fail_fast: bool = False
     stop_when: str | None = None
+    timeout_s: float | None = None
+    """`spec.timeout`: bounds the execution from its creation (seconds)."""
+    finally_grace_s: float = 60.0
+    """`spec.finallyGrace`: how long finally nodes may run after a cancel or a timeout."""
     source_path: str | None = None
     source_text: str | None = None
 

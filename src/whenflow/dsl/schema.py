@@ -117,6 +117,15 @@ Duration = Annotated[
         }
     ),
 ]
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be longer than 0, e.g. 30s or 10m")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 Expression = Annotated[
     str,
     BeforeValidator(_bool_as_expression),
@@ -228,6 +237,8 @@ class NodeModel(_Schema):
     timeout: Duration | None = None
     within: Duration | None = None
     emits: list[CustomEvent] = Field(default_factory=list)
+    deadline: PositiveDuration | None = None
+    is_finally: StrictBool = Field(default=False, alias="finally")
 
 
 class PipelineMetadata(_Schema):
@@ -256,6 +267,8 @@ class PipelineSpecModel(_Schema):
     concurrency: PositiveInt | None = None
     fail_fast: StrictBool = False
     stop_when: Expression | None = None
+    timeout: PositiveDuration | None = None
+    finally_grace: Duration = 60.0
     nodes: Annotated[list[NodeModel], Field(min_length=1)]
     outputs: dict[str, Any] = Field(default_factory=dict)
 

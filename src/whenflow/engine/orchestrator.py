@@ -35,15 +35,15 @@ from whenflow.domain.records import (
 )
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
-from whenflow.engine import recovery, stopping
+from whenflow.engine import deadlines, recovery, stopping
 from whenflow.engine.approvals import decide, park
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.attempts import launch
+from whenflow.engine.cleanup import begin_finally, cancel
+from whenflow.engine.ending_scope import closed_to
 from whenflow.engine.endings import (
-    cancel_work,
-    close_running_attempts,
+    condition_failed,
     end_all,
-    fail_node,
     finish,
     set_waiting,
     skip_node,
@@ -64,7 +64,6 @@ from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeR
 from whenflow.engine.secret_masking import SecretMask
 from whenflow.engine.subpipelines import cancel_orphans
 from whenflow.engine.template_helpers import install_helpers
-from whenflow.engine.trigger_eval import TriggerTree
 from whenflow.engine.variable_pool import VariablePool
 
 __all__ = ["DEFAULT_CONCURRENCY", "EventListener", "Orchestrator"]
@@ -234,6 +233,7 @@ class Orchestrator:
 
     def _begin(self) -> None:
         s = self.state
+        deadlines.arm(s)  # the pipeline timeout; nothing has started yet
         s.publish("pipeline.started", PIPELINE_SOURCE, {"inputs": dict(s.pool.inputs)})
         s.index.settle_unreferenced()
         s.decisions.extend((tree, bool(tree.value)) for tree in s.predecided)
@@ -328,8 +328,7 @@ class Orchestrator:
         self._unit(self._cancel_handler, reason)
 
     def _cancel_handler(self, reason: str) -> None:
-        if self.state.ending is None:
-            end_all(self.state, ExecutionStatus.CANCELLED, reason)
+        cancel(self.state, reason)  # a second cancel ends the finally nodes at once
 
     def post_external_event(self, name: str, payload: Mapping[str, Any] | None = None) -> None:
         """Publish `external.<name>` into this running execution."""
@@ -426,7 +425,7 @@ class Orchestrator:
         while True:
             self._drain_decisions()
             self._admit_ready()
-            if s.decisions or s.condition_errors:
+            if s.decisions or s.condition_errors or begin_finally(s):
                 continue
             if s.status.is_terminal:
                 return
@@ -450,7 +449,7 @@ class Orchestrator:
         while s.decisions or s.condition_errors:
             if s.condition_errors:
                 tree, message = s.condition_errors.popleft()
-                self._condition_failed(tree, message)
+                condition_failed(s, tree, message)
                 continue
             tree, value = s.decisions.popleft()
             if tree.kind == "pipeline_stop":
@@ -458,7 +457,7 @@ class Orchestrator:
                     end_all(s, ExecutionStatus.STOPPED, f"pipeline stopWhen: {tree.explain()}")
                 continue
             rt = s.nodes[tree.owner]
-            if rt.state.is_terminal or s.ending is not None:
+            if rt.state.is_terminal or closed_to(s, rt):
                 continue
             if tree.kind == "start":
                 if rt.state is NodeState.PENDING and not rt.queued:
@@ -468,22 +467,6 @@ class Orchestrator:
                         skip_node(s, rt, f"startWhen is false: {tree.explain()}")
             elif value:
                 stop_node(s, rt, f"stopWhen: {tree.explain()}")
-
-    def _condition_failed(self, tree: TriggerTree, message: str) -> None:
-        s = self.state
-        if tree.kind == "pipeline_stop":
-            if s.ending is None:
-                s.error = f"pipeline stopWhen failed: {message}"
-                end_all(s, ExecutionStatus.FAILED, s.error)
-            return
-        rt = s.nodes[tree.owner]
-        if rt.state.is_terminal:
-            return
-        field = "startWhen" if tree.kind == "start" else "stopWhen"
-        error = f"{field} {message}"
-        close_running_attempts(s, rt, NodeState.FAILED, error, "ExpressionError")
-        cancel_work(s, rt)
-        fail_node(s, rt, "ExpressionError", error)
 
     def _request_start(self, rt: NodeRuntime) -> None:
         if rt.program.approval is not None:
@@ -503,7 +486,7 @@ class Orchestrator:
             node_id, index = s.ready.popleft()
             rt = s.nodes[node_id]
             rt.queued = False
-            if rt.state.is_terminal or s.ending is not None:
+            if rt.state.is_terminal or closed_to(s, rt):
                 continue
             if index == NO_ITEM:
                 launch(s, rt)
