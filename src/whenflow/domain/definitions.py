@@ -27,6 +27,8 @@ PARAM_TYPES: tuple[str, ...] = (
 )
 
 _MISSING: Any = object()
+DEFAULT_FINALLY_GRACE_S = 60.0
+"""How long finally nodes may run after a cancel or the pipeline timeout (`spec.finallyGrace`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,7 @@ class PipelineDefinition:
     stop_when: str | None = None
     timeout_s: float | None = None
     """`spec.timeout`: bounds the execution from its creation (seconds)."""
-    finally_grace_s: float = 60.0
+    finally_grace_s: float = DEFAULT_FINALLY_GRACE_S
     """`spec.finallyGrace`: how long finally nodes may run after a cancel or a timeout."""
     source_path: str | None = None
     source_text: str | None = None

@@ -33,7 +33,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from whenflow.domain.definitions import NODE_ID_PATTERN, PIPELINE_NAME_PATTERN, ParamType
+from whenflow.domain.definitions import (
+    DEFAULT_FINALLY_GRACE_S,
+    NODE_ID_PATTERN,
+    PIPELINE_NAME_PATTERN,
+    ParamType,
+)
 from whenflow.domain.durations import parse_duration
 from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
 
@@ -268,7 +273,7 @@ class PipelineSpecModel(_Schema):
     fail_fast: StrictBool = False
     stop_when: Expression | None = None
     timeout: PositiveDuration | None = None
-    finally_grace: Duration = 60.0
+    finally_grace: Duration = DEFAULT_FINALLY_GRACE_S
     nodes: Annotated[list[NodeModel], Field(min_length=1)]
     outputs: dict[str, Any] = Field(default_factory=dict)
 
