@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ending_harness import crashed_while, forever, resume
-from engine_harness import program, run_async
+from ending_harness import crashed_while, forever, resume, until
+from engine_harness import make, program, run_async
 
 from whenflow.domain.errors import DefinitionErrors
 from whenflow.domain.records import AttemptRecorded, EventAppended
@@ -253,3 +253,62 @@ def test_a_bad_pipeline_timeout_is_a_located_load_error() -> None:
         program("timeout: -5m\nnodes: [{id: a, task: {type: noop}}]")
     assert "t.yaml:5:" in str(info.value)
     assert "spec.timeout" in str(info.value)
+
+
+async def test_a_for_each_nodes_deadline_cancels_its_running_items() -> None:
+    r = await run_async(
+        """
+        nodes:
+          - id: fan
+            forEach: "{{ [1, 2, 3] }}"
+            maxParallel: 2
+            deadline: 300ms
+            task: {type: python, callable: forever}
+            inputBindings: {x: "{{ item }}"}
+        """,
+        {"forever": forever},
+    )
+    assert r.node_events("fan") == ["fan.started", "fan.failed"]
+    assert r.payloads("fan.failed")[0]["message"] == "deadline 300ms passed during attempt 1"
+    rows = [
+        (x.item_index, x.status.value, x.error_type)
+        for x in r.store.records
+        if isinstance(x, AttemptRecorded) and x.node_id == "fan" and x.finished_at is not None
+    ]
+    assert rows == [(0, "failed", "DeadlineExceeded"), (1, "failed", "DeadlineExceeded")]
+
+
+async def test_the_pipeline_timeout_ends_a_wait_for_a_decision() -> None:
+    r = await run_async(
+        """
+        timeout: 300ms
+        nodes:
+          - {id: review, task: {type: approval}}
+          - {id: ship, task: {type: noop}, startWhen: "event:review.approved"}
+        """,
+        inbox_poll_s=None,
+    )
+    assert r.events == [
+        "pipeline.started",
+        "review.waiting",
+        "review.cancelled",
+        "ship.cancelled",
+        "pipeline.failed",
+    ]
+    assert r.result.error == "pipeline timeout 300ms passed"
+
+
+async def test_halting_the_process_disarms_the_limits_for_the_resume_to_arm_again() -> None:
+    orch, _ = make(
+        "timeout: 1h\nnodes: [{id: fetch, task: {type: python, callable: forever}, deadline: 1h}]",
+        {"forever": forever},
+        inbox_poll_s=None,
+    )
+    started = until(orch, "fetch.started")
+    await orch.start()
+    await started
+    handles = list(orch.state.within_handles)
+    assert len(handles) == 2  # the pipeline timeout and the node's deadline
+    await orch.halt()
+    assert all(h.cancelled() for h in handles)
+    assert orch.status.value == "running"  # halted, not ended: resumable

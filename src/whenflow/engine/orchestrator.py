@@ -322,7 +322,8 @@ class Orchestrator:
         return await self.wait()
 
     def cancel(self, reason: str = "cancelled by request") -> None:
-        """Cancel the execution: running tasks are cancelled, nothing new starts."""
+        """Cancel the execution: running tasks are cancelled, nothing new starts but the
+        finally nodes (bounded by `finallyGrace`); a second cancel ends those at once."""
         if self.state.loop is None:
             raise RuntimeError("the execution has not started")
         self._unit(self._cancel_handler, reason)
