@@ -302,6 +302,31 @@ async def test_a_finally_node_for_each_and_a_failed_body_node() -> None:
     ]
 
 
+async def test_a_finally_node_reads_what_a_failed_node_never_wrote_through_default() -> None:
+    r = await run_async(
+        """
+        nodes:
+          - {id: lease, task: {type: python, callable: boom}}
+          - id: release
+            finally: true
+            task: {type: noop}
+            inputBindings: {lease: "{{ lease.id | default('none') }}"}
+          - id: strict
+            finally: true
+            allowFailure: true
+            task: {type: noop}
+            inputBindings: {lease: "{{ lease.id }}"}
+        """,
+        {"boom": boom},
+    )
+    assert r.result.nodes["release"].outputs == {"lease": "none"}
+    assert r.result.nodes["strict"].error == (
+        "node 'strict', input 'lease': reads a value that was never written "
+        "(its node was skipped, failed, or did not produce it)"
+    )
+    assert r.result.error == "node(s) failed: lease"
+
+
 # --- resume
 
 
@@ -398,7 +423,8 @@ async def test_a_resume_after_the_timeout_still_runs_the_finally_node() -> None:
         (
             "  - {id: a, task: {type: noop}, inputBindings: {s: '{{ ending.status }}'}}",
             "t.yaml:6:",
-            "'ending' is only defined in a node with `finally: true`",
+            "'ending' is only defined in the bindings, task fields and startWhen of a node "
+            "with `finally: true`",
         ),
         (
             "  - {id: a, task: {type: noop}, finally: true}\n"

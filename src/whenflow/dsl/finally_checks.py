@@ -18,7 +18,10 @@ from whenflow.dsl.trigger_ast import EventAtom, Expr, atoms
 
 ENDING_EVENT = f"{PIPELINE_SOURCE}.ending"
 """Published when the rest of the execution is done or ending: finally nodes start on it."""
-ENDING_ONLY = f"'{ENDING_SCOPE}' is only defined in a node with `finally: true`"
+ENDING_ONLY = (
+    f"'{ENDING_SCOPE}' is only defined in the bindings, task fields and startWhen "
+    "of a node with `finally: true`"
+)
 
 
 def named_nodes(expr: Expr, node_ids: Collection[str], owner: str) -> set[str]:
