@@ -212,6 +212,60 @@ async def test_after_a_cancel_a_hanging_finally_node_is_cut_by_the_grace() -> No
     assert result.status.value == "cancelled"
 
 
+async def test_a_cancel_during_cleanup_after_fail_fast_gives_the_grace_then_a_second_ends_it() -> (
+    None
+):
+    cleaning = asyncio.Event()
+
+    async def hang() -> dict[str, Any]:
+        cleaning.set()
+        await asyncio.Event().wait()
+        return {}
+
+    orch, store = make(
+        """
+        failFast: true
+        finallyGrace: 200ms
+        nodes:
+          - {id: a, task: {type: python, callable: boom}}
+          - {id: cleanup, finally: true, task: {type: python, callable: hang}}
+        """,
+        {"boom": boom, "hang": hang},
+    )
+    await orch.start()
+    await cleaning.wait()
+    orch.cancel("impatient")  # not yet bounded (failFast): the grace starts now
+    result = await asyncio.wait_for(orch.wait(), 10)
+    assert store.event_types()[-3:] == ["cleanup.started", "cleanup.cancelled", "pipeline.failed"]
+    assert result.nodes["cleanup"].reason == "finallyGrace 200ms passed after the cancel"
+    assert result.error == "failFast: node 'a' failed"
+
+
+async def test_an_internal_error_ends_the_finally_nodes_too() -> None:
+    orch, _ = make(
+        """
+        nodes:
+          - {id: long, task: {type: python, callable: forever}}
+          - {id: cleanup, finally: true, task: {type: python, callable: forever}}
+        """,
+        {"forever": forever},
+    )
+    started, cleaning = until(orch, "long.started"), until(orch, "cleanup.started")
+    await orch.start()
+    await started
+    orch.cancel("first")
+    await cleaning
+
+    def bug() -> None:
+        raise RuntimeError("a bug in a handler")
+
+    orch.state.run_unit(bug)  # a hanging cleanup must not hang a broken execution
+    result = await asyncio.wait_for(orch.wait(), 10)
+    assert result.error == "internal error: RuntimeError: a bug in a handler"
+    assert result.nodes["cleanup"].status.value == "cancelled"
+    assert result.status.is_terminal
+
+
 async def test_a_failed_finally_node_fails_the_execution_and_the_error_says_both() -> None:
     r = await run_async(
         """

@@ -39,7 +39,7 @@ from whenflow.engine import deadlines, recovery, stopping
 from whenflow.engine.approvals import decide, park
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.attempts import launch
-from whenflow.engine.cleanup import begin_finally, cancel
+from whenflow.engine.cleanup import begin_finally, cancel, cut_finally
 from whenflow.engine.ending_scope import closed_to
 from whenflow.engine.endings import (
     condition_failed,
@@ -403,7 +403,7 @@ class Orchestrator:
         """A bug in whenflow: end the execution as failed rather than hang it.
 
         The rows the handler already produced stay (memory and log agree, and
-        `seq` keeps no gaps); everything unfinished is cancelled.
+        `seq` keeps no gaps); everything unfinished is cancelled, finally nodes too.
         """
         s = self.state
         _log.exception("internal error in execution %s", s.execution_id)
@@ -411,6 +411,7 @@ class Orchestrator:
         try:
             if s.ending is None:
                 end_all(s, ExecutionStatus.FAILED, s.error)
+            cut_finally(s, s.error)
             self._settle()
         except Exception:
             _log.exception("could not end execution %s cleanly", s.execution_id)
