@@ -509,3 +509,41 @@ def test_a_finally_nodes_effective_start_is_the_ending() -> None:
         "event:pipeline.ending && {{ ending.status == 'failed' }}"
     )
     assert compiled.effective_start_when("d") == "event:pipeline.ending"
+
+
+BOUNDARIES = """
+failFast: true
+nodes:
+  - {id: a, task: {type: noop}, inputBindings: {v: 1}}
+  - {id: b, task: {type: python, callable: boom}, startWhen: "event:a.completed"}
+  - {id: c, task: {type: noop}, startWhen: "event:b.completed"}
+  - id: cleanup
+    finally: true
+    task: {type: noop}
+    inputBindings: {status: "{{ ending.status }}", reason: "{{ ending.reason }}", v: "{{ a.v }}"}
+"""
+
+
+async def test_resume_from_every_durable_boundary_ends_as_the_run_did() -> None:
+    fns = {"boom": boom}
+    orch, store = make(BOUNDARIES, fns, clock=lambda: 1000.0, inbox_poll_s=None)
+    reference = await orch.run()
+    assert reference.nodes["cleanup"].outputs == {
+        "status": "failed",
+        "reason": "failFast: node 'b' failed",
+        "v": 1,
+    }
+    resumed = 0
+    for cut in store.boundaries:
+        crashed = InMemoryStateStore()
+        crashed.records = list(store.records[:cut])
+        snapshot = await crashed.load_execution(orch.execution_id)
+        if snapshot.status.is_terminal:
+            continue
+        result, _ = await resume(BOUNDARIES, orch.execution_id, crashed, fns, now=1000.0)
+        resumed += 1
+        assert result.status == reference.status, cut
+        assert result.error == reference.error, cut
+        assert result.nodes["cleanup"].outputs == reference.nodes["cleanup"].outputs, cut
+        assert crashed.event_types().count("pipeline.ending") == 1, cut
+    assert resumed >= 4
