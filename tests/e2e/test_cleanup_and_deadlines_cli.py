@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import (
+    E2E_DIR,
     EXAMPLES,
     REPO_ROOT,
     cli_argv,
@@ -26,6 +27,7 @@ from cli_helpers import (
     node_events,
     run_cli,
     run_json,
+    wait_for_lease_expiry,
     write_pipeline,
 )
 
@@ -186,3 +188,81 @@ def test_a_second_cancel_ends_a_hanging_finally_node(tmp_path: Path) -> None:
         "cleanup.cancelled",
         "pipeline.cancelled",
     ]
+
+
+DEADLINE_CRASH = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {{name: deadline_crash, version: 1.0.0}}
+spec:
+  nodes:
+    - id: fetch
+      deadline: 2s
+      task: {{type: python, callable: "holdtasks:hold"}}
+      inputBindings: {{folder: "{work}"}}
+    - id: cleanup
+      finally: true
+      task: {{type: noop}}
+      inputBindings: {{why: "{{{{ ending.reason }}}}"}}
+"""
+
+
+def durable_started_at(home: Path, event_type: str) -> float | None:
+    """When `event_type` was published, once it is durable in the store (None before)."""
+    if not (home / "whenflow.db").exists():
+        return None
+    conn = connect_db(home)
+    try:
+        row = conn.execute(
+            "SELECT timestamp FROM events WHERE event_type = ?", (event_type,)
+        ).fetchone()
+    except Exception:  # the schema is not there yet
+        return None
+    finally:
+        conn.close()
+    return None if row is None else float(row[0])
+
+
+@pytest.mark.slow
+def test_a_node_deadline_keeps_its_clock_across_a_kill_and_resume(tmp_path: Path) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    pipeline = tmp_path / "crash.yaml"
+    pipeline.write_text(DEADLINE_CRASH.format(work=work))
+    env = {"WHENFLOW_OWNER_LEASE": "1s", "PYTHONPATH": str(E2E_DIR)}
+    proc = subprocess.Popen(
+        cli_argv("run", str(pipeline)),
+        cwd=REPO_ROOT,
+        env=cli_env(home, env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            proc, "fetch started", lambda: durable_started_at(home, "fetch.started") is not None
+        )
+        started = durable_started_at(home, "fetch.started")
+        assert started is not None
+        execution_id = the_execution(home)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the crash: no cleanup, no final commit
+        proc.wait(timeout=30)
+    wait_for_lease_expiry(home, execution_id)
+    while time.time() < started + 2.05:  # the deadline passes while nobody runs it
+        time.sleep(0.05)
+
+    result = run_json(home, "resume", execution_id, env=env, expect_code=1)
+
+    assert result["status"] == "failed"
+    assert result["events"][result["events"].index("pipeline.resumed") :] == [
+        "pipeline.resumed",
+        "fetch.failed",
+        "pipeline.ending",
+        "cleanup.started",
+        "cleanup.completed",
+        "pipeline.failed",
+    ]
+    assert result["nodes"]["fetch"]["error"] == "deadline 2s passed during attempt 1"
+    assert result["nodes"]["cleanup"]["outputs"] == {"why": "node(s) failed: fetch"}
+    assert len((work / "pids").read_text().split()) == 1  # no new attempt after the resume
