@@ -35,6 +35,8 @@ spec:
   concurrency: 8
   failFast: true
   stopWhen: "event:external.abort"
+  timeout: 2h
+  finallyGrace: 5s
   nodes:
     - id: a
       description: first
@@ -54,6 +56,11 @@ spec:
       within: 1h
       emits: [reminded]
       task: {type: approval, message: "go on with {{ a.n }}?", approvers: [alice], onTimeout: reject}
+    - id: d
+      finally: true
+      deadline: 10m
+      startWhen: "{{ ending.status == 'failed' }}"
+      task: {type: noop}
   outputs:
     items: "{{ b.results }}"
 ---

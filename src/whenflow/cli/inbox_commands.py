@@ -158,5 +158,9 @@ def executions_cancel(
     wait: float = WaitOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Cancel a running execution: running tasks are cancelled, nothing new starts."""
+    """Cancel a running execution: running tasks are cancelled, nothing new starts.
+
+    Finally nodes still run, for at most the pipeline's finallyGrace; cancel again
+    to end them at once.
+    """
     _send(execution_id, "cancel", "", {"reason": reason}, wait, as_json, "cancelled")

@@ -27,6 +27,8 @@ PARAM_TYPES: tuple[str, ...] = (
 )
 
 _MISSING: Any = object()
+DEFAULT_FINALLY_GRACE_S = 60.0
+"""How long finally nodes may run after a cancel or the pipeline timeout (`spec.finallyGrace`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,10 @@ class NodeDefinition:
     description: str = ""
     emits: tuple[str, ...] = ()
     """Custom events the node's task may publish, besides those its task declares."""
+    deadline_s: float | None = None
+    """Bounds the node over all its attempts, from its first attempt's start (seconds)."""
+    is_finally: bool = False
+    """`finally: true`: cleanup that runs once the rest of the execution is done or ending."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,10 @@ class PipelineDefinition:
     concurrency: int | None = None
     fail_fast: bool = False
     stop_when: str | None = None
+    timeout_s: float | None = None
+    """`spec.timeout`: bounds the execution from its creation (seconds)."""
+    finally_grace_s: float = DEFAULT_FINALLY_GRACE_S
+    """`spec.finallyGrace`: how long finally nodes may run after a cancel or a timeout."""
     source_path: str | None = None
     source_text: str | None = None
 

@@ -32,3 +32,20 @@ def parse_duration(value: str | float | int) -> float:
             "write e.g. 500ms, 2s, 10m, 1h30m, 1d or a number of seconds"
         )
     return total
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as the shortest duration text `parse_duration` reads back: 90 → "1m30s"."""
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:g}ms"
+    parts = []
+    rest = seconds
+    for unit in ("d", "h", "m"):
+        size = _UNITS[unit]
+        count = int(rest // size)
+        if count:
+            parts.append(f"{count}{unit}")
+            rest -= count * size
+    if rest or not parts:
+        parts.append(f"{round(rest, 3):g}s")
+    return "".join(parts)

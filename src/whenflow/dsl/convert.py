@@ -323,6 +323,8 @@ def _node(node: NodeModel, task: TaskSpec, defaults: DefaultsModel) -> NodeDefin
         within_s=node.within,
         description=node.description,
         emits=_node_emits(node),
+        deadline_s=node.deadline,
+        is_finally=node.is_finally,
     )
 
 
@@ -424,6 +426,8 @@ def partial_pipeline(
         concurrency=spec.concurrency,
         fail_fast=spec.fail_fast,
         stop_when=spec.stop_when,
+        timeout_s=spec.timeout,
+        finally_grace_s=spec.finally_grace,
         source_path=source_path,
         source_text=source_text,
     )

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from whenflow.domain.definitions import (
+    DEFAULT_FINALLY_GRACE_S,
     NodeDefinition,
     ParamSpec,
     PipelineDefinition,
@@ -44,6 +45,10 @@ def to_document(definition: PipelineDefinition) -> dict[str, Any]:
         spec["failFast"] = True
     if definition.stop_when is not None:
         spec["stopWhen"] = definition.stop_when
+    if definition.timeout_s is not None:
+        spec["timeout"] = definition.timeout_s
+    if definition.finally_grace_s != DEFAULT_FINALLY_GRACE_S:
+        spec["finallyGrace"] = definition.finally_grace_s
     spec["nodes"] = [_node(n) for n in definition.nodes]
     if definition.outputs:
         spec["outputs"] = _plain(definition.outputs)
@@ -67,6 +72,8 @@ def _node(node: NodeDefinition) -> dict[str, Any]:
         ("timeout", node.timeout_s, None),
         ("within", node.within_s, None),
         ("emits", list(node.emits), []),
+        ("deadline", node.deadline_s, None),
+        ("finally", node.is_finally, False),
     ]
     for key, value, default in optional:
         if value != default:

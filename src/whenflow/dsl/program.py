@@ -24,6 +24,7 @@ from whenflow.dsl.event_names import (
     EventCatalog,
     declared_events,
 )
+from whenflow.dsl.finally_checks import ENDING_EVENT, ENDING_ONLY, check_finally_refs, named_nodes
 from whenflow.dsl.node_checks import (
     IssueCollector,
     Locator,
@@ -35,6 +36,7 @@ from whenflow.dsl.node_checks import (
 )
 from whenflow.dsl.shell_checks import SHELL_TASK_TYPE
 from whenflow.dsl.templates import (
+    ENDING_SCOPE,
     RESERVED_NAMES,
     CompiledTemplate,
     TemplateSyntaxProblem,
@@ -141,6 +143,7 @@ def _template_names_check(
     allow_item: bool,
     node_id: str | None,
     *fields: str | int,
+    allow_ending: bool = False,
 ) -> frozenset[str]:
     """Check one rendered string; return the node ids it reads (by name or `events()`)."""
     try:
@@ -156,6 +159,8 @@ def _template_names_check(
             continue
         if name in ITEM_NAMES and not allow_item:
             c.add(f"'{name}' is only defined in a node with forEach", node_id, *fields)
+        elif name == ENDING_SCOPE and not allow_ending:
+            c.add(ENDING_ONLY, node_id, *fields)
         elif name not in RESERVED_NAMES:
             c.add(unknown_node(name, node_ids), node_id, *fields)
     for pattern in info.event_patterns:
@@ -182,6 +187,7 @@ def _parse_trigger_field(
     catalog: EventCatalog,
     node_id: str | None,
     fld: str,
+    allow_ending: bool = False,
 ) -> Expr | None:
     try:
         expr = parse_trigger(text)
@@ -210,6 +216,9 @@ def _parse_trigger_field(
         for name in sorted(info.names):
             if name in ITEM_NAMES:
                 c.add(f"'{name}' is not defined in a trigger", node_id, fld, offset=atom.column)
+                ok = False
+            elif name == ENDING_SCOPE and not allow_ending:
+                c.add(ENDING_ONLY, node_id, fld, offset=atom.column)
                 ok = False
             elif name not in node_ids and name not in RESERVED_NAMES:
                 c.add(unknown_node(name, node_ids), node_id, fld, offset=atom.column)
@@ -320,6 +329,7 @@ def build_program(
     catalog = EventCatalog({n.id: n for n in checked}, declared, SUBPIPELINE_TASK_TYPE, unchecked)
     programs: list[NodeProgram] = []
     start_refs: dict[str, frozenset[str]] = {}
+    finally_ids = {n.id for n in checked if n.is_finally}
     for index, node in enumerate(definition.nodes):
         if node.id in unchecked:
             continue
@@ -327,22 +337,41 @@ def build_program(
         if node.id in RESERVED_NODE_IDS:
             c.add(f"{node.id!r} is a reserved name; choose another node id", node.id, "id")
         allow_item = node.for_each is not None
+        final = node.is_finally
         reads: set[str] = set()
         for key, value in node.input_bindings.items():
             for sub, text in iter_strings(value):
                 reads |= _template_names_check(
-                    c, text, node_ids, catalog, allow_item, node.id, "inputBindings", key, *sub
+                    c,
+                    text,
+                    node_ids,
+                    catalog,
+                    allow_item,
+                    node.id,
+                    "inputBindings",
+                    key,
+                    *sub,
+                    allow_ending=final,
                 )
         if node.for_each is not None:
             reads |= _template_names_check(
-                c, node.for_each, node_ids, catalog, False, node.id, "forEach"
+                c, node.for_each, node_ids, catalog, False, node.id, "forEach", allow_ending=final
             )
         rendered_fields = RENDERED_CONFIG_FIELDS.get(node.task.type, ())
         rendered_config = {k: node.task.config[k] for k in rendered_fields if k in node.task.config}
         for key, value in rendered_config.items():
             for sub, text in iter_strings(value):
                 reads |= _template_names_check(
-                    c, text, node_ids, catalog, allow_item, node.id, "task", key, *sub
+                    c,
+                    text,
+                    node_ids,
+                    catalog,
+                    allow_item,
+                    node.id,
+                    "task",
+                    key,
+                    *sub,
+                    allow_ending=final,
                 )
         if node.id in reads:
             c.add("a node cannot read its own outputs", node.id, "inputBindings")
@@ -369,7 +398,15 @@ def build_program(
         check_signature(c, node, signature)
 
         start: Expr | None
-        if node.start_when is None:
+        if final:
+            # A finally node starts on `pipeline.ending`, its own startWhen ANDed (DESIGN §5).
+            start = EventAtom(ENDING_EVENT)
+            if node.start_when is not None:
+                own = _parse_trigger_field(
+                    c, node.start_when, node_ids, catalog, node.id, "startWhen", allow_ending=True
+                )
+                start = None if own is None else And((start, own))
+        elif node.start_when is None:
             start = _default_start(frozen_reads, order)
         else:
             start = _parse_trigger_field(
@@ -389,7 +426,10 @@ def build_program(
             stop = _parse_trigger_field(c, node.stop_when, node_ids, catalog, node.id, "stopWhen")
         if start is None or node.id in RESERVED_NODE_IDS:
             continue
-        start_refs[node.id] = referenced_nodes(start, node_ids, node.id)
+        if finally_ids:
+            check_finally_refs(c, node, named_nodes(start, node_ids, node.id) | reads, finally_ids)
+        if not final:  # a finally node waits for nothing but the ending: no cycle through it
+            start_refs[node.id] = referenced_nodes(start, node_ids, node.id)
         if len(c.issues) > issues_before:
             continue  # its templates may be unsafe: never compile them
         programs.append(

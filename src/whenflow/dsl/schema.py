@@ -33,7 +33,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from whenflow.domain.definitions import NODE_ID_PATTERN, PIPELINE_NAME_PATTERN, ParamType
+from whenflow.domain.definitions import (
+    DEFAULT_FINALLY_GRACE_S,
+    NODE_ID_PATTERN,
+    PIPELINE_NAME_PATTERN,
+    ParamType,
+)
 from whenflow.domain.durations import parse_duration
 from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
 
@@ -117,6 +122,15 @@ Duration = Annotated[
         }
     ),
 ]
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be longer than 0, e.g. 30s or 10m")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 Expression = Annotated[
     str,
     BeforeValidator(_bool_as_expression),
@@ -228,6 +242,8 @@ class NodeModel(_Schema):
     timeout: Duration | None = None
     within: Duration | None = None
     emits: list[CustomEvent] = Field(default_factory=list)
+    deadline: PositiveDuration | None = None
+    is_finally: StrictBool = Field(default=False, alias="finally")
 
 
 class PipelineMetadata(_Schema):
@@ -256,6 +272,8 @@ class PipelineSpecModel(_Schema):
     concurrency: PositiveInt | None = None
     fail_fast: StrictBool = False
     stop_when: Expression | None = None
+    timeout: PositiveDuration | None = None
+    finally_grace: Duration = DEFAULT_FINALLY_GRACE_S
     nodes: Annotated[list[NodeModel], Field(min_length=1)]
     outputs: dict[str, Any] = Field(default_factory=dict)
 

@@ -25,6 +25,7 @@ from whenflow.domain.records import VariableWritten
 from whenflow.domain.states import NodeState
 from whenflow.dsl.approval import OnTimeout
 from whenflow.engine.attempts import accept_outputs, render_inputs, system_view
+from whenflow.engine.deadlines import arm_node
 from whenflow.engine.endings import fail_node
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
 
@@ -66,6 +67,7 @@ def park(state: ExecutionState, rt: NodeRuntime) -> None:
         },
     )
     arm_deadline(state, rt, deadline)
+    arm_node(state, rt)  # a node `deadline`, besides the approval's own timeout
 
 
 def arm_deadline(state: ExecutionState, rt: NodeRuntime, deadline: float | None) -> None:

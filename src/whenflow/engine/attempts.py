@@ -32,6 +32,7 @@ from whenflow.domain.variables import Variable
 from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.templates import Namespace, TemplateEvaluationError
 from whenflow.engine.attempt_context import AttemptContext
+from whenflow.engine.deadlines import arm_node, cuts_retry
 from whenflow.engine.endings import fail_node
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
 from whenflow.engine.secret_masking import SecretMask
@@ -111,7 +112,8 @@ def launch(state: ExecutionState, rt: NodeRuntime) -> None:
         return
     state.move(rt, NodeState.RUNNING)
     rt.attempt = attempt
-    if rt.started_at is None:
+    first = rt.started_at is None
+    if first:
         rt.started_at = state.clock()
     state.node_row(rt)
     state.attempt_row(rt.id, NO_ITEM, attempt, NodeState.RUNNING)
@@ -125,6 +127,8 @@ def launch(state: ExecutionState, rt: NodeRuntime) -> None:
             {"execution_id": rt.adopt_child, "attempt": attempt},
         )
     rt.task = spawn(state, rt, attempt, None, inputs, config)
+    if first:
+        arm_node(state, rt)
 
 
 def system_view(state: ExecutionState, attempt: int, item: tuple[Any, int] | None = None) -> Any:
@@ -360,6 +364,8 @@ def attempt_failed(
     policy = rt.program.definition.retry
     if attempt - rt.lost_attempts < policy.max_attempts and policy.retries(error_type):
         delay = policy.delay_after(attempt - rt.lost_attempts)
+        if cuts_retry(state, rt, attempt, delay, message):
+            return
         state.move(rt, NodeState.RETRYING)
         rt.error = message
         state.node_row(rt)

@@ -14,7 +14,9 @@ from whenflow.domain.records import ExecutionUpdated
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.compiled_values import contains_missing, render_value
 from whenflow.dsl.templates import TemplateEvaluationError
+from whenflow.engine.ending_scope import final_status
 from whenflow.engine.runtime import NO_ITEM, NodeRuntime
+from whenflow.engine.trigger_eval import TriggerTree
 from whenflow.engine.trigger_index import unknown_external
 
 if TYPE_CHECKING:
@@ -72,12 +74,32 @@ def fail_node(state: ExecutionState, rt: NodeRuntime, error_type: str, message: 
         NodeState.FAILED,
         {"error_type": error_type, "message": message, "attempt": rt.attempt},
     )
+    definition = rt.program.definition
     if (
-        not rt.program.definition.allow_failure
+        not definition.allow_failure
+        and not definition.is_finally
         and state.definition.fail_fast
         and state.ending is None
     ):
         end_all(state, ExecutionStatus.FAILED, f"failFast: node {rt.id!r} failed")
+
+
+def condition_failed(state: ExecutionState, tree: TriggerTree, message: str) -> None:
+    """A trigger's condition raised: the pipeline's stopWhen fails the execution, a
+    node's startWhen or stopWhen fails that node."""
+    if tree.kind == "pipeline_stop":
+        if state.ending is None:
+            state.error = f"pipeline stopWhen failed: {message}"
+            end_all(state, ExecutionStatus.FAILED, state.error)
+        return
+    rt = state.nodes[tree.owner]
+    if rt.state.is_terminal:
+        return
+    field = "startWhen" if tree.kind == "start" else "stopWhen"
+    error = f"{field} {message}"
+    close_running_attempts(state, rt, NodeState.FAILED, error, "ExpressionError")
+    cancel_work(state, rt)
+    fail_node(state, rt, "ExpressionError", error)
 
 
 def skip_node(state: ExecutionState, rt: NodeRuntime, reason: str) -> None:
@@ -93,13 +115,15 @@ def stop_node(state: ExecutionState, rt: NodeRuntime, reason: str) -> None:
 
 
 def end_all(state: ExecutionState, status: ExecutionStatus, reason: str) -> None:
-    """Stop (stopWhen) or cancel (failFast, cancel) every node that has not finished."""
+    """Stop (stopWhen) or cancel (failFast, cancel, timeout) every node that has not
+    finished, except the finally nodes: they run next (`cleanup`)."""
     state.ending = status
+    state.ending_reason = reason
     if status is ExecutionStatus.FAILED and state.error is None:
         state.error = reason
     target = NodeState.STOPPED if status is ExecutionStatus.STOPPED else NodeState.CANCELLED
     for rt in state.nodes.values():
-        if rt.state.is_terminal:
+        if rt.state.is_terminal or rt.program.definition.is_finally:
             continue
         close_running_attempts(state, rt, target, reason)
         cancel_work(state, rt)
@@ -124,7 +148,7 @@ def skip_one_unsatisfiable(state: ExecutionState) -> bool:
     while state.quiescence_cursor < len(nodes):
         rt = nodes[state.quiescence_cursor]
         state.quiescence_cursor += 1
-        if rt.state is NodeState.PENDING and not rt.queued:
+        if rt.state is NodeState.PENDING and not rt.queued and not rt.program.definition.is_finally:
             reason = "unsatisfiable: the execution is quiescent and startWhen is still undecided"
             skip_node(state, rt, reason)
             return True
@@ -138,15 +162,7 @@ def set_waiting(state: ExecutionState) -> None:
 
 
 def finish(state: ExecutionState) -> None:
-    status = state.ending or ExecutionStatus.COMPLETED
-    failed = [
-        rt.id
-        for rt in state.nodes.values()
-        if rt.state is NodeState.FAILED and not rt.program.definition.allow_failure
-    ]
-    if status is ExecutionStatus.COMPLETED and failed:
-        status = ExecutionStatus.FAILED
-        state.error = state.error or f"node(s) failed: {', '.join(failed)}"
+    status, state.error = final_status(state)
     if status is ExecutionStatus.COMPLETED:
         try:
             state.outputs = {}

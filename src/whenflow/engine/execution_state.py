@@ -109,6 +109,8 @@ class ExecutionState:
         self.outputs: dict[str, Any] = {}
         self.ending: ExecutionStatus | None = None
         """Set once the execution is being stopped, cancelled or failed fast."""
+        self.ending_reason: str | None = None
+        """Why it is ending early (`ending.reason` of the finally nodes)."""
 
         self.decisions: deque[tuple[TriggerTree, bool]] = deque()
         self.condition_errors: deque[tuple[TriggerTree, str]] = deque()
@@ -134,13 +136,18 @@ class ExecutionState:
         self.tasks: set[asyncio.Task[None]] = set()
         self.within_handles: list[asyncio.TimerHandle] = []
 
-        self.index = TriggerIndex(self.definition.node_ids, self._evaluate_condition)
+        self.index = TriggerIndex(self.definition.node_ids, self.evaluate_condition)
         self.nodes: dict[str, NodeRuntime] = {}
         for node in program.nodes:
             start = self._tree(node.id, "start", node.start)
             stop = self._tree(node.id, "stop", node.stop) if node.stop is not None else None
             self.nodes[node.id] = NodeRuntime(node, start, stop)
         self.node_list = list(self.nodes.values())
+        self.finally_nodes = [rt for rt in self.node_list if rt.program.definition.is_finally]
+        self.finally_begun = False
+        """Set once `pipeline.ending` is published and the finally nodes may start (cleanup)."""
+        self.finally_bound: str | None = None
+        """What bounded the finally nodes by `finallyGrace` (a cancel, the timeout), if anything."""
         self.pipeline_stop = (
             self._tree(PIPELINE_SOURCE, "pipeline_stop", program.stop) if program.stop else None
         )
@@ -157,7 +164,8 @@ class ExecutionState:
         found = [
             tree
             for rt in self.node_list
-            for tree in (rt.start_tree, rt.stop_tree)
+            # A finally node's start is decided when the ending comes (cleanup), not indexed.
+            for tree in (None if rt.program.definition.is_finally else rt.start_tree, rt.stop_tree)
             if tree is not None
         ]
         if self.pipeline_stop is not None:
@@ -170,7 +178,8 @@ class ExecutionState:
     def _on_decided(self, tree: TriggerTree, value: bool) -> None:
         self.decisions.append((tree, value))
 
-    def _evaluate_condition(self, leaf: ConditionLeaf) -> None:
+    def evaluate_condition(self, leaf: ConditionLeaf) -> None:
+        """Settle a condition leaf now, or queue its error for the dispatcher."""
         try:
             value = leaf.template.evaluate(self.pool.context)
         except TemplateEvaluationError as exc:

@@ -26,6 +26,7 @@ from whenflow.engine.attempts import (
     spawn,
     system_view,
 )
+from whenflow.engine.deadlines import arm_node
 from whenflow.engine.endings import cancel_work, close_running_attempts, fail_node
 from whenflow.engine.runtime import ForEachRun, NodeRuntime
 from whenflow.engine.variable_pool import OutputError
@@ -66,6 +67,7 @@ def start_foreach(state: ExecutionState, rt: NodeRuntime) -> None:
     rt.foreach = ForEachRun(items=items)
     state.node_row(rt)
     state.publish(f"{rt.id}.started", rt.id, {"attempt": 1, "items": len(items)})
+    arm_node(state, rt)
     fill(state, rt)
 
 

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 
 from whenflow.domain.events import EVENT_NAME, EXTERNAL_SOURCE
 from whenflow.domain.records import InboxApplied, InboxMessage, MessageKind
-from whenflow.domain.states import ExecutionStatus
 from whenflow.engine.approvals import decide
-from whenflow.engine.endings import end_all
+from whenflow.engine.cleanup import cancel
 
 if TYPE_CHECKING:
     from whenflow.engine.execution_state import ExecutionState
@@ -74,15 +73,14 @@ def refusals_at_end(state: ExecutionState, messages: Sequence[InboxMessage]) -> 
 
 def _apply(state: ExecutionState, message: InboxMessage) -> str | None:
     payload = dict(message.payload)
+    if message.kind is MessageKind.CANCEL:  # a second cancel ends the finally nodes at once
+        return cancel(state, str(payload.get("reason") or "cancelled"))
     if state.ending is not None:
         return f"the execution is already ending ({state.ending})"
     if message.kind is MessageKind.EVENT:
         if not EVENT_NAME.match(message.target):
             return f"{message.target!r} is not a valid event name"
         state.publish(f"{EXTERNAL_SOURCE}.{message.target}", EXTERNAL_SOURCE, payload)
-        return None
-    if message.kind is MessageKind.CANCEL:
-        end_all(state, ExecutionStatus.CANCELLED, str(payload.get("reason") or "cancelled"))
         return None
     rt = state.nodes.get(message.target)
     if rt is None:

@@ -35,15 +35,15 @@ from whenflow.domain.records import (
 )
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import PipelineProgram
-from whenflow.engine import recovery, stopping
+from whenflow.engine import deadlines, recovery, stopping
 from whenflow.engine.approvals import decide, park
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.attempts import launch
+from whenflow.engine.cleanup import begin_finally, cancel, cut_finally
+from whenflow.engine.ending_scope import closed_to
 from whenflow.engine.endings import (
-    cancel_work,
-    close_running_attempts,
+    condition_failed,
     end_all,
-    fail_node,
     finish,
     set_waiting,
     skip_node,
@@ -64,7 +64,6 @@ from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeR
 from whenflow.engine.secret_masking import SecretMask
 from whenflow.engine.subpipelines import cancel_orphans
 from whenflow.engine.template_helpers import install_helpers
-from whenflow.engine.trigger_eval import TriggerTree
 from whenflow.engine.variable_pool import VariablePool
 
 __all__ = ["DEFAULT_CONCURRENCY", "EventListener", "Orchestrator"]
@@ -259,6 +258,7 @@ class Orchestrator:
 
     def _begin(self) -> None:
         s = self.state
+        deadlines.arm(s)  # the pipeline timeout; nothing has started yet
         s.publish("pipeline.started", PIPELINE_SOURCE, {"inputs": dict(s.pool.inputs)})
         s.index.settle_unreferenced()
         s.decisions.extend((tree, bool(tree.value)) for tree in s.predecided)
@@ -347,14 +347,14 @@ class Orchestrator:
         return await self.wait()
 
     def cancel(self, reason: str = "cancelled by request") -> None:
-        """Cancel the execution: running tasks are cancelled, nothing new starts."""
+        """Cancel the execution: running tasks are cancelled, nothing new starts but the
+        finally nodes (bounded by `finallyGrace`); a second cancel ends those at once."""
         if self.state.loop is None:
             raise RuntimeError("the execution has not started")
         self._unit(self._cancel_handler, reason)
 
     def _cancel_handler(self, reason: str) -> None:
-        if self.state.ending is None:
-            end_all(self.state, ExecutionStatus.CANCELLED, reason)
+        cancel(self.state, reason)  # a second cancel ends the finally nodes at once
 
     def post_external_event(self, name: str, payload: Mapping[str, Any] | None = None) -> None:
         """Publish `external.<name>` into this running execution."""
@@ -428,7 +428,7 @@ class Orchestrator:
         """A bug in whenflow: end the execution as failed rather than hang it.
 
         The rows the handler already produced stay (memory and log agree, and
-        `seq` keeps no gaps); everything unfinished is cancelled.
+        `seq` keeps no gaps); everything unfinished is cancelled, finally nodes too.
         """
         s = self.state
         _log.exception("internal error in execution %s", s.execution_id)
@@ -436,6 +436,7 @@ class Orchestrator:
         try:
             if s.ending is None:
                 end_all(s, ExecutionStatus.FAILED, s.error)
+            cut_finally(s, s.error)
             self._settle()
         except Exception:
             _log.exception("could not end execution %s cleanly", s.execution_id)
@@ -451,7 +452,7 @@ class Orchestrator:
         while True:
             self._drain_decisions()
             self._admit_ready()
-            if s.decisions or s.condition_errors:
+            if s.decisions or s.condition_errors or begin_finally(s):
                 continue
             if s.status.is_terminal:
                 return
@@ -475,7 +476,7 @@ class Orchestrator:
         while s.decisions or s.condition_errors:
             if s.condition_errors:
                 tree, message = s.condition_errors.popleft()
-                self._condition_failed(tree, message)
+                condition_failed(s, tree, message)
                 continue
             tree, value = s.decisions.popleft()
             if tree.kind == "pipeline_stop":
@@ -483,7 +484,7 @@ class Orchestrator:
                     end_all(s, ExecutionStatus.STOPPED, f"pipeline stopWhen: {tree.explain()}")
                 continue
             rt = s.nodes[tree.owner]
-            if rt.state.is_terminal or s.ending is not None:
+            if rt.state.is_terminal or closed_to(s, rt):
                 continue
             if tree.kind == "start":
                 if rt.state is NodeState.PENDING and not rt.queued:
@@ -493,22 +494,6 @@ class Orchestrator:
                         skip_node(s, rt, f"startWhen is false: {tree.explain()}")
             elif value:
                 stop_node(s, rt, f"stopWhen: {tree.explain()}")
-
-    def _condition_failed(self, tree: TriggerTree, message: str) -> None:
-        s = self.state
-        if tree.kind == "pipeline_stop":
-            if s.ending is None:
-                s.error = f"pipeline stopWhen failed: {message}"
-                end_all(s, ExecutionStatus.FAILED, s.error)
-            return
-        rt = s.nodes[tree.owner]
-        if rt.state.is_terminal:
-            return
-        field = "startWhen" if tree.kind == "start" else "stopWhen"
-        error = f"{field} {message}"
-        close_running_attempts(s, rt, NodeState.FAILED, error, "ExpressionError")
-        cancel_work(s, rt)
-        fail_node(s, rt, "ExpressionError", error)
 
     def _request_start(self, rt: NodeRuntime) -> None:
         if rt.program.approval is not None:
@@ -528,7 +513,7 @@ class Orchestrator:
             node_id, index = s.ready.popleft()
             rt = s.nodes[node_id]
             rt.queued = False
-            if rt.state.is_terminal or s.ending is not None:
+            if rt.state.is_terminal or closed_to(s, rt):
                 continue
             if index == NO_ITEM:
                 launch(s, rt)

@@ -17,6 +17,7 @@ from whenflow.domain.errors import BindingError
 from whenflow.domain.events import PIPELINE_SOURCE
 from whenflow.domain.records import ExecutionSnapshot, ExecutionUpdated
 from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.engine import cleanup, deadlines
 from whenflow.engine.approvals import arm_deadline
 from whenflow.engine.endings import fail_node
 from whenflow.engine.foreach import ITEM_SCOPE_SUFFIX, evaluate_items, fill
@@ -142,6 +143,8 @@ def reconcile(
             state.decisions.append((rt.stop_tree, True))
     if state.pipeline_stop is not None and state.pipeline_stop.value is True:
         state.decisions.append((state.pipeline_stop, True))
+    cleanup.resume(state)  # the finally phase, if it had begun
+    deadlines.arm(state)  # counted from the stored starts: what is overdue ends now
 
 
 def _started_child(snapshot: ExecutionSnapshot, node_id: str, attempt: int) -> str | None:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 async def halt(state: ExecutionState, poller: asyncio.Task[None] | None) -> None:
     state.halting = True
     state.admission_held = True
+    for handle in state.within_handles:  # limits are armed again from stored times on resume
+        handle.cancel()
     tasks = [*state.tasks, *([poller] if poller is not None else [])]
     for task in tasks:
         task.cancel()
