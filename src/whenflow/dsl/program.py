@@ -19,6 +19,7 @@ from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, WhenflowEr
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE
 from whenflow.dsl.approval import APPROVAL_TASK_TYPE, ApprovalSpec
 from whenflow.dsl.compiled_values import compile_value, iter_strings
+from whenflow.dsl.each_source import check_each, each_start
 from whenflow.dsl.event_names import (
     SUBPIPELINE_EVENTS,
     EventCatalog,
@@ -59,6 +60,8 @@ RENDERED_CONFIG_FIELDS: Mapping[str, tuple[str, ...]] = {
 }
 RESERVED_NODE_IDS = RESERVED_NAMES | {PIPELINE_SOURCE, EXTERNAL_SOURCE}
 ITEM_NAMES = frozenset({"item", "index"})
+EACH_NAMES = frozenset({"event", "index"})
+LOCAL_NAMES = ITEM_NAMES | EACH_NAMES
 
 
 class TaskChecker(Protocol):
@@ -96,6 +99,8 @@ class NodeProgram:
     """The spec of an `approval` task, which the engine decides itself."""
     emits: frozenset[str] = frozenset()
     """The custom events its task may publish; `ctx.emit` of any other is refused."""
+    each: str | None = None
+    """The event type (`price.buy_signal`) an `each:` node runs one instance per."""
 
     @property
     def id(self) -> str:
@@ -138,7 +143,7 @@ def _template_names_check(
     text: str,
     node_ids: Collection[str],
     catalog: EventCatalog,
-    allow_item: bool,
+    local_names: frozenset[str],
     node_id: str | None,
     *fields: str | int,
 ) -> frozenset[str]:
@@ -154,8 +159,9 @@ def _template_names_check(
     for name in sorted(info.names):
         if name in node_ids:
             continue
-        if name in ITEM_NAMES and not allow_item:
-            c.add(f"'{name}' is only defined in a node with forEach", node_id, *fields)
+        if name in LOCAL_NAMES and name not in local_names:
+            where = {"event": "each", "item": "forEach"}.get(name, "forEach or each")
+            c.add(f"'{name}' is only defined in a node with {where}", node_id, *fields)
         elif name not in RESERVED_NAMES:
             c.add(unknown_node(name, node_ids), node_id, *fields)
     for pattern in info.event_patterns:
@@ -208,7 +214,7 @@ def _parse_trigger_field(
             ok = False
             continue
         for name in sorted(info.names):
-            if name in ITEM_NAMES:
+            if name in LOCAL_NAMES:
                 c.add(f"'{name}' is not defined in a trigger", node_id, fld, offset=atom.column)
                 ok = False
             elif name not in node_ids and name not in RESERVED_NAMES:
@@ -326,7 +332,9 @@ def build_program(
         issues_before = len(c.issues)
         if node.id in RESERVED_NODE_IDS:
             c.add(f"{node.id!r} is a reserved name; choose another node id", node.id, "id")
-        allow_item = node.for_each is not None
+        allow_item = (ITEM_NAMES if node.for_each is not None else frozenset()) | (
+            EACH_NAMES if node.each is not None else frozenset()
+        )
         reads: set[str] = set()
         for key, value in node.input_bindings.items():
             for sub, text in iter_strings(value):
@@ -335,7 +343,7 @@ def build_program(
                 )
         if node.for_each is not None:
             reads |= _template_names_check(
-                c, node.for_each, node_ids, catalog, False, node.id, "forEach"
+                c, node.for_each, node_ids, catalog, frozenset(), node.id, "forEach"
             )
         rendered_fields = RENDERED_CONFIG_FIELDS.get(node.task.type, ())
         rendered_config = {k: node.task.config[k] for k in rendered_fields if k in node.task.config}
@@ -367,10 +375,13 @@ def build_program(
             for problem in checker.check(node.task):
                 c.add(problem, node.id, "task")
         check_signature(c, node, signature)
+        each = check_each(c, node, node_ids, declared)
 
         start: Expr | None
         if node.start_when is None:
             start = _default_start(frozen_reads, order)
+            if each is not None:
+                start = each_start(start, each)
         else:
             start = _parse_trigger_field(
                 c, node.start_when, node_ids, catalog, node.id, "startWhen"
@@ -406,6 +417,7 @@ def build_program(
                 child=child,
                 approval=approval,
                 emits=emits,
+                each=each,
             )
         )
 
@@ -423,7 +435,9 @@ def build_program(
         )
     for key, value in definition.outputs.items():
         for sub, text in iter_strings(value):
-            _template_names_check(c, text, node_ids, catalog, False, None, "outputs", key, *sub)
+            _template_names_check(
+                c, text, node_ids, catalog, frozenset(), None, "outputs", key, *sub
+            )
     if c.issues:
         raise DefinitionErrors(c.issues)
     outputs = compile_value(dict(definition.outputs))

@@ -35,7 +35,7 @@ from whenflow.dsl.template_bounds import (
 # Names a template may use besides node ids.
 HELPER_NAMES = frozenset({"events", "settled", "any_ok", "now", "secret"})
 NODE_HELPERS = frozenset({"settled", "any_ok"})  # helpers whose arguments are nodes
-SCOPE_NAMES = frozenset({"pipeline", "system", "item", "index"})
+SCOPE_NAMES = frozenset({"pipeline", "system", "item", "index", "event"})
 RESERVED_NAMES = HELPER_NAMES | SCOPE_NAMES | frozenset({"true", "false", "none", "loop"})
 
 MAX_NESTING = 32

@@ -161,16 +161,22 @@ class ExecutionState:
     def _on_decided(self, tree: TriggerTree, value: bool) -> None:
         self.decisions.append((tree, value))
 
-    def _evaluate_condition(self, leaf: ConditionLeaf) -> None:
+    def _evaluate_condition(self, leaf: ConditionLeaf, early: bool) -> None:
+        """Evaluate and settle a condition; `early` (its source still runs): settle only
+        a true value, and leave errors to the final evaluation."""
         try:
             value = leaf.template.evaluate(self.pool.context)
         except TemplateEvaluationError as exc:
+            if early:
+                return
             leaf.error = str(exc)
             self.condition_errors.append(
                 (leaf.tree, f"{{{{ {leaf.template.info.source} }}}}: {exc.reason}")
             )
             return
-        leaf.settle(bool(value) and not isinstance(value, Missing))
+        truth = bool(value) and not isinstance(value, Missing)
+        if truth or not early:
+            leaf.settle(truth)
 
     def register_trees(self) -> None:
         """Index every trigger tree, and arm the `within:` deadlines of external waits."""

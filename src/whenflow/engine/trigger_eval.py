@@ -146,14 +146,21 @@ class EventLeaf(Leaf):
 
 
 class ConditionLeaf(Leaf):
-    """`{{ ... }}`; evaluated once every node it reads is terminal."""
+    """`{{ ... }}`; evaluated once every node it reads is terminal.
 
-    __slots__ = ("deps_left", "error", "template")
+    An event-monotone condition (`events('a.tick') | length >= 3`, see
+    `dsl.event_counts`) is also tried at each event it counts once the nodes it
+    reads by name (`strict_left`) are terminal, and settled as soon as it is true.
+    """
+
+    __slots__ = ("deps_left", "early", "error", "strict_left", "template")
 
     def __init__(self, tree: TriggerTree, template: CompiledTemplate, column: int) -> None:
         super().__init__(tree, column)
         self.template = template
         self.deps_left = 0
+        self.early = False
+        self.strict_left = 0
         self.error: str | None = None
 
     def describe(self) -> str:

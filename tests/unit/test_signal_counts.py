@@ -1,0 +1,146 @@
+"""Counts over a running node's custom events are decided as soon as they can be
+(issue 17 item 3, DESIGN.md §5 Signals), asserted as event sequences."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from engine_harness import run
+
+from whenflow.dsl.event_counts import grows_with_events
+
+
+def endless_ticks(ctx: Any) -> Any:
+    async def feed() -> dict[str, Any]:
+        i = 0
+        while True:  # only a stopWhen ends it
+            ctx.emit("tick", {"i": i})
+            i += 1
+            await asyncio.sleep(0)
+
+    return feed()
+
+
+def ticks_then_wait(n: int, until: asyncio.Event) -> Any:
+    """Emit n ticks, then keep running until `until` is set (by an event listener)."""
+
+    async def feed(ctx: Any) -> dict[str, Any]:
+        for i in range(n):
+            ctx.emit("tick", {"i": i})
+            await asyncio.sleep(0)
+        await asyncio.wait_for(until.wait(), timeout=10)
+        return {"sent": n}
+
+    return feed
+
+
+def _nth(events: list[str], event_type: str, n: int) -> int:
+    return [i for i, e in enumerate(events) if e == event_type][n - 1]
+
+
+def test_a_start_count_fires_at_the_third_tick_while_the_emitter_runs() -> None:
+    watcher_started = asyncio.Event()
+
+    def listener(event: Any) -> None:
+        if event.event_type == "watcher.started":
+            watcher_started.set()
+
+    r = run(
+        """
+        nodes:
+          - {id: feed, emits: [tick], task: {type: python, callable: feed}}
+          - id: watcher
+            startWhen: "{{ events('feed.tick') | length >= 3 }}"
+            task: {type: noop}
+        """,
+        {"feed": ticks_then_wait(5, watcher_started)},
+        on_event=listener,
+    )
+    assert r.result.status.value == "completed"
+    events = r.events
+    third = _nth(events, "feed.tick", 3)
+    assert events[third + 1] == "watcher.started"
+    assert events.index("watcher.completed") < events.index("feed.completed")
+    assert events.count("feed.tick") == 5
+
+
+def test_a_stop_count_over_its_own_events_stops_a_running_node() -> None:
+    r = run(
+        """
+        nodes:
+          - id: feed
+            emits: [tick]
+            stopWhen: "{{ events('feed.tick') | length >= 4 }}"
+            task: {type: python, callable: feed}
+        """,
+        {"feed": endless_ticks},
+    )
+    assert r.status("feed") == "stopped"
+    events = r.events
+    assert events[_nth(events, "feed.tick", 4) + 1] == "feed.stopped"
+    assert events.count("feed.tick") == 4
+
+
+def test_a_count_that_could_turn_false_again_stays_unknown_until_the_source_ends() -> None:
+    released = asyncio.Event()
+
+    def listener(event: Any) -> None:
+        if event.event_type == "feed.tick" and event.payload["i"] == 4:
+            released.set()
+
+    r = run(
+        """
+        nodes:
+          - {id: feed, emits: [tick], task: {type: python, callable: feed}}
+          - id: few
+            startWhen: "{{ events('feed.tick') | length < 3 }}"
+            task: {type: noop}
+          - id: many
+            startWhen: "{{ events('feed.tick') | length > 2 and settled(feed) }}"
+            task: {type: noop}
+        """,
+        {"feed": ticks_then_wait(5, released)},
+        on_event=listener,
+    )
+    events = r.events
+    assert r.status("few") == "skipped"
+    assert events.index("few.skipped") > events.index("feed.completed")
+    # `settled(feed)` reads feed by name: even a growing count waits for it.
+    assert events.index("many.started") > events.index("feed.completed")
+
+
+def test_a_count_reading_another_node_by_name_waits_for_that_node_only() -> None:
+    gate = asyncio.Event()
+
+    def listener(event: Any) -> None:
+        if event.event_type == "watcher.started":
+            gate.set()
+
+    r = run(
+        """
+        nodes:
+          - {id: limit, task: {type: python, callable: limit}}
+          - {id: feed, emits: [tick], task: {type: python, callable: feed}}
+          - id: watcher
+            startWhen: "{{ events('feed.tick') | length >= limit.n }}"
+            task: {type: noop}
+        """,
+        {"feed": ticks_then_wait(4, gate), "limit": lambda: {"n": 2}},
+        on_event=listener,
+    )
+    events = r.events
+    assert r.status("watcher") == "completed"
+    assert events.index("watcher.started") > events.index("limit.completed")
+    assert events.index("watcher.started") < events.index("feed.completed")
+
+
+def test_which_conditions_only_grow_with_events() -> None:
+    assert grows_with_events("events('a.tick') | length >= 3")
+    assert grows_with_events("3 < events('a.tick') | count and x.ok")
+    assert grows_with_events("not (events('a.tick') | length < 3)")
+    assert grows_with_events("events('a.tick')")
+    assert not grows_with_events("events('a.tick') | length < 3")
+    assert not grows_with_events("events('a.tick') | length == 3")
+    assert not grows_with_events("(events('a.tick') | last).payload.v > 1")
+    assert not grows_with_events("x.n > 2")
