@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from engine_harness import run
+import pytest
+from engine_harness import program, run
 
+from whenflow.domain.errors import DefinitionErrors
 from whenflow.dsl.event_counts import grows_with_events
+from whenflow.dsl.trigger_ast import And, ConditionAtom, to_source
+from whenflow.dsl.trigger_parser import ExpressionSyntaxError, parse_trigger
+from whenflow.engine.explain import explain_node
 
 
 def endless_ticks(ctx: Any) -> Any:
@@ -144,3 +149,64 @@ def test_which_conditions_only_grow_with_events() -> None:
     assert not grows_with_events("events('a.tick') | length == 3")
     assert not grows_with_events("(events('a.tick') | last).payload.v > 1")
     assert not grows_with_events("x.n > 2")
+
+
+def test_the_count_form_parses_to_the_same_condition_and_prints_back() -> None:
+    expr = parse_trigger("event:a.started && count( event:feed.tick )>=3")
+    assert isinstance(expr, And)
+    count = expr.operands[1]
+    assert count == ConditionAtom(
+        "events('feed.tick') | length >= 3", 19, "count(event:feed.tick) >= 3"
+    )
+    assert to_source(expr) == "event:a.started && count(event:feed.tick) >= 3"
+    assert to_source(parse_trigger("!count(event:x.y) == 1")) == "!count(event:x.y) == 1"
+
+
+@pytest.mark.parametrize(
+    "text", ["count(event:feed) >= 3", "count(event:feed.tick) >= n", "count(feed.tick) > 1"]
+)
+def test_a_malformed_count_is_a_syntax_error_at_its_column(text: str) -> None:
+    with pytest.raises(ExpressionSyntaxError, match=r"count\(event:<node>.<event>\)") as caught:
+        parse_trigger("event:a.x && " + text)
+    assert caught.value.column == 13
+
+
+def test_the_count_form_is_decided_at_the_event_and_explained_in_its_own_words() -> None:
+    spec = """
+        nodes:
+          - id: feed
+            emits: [tick]
+            stopWhen: "count(event:feed.tick) >= 4"
+            task: {type: python, callable: feed}
+          - id: late
+            startWhen: "count(event:feed.tick) < 2"
+            task: {type: noop}
+        """
+    r = run(spec, {"feed": endless_ticks})
+    assert r.status("feed") == "stopped"
+    events = r.events
+    assert events[_nth(events, "feed.tick", 4) + 1] == "feed.stopped"
+    assert r.status("late") == "skipped"
+    assert r.result.nodes["feed"].reason == "stopWhen: count(event:feed.tick) >= 4 is true"
+    assert r.orchestrator.program.effective_start_when("late") == "count(event:feed.tick) < 2"
+
+    snapshot = asyncio.run(r.store.load_execution(r.result.execution_id))
+    found = explain_node(r.orchestrator.program, snapshot, "feed")
+    assert found.stop_when is not None
+    assert found.stop_when.source == "count(event:feed.tick) >= 4"
+    assert found.stop_when.value is True
+    assert "while feed still ran" in found.stop_when.reason
+    fourth = [e.seq for e in snapshot.events if e.event_type == "feed.tick"][3]
+    assert [d.seq for d in found.stop_when.decided_by] == [fourth]
+
+
+def test_validate_checks_the_pattern_of_a_count() -> None:
+    with pytest.raises(DefinitionErrors, match=r"feed\.tock can never happen") as caught:
+        program(
+            """
+            nodes:
+              - {id: feed, emits: [tick], task: {type: noop}}
+              - {id: b, startWhen: "count(event:feed.tock) >= 2", task: {type: noop}}
+            """
+        )
+    assert str(caught.value.issues[0]).startswith("t.yaml:7:")

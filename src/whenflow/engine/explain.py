@@ -328,7 +328,10 @@ def explain_node(
         ended = _first(snapshot.events, [f"{node_id}.{n}" for n in sorted(SETTLING_NODE_EVENTS)])
         moment = stopped or ended
         stop_seq = moment.seq if moment is not None else last_seq
-        stop = _Replay(program, snapshot, stop_seq, artifacts).explain(node.stop)
+        # Just before its own `stopped`: the stop is not among its reasons (a count over
+        # the node's own events was decided while it ran).
+        moment_seq = stop_seq - 1 if stopped is not None else stop_seq
+        stop = _Replay(program, snapshot, moment_seq, artifacts).explain(node.stop)
         if stopped is not None:
             verdict += f"; stopped at seq {stopped.seq}: stopWhen was true"
     return NodeExplanation(

@@ -153,7 +153,7 @@ class ConditionLeaf(Leaf):
     reads by name (`strict_left`) are terminal, and settled as soon as it is true.
     """
 
-    __slots__ = ("deps_left", "early", "error", "strict_left", "template")
+    __slots__ = ("deps_left", "early", "error", "spelled", "strict_left", "template")
 
     def __init__(self, tree: TriggerTree, template: CompiledTemplate, column: int) -> None:
         super().__init__(tree, column)
@@ -162,9 +162,12 @@ class ConditionLeaf(Leaf):
         self.early = False
         self.strict_left = 0
         self.error: str | None = None
+        self.spelled: str | None = None
+        """A count's own text, `count(event:P) >= 3`, shown instead of its condition."""
 
     def describe(self) -> str:
-        return "{{ " + self.template.info.source + " }} is " + str(self.value).lower()
+        shown = self.spelled or "{{ " + self.template.info.source + " }}"
+        return shown + " is " + str(self.value).lower()
 
 
 def _propagate(node: _Node, value: bool) -> None:
@@ -215,6 +218,7 @@ class TriggerTree:
             return leaf
         if isinstance(expr, ConditionAtom):
             cond = ConditionLeaf(self, compile_condition(expr.source), expr.column)
+            cond.spelled = expr.spelled
             self.condition_leaves.append(cond)
             return cond
         if isinstance(expr, Literal):
