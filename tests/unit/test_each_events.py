@@ -209,3 +209,78 @@ def test_resume_from_every_durable_boundary_never_reruns_a_finished_instance() -
         return resumed
 
     assert asyncio.run(scenario()) > 10
+
+
+async def stop_like_a_crash(running: asyncio.Task[Any]) -> None:
+    """End a run as a dying process would: the run, its attempts and its inbox reader stop,
+    nothing more is written, and the execution stays `running` in the store."""
+    running.cancel()
+    workers = [
+        t
+        for t in asyncio.all_tasks()
+        if t is not running and t.get_name().startswith(("whenflow:", "whenflow-inbox:"))
+    ]
+    for task in workers:
+        task.cancel()
+    await asyncio.gather(running, *workers, return_exceptions=True)
+
+
+def test_a_crash_mid_run_then_resume_keeps_finished_trades_and_loses_no_signal() -> None:
+    feeds: list[int] = []
+
+    async def price(ctx: Any) -> dict[str, Any]:
+        feeds.append(ctx.attempt)
+        for i in range(4):
+            ctx.emit("buy_signal", {"level": 100 + i})
+            await asyncio.sleep(0)
+        if len(feeds) == 1:  # the first process dies while its feed still runs
+            await asyncio.Event().wait()
+        return {"signals": 4}
+
+    fns = {"feed": price, "trade": trade}
+
+    async def scenario() -> None:
+        store = InMemoryStateStore()
+        two_done = asyncio.Event()
+
+        def listener(event: Any) -> None:
+            if event.event_type == "trader.item_completed" and event.payload["index"] == 1:
+                two_done.set()
+
+        first = Orchestrator(
+            program(SPEC, fns),
+            store=store,
+            runner=InlineRunner(fns),
+            artifacts=InMemoryArtifactStore(),
+            on_event=listener,
+        )
+        running = asyncio.create_task(first.run())
+        await asyncio.wait_for(two_done.wait(), timeout=10)
+        await stop_like_a_crash(running)
+        snapshot = await store.load_execution(first.execution_id)
+        assert snapshot.status.value == "running"
+        done = {
+            e.payload["index"] for e in snapshot.events if e.event_type == "trader.item_completed"
+        }
+        assert {0, 1} <= done
+
+        runner = InlineRunner(fns)
+        again = Orchestrator(
+            program(SPEC, fns),
+            store=store,
+            runner=runner,
+            artifacts=InMemoryArtifactStore(),
+            execution_id=first.execution_id,
+        )
+        result = await again.resume(snapshot)
+        assert result.status.value == "completed"
+        rerun = [c.item_index for c in runner.calls if c.node_id == "trader"]
+        assert not done & set(rerun)  # finished trades are not run again
+        assert feeds == [1, 2]  # the feed's lost attempt ran again
+        signals = [e.seq for e in store.events() if e.event_type == "price.buy_signal"]
+        assert len(signals) == 8  # the 4 before the crash are kept, 4 more after it
+        results = result.nodes["trader"].outputs["results"]
+        assert [x["seq"] for x in results] == signals
+        check_log_invariants(store)
+
+    asyncio.run(scenario())
