@@ -10,10 +10,12 @@ import pytest
 from engine_harness import program, run
 
 from whenflow.domain.errors import DefinitionErrors
+from whenflow.domain.events import Event
 from whenflow.dsl.event_counts import grows_with_events
 from whenflow.dsl.trigger_ast import And, ConditionAtom, to_source
 from whenflow.dsl.trigger_parser import ExpressionSyntaxError, parse_trigger
 from whenflow.engine.explain import explain_node
+from whenflow.engine.template_helpers import EventMatches, matching_events
 
 
 def endless_ticks(ctx: Any) -> Any:
@@ -210,3 +212,22 @@ def test_validate_checks_the_pattern_of_a_count() -> None:
             """
         )
     assert str(caught.value.issues[0]).startswith("t.yaml:7:")
+
+
+def _event(seq: int, event_type: str) -> Event:
+    return Event(f"e{seq}", "x", seq, event_type, event_type.partition(".")[0], 0.0, {"n": seq})
+
+
+def test_event_matches_extend_with_new_events_and_copies_are_independent() -> None:
+    log = [_event(1, "feed.tick"), _event(2, "feed.done")]
+    matches = EventMatches(lambda: log)
+    assert [e["seq"] for e in matches.shared("feed.tick")] == [1]
+    log.extend([_event(3, "feed.tick"), _event(4, "other.tick")])
+    assert [e["seq"] for e in matches.shared("feed.tick")] == [1, 3]
+    assert [e["seq"] for e in matches.shared("*.tick")] == [1, 3, 4]
+    assert matches.shared("*.tick") == matching_events(log, "*.tick")
+    copy = matches.copied("feed.tick")
+    copy[0]["payload"]["n"] = 99  # a task may change its inputs
+    assert matches.shared("feed.tick")[0]["payload"] == {"n": 1}
+    log = [_event(1, "feed.tick")]  # a resume replaces the log: start again
+    assert [e["seq"] for e in matches.shared("feed.tick")] == [1]

@@ -116,6 +116,8 @@ class ExecutionState:
         self.attempt_starts: dict[tuple[str, int, int], float] = {}
         self.quiescence_cursor = 0  # nodes before it were not undecided at the last skip
         self.inbox_seen: set[int] = set()
+        self.condition_context: Mapping[str, Any] = pool.context
+        """What trigger conditions are evaluated over (the helpers may differ)."""
         self.read_inbox: Callable[[], Coroutine[Any, Any, None]] | None = None
         """Reads and applies the inbox now; None when this execution reads no inbox."""
         """Inbox messages applied by this process (their InboxApplied may not be durable yet)."""
@@ -165,7 +167,7 @@ class ExecutionState:
         """Evaluate and settle a condition; `early` (its source still runs): settle only
         a true value, and leave errors to the final evaluation."""
         try:
-            value = leaf.template.evaluate(self.pool.context)
+            value = leaf.template.evaluate(self.condition_context)
         except TemplateEvaluationError as exc:
             if early:
                 return
