@@ -231,3 +231,50 @@ def test_event_matches_extend_with_new_events_and_copies_are_independent() -> No
     assert matches.shared("feed.tick")[0]["payload"] == {"n": 1}
     log = [_event(1, "feed.tick")]  # a resume replaces the log: start again
     assert [e["seq"] for e in matches.shared("feed.tick")] == [1]
+
+
+def test_a_start_count_does_not_wait_for_the_outputs_a_binding_reads() -> None:
+    with pytest.raises(DefinitionErrors, match="startWhen can be true before 'feed' has finished"):
+        program(
+            """
+            nodes:
+              - {id: feed, emits: [tick], task: {type: noop}}
+              - id: b
+                startWhen: "count(event:feed.tick) >= 2"
+                task: {type: noop}
+                inputBindings: {n: "{{ feed.n }}"}
+            """
+        )
+    program(
+        """
+        nodes:
+          - {id: feed, emits: [tick], task: {type: noop}}
+          - id: b
+            startWhen: "count(event:feed.tick) >= 2 && event:feed.completed"
+            task: {type: noop}
+            inputBindings: {n: "{{ feed.n }}"}
+        """
+    )
+
+
+def test_a_binding_may_read_the_events_a_start_count_counts_and_sees_those_so_far() -> None:
+    gate = asyncio.Event()
+
+    def listener(event: Any) -> None:
+        if event.event_type == "b.completed":
+            gate.set()
+
+    r = run(
+        """
+        nodes:
+          - {id: feed, emits: [tick], task: {type: python, callable: feed}}
+          - id: b
+            startWhen: "count(event:feed.tick) >= 2"
+            task: {type: python, callable: seen}
+            inputBindings: {ticks: "{{ events('feed.tick') | map(attribute='payload.i') | list }}"}
+        """,
+        {"feed": ticks_then_wait(5, gate), "seen": lambda ticks: {"ticks": ticks}},
+        on_event=listener,
+    )
+    assert r.result.nodes["b"].outputs["ticks"] == [0, 1]
+    assert r.events.index("b.completed") < r.events.index("feed.completed")

@@ -21,7 +21,6 @@ from functools import lru_cache
 from jinja2 import nodes
 
 from whenflow.dsl.templates import ENV, analyze_expression, desugar_projections
-from whenflow.dsl.trigger_analysis import pattern_sources
 
 _COUNT_FILTERS = frozenset({"length", "count"})
 _GROWING = {"gt": True, "gteq": True, "lt": False, "lteq": False}
@@ -47,15 +46,6 @@ def strict_reads(condition: str, node_ids: Collection[str]) -> frozenset[str]:
     they must be terminal before even an early evaluation."""
     info = analyze_expression(condition)
     return frozenset(n for n in info.names if n in node_ids)
-
-
-def event_reads(condition: str, node_ids: Collection[str], owner: str | None) -> frozenset[str]:
-    """The nodes whose events a condition counts."""
-    info = analyze_expression(condition)
-    found: set[str] = set()
-    for pattern in info.event_patterns:
-        found.update(pattern_sources(pattern, node_ids, owner))
-    return frozenset(found)
 
 
 def _reads_events(node: nodes.Node) -> bool:

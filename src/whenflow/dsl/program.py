@@ -44,6 +44,7 @@ from whenflow.dsl.templates import (
     compile_template,
 )
 from whenflow.dsl.trigger_analysis import (
+    counted_early,
     pattern_has_outside_source,
     pattern_sources,
     referenced_nodes,
@@ -387,8 +388,12 @@ def build_program(
                 c, node.start_when, node_ids, catalog, node.id, "startWhen"
             )
             if start is not None:
-                waited = waits_when_true(start, node_ids, node.id)
-                for missing in sorted(frozen_reads - waited, key=order.__getitem__):
+                unwaited = frozen_reads - waits_when_true(start, node_ids, node.id)
+                if unwaited:
+                    texts = [t for _, t in iter_strings([dict(node.input_bindings), node.for_each])]
+                    texts += [t for _, t in iter_strings(rendered_config)]
+                    unwaited -= counted_early(start, texts, node_ids, node.id)
+                for missing in sorted(unwaited, key=order.__getitem__):
                     c.add(
                         f"the node reads {missing!r} but startWhen can be true before "
                         f"{missing!r} has finished; add event:{missing}.completed",
