@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from engine_harness import check_log_invariants, program, run
-from test_recovery import crash
 
 from whenflow.domain.errors import DefinitionErrors
 from whenflow.engine.orchestrator import Orchestrator
@@ -158,6 +157,15 @@ def test_each_and_for_each_together_is_an_error() -> None:
         program(spec, {"feed": feed(1), "trade": trade})
 
 
+def test_an_approval_node_cannot_use_each() -> None:
+    spec = SPEC.replace(
+        "  - {id: report,",
+        '  - {id: ok, each: "event:price.buy_signal", task: {type: approval}}\n  - {id: report,',
+    )
+    with pytest.raises(DefinitionErrors, match="an approval node cannot use each"):
+        program(spec, {"feed": feed(1), "trade": trade})
+
+
 def test_event_is_only_in_scope_in_an_each_node() -> None:
     spec = SPEC.replace('levels: "{{ trader.results[*].level }}"', 'levels: "{{ event.seq }}"')
     with pytest.raises(DefinitionErrors, match="'event' is only defined in a node with each"):
@@ -186,21 +194,32 @@ def test_resume_from_every_durable_boundary_never_reruns_a_finished_instance() -
         assert reference.status.value == "completed"
         resumed = 0
         for cut in store.boundaries:
-            c = await crash(store, orch.execution_id, cut, fns)
-            if c.snapshot.status.is_terminal:
+            # The durable state a crash after `cut` records leaves behind.
+            crashed = InMemoryStateStore()
+            crashed.records = list(store.records[:cut])
+            snapshot = await crashed.load_execution(orch.execution_id)
+            if snapshot.status.is_terminal:
                 continue
-            result = await c.resume(SPEC, fns)
+            runner = InlineRunner(fns)
+            again = Orchestrator(
+                program(SPEC, fns),
+                store=crashed,
+                runner=runner,
+                artifacts=InMemoryArtifactStore(),
+                execution_id=orch.execution_id,
+            )
+            result = await again.resume(snapshot)
             resumed += 1
-            check_log_invariants(c.store)
+            check_log_invariants(crashed)
             assert result.status.value == "completed", cut
             done = {
                 e.payload["index"]
-                for e in c.snapshot.events
+                for e in snapshot.events
                 if e.event_type == "trader.item_completed"
             }
-            rerun = [x.item_index for x in c.runner.calls if x.node_id == "trader"]
+            rerun = [x.item_index for x in runner.calls if x.node_id == "trader"]
             assert not done & set(rerun), cut
-            after = c.store.events()
+            after = crashed.events()
             signals = [e.seq for e in after if e.event_type == "price.buy_signal"]
             results = result.nodes["trader"].outputs["results"]
             # One instance per signal in the whole log, in its order, none lost.
