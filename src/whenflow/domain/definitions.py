@@ -132,6 +132,8 @@ class NodeDefinition:
     stop_when: str | None = None
     input_bindings: Mapping[str, Any] = field(default_factory=dict)
     for_each: str | None = None
+    each: str | None = None
+    """`event:<node>.<custom event>`: one instance of the task per such event."""
     max_parallel: int | None = None
     on_item_error: OnItemError = OnItemError.FAIL
     allow_failure: bool = False

@@ -312,6 +312,7 @@ def _node(node: NodeModel, task: TaskSpec, defaults: DefaultsModel) -> NodeDefin
         stop_when=node.stop_when,
         input_bindings=dict(node.input_bindings),
         for_each=node.for_each,
+        each=node.each,
         max_parallel=node.max_parallel,
         on_item_error=OnItemError(node.on_item_error),
         allow_failure=node.allow_failure,

@@ -65,6 +65,7 @@ def _node(node: NodeDefinition) -> dict[str, Any]:
         ("stopWhen", node.stop_when, None),
         ("inputBindings", _plain(node.input_bindings), {}),
         ("forEach", node.for_each, None),
+        ("each", node.each, None),
         ("maxParallel", node.max_parallel, None),
         ("onItemError", node.on_item_error.value, "fail"),
         ("allowFailure", node.allow_failure, False),

@@ -2,9 +2,10 @@
 
 A node publishes its lifecycle events (`started`, `completed`, `failed`...,
 plus `waiting`/`approved`/`rejected` for an approval, `item_completed`/
-`item_failed` for a forEach node, `child_started`/`child_resumed` for a
-sub-pipeline) and the custom events it declares: the node's `emits:` and its
-task's (`emits:` of a `kind: Task`, `@whenflow.task(emits=[...])`). An event
+`item_failed` for a forEach node, those and `item_started` for an `each:`
+node, `child_started`/`child_resumed` for a sub-pipeline) and the custom
+events it declares: the node's `emits:` and its task's (`emits:` of a
+`kind: Task`, `@whenflow.task(emits=[...])`). An event
 pattern (in `event:P` or `events('P')`) that matches none of these, nor a
 `pipeline.*` event, nor an `external.*` one, can never happen.
 """
@@ -26,6 +27,7 @@ NODE_LIFECYCLE_EVENTS = frozenset(
 )
 APPROVAL_EVENTS = frozenset({"waiting", "approved", "rejected"})
 FOREACH_EVENTS = frozenset({"item_completed", "item_failed"})
+EACH_EVENTS = FOREACH_EVENTS | {"item_started"}
 SUBPIPELINE_EVENTS = frozenset({"child_started", "child_resumed"})
 PIPELINE_EVENTS = frozenset({"started", "completed", "failed", "stopped", "cancelled", "resumed"})
 
@@ -45,6 +47,8 @@ def lifecycle_events(node: NodeDefinition, subpipeline_type: str) -> frozenset[s
         events |= SUBPIPELINE_EVENTS
     if node.for_each is not None:
         events |= FOREACH_EVENTS
+    if node.each is not None:
+        events |= EACH_EVENTS
     return events
 
 

@@ -19,6 +19,7 @@ from whenflow.domain.errors import DefinitionErrors, DefinitionIssue, WhenflowEr
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE
 from whenflow.dsl.approval import APPROVAL_TASK_TYPE, ApprovalSpec
 from whenflow.dsl.compiled_values import compile_value, iter_strings
+from whenflow.dsl.each_source import check_each, each_start
 from whenflow.dsl.event_names import (
     SUBPIPELINE_EVENTS,
     EventCatalog,
@@ -45,6 +46,7 @@ from whenflow.dsl.templates import (
     compile_template,
 )
 from whenflow.dsl.trigger_analysis import (
+    counted_early,
     pattern_has_outside_source,
     pattern_sources,
     referenced_nodes,
@@ -61,6 +63,8 @@ RENDERED_CONFIG_FIELDS: Mapping[str, tuple[str, ...]] = {
 }
 RESERVED_NODE_IDS = RESERVED_NAMES | {PIPELINE_SOURCE, EXTERNAL_SOURCE}
 ITEM_NAMES = frozenset({"item", "index"})
+EACH_NAMES = frozenset({"event", "index"})
+LOCAL_NAMES = ITEM_NAMES | EACH_NAMES
 
 
 class TaskChecker(Protocol):
@@ -98,6 +102,8 @@ class NodeProgram:
     """The spec of an `approval` task, which the engine decides itself."""
     emits: frozenset[str] = frozenset()
     """The custom events its task may publish; `ctx.emit` of any other is refused."""
+    each: str | None = None
+    """The event type (`price.buy_signal`) an `each:` node runs one instance per."""
 
     @property
     def id(self) -> str:
@@ -140,7 +146,7 @@ def _template_names_check(
     text: str,
     node_ids: Collection[str],
     catalog: EventCatalog,
-    allow_item: bool,
+    local_names: frozenset[str],
     node_id: str | None,
     *fields: str | int,
     allow_ending: bool = False,
@@ -157,8 +163,9 @@ def _template_names_check(
     for name in sorted(info.names):
         if name in node_ids:
             continue
-        if name in ITEM_NAMES and not allow_item:
-            c.add(f"'{name}' is only defined in a node with forEach", node_id, *fields)
+        if name in LOCAL_NAMES and name not in local_names:
+            where = {"event": "each", "item": "forEach"}.get(name, "forEach or each")
+            c.add(f"'{name}' is only defined in a node with {where}", node_id, *fields)
         elif name == ENDING_SCOPE and not allow_ending:
             c.add(ENDING_ONLY, node_id, *fields)
         elif name not in RESERVED_NAMES:
@@ -214,7 +221,7 @@ def _parse_trigger_field(
             ok = False
             continue
         for name in sorted(info.names):
-            if name in ITEM_NAMES:
+            if name in LOCAL_NAMES:
                 c.add(f"'{name}' is not defined in a trigger", node_id, fld, offset=atom.column)
                 ok = False
             elif name == ENDING_SCOPE and not allow_ending:
@@ -336,7 +343,9 @@ def build_program(
         issues_before = len(c.issues)
         if node.id in RESERVED_NODE_IDS:
             c.add(f"{node.id!r} is a reserved name; choose another node id", node.id, "id")
-        allow_item = node.for_each is not None
+        allow_item = (ITEM_NAMES if node.for_each is not None else frozenset()) | (
+            EACH_NAMES if node.each is not None else frozenset()
+        )
         final = node.is_finally
         reads: set[str] = set()
         for key, value in node.input_bindings.items():
@@ -355,7 +364,14 @@ def build_program(
                 )
         if node.for_each is not None:
             reads |= _template_names_check(
-                c, node.for_each, node_ids, catalog, False, node.id, "forEach", allow_ending=final
+                c,
+                node.for_each,
+                node_ids,
+                catalog,
+                frozenset(),
+                node.id,
+                "forEach",
+                allow_ending=final,
             )
         rendered_fields = RENDERED_CONFIG_FIELDS.get(node.task.type, ())
         rendered_config = {k: node.task.config[k] for k in rendered_fields if k in node.task.config}
@@ -396,6 +412,7 @@ def build_program(
             for problem in checker.check(node.task):
                 c.add(problem, node.id, "task")
         check_signature(c, node, signature)
+        each = check_each(c, node, node_ids, declared)
 
         start: Expr | None
         if final:
@@ -408,13 +425,19 @@ def build_program(
                 start = None if own is None else And((start, own))
         elif node.start_when is None:
             start = _default_start(frozen_reads, order)
+            if each is not None:
+                start = each_start(start, each)
         else:
             start = _parse_trigger_field(
                 c, node.start_when, node_ids, catalog, node.id, "startWhen"
             )
             if start is not None:
-                waited = waits_when_true(start, node_ids, node.id)
-                for missing in sorted(frozen_reads - waited, key=order.__getitem__):
+                unwaited = frozen_reads - waits_when_true(start, node_ids, node.id)
+                if unwaited:
+                    texts = [t for _, t in iter_strings([dict(node.input_bindings), node.for_each])]
+                    texts += [t for _, t in iter_strings(rendered_config)]
+                    unwaited -= counted_early(start, texts, node_ids, node.id)
+                for missing in sorted(unwaited, key=order.__getitem__):
                     c.add(
                         f"the node reads {missing!r} but startWhen can be true before "
                         f"{missing!r} has finished; add event:{missing}.completed",
@@ -446,6 +469,7 @@ def build_program(
                 child=child,
                 approval=approval,
                 emits=emits,
+                each=each,
             )
         )
 
@@ -463,7 +487,9 @@ def build_program(
         )
     for key, value in definition.outputs.items():
         for sub, text in iter_strings(value):
-            _template_names_check(c, text, node_ids, catalog, False, None, "outputs", key, *sub)
+            _template_names_check(
+                c, text, node_ids, catalog, frozenset(), None, "outputs", key, *sub
+            )
     if c.issues:
         raise DefinitionErrors(c.issues)
     outputs = compile_value(dict(definition.outputs))

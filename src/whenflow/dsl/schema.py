@@ -235,6 +235,7 @@ class NodeModel(_Schema):
     stop_when: Expression | None = None
     input_bindings: dict[str, Any] = Field(default_factory=dict)
     for_each: str | None = None
+    each: str | None = None
     max_parallel: PositiveInt | None = None
     on_item_error: Literal["fail", "continue", "drop"] = "fail"
     allow_failure: StrictBool = False

@@ -37,7 +37,7 @@ HELPER_NAMES = frozenset({"events", "settled", "any_ok", "now", "secret"})
 NODE_HELPERS = frozenset({"settled", "any_ok"})  # helpers whose arguments are nodes
 ENDING_SCOPE = "ending"
 """`{{ ending.status }}`, `{{ ending.reason }}`, `{{ ending.failed }}`: finally nodes only."""
-SCOPE_NAMES = frozenset({"pipeline", "system", "item", "index", ENDING_SCOPE})
+SCOPE_NAMES = frozenset({"pipeline", "system", "item", "index", "event", ENDING_SCOPE})
 RESERVED_NAMES = HELPER_NAMES | SCOPE_NAMES | frozenset({"true", "false", "none", "loop"})
 
 MAX_NESTING = 32

@@ -15,7 +15,8 @@ from collections.abc import Collection, Iterable
 from fnmatch import fnmatchcase
 
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE, SETTLING_NODE_EVENTS
-from whenflow.dsl.templates import TemplateInfo, analyze_expression
+from whenflow.dsl.event_counts import grows_with_events, strict_reads
+from whenflow.dsl.templates import TemplateInfo, analyze_expression, analyze_template
 from whenflow.dsl.trigger_ast import And, ConditionAtom, EventAtom, Expr, Literal, Not, Or
 
 _GLOB_CHARS = frozenset("*?[")
@@ -89,6 +90,25 @@ def _walk_atoms(expr: Expr) -> Iterable[EventAtom | ConditionAtom]:
             yield from _walk_atoms(operand)
 
 
+def counted_early(
+    expr: Expr, texts: Iterable[str], node_ids: Collection[str], owner: str | None = None
+) -> frozenset[str]:
+    """Nodes `expr` may be true while they run, through a count over their events
+    (`dsl.event_counts`), and that `texts` (the node's rendered fields) read only
+    through constant `events(...)` patterns: those fields see the events so far."""
+    counted: set[str] = set()
+    for atom in _walk_atoms(expr):
+        if isinstance(atom, ConditionAtom) and grows_with_events(atom.source):
+            for pattern in analyze_expression(atom.source).event_patterns:
+                counted.update(pattern_sources(pattern, node_ids, owner))
+    for text in texts if counted else ():
+        info = analyze_template(text)
+        if info.dynamic_events:
+            return frozenset()
+        counted.difference_update(info.names)
+    return frozenset(counted)
+
+
 def waits_when_true(
     expr: Expr, node_ids: Collection[str], owner: str | None = None
 ) -> frozenset[str]:
@@ -102,7 +122,10 @@ def _waits(
     if isinstance(expr, Literal):
         return frozenset()
     if isinstance(expr, ConditionAtom):
-        # A condition is only evaluated once every node it reads is terminal.
+        # A condition is only evaluated once every node it reads is terminal, but
+        # one that only grows with events may be true while the nodes it counts run.
+        if want and grows_with_events(expr.source):
+            return strict_reads(expr.source, node_ids)
         return condition_node_reads(expr.source, node_ids, owner)
     if isinstance(expr, EventAtom):
         if want:

@@ -27,10 +27,15 @@ class EventAtom:
 
 @dataclass(frozen=True, slots=True)
 class ConditionAtom:
-    """`{{ jinja-expression }}` over the variable pool; `source` is the inner text."""
+    """`{{ jinja-expression }}` over the variable pool; `source` is the inner text.
+
+    `spelled` keeps the text of a count, `count(event:P) >= 3`, which is the
+    condition `events('P') | length >= 3` written in the trigger grammar.
+    """
 
     source: str
     column: int = 0
+    spelled: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +70,8 @@ def to_source(expr: Expr) -> str:
     match expr:
         case EventAtom(pattern=pattern):
             return f"event:{pattern}"
-        case ConditionAtom(source=source):
-            return "{{ " + source.strip() + " }}"
+        case ConditionAtom(source=source, spelled=spelled):
+            return spelled or "{{ " + source.strip() + " }}"
         case Literal(value=value):
             return "true" if value else "false"
         case Not(operand=operand):

@@ -3,9 +3,13 @@
     expr      := or
     or        := and ("||" and)*
     and       := unary ("&&" unary)*
-    unary     := "!" unary | "(" expr ")" | event | condition | "true" | "false"
+    unary     := "!" unary | "(" expr ")" | event | count | condition | "true" | "false"
     event     := "event:" PATTERN
+    count     := "count(" "event:" PATTERN ")" (">=" | ">" | "<=" | "<" | "==") INTEGER
     condition := "{{" jinja-expression "}}"
+
+A count is the condition `{{ events('PATTERN') | length OP INTEGER }}` (DESIGN.md
+§5, Signals: `count(event:price.tick) >= 3` is true at the third tick).
 
 Hand-written rather than generated: the grammar is tiny, and the errors can
 then name the exact column and what was expected there.
@@ -20,6 +24,10 @@ from whenflow.domain.errors import WhenflowError
 from whenflow.dsl.trigger_ast import And, ConditionAtom, EventAtom, Expr, Literal, Not, Or
 
 _PATTERN = re.compile(r"[A-Za-z0-9_*?\[\]!\-]+(?:\.[A-Za-z0-9_*?\[\]!\-]+)*")
+_COUNT = re.compile(
+    r"count\(\s*event:(?P<pattern>" + _PATTERN.pattern + r")\s*\)\s*"
+    r"(?P<op>>=|<=|==|>|<)\s*(?P<n>\d{1,9})(?![A-Za-z0-9_])"
+)
 
 
 class ExpressionSyntaxError(WhenflowError):
@@ -33,7 +41,7 @@ class ExpressionSyntaxError(WhenflowError):
 
 @dataclass(slots=True)
 class _Token:
-    kind: str  # "&&" "||" "!" "(" ")" "event" "cond" "bool" "end"
+    kind: str  # "&&" "||" "!" "(" ")" "event" "count" "cond" "bool" "end"
     text: str
     column: int
 
@@ -105,6 +113,16 @@ def _tokenize(text: str) -> list[_Token]:
                 )
             tokens.append(_Token("event", pattern, i))
             i = match.end()
+        elif text.startswith("count(", i):
+            count = _COUNT.match(text, i)
+            if not count or "." not in count.group("pattern"):
+                raise ExpressionSyntaxError(
+                    "write a count as count(event:<node>.<event>) followed by >=, >, <=, <"
+                    " or == and a whole number, e.g. count(event:price.tick) >= 3",
+                    i,
+                )
+            tokens.append(_Token("count", count.group(0), i))
+            i = count.end()
         else:
             word = re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[i:])
             if word and word.group(0) in ("true", "false"):
@@ -191,6 +209,8 @@ class _Parser:
             return EventAtom(token.text, token.column)
         if token.kind == "cond":
             return ConditionAtom(token.text.strip(), token.column)
+        if token.kind == "count":
+            return _count(token)
         if token.kind == "bool":
             return Literal(token.text == "true", token.column)
         found = "the end" if token.kind == "end" else repr(token.text)
@@ -198,6 +218,15 @@ class _Parser:
             f"expected event:..., {{{{ ... }}}}, true, false, '!' or '(' but found {found}",
             token.column,
         )
+
+
+def _count(token: _Token) -> ConditionAtom:
+    """`count(event:P) >= 3` as the condition `events('P') | length >= 3`."""
+    match = _COUNT.match(token.text)
+    assert match is not None
+    pattern, op, n = match.group("pattern"), match.group("op"), int(match.group("n"))
+    spelled = f"count(event:{pattern}) {op} {n}"
+    return ConditionAtom(f"events('{pattern}') | length {op} {n}", token.column, spelled)
 
 
 def _column(expr: Expr) -> int:

@@ -127,6 +127,8 @@ class ExecutionState:
         self.attempt_starts: dict[tuple[str, int, int], float] = {}
         self.quiescence_cursor = 0  # nodes before it were not undecided at the last skip
         self.inbox_seen: set[int] = set()
+        self.condition_context: Mapping[str, Any] = pool.context
+        """What trigger conditions are evaluated over (the helpers may differ)."""
         self.read_inbox: Callable[[], Coroutine[Any, Any, None]] | None = None
         """Reads and applies the inbox now; None when this execution reads no inbox."""
         """Inbox messages applied by this process (their InboxApplied may not be durable yet)."""
@@ -178,17 +180,25 @@ class ExecutionState:
     def _on_decided(self, tree: TriggerTree, value: bool) -> None:
         self.decisions.append((tree, value))
 
-    def evaluate_condition(self, leaf: ConditionLeaf) -> None:
-        """Settle a condition leaf now, or queue its error for the dispatcher."""
+    def evaluate_condition(self, leaf: ConditionLeaf, early: bool = False) -> None:
+        """Settle a condition leaf now, or queue its error for the dispatcher.
+
+        `early` (its source still runs): settle only a true value, and leave
+        errors to the final evaluation.
+        """
         try:
-            value = leaf.template.evaluate(self.pool.context)
+            value = leaf.template.evaluate(self.condition_context)
         except TemplateEvaluationError as exc:
+            if early:
+                return
             leaf.error = str(exc)
             self.condition_errors.append(
                 (leaf.tree, f"{{{{ {leaf.template.info.source} }}}}: {exc.reason}")
             )
             return
-        leaf.settle(bool(value) and not isinstance(value, Missing))
+        truth = bool(value) and not isinstance(value, Missing)
+        if truth or not early:
+            leaf.settle(truth)
 
     def register_trees(self) -> None:
         """Index every trigger tree, and arm the `within:` deadlines of external waits."""

@@ -22,6 +22,7 @@ from typing import Any
 from whenflow.domain.errors import WhenflowError
 from whenflow.domain.events import EXTERNAL_SOURCE, PIPELINE_SOURCE, SETTLING_NODE_EVENTS, Event
 from whenflow.domain.records import ExecutionSnapshot
+from whenflow.dsl.event_counts import grows_with_events, strict_reads
 from whenflow.dsl.program import PipelineProgram
 from whenflow.dsl.templates import Missing, Namespace, TemplateEvaluationError, compile_condition
 from whenflow.dsl.trigger_analysis import condition_node_reads, pattern_sources
@@ -233,7 +234,7 @@ class _Replay:
         reads = sorted(condition_node_reads(atom.source, self.node_ids))
         open_ = [n for n in reads if n not in self.terminal_at]
         if open_:
-            return Explanation("condition", source, None, "waiting for " + ", ".join(open_))
+            return self._early(atom, open_)
         ends = self._ends(reads)
         try:
             value = compile_condition(atom.source).evaluate(self.context)
@@ -242,6 +243,31 @@ class _Replay:
         truth = bool(value) and not isinstance(value, Missing)
         shown = "missing" if isinstance(value, Missing) else _short(value)
         return Explanation("condition", source, truth, f"evaluated to {shown}", ends)
+
+    def _early(self, atom: ConditionAtom, open_: list[str]) -> Explanation:
+        """A condition whose nodes still run: true already if it only grows with events."""
+        source = to_source(atom)
+        waiting = Explanation("condition", source, None, "waiting for " + ", ".join(open_))
+        if not grows_with_events(atom.source) or strict_reads(atom.source, open_):
+            return waiting
+        try:
+            value = compile_condition(atom.source).evaluate(self.context)
+        except (TemplateEvaluationError, WhenflowError):
+            return waiting
+        if not value or isinstance(value, Missing):
+            return waiting
+        patterns = compile_condition(atom.source).info.event_patterns
+        last = next(
+            (
+                e
+                for e in reversed(self.events)
+                if any(fnmatchcase(e.event_type, p) for p in patterns)
+            ),
+            None,
+        )
+        decided = () if last is None else (DecidingEvent(last.seq, last.event_type),)
+        reason = f"evaluated to {_short(value)} while {', '.join(open_)} still ran"
+        return Explanation("condition", source, True, reason, decided)
 
 
 def _gate_reason(kind: str, value: Tri) -> str:
@@ -302,7 +328,10 @@ def explain_node(
         ended = _first(snapshot.events, [f"{node_id}.{n}" for n in sorted(SETTLING_NODE_EVENTS)])
         moment = stopped or ended
         stop_seq = moment.seq if moment is not None else last_seq
-        stop = _Replay(program, snapshot, stop_seq, artifacts).explain(node.stop)
+        # Just before its own `stopped`: the stop is not among its reasons (a count over
+        # the node's own events was decided while it ran).
+        moment_seq = stop_seq - 1 if stopped is not None else stop_seq
+        stop = _Replay(program, snapshot, moment_seq, artifacts).explain(node.stop)
         if stopped is not None:
             verdict += f"; stopped at seq {stopped.seq}: stopWhen was true"
     return NodeExplanation(

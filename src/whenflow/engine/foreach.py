@@ -103,7 +103,7 @@ def launch_item(state: ExecutionState, rt: NodeRuntime, index: int) -> None:
     run.attempts[index] = attempt
     item = run.items[index]
     context = state.pool.overlay(
-        {"item": item, "index": index, "system": system_view(state, attempt, (item, index))}
+        {run.scope: item, "index": index, "system": system_view(state, attempt, (item, index))}
     )
     try:
         inputs, config = render_inputs(rt, context, state.mask)
@@ -111,6 +111,12 @@ def launch_item(state: ExecutionState, rt: NodeRuntime, index: int) -> None:
         _item_failed(state, rt, run, index, attempt, exc, retry=False)
         return
     state.attempt_row(rt.id, index, attempt, NodeState.RUNNING)
+    if run.scope != "item":  # an `each:` instance: its start and its event are in the log
+        state.publish(
+            f"{rt.id}.item_started",
+            rt.id,
+            {"index": index, "attempt": attempt, "event_seq": item["seq"]},
+        )
     run.running[index] = spawn(
         state, rt, attempt, index, inputs, config, on_done=_item_attempt_done
     )

@@ -40,6 +40,7 @@ from whenflow.engine.approvals import decide, park
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.attempts import launch
 from whenflow.engine.cleanup import begin_finally, cancel, cut_finally
+from whenflow.engine.each_events import install_each, start_items
 from whenflow.engine.ending_scope import closed_to
 from whenflow.engine.endings import (
     condition_failed,
@@ -51,7 +52,7 @@ from whenflow.engine.endings import (
     stop_node,
 )
 from whenflow.engine.execution_state import DEFAULT_CONCURRENCY, ExecutionState, LogListener
-from whenflow.engine.foreach import launch_item, start_foreach
+from whenflow.engine.foreach import launch_item
 from whenflow.engine.inbox_messages import (
     DEFAULT_POLL_INTERVAL_S,
     apply_message,
@@ -140,6 +141,7 @@ class Orchestrator:
         self.state.task_log_limit = task_log_limit
         self.state.start_child = self._child
         install_helpers(self.state)
+        install_each(self.state)
         if self._inbox_poll_s is not None:
             self.state.read_inbox = functools.partial(read_inbox, self.state)
 
@@ -499,8 +501,7 @@ class Orchestrator:
         if rt.program.approval is not None:
             park(self.state, rt)  # takes no concurrency slot: it only waits
             return
-        if rt.program.for_each is not None:
-            start_foreach(self.state, rt)
+        if start_items(self.state, rt):  # forEach or each: instances, not one task
             return
         rt.queued = True
         self.state.enqueue(rt.id)

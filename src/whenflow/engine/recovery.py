@@ -19,6 +19,7 @@ from whenflow.domain.records import ExecutionSnapshot, ExecutionUpdated
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.engine import cleanup, deadlines
 from whenflow.engine.approvals import arm_deadline
+from whenflow.engine.each_events import each_run
 from whenflow.engine.endings import fail_node
 from whenflow.engine.foreach import ITEM_SCOPE_SUFFIX, evaluate_items, fill
 from whenflow.engine.runtime import NO_ITEM, ForEachRun, NodeRuntime
@@ -97,7 +98,7 @@ def reconcile(
 
     for rt in state.nodes.values():
         if rt.state is NodeState.RUNNING:
-            if rt.program.for_each is not None:
+            if rt.program.for_each is not None or rt.program.each is not None:
                 failed_items = {
                     int(e.payload["index"]): str(e.payload.get("message", ""))
                     for e in snapshot.events
@@ -174,12 +175,15 @@ def _resume_foreach(
     attempts: dict[tuple[str, int], int],
     running_items: dict[str, list[int]],
 ) -> None:
-    try:
-        items = evaluate_items(state, rt)
-    except BindingError as exc:
-        fail_node(state, rt, type(exc).__name__, str(exc))
-        return
-    run = ForEachRun(items=items)
+    if rt.program.each is not None:
+        run = each_run(state, rt, state.events)  # the events are the durable log's
+    else:
+        try:
+            run = ForEachRun(items=evaluate_items(state, rt))
+        except BindingError as exc:
+            fail_node(state, rt, type(exc).__name__, str(exc))
+            return
+    items = run.items
     run.results.update(results)
     run.failed.update(failed)  # failed for good before the crash: not run again
     for index in range(len(items)):

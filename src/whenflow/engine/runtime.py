@@ -17,9 +17,13 @@ NO_ITEM = -1
 
 @dataclass(slots=True)
 class ForEachRun:
-    """Progress of a forEach node over its items."""
+    """Progress of a forEach node over its items, or of an `each:` node over its events."""
 
     items: list[Any]
+    scope: str = "item"
+    """The name an item has in its templates: `item`, or `event` for an `each:` node."""
+    open: bool = False
+    """More items may come: an `each:` node whose source still runs."""
     next_index: int = 0
     running: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
@@ -32,7 +36,8 @@ class ForEachRun:
     @property
     def finished(self) -> bool:
         return (
-            self.next_index >= len(self.items)
+            not self.open
+            and self.next_index >= len(self.items)
             and not self.running
             and not self.retry_timers
             and not self.queued

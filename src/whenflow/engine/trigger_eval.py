@@ -146,18 +146,28 @@ class EventLeaf(Leaf):
 
 
 class ConditionLeaf(Leaf):
-    """`{{ ... }}`; evaluated once every node it reads is terminal."""
+    """`{{ ... }}`; evaluated once every node it reads is terminal.
 
-    __slots__ = ("deps_left", "error", "template")
+    An event-monotone condition (`events('a.tick') | length >= 3`, see
+    `dsl.event_counts`) is also tried at each event it counts once the nodes it
+    reads by name (`strict_left`) are terminal, and settled as soon as it is true.
+    """
+
+    __slots__ = ("deps_left", "early", "error", "spelled", "strict_left", "template")
 
     def __init__(self, tree: TriggerTree, template: CompiledTemplate, column: int) -> None:
         super().__init__(tree, column)
         self.template = template
         self.deps_left = 0
+        self.early = False
+        self.strict_left = 0
         self.error: str | None = None
+        self.spelled: str | None = None
+        """A count's own text, `count(event:P) >= 3`, shown instead of its condition."""
 
     def describe(self) -> str:
-        return "{{ " + self.template.info.source + " }} is " + str(self.value).lower()
+        shown = self.spelled or "{{ " + self.template.info.source + " }}"
+        return shown + " is " + str(self.value).lower()
 
 
 def _propagate(node: _Node, value: bool) -> None:
@@ -208,6 +218,7 @@ class TriggerTree:
             return leaf
         if isinstance(expr, ConditionAtom):
             cond = ConditionLeaf(self, compile_condition(expr.source), expr.column)
+            cond.spelled = expr.spelled
             self.condition_leaves.append(cond)
             return cond
         if isinstance(expr, Literal):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from fnmatch import translate
 
 from whenflow.domain.events import EXTERNAL_SOURCE, Event
+from whenflow.dsl.event_counts import grows_with_events, strict_reads
 from whenflow.dsl.trigger_analysis import (
     condition_node_reads,
     is_glob,
@@ -21,9 +22,12 @@ from whenflow.dsl.trigger_analysis import (
 )
 from whenflow.engine.trigger_eval import ConditionLeaf, EventLeaf, TriggerTree
 
+Evaluate = Callable[[ConditionLeaf, bool], None]
+"""Evaluates a condition leaf; with True, only settles it if it is already true."""
+
 
 class TriggerIndex:
-    def __init__(self, node_ids: Sequence[str], evaluate: Callable[[ConditionLeaf], None]) -> None:
+    def __init__(self, node_ids: Sequence[str], evaluate: Evaluate) -> None:
         self._node_ids = dict.fromkeys(node_ids)
         self._evaluate = evaluate
         self._exact: dict[str, list[EventLeaf]] = {}
@@ -31,6 +35,9 @@ class TriggerIndex:
         self._event_countdown: dict[str, list[EventLeaf]] = {}
         self._condition_countdown: dict[str, list[ConditionLeaf]] = {}
         self._ready_conditions: list[ConditionLeaf] = []
+        self._early_exact: dict[str, list[ConditionLeaf]] = {}
+        self._early_globs: dict[str, tuple[re.Pattern[str], list[ConditionLeaf]]] = {}
+        self._strict_countdown: dict[str, list[ConditionLeaf]] = {}
         self.external_leaves: dict[str, list[EventLeaf]] = {}
 
     def register(self, tree: TriggerTree, terminal: Callable[[str], bool]) -> None:
@@ -54,13 +61,36 @@ class TriggerIndex:
                     leaf.candidates_left += 1
                     self._event_countdown.setdefault(node_id, []).append(leaf)
         for cond in tree.condition_leaves:
-            reads = condition_node_reads(cond.template.info.source, self._node_ids, tree.owner)
+            source = cond.template.info.source
+            reads = condition_node_reads(source, self._node_ids, tree.owner)
+            cond.early = grows_with_events(source)
+            strict = strict_reads(source, self._node_ids) if cond.early else frozenset()
             for node_id in reads:
                 if not terminal(node_id):
                     cond.deps_left += 1
                     self._condition_countdown.setdefault(node_id, []).append(cond)
+                    if node_id in strict:
+                        cond.strict_left += 1
+                        self._strict_countdown.setdefault(node_id, []).append(cond)
             if cond.deps_left == 0:
                 self._ready_conditions.append(cond)
+            elif cond.early:
+                self._index_early(cond)
+
+    def _index_early(self, cond: ConditionLeaf) -> None:
+        """Wake an event-monotone condition at every event it counts."""
+        for pattern in cond.template.info.event_patterns:
+            if is_glob(pattern):
+                entry = self._early_globs.get(pattern)
+                if entry is None:
+                    entry = self._early_globs[pattern] = (re.compile(translate(pattern)), [])
+                entry[1].append(cond)
+            else:
+                self._early_exact.setdefault(pattern, []).append(cond)
+
+    def _try_early(self, cond: ConditionLeaf) -> None:
+        if cond.value is None and cond.deps_left and not cond.strict_left:
+            self._evaluate(cond, True)
 
     def settle_unreferenced(self) -> None:
         """Decide the leaves that nothing can change any more (call after register/replay)."""
@@ -70,7 +100,7 @@ class TriggerIndex:
                     leaf.settle(False)
         ready, self._ready_conditions = self._ready_conditions, []
         for cond in ready:
-            self._evaluate(cond)
+            self._evaluate(cond, False)
 
     def on_event(self, event: Event) -> None:
         """An event was published: the leaves whose pattern matches it become true."""
@@ -86,6 +116,13 @@ class TriggerIndex:
                         # source is never a glob, so this only filters globs.
                         if leaf.tree.owner != event.source or not leaf.source_glob:
                             leaf.settle(True)
+        if self._early_exact or self._early_globs:
+            for cond in self._early_exact.get(event.event_type, ()):
+                self._try_early(cond)
+            for regex, conds in self._early_globs.values():
+                if regex.match(event.event_type):
+                    for cond in conds:
+                        self._try_early(cond)
 
     def on_terminal(self, node_id: str) -> None:
         """A node reached a terminal state: count down the leaves that wait for it."""
@@ -96,7 +133,10 @@ class TriggerIndex:
         for cond in self._condition_countdown.pop(node_id, ()):
             cond.deps_left -= 1
             if cond.deps_left == 0 and cond.value is None:
-                self._evaluate(cond)
+                self._evaluate(cond, False)
+        for cond in self._strict_countdown.pop(node_id, ()):
+            cond.strict_left -= 1
+            self._try_early(cond)  # the events it counted so far may already decide it
 
     def expire_external(self, owner: str) -> None:
         """The owner's `within:` deadline passed: its external events count as never coming."""
