@@ -215,12 +215,13 @@ def _validated(url: str, content: str, schema: Mapping[str, Any]) -> Any:
     validator = jsonschema.Draft202012Validator(dict(schema))
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(the top level)"
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        shown = "; ".join(
+            f"at {'/'.join(str(p) for p in e.absolute_path) or '(the top level)'}: {e.message}"
+            for e in errors[:3]
+        )
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise LlmSchemaViolation(
-            url,
-            f"the model's JSON does not match `responseSchema` at {where}: {first.message}{more}",
+            url, f"the model's JSON does not match `responseSchema`: {shown}{more}"
         )
     return value
 
