@@ -13,7 +13,7 @@ segment (so it also answers under a connection's base path):
   `model` picks the behaviour: `echo` (the last user message back), `json-echo`
   (`{"echo": <last message>, "words": n}`), `fenced-json` (the same in a ```json
   fence), `schema-violation` (`{"echo": 42}`), `malformed` (a body that is no
-  JSON), `no-choices`, `rate-limit-once` (429 with `Retry-After: 0` on a key's
+  JSON), `no-choices`, `rate-limit-once` (429 with `Retry-After: retry_after` on a key's
   first call), `error-once` (503 on a key's first call), `slow` (waits for
   `release`), `show-auth` (the Authorization header as the content). `usage`
   counts words. A server made with `api_key` answers 401 to any other key.
@@ -42,6 +42,8 @@ class LoopbackServer:
     url: str
     port: int
     api_key: str | None = None
+    retry_after: str = "0"
+    """The Retry-After header of the 429 answers."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     release: threading.Event = field(default_factory=threading.Event)
@@ -149,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"id": "x", "choices": []}', "application/json")
             return
         if model == "rate-limit-once" and self.state.count("429:" + last) == 1:
-            self._send(429, b'{"error": {"message": "slow down"}}', "application/json", "0")
+            limited = b'{"error": {"message": "slow down"}}'
+            self._send(429, limited, "application/json", self.state.retry_after)
             return
         if model == "error-once" and self.state.count("503:" + last) == 1:
             self._send(503, b'{"error": {"message": "overloaded"}}', "application/json")

@@ -208,3 +208,24 @@ async def test_an_egress_refusal_fails_the_node(server: LoopbackServer) -> None:
     error = result.nodes["metadata"].error
     assert error is not None
     assert "egress to 169.254.169.254 refused: link-local" in error
+
+
+async def test_a_retry_after_hint_sets_the_retry_delay(server: LoopbackServer) -> None:
+    server.retry_after = "1"
+    result, store = await run(
+        """
+        nodes:
+          - id: patient
+            retry: {maxAttempts: 2, delay: 10ms}
+            task: {type: llm, connection: model, model: rate-limit-once, prompt: patient}
+          - id: capped
+            retry: {maxAttempts: 2, delay: 10ms, maxDelay: 50ms}
+            task: {type: llm, connection: model, model: rate-limit-once, prompt: capped}
+        """,
+        server,
+    )
+    assert str(result.status) == "completed", result.error
+    delays = {e.source: e.payload["delay"] for e in store.events() if e.name == "retrying"}
+    assert delays == {"patient": 1.0, "capped": 0.05}
+    messages = [e.payload["message"] for e in store.events() if e.name == "retrying"]
+    assert all("the server asks to retry after 1s" in m for m in messages)

@@ -85,8 +85,8 @@ class HttpServerError(HttpStatusError):
 class HttpRateLimited(HttpStatusError):
     """A 429 answer. `retry_after_s` is the server's Retry-After in seconds, when it sent one.
 
-    The engine's retry policy does not read it yet: give the node a `retry.delay`
-    at least as long as the service asks for.
+    The engine's retry policy reads it (`whenflow.domain.errors.retry_hint`): the
+    next attempt waits at least that long, within `retry.maxDelay`.
     """
 
     def __init__(
