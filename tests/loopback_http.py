@@ -25,6 +25,7 @@ assertions.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -202,15 +203,22 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(api_key: str | None = None) -> Iterator[LoopbackServer]:
-    """Run the server on 127.0.0.1 (a free port) for the duration of the block."""
+def serve(
+    api_key: str | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[LoopbackServer]:
+    """Run the server on 127.0.0.1 (a free port) for the duration of the block.
+
+    With `tls` (a server-side context holding a certificate) it speaks HTTPS.
+    """
     state = LoopbackServer(url="", port=0, api_key=api_key)
     handler = type("Handler", (_Handler,), {"state": state})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     port = server.server_address[1]
     state.port = int(port)
-    state.url = f"http://127.0.0.1:{port}"
+    state.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     thread = threading.Thread(
         target=server.serve_forever, args=(0.05,), name="loopback-http", daemon=True
     )

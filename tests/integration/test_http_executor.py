@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import socket
+import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from loopback_http import LoopbackServer, serve
 from taskfuncs.recording import RecordingContext
@@ -342,3 +344,25 @@ def test_check_reports_configuration_problems() -> None:
     text = "\n".join(problems)
     for part in ("method", "expectStatus", "allowHosts", "timeout", "not both", "colour"):
         assert part in text
+
+
+async def test_https_checks_the_url_host_while_connecting_to_the_checked_address() -> None:
+    ca = trustme.CA()
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(server_tls)  # names localhost, not 127.0.0.1
+    sni: list[str | None] = []
+    server_tls.sni_callback = lambda _sock, name, _ctx: sni.append(name)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    with serve(tls=server_tls) as server:
+        executor = HttpExecutor(ssl_context=trusting)
+        by_name = f"https://localhost:{server.port}/echo"
+        out = await call(executor, url=by_name, allowHosts=["localhost"])
+        assert out["status"] == 200
+        assert out["json"]["headers"]["host"] == f"localhost:{server.port}"
+        assert sni == ["localhost"]  # SNI is the URL's name, the socket went to 127.0.0.1
+        with pytest.raises(HttpConnectionFailed, match="certificate verify failed"):
+            await call(executor, url=f"https://127.0.0.1:{server.port}/echo", allowHosts=LOCAL)
+        with pytest.raises(HttpConnectionFailed, match="certificate verify failed"):
+            await call(HttpExecutor(), url=by_name, allowHosts=["localhost"])
+    assert [r["path"] for r in server.requests] == ["/echo"]

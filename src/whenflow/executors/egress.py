@@ -111,18 +111,28 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with its connection pool on a `GuardedBackend`."""
 
-    def __init__(self, policy: EgressPolicy, task_type: str) -> None:
+    def __init__(
+        self, policy: EgressPolicy, task_type: str, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(trust_env=False)
-        context: ssl.SSLContext = httpx.create_ssl_context(trust_env=False)
+        context = ssl_context or httpx.create_ssl_context(trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context, network_backend=GuardedBackend(policy, task_type)
         )
 
 
-def guarded_client(policy: EgressPolicy, task_type: str, timeout_s: float) -> httpx.AsyncClient:
-    """An httpx client whose every connection passes the policy; redirects are not followed."""
+def guarded_client(
+    policy: EgressPolicy,
+    task_type: str,
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> httpx.AsyncClient:
+    """An httpx client whose every connection passes the policy; redirects are not followed.
+
+    `ssl_context`: the certificates to trust (default: httpx's, from certifi).
+    """
     return httpx.AsyncClient(
-        transport=GuardedTransport(policy, task_type),
+        transport=GuardedTransport(policy, task_type, ssl_context),
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,
         trust_env=False,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import ssl
 import tempfile
 import time
 import uuid
@@ -72,13 +73,16 @@ class HttpExecutor:
         connections: ConnectionResolver | None = None,
         *,
         max_inline_bytes: int = DEFAULT_MAX_INLINE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """
         Args:
             connections: Where `connection: NAME` is looked up; None: a task naming
                 one fails with a clear error.
             max_inline_bytes: The default of the task's `maxInlineBytes`.
+            ssl_context: The certificates HTTPS trusts (default: certifi's bundle).
         """
+        self._ssl_context = ssl_context
         self._connections = connections
         self._max_inline = max_inline_bytes
         self._spool: Path | None = None
@@ -143,7 +147,8 @@ class HttpExecutor:
         )
 
         started = time.monotonic()
-        async with guarded_client(target.policy, "http", config.timeout_s) as client:
+        client = guarded_client(target.policy, "http", config.timeout_s, self._ssl_context)
+        async with client:
             outgoing = client.build_request(
                 config.method,
                 target.url,

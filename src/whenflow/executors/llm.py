@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,9 +61,19 @@ class LlmExecutor:
 
     task_type = "llm"
 
-    def __init__(self, connections: ConnectionResolver | None = None) -> None:
-        """`connections`: where `connection: NAME` is looked up (None: naming one fails)."""
+    def __init__(
+        self,
+        connections: ConnectionResolver | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """
+        Args:
+            connections: Where `connection: NAME` is looked up (None: naming one fails).
+            ssl_context: The certificates HTTPS trusts (default: certifi's bundle).
+        """
         self._connections = connections
+        self._ssl_context = ssl_context
 
     def check(self, task: TaskSpec) -> list[str]:
         """Problems of the task block: fields, types, a `responseSchema` that is no schema."""
@@ -123,7 +134,8 @@ class LlmExecutor:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         started = time.monotonic()
-        async with guarded_client(policy, "llm", config.timeout_s) as client:
+        client = guarded_client(policy, "llm", config.timeout_s, self._ssl_context)
+        async with client:
             outgoing = client.build_request("POST", url, headers=headers, json=_body(config, model))
             async with call_guard("llm", outgoing, config.timeout_s):
                 response = await send_following(client, outgoing, max_redirects=0)
