@@ -344,6 +344,9 @@ def test_check_reports_configuration_problems() -> None:
     text = "\n".join(problems)
     for part in ("method", "expectStatus", "allowHosts", "timeout", "not both", "colour"):
         assert part in text
+    nothing = check(TaskSpec(type="http", config={"query": {"a": {"nested": 1}}}))
+    assert "give `url` (or a `connection` whose URL is the base)" in nothing
+    assert "`query.a` must be a value or a list of values" in nothing
 
 
 async def test_https_checks_the_url_host_while_connecting_to_the_checked_address() -> None:

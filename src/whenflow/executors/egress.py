@@ -22,7 +22,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -39,17 +39,25 @@ from whenflow.executors.http_errors import (
     HttpTimeout,
 )
 
+Resolver = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
+"""`getaddrinfo`-like: (host, port) -> [(family, type, proto, canonname, sockaddr), ...]."""
 
-async def _resolve(host: str, port: int, limit_s: float | None) -> list[IPAddress]:
+
+async def system_resolver(host: str, port: int) -> list[tuple[Any, ...]]:
+    """The system's resolver (`getaddrinfo`), run off the loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+async def _resolve(
+    host: str, port: int, limit_s: float | None, resolver: Resolver
+) -> list[IPAddress]:
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
         pass
-    loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), limit_s
-        )
+        infos = await asyncio.wait_for(resolver(host, port), limit_s)
     except TimeoutError:
         raise httpcore.ConnectTimeout(f"resolving {host!r} took longer than {limit_s}s") from None
     except OSError as exc:
@@ -67,9 +75,12 @@ async def _resolve(host: str, port: int, limit_s: float | None) -> list[IPAddres
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves, checks every address against the policy, then connects to a checked one."""
 
-    def __init__(self, policy: EgressPolicy, task_type: str) -> None:
+    def __init__(
+        self, policy: EgressPolicy, task_type: str, resolver: Resolver = system_resolver
+    ) -> None:
         self._policy = policy
         self._task_type = task_type
+        self._resolver = resolver
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -80,7 +91,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        addresses = await _resolve(host, port, timeout)
+        addresses = await _resolve(host, port, timeout, self._resolver)
         for address in addresses:
             reason = self._policy.refusal(host, address)
             if reason is not None:
@@ -112,12 +123,16 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with its connection pool on a `GuardedBackend`."""
 
     def __init__(
-        self, policy: EgressPolicy, task_type: str, ssl_context: ssl.SSLContext | None = None
+        self,
+        policy: EgressPolicy,
+        task_type: str,
+        ssl_context: ssl.SSLContext | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         super().__init__(trust_env=False)
         context = ssl_context or httpx.create_ssl_context(trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context, network_backend=GuardedBackend(policy, task_type)
+            ssl_context=context, network_backend=GuardedBackend(policy, task_type, resolver)
         )
 
 
@@ -126,13 +141,15 @@ def guarded_client(
     task_type: str,
     timeout_s: float,
     ssl_context: ssl.SSLContext | None = None,
+    resolver: Resolver = system_resolver,
 ) -> httpx.AsyncClient:
     """An httpx client whose every connection passes the policy; redirects are not followed.
 
-    `ssl_context`: the certificates to trust (default: httpx's, from certifi).
+    `ssl_context`: the certificates to trust (default: httpx's, from certifi);
+    `resolver`: how host names become addresses (default: the system's).
     """
     return httpx.AsyncClient(
-        transport=GuardedTransport(policy, task_type, ssl_context),
+        transport=GuardedTransport(policy, task_type, ssl_context, resolver),
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,
         trust_env=False,

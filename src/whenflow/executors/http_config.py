@@ -134,12 +134,16 @@ def parse_http_config(
     if not isinstance(query, Mapping) and not (not rendered and _templated(query)):
         problems.append("`query` must be a mapping of name: value")
         query = {}
+    elif isinstance(query, Mapping):
+        query = _query(query, problems)
     if "json" in config and "data" in config:
         problems.append("give `json` or `data`, not both")
     data = config.get("data")
     if data is not None and not isinstance(data, Mapping | str | bytes):
         problems.append("`data` must be a form mapping or raw text")
         data = None
+    if url is None and config.get("connection") is None:
+        problems.append("give `url` (or a `connection` whose URL is the base)")
     expect = _expect_status(config.get("expectStatus"), problems)
     max_redirects = _count(config.get("maxRedirects"), DEFAULT_MAX_REDIRECTS)
     inline = _count(config.get("maxInlineBytes"), max_inline)
@@ -179,6 +183,19 @@ def _string_map(value: Any, name: str, problems: list[str], rendered: bool) -> d
             problems.append(f"`{name}.{key}` must be text or a number")
         else:
             result[key] = _scalar(item)
+    return result
+
+
+def _query(value: Mapping[Any, Any], problems: list[str]) -> dict[str, Any]:
+    """Query values: scalars, or lists of scalars (the name repeats); as text."""
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        items = item if isinstance(item, list) else [item]
+        if any(isinstance(v, dict | list) for v in items):
+            problems.append(f"`query.{key}` must be a value or a list of values")
+            continue
+        texts = [_scalar(v) for v in items]
+        result[str(key)] = texts if isinstance(item, list) else texts[0]
     return result
 
 
