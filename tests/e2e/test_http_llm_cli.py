@@ -42,6 +42,15 @@ spec:
         allowHosts: [127.0.0.1]
     - id: ask
       task: {type: llm, connection: model, model: show-auth, prompt: "who am I?"}
+    - id: big
+      task:
+        type: http
+        method: POST
+        url: BASE/echo
+        headers: {Authorization: "Bearer {{ secret('API_TOKEN') }}"}
+        json: {a: "{{ 'x' * 600000 }}", b: "{{ 'y' * 600000 }}"}
+        maxInlineBytes: 10000000
+        allowHosts: [127.0.0.1]
     - id: ask_fail
       allowFailure: true
       task:
@@ -102,6 +111,13 @@ def test_header_secrets_and_llm_keys_are_masked_everywhere(
     plain = run_cli(tmp_path, "run", pipeline, env=env)
     for canary in (HEADER_CANARY, KEY_CANARY):
         assert canary not in plain.stdout + plain.stderr
+    # Every file whenflow wrote: the store, its journal, the artifacts.
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any("artifacts" in p.parts for p in written)
+    for path in written:
+        data = path.read_bytes()
+        for canary in (HEADER_CANARY, KEY_CANARY):
+            assert canary.encode() not in data, path
 
 
 def test_a_task_naming_an_undefined_connection_fails_clearly(
