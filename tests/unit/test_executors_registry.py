@@ -94,3 +94,11 @@ class _NoContext:
 
     def log(self, message: str, *, stream: str = "log") -> None:
         pass
+
+
+def test_the_dsl_renders_the_fields_the_http_and_llm_executors_declare() -> None:
+    from whenflow.dsl.program import RENDERED_CONFIG_FIELDS
+    from whenflow.executors import http_config, llm_config
+
+    assert RENDERED_CONFIG_FIELDS["http"] == http_config.RENDERED_FIELDS
+    assert RENDERED_CONFIG_FIELDS["llm"] == llm_config.RENDERED_FIELDS
