@@ -11,7 +11,7 @@ import pytest
 
 from loopback_http import LoopbackServer, serve
 from whenflow.backends.local import LocalRunner
-from whenflow.domain.records import VariableWritten
+from whenflow.domain.records import AttemptRecorded, VariableWritten
 from whenflow.dsl.load import load_program_text
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.runtime import ExecutionResult
@@ -83,6 +83,13 @@ async def test_a_500_then_200_is_retried_to_completion(server: LoopbackServer) -
     assert retrying[0].payload["error_type"] == "HttpServerError"
     assert "HTTP 500" in retrying[0].payload["message"]
     assert "flaky failure 1" in retrying[0].payload["message"]
+    attempts: dict[int, AttemptRecorded] = {}
+    for record in store.records:
+        if isinstance(record, AttemptRecorded) and record.node_id == "fetch":
+            attempts[record.attempt] = record  # upserted: the last record wins
+    assert [str(a.status) for a in attempts.values()] == ["failed", "completed"]
+    assert attempts[1].error_type == "HttpServerError"
+    assert attempts[2].error_type is None
 
 
 async def test_a_prompt_rendered_from_inputs_and_a_rate_limit_retried(
