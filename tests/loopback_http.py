@@ -7,7 +7,7 @@ segment (so it also answers under a connection's base path):
 - `/status?code=N&say=TEXT`: that status, with TEXT (or a fixed line) as the body;
 - `/flaky?key=K&fail=N`: 500 for the first N calls with key K, then 200 `{"calls": n}`;
 - `/redirect?to=URL&code=302`: a redirect to URL;
-- `/big?bytes=N`: N bytes of text; `/plain`: a text/plain body;
+- `/big?bytes=N`: N bytes of text; `/plain`: a text/plain body; `/page`: a small HTML page;
 - `/slow`: answers only once `release` is set (the test sets it when done);
 - `/chat/completions`: the OpenAI chat protocol, computed from the request. The
   `model` picks the behaviour: `echo` (the last user message back), `json-echo`
@@ -15,7 +15,8 @@ segment (so it also answers under a connection's base path):
   fence), `schema-violation` (`{"echo": 42}`), `malformed` (a body that is no
   JSON), `no-choices`, `rate-limit-once` (429 with `Retry-After: retry_after` on a key's
   first call), `error-once` (503 on a key's first call), `slow` (waits for
-  `release`), `show-auth` (the Authorization header as the content). `usage`
+  `release`), `show-auth` (the Authorization header as the content), `summary`
+  (`{"summary": <its last 12 words>, "keywords": <its 5 longest words>}`, tags dropped). `usage`
   counts words. A server made with `api_key` answers 401 to any other key.
 
 Every request is recorded in `requests` (path, headers, JSON body) for the
@@ -25,6 +26,7 @@ assertions.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import threading
 from collections import Counter
@@ -36,6 +38,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 SLOW_LIMIT_S = 30.0
+PAGE = (
+    "<html><body><h1>Durable pipelines</h1><p>Nodes say when they run; the engine "
+    "records every event so a crashed execution resumes where it stopped.</p></body></html>"
+)
 
 
 @dataclass
@@ -126,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "big":
             size = int(query.get("bytes", "0"))
             self._send(200, (b"0123456789abcdef" * (size // 16 + 1))[:size], "text/plain")
+        elif route == "page":
+            self._send(200, PAGE.encode(), "text/html; charset=utf-8")
         elif route == "plain":
             self._send(200, b"plain text, not JSON", "text/plain; charset=utf-8")
         elif route == "slow":
@@ -166,6 +174,10 @@ class _Handler(BaseHTTPRequestHandler):
             content = "```json\n" + json.dumps({"echo": last, "words": _words(last)}) + "\n```"
         elif model == "schema-violation":
             content = json.dumps({"echo": 42})
+        elif model == "summary":
+            words = re.sub(r"<[^>]+>", " ", last).split()
+            keywords = sorted({w.strip(".,:").lower() for w in words}, key=lambda w: (-len(w), w))
+            content = json.dumps({"summary": " ".join(words[-12:]), "keywords": keywords[:5]})
         elif model == "show-auth":
             content = "you sent " + record["headers"].get("authorization", "nothing")
         else:

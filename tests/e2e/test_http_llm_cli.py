@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import connect_db, run_cli, write_pipeline
+from cli_helpers import EXAMPLES, connect_db, run_cli, write_pipeline
 
 from loopback_http import LoopbackServer, serve
 
@@ -141,3 +141,31 @@ def test_a_task_naming_an_undefined_connection_fails_clearly(
     error = json.loads(proc.stdout)["nodes"]["ask"]["error"]
     assert "connection 'nowhere' is not defined" in error
     assert "WHENFLOW_CONN_NOWHERE" in error
+
+
+def test_the_summarise_page_example(tmp_path: Path, server: LoopbackServer) -> None:
+    env = {
+        "WHENFLOW_CONN_SOURCE": server.url,
+        "WHENFLOW_CONN_LLM": f"http://:{KEY_CANARY}@127.0.0.1:{server.port}/v1",
+    }
+    example = EXAMPLES / "summarise_page.yaml"
+    proc = run_cli(
+        tmp_path, "run", example, "-i", "path=/page", "-i", "model=summary", "--json", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    summary = result["outputs"]["summary"]  # the fake's: the prompt's last 12 words
+    assert summary == "engine records every event so a crashed execution resumes where it stopped."
+    assert result["outputs"]["keywords"] == [
+        "execution",
+        "pipelines",
+        "summarise",
+        "keywords",
+        "sentence",
+    ]
+    assert result["outputs"]["tokens"] > 20
+    asked = server.requests[-1]["json"]
+    assert asked["model"] == "summary"
+    assert "<h1>Durable pipelines</h1>" in asked["messages"][-1]["content"]
+    assert KEY_CANARY not in proc.stdout + proc.stderr
+    assert KEY_CANARY not in dump_store(tmp_path)
