@@ -54,6 +54,9 @@ class LoopbackServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     release: threading.Event = field(default_factory=threading.Event)
+    """Set by the test (and on exit): `/slow` and the `slow` model answer then."""
+    waiting: threading.Event = field(default_factory=threading.Event)
+    """Set when a request starts waiting for `release`."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, key: str) -> int:
@@ -137,6 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "plain":
             self._send(200, b"plain text, not JSON", "text/plain; charset=utf-8")
         elif route == "slow":
+            self.state.waiting.set()
             self.state.release.wait(SLOW_LIMIT_S)
             self._send(200, b"late", "text/plain")
         else:
@@ -167,6 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, b'{"error": {"message": "overloaded"}}', "application/json")
             return
         if model == "slow":
+            self.state.waiting.set()
             self.state.release.wait(SLOW_LIMIT_S)
         if model == "json-echo":
             content = json.dumps({"echo": last, "words": _words(last)})

@@ -236,3 +236,21 @@ async def test_a_retry_after_hint_sets_the_retry_delay(server: LoopbackServer) -
     assert delays == {"patient": 1.0, "capped": 0.05}
     messages = [e.payload["message"] for e in store.events() if e.name == "retrying"]
     assert all("the server asks to retry after 1s" in m for m in messages)
+
+
+async def test_the_node_timeout_cancels_a_request_in_flight(server: LoopbackServer) -> None:
+    result, store = await run(
+        """
+        nodes:
+          - id: stuck
+            timeout: 2s
+            task: {type: http, url: BASE/slow, timeout: 60s, allowHosts: [127.0.0.1]}
+        """,
+        server,
+    )
+    error = result.nodes["stuck"].error
+    assert error == "node 'stuck' timed out after 2s"
+    assert server.waiting.is_set()  # the request was in flight when it was cancelled
+    assert not server.release.is_set()
+    failed = [e for e in store.events() if e.event_type == "stuck.failed"]
+    assert failed[0].payload["error_type"] == "TaskTimeout"
