@@ -43,7 +43,7 @@ def _request(task_type: str, inputs: dict[str, Any]) -> TaskRequest:
 
 
 def test_default_registry_has_the_builtin_types() -> None:
-    assert default_registry().types == ("noop", "python", "shell")
+    assert default_registry().types == ("http", "llm", "noop", "python", "shell")
 
 
 def test_unknown_type_names_the_known_ones() -> None:
@@ -94,3 +94,11 @@ class _NoContext:
 
     def log(self, message: str, *, stream: str = "log") -> None:
         pass
+
+
+def test_the_dsl_renders_the_fields_the_http_and_llm_executors_declare() -> None:
+    from whenflow.dsl.program import RENDERED_CONFIG_FIELDS
+    from whenflow.executors import http_config, llm_config
+
+    assert RENDERED_CONFIG_FIELDS["http"] == http_config.RENDERED_FIELDS
+    assert RENDERED_CONFIG_FIELDS["llm"] == llm_config.RENDERED_FIELDS

@@ -82,6 +82,10 @@ class TaskDefinition:
         return f"{self.name}@{self.version}"
 
 
+RETRY_HINT_CAP_S = 300.0
+"""The longest an error's retry hint (Retry-After) makes a node wait without `maxDelay`."""
+
+
 class Backoff(StrEnum):
     CONSTANT = "constant"
     EXPONENTIAL = "exponential"
@@ -103,11 +107,18 @@ class RetryPolicy:
         if self.delay_s < 0:
             raise ValueError("retry.delay must be >= 0")
 
-    def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+    def delay_after(self, attempt: int, hint_s: float | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based).
+
+        `hint_s` is how long the attempt's error asked to wait (an HTTP 429's
+        Retry-After): the delay is at least that, still capped by `max_delay_s`
+        (or by RETRY_HINT_CAP_S when there is no `max_delay_s`).
+        """
         delay = self.delay_s
         if self.backoff is Backoff.EXPONENTIAL:
             delay = self.delay_s * (2 ** (attempt - 1))
+        if hint_s is not None and hint_s > delay:
+            delay = min(hint_s, RETRY_HINT_CAP_S)
         if self.max_delay_s is not None:
             delay = min(delay, self.max_delay_s)
         return delay

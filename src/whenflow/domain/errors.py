@@ -167,6 +167,18 @@ MAX_ERROR_MESSAGE = 16 * 1024
 its event); a task's exception can carry megabytes, as its log could."""
 
 
+def retry_hint(error: BaseException) -> float | None:
+    """Seconds a failed attempt's error asks to wait before the next one, or None.
+
+    An error says so with a `retry_after_s` attribute (an HTTP 429's
+    Retry-After, for instance); the retry policy waits at least that long.
+    """
+    hint = getattr(error, "retry_after_s", None)
+    if isinstance(hint, bool) or not isinstance(hint, int | float) or not hint > 0:
+        return None
+    return float(hint)
+
+
 def error_message(error: BaseException) -> str:
     """The message a failed attempt records: a foreign exception keeps its type in front.
 

@@ -59,6 +59,8 @@ from whenflow.dsl.trigger_parser import ExpressionSyntaxError, parse_trigger
 # Task config fields rendered per attempt, by task type; every other field is descriptive.
 RENDERED_CONFIG_FIELDS: Mapping[str, tuple[str, ...]] = {
     "shell": ("command", "env", "workdir"),
+    "http": ("url", "headers", "query", "json", "data"),
+    "llm": ("prompt", "system", "messages", "model", "apiKey", "baseUrl"),
     APPROVAL_TASK_TYPE: ("message",),
 }
 RESERVED_NODE_IDS = RESERVED_NAMES | {PIPELINE_SOURCE, EXTERNAL_SOURCE}

@@ -22,6 +22,7 @@ from whenflow.domain.errors import (
     TaskTimeout,
     error_message,
     interrupted_by_user,
+    retry_hint,
     task_raised,
 )
 from whenflow.domain.param_types import fits, type_name
@@ -363,7 +364,7 @@ def attempt_failed(
     state.attempt_row(rt.id, NO_ITEM, attempt, NodeState.FAILED, error_type, message)
     policy = rt.program.definition.retry
     if attempt - rt.lost_attempts < policy.max_attempts and policy.retries(error_type):
-        delay = policy.delay_after(attempt - rt.lost_attempts)
+        delay = policy.delay_after(attempt - rt.lost_attempts, retry_hint(error))
         if cuts_retry(state, rt, attempt, delay, message):
             return
         state.move(rt, NodeState.RETRYING)

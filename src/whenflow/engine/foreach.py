@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.definitions import OnItemError
-from whenflow.domain.errors import BindingError, error_message
+from whenflow.domain.errors import BindingError, error_message, retry_hint
 from whenflow.domain.param_types import type_name
 from whenflow.domain.records import VariableWritten
 from whenflow.domain.states import NodeState
@@ -176,7 +176,7 @@ def _item_failed(
     state.attempt_row(rt.id, index, attempt, NodeState.FAILED, error_type, message)
     policy = rt.program.definition.retry
     if retry and attempt < policy.max_attempts and policy.retries(error_type):
-        delay = policy.delay_after(attempt)
+        delay = policy.delay_after(attempt, retry_hint(error))
         state.publish(
             f"{rt.id}.retrying",
             rt.id,

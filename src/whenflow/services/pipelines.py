@@ -15,10 +15,11 @@ from whenflow.dsl.load import load_program_file, load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.ports import TaskRunner
 from whenflow.executors.registry import default_registry
+from whenflow.storage.connections import EnvironmentConnections
 
 
 def default_runner() -> LocalRunner:
-    return LocalRunner(default_registry())
+    return LocalRunner(default_registry(EnvironmentConnections()))
 
 
 def add_import_paths(pipeline_path: Path | None) -> None:
