@@ -157,7 +157,7 @@ def test_approve_and_send_an_event_to_a_running_pipeline(tmp_path: Path) -> None
         "pipeline.completed",
     ]
     events = run_json(tmp_path, "executions", "events", eid)
-    assert [e["payload"] for e in events if e["event_type"] == "external.go"] == [{"ticket": "42"}]
+    assert [e["payload"] for e in events if e["eventType"] == "external.go"] == [{"ticket": "42"}]
     assert inbox_rows(tmp_path) == [
         ("event", "go", True, None),
         ("approve", "review", True, "'mallory' may not decide 'review'; approvers: alice"),

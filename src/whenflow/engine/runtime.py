@@ -102,7 +102,7 @@ class ExecutionResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "execution_id": self.execution_id,
+            "executionId": self.execution_id,
             "pipeline": self.pipeline,
             "version": self.version,
             "status": str(self.status),
