@@ -98,6 +98,8 @@ class MessageKind(StrEnum):
     REJECT = "reject"
     EVENT = "event"
     CANCEL = "cancel"
+    STOP = "stop"
+    """Stop one node (its target): running attempts end, it becomes `stopped`."""
 
 
 @dataclass(frozen=True, slots=True)

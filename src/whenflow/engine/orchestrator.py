@@ -30,6 +30,7 @@ from whenflow.domain.records import (
     ExecutionCreated,
     ExecutionSnapshot,
     ExecutionUpdated,
+    InboxMessage,
     Record,
     VariableWritten,
 )
@@ -94,6 +95,7 @@ class Orchestrator:
         mask: SecretMask | None = None,
         on_log: LogListener | None = None,
         task_log_limit: int | None = DEFAULT_TASK_LOG_LIMIT,
+        shared_inbox: bool = False,
     ) -> None:
         """Args (besides the obvious):
         on_log: called with every task log line as stored (masked, within the cap).
@@ -107,6 +109,9 @@ class Orchestrator:
         definition = program.definition
         self.parent_execution_id = parent_execution_id
         self._inbox_poll_s = inbox_poll_s
+        self._shared_inbox = shared_inbox
+        self.live = False
+        """Set once started or resumed: from then on `deliver` may hand it messages."""
         if parent_execution_id is not None and not program.listens_outside:
             self._inbox_poll_s = None
         self._poller: asyncio.Task[None] | None = None
@@ -355,10 +360,23 @@ class Orchestrator:
         self._unit(handler)
         return refusal[0]
 
+    def deliver(self, message: InboxMessage) -> None:
+        """Apply an inbox message now, once; its `InboxApplied` is durable at the next flush."""
+        if self.state.loop is None:
+            raise RuntimeError("the execution has not started")
+        self._unit(apply_message, self.state, message)
+
+    async def drain(self, grace_s: float) -> None:
+        """Halt gently: running attempts get `grace_s` seconds to finish first."""
+        await stopping.drain(self.state, self._poller, grace_s)
+
     def _start_poller(self) -> None:
         """Read the inbox from now on, every `inbox_poll_s` seconds, until the end."""
         s = self.state
-        if self._inbox_poll_s is None or s.status.is_terminal or self._poller is not None:
+        self.live = True
+        if self._shared_inbox or self._inbox_poll_s is None:
+            return
+        if s.status.is_terminal or self._poller is not None:
             return
         assert s.loop is not None
         self._poller = s.loop.create_task(

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from whenflow.domain.definitions import PipelineDefinition
-from whenflow.domain.errors import RequestRefused, StoreError, WhenflowError
+from whenflow.domain.definitions import PipelineDefinition, TaskDefinition
+from whenflow.domain.errors import NodeNotFound, RequestRefused, StoreError, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
 from whenflow.domain.param_types import resolve_inputs
-from whenflow.domain.records import LogAppended, MessageKind
+from whenflow.domain.records import ExecutionSnapshot, InboxMessage, LogAppended, MessageKind
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.domain.variables import ArtifactRef, Variable
 from whenflow.dsl.listeners import external_names, listens_for
@@ -28,7 +28,14 @@ from whenflow.engine.runtime import ExecutionResult
 from whenflow.engine.variable_pool import ARTIFACT_MARKER
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.settings import Settings
-from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
+from whenflow.services.views import (
+    EventView,
+    ExecutionRow,
+    LogView,
+    VariableView,
+    event_view,
+    iso_time,
+)
 from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import make_engine, upgrade
@@ -113,19 +120,35 @@ class ExecutionService:
         (masked, within the per-attempt cap).
         """
         resolved = resolve_inputs(program.definition.inputs, inputs)
-        orchestrator = Orchestrator(
+        orchestrator = self.orchestrator(
+            program, resolved, execution_id=execution_id, on_event=on_event, on_log=on_log
+        )
+        return await self.collect_garbage(await _halting(orchestrator, orchestrator.run()))
+
+    def orchestrator(
+        self,
+        program: PipelineProgram,
+        inputs: Mapping[str, Any],
+        *,
+        execution_id: str | None = None,
+        on_event: EventListener | None = None,
+        on_log: LogListener | None = None,
+        shared_inbox: bool = False,
+    ) -> Orchestrator:
+        """The dispatcher of one execution of `program` with resolved `inputs`, not started."""
+        return Orchestrator(
             program,
             store=self._store,
             runner=self._runner,
             artifacts=self._artifacts,
             secrets=self._secrets,
-            inputs=resolved,
+            inputs=inputs,
             execution_id=execution_id,
             on_event=on_event,
             on_log=on_log,
             task_log_limit=self._log_limit,
+            shared_inbox=shared_inbox,
         )
-        return await self._collect_garbage(await _halting(orchestrator, orchestrator.run()))
 
     async def resume(
         self,
@@ -143,6 +166,26 @@ class ExecutionService:
             ExecutionOwned: another live process runs it (its lease has not expired).
             ExecutionNotFound: no such execution.
         """
+        claimed = await self.claim(execution_id, on_event=on_event, on_log=on_log)
+        if isinstance(claimed, ExecutionResult):
+            return claimed
+        orchestrator, snapshot = claimed
+        return await self.collect_garbage(
+            await _halting(orchestrator, orchestrator.resume(snapshot))
+        )
+
+    async def claim(
+        self,
+        execution_id: str,
+        *,
+        on_event: EventListener | None = None,
+        on_log: LogListener | None = None,
+        shared_inbox: bool = False,
+        known_tasks: Mapping[str, TaskDefinition] | None = None,
+    ) -> tuple[Orchestrator, ExecutionSnapshot] | ExecutionResult:
+        """Own an unfinished execution and build its dispatcher, to `resume(snapshot)` it;
+        a finished one is returned as its result. `known_tasks` resolve the
+        `task: {ref: ...}` of a registry pipeline. Raises as `resume` does."""
         snapshot = await self._store.load_execution(execution_id)
         if snapshot.status.is_terminal:
             await _refuse_leftovers(self._store.engine, execution_id, snapshot.status)
@@ -155,25 +198,22 @@ class ExecutionService:
             # lease just taken is released when the store closes.
             return ExecutionResult.from_snapshot(snapshot)
         program = load_stored_program(
-            snapshot.definition_text, snapshot.definition_path, runner=self._runner
-        )
-        orchestrator = Orchestrator(
-            program,
-            store=self._store,
+            snapshot.definition_text,
+            snapshot.definition_path,
             runner=self._runner,
-            artifacts=self._artifacts,
-            secrets=self._secrets,
-            inputs=snapshot.inputs,
+            known_tasks=known_tasks,
+        )
+        orchestrator = self.orchestrator(
+            program,
+            snapshot.inputs,
             execution_id=execution_id,
             on_event=on_event,
             on_log=on_log,
-            task_log_limit=self._log_limit,
+            shared_inbox=shared_inbox,
         )
-        return await self._collect_garbage(
-            await _halting(orchestrator, orchestrator.resume(snapshot))
-        )
+        return orchestrator, snapshot
 
-    async def _collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
+    async def collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
         """Delete the artifacts an ended execution wrote but does not reference.
 
         They belong to attempts that failed, timed out or were lost; the
@@ -236,35 +276,8 @@ class ExecutionService:
             RequestRefused: the message cannot apply; the error says why.
         """
         engine = self._store.engine
-        status = await queries.get_status(engine, execution_id)
-        if status.is_terminal:
-            raise RequestRefused(
-                f"execution {execution_id} has ended ({status}); nothing to change"
-            )
-        if kind is MessageKind.APPROVE or kind is MessageKind.REJECT:
-            rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
-            row = rows.get(target)
-            await _check_decision_target(engine, execution_id, target)
-            if row is None or row.state is not NodeState.WAITING:
-                now = "has not started" if row is None else f"is {row.state}"
-                raise RequestRefused(
-                    f"node {target!r} of execution {execution_id} {now}, not waiting for a decision"
-                )
-        if kind is MessageKind.EVENT and not EVENT_NAME.match(target):
-            raise RequestRefused(
-                f"{target!r} is not an event name: use lowercase letters, digits and _"
-            )
-        if kind is MessageKind.EVENT and not force:
-            await self._refuse_unheard(execution_id, target)
-        try:
-            message_id = await inbox.post(
-                engine, execution_id, kind, target, payload or {}, time.time()
-            )
-        except SQLAlchemyError as exc:  # a locked or full database: nothing was sent
-            raise StoreError(
-                f"could not store the request to execution {execution_id} "
-                f"({_database_reason(exc)}); nothing was sent: try again"
-            ) from exc
+        await self.check_request(execution_id, kind, target, force=force)
+        message_id = (await self.post(execution_id, kind, target, payload)).message_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
@@ -280,6 +293,64 @@ class ExecutionService:
             if left <= 0:
                 return state
             await asyncio.sleep(min(0.05, left))  # the running process applies it meanwhile
+
+    async def post(
+        self,
+        execution_id: str,
+        kind: MessageKind,
+        target: str = "",
+        payload: Mapping[str, Any] | None = None,
+    ) -> InboxMessage:
+        """Store one request in the execution's inbox, unchecked; durable on return.
+
+        Raises:
+            StoreError: the database cannot store it; nothing was sent.
+        """
+        now = time.time()
+        body = dict(payload or {})
+        try:
+            message_id = await inbox.post(self._store.engine, execution_id, kind, target, body, now)
+        except SQLAlchemyError as exc:  # a locked or full database: nothing was sent
+            raise StoreError(
+                f"could not store the request to execution {execution_id} "
+                f"({_database_reason(exc)}); nothing was sent: try again"
+            ) from exc
+        return InboxMessage(message_id, execution_id, kind, target, body, now)
+
+    async def check_request(
+        self, execution_id: str, kind: MessageKind, target: str = "", *, force: bool = False
+    ) -> None:
+        """Refuse a request that cannot apply, before it is stored (see `send`).
+
+        Raises:
+            ExecutionNotFound: no such execution.
+            NodeNotFound: a decision or stop names a node the pipeline lacks.
+            RequestRefused: the request cannot apply now; the error says why.
+        """
+        engine = self._store.engine
+        status = await queries.get_status(engine, execution_id)
+        if status.is_terminal:
+            raise RequestRefused(
+                f"execution {execution_id} has ended ({status}); nothing to change"
+            )
+        if kind is MessageKind.STOP:
+            await self.require_node(execution_id, target)
+            await _check_stop_target(engine, execution_id, target)
+        if kind is MessageKind.APPROVE or kind is MessageKind.REJECT:
+            rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
+            row = rows.get(target)
+            await _check_decision_target(engine, execution_id, target)
+            if row is None or row.state is not NodeState.WAITING:
+                now = "has not started" if row is None else f"is {row.state}"
+                raise RequestRefused(
+                    f"node {target!r} of execution {execution_id} {now}, not waiting for a decision"
+                )
+        if kind is MessageKind.EVENT and not EVENT_NAME.match(target):
+            raise RequestRefused(
+                f"{target!r} is not an event name: use lowercase letters, digits and _"
+            )
+        if kind is MessageKind.EVENT and not force:
+            await self._refuse_unheard(execution_id, target)
 
     async def _refuse_unheard(self, execution_id: str, name: str) -> None:
         """Refuse `external.<name>` when the execution's pipeline never reads it."""
@@ -306,6 +377,10 @@ class ExecutionService:
         """
         return await queries.resolve_execution_id(self._store.engine, id_or_prefix)
 
+    async def status(self, execution_id: str) -> ExecutionStatus:
+        """Its status alone; raises ExecutionNotFound."""
+        return await queries.get_status(self._store.engine, execution_id)
+
     async def show(self, execution_id: str) -> ExecutionResult:
         return ExecutionResult.from_snapshot(await self._store.load_execution(execution_id))
 
@@ -328,12 +403,21 @@ class ExecutionService:
             for r in rows
         ]
 
-    async def events(self, execution_id: str) -> list[EventView]:
-        events = await queries.get_events(self._store.engine, execution_id)
-        return [
-            EventView(e.seq, e.event_type, e.source, e.timestamp, e.payload, e.event_id)
-            for e in events
-        ]
+    async def events(self, execution_id: str, *, after_seq: int = 0) -> list[EventView]:
+        """Its events with `seq > after_seq`, in order; raises ExecutionNotFound."""
+        events = await queries.get_events(self._store.engine, execution_id, after_seq)
+        return [event_view(e) for e in events]
+
+    async def require_node(self, execution_id: str, node_id: str) -> None:
+        """Raise ExecutionNotFound or NodeNotFound unless the execution has that node."""
+        text, path = await queries.get_definition(self._store.engine, execution_id)
+        definition = await asyncio.to_thread(_stored_definition, text, path)
+        node_ids = definition.node_ids if definition is not None else stated_node_ids(text)
+        if node_id not in node_ids:
+            raise NodeNotFound(
+                f"the pipeline of execution {execution_id} has no node {node_id!r}; "
+                f"its nodes: {', '.join(node_ids)}"
+            )
 
     async def variables(self, execution_id: str) -> list[VariableView]:
         variables = await queries.get_variables(self._store.engine, execution_id)
@@ -418,9 +502,20 @@ async def _check_decision_target(engine: AsyncEngine, execution_id: str, target:
         return
     listed = ", ".join(approvals) if approvals else "none"
     problem = "is not an approval node" if target in definition.node_ids else "does not exist"
-    raise RequestRefused(
+    refusal = RequestRefused if target in definition.node_ids else NodeNotFound
+    raise refusal(
         f"node {target!r} {problem} in pipeline {definition.name}; its approval nodes: {listed}"
     )
+
+
+async def _check_stop_target(engine: AsyncEngine, execution_id: str, target: str) -> None:
+    """Refuse to stop a node that has ended (`require_node` checked that it exists)."""
+    rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
+    row = rows.get(target)
+    if row is not None and row.state.is_terminal:
+        raise RequestRefused(
+            f"node {target!r} of execution {execution_id} has already ended ({row.state})"
+        )
 
 
 async def _halting(
@@ -439,6 +534,23 @@ def _database_reason(exc: SQLAlchemyError) -> str:
     """The driver's own words (`database is locked`), without SQLAlchemy's SQL and links."""
     cause = getattr(exc, "orig", None) or exc
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+
+
+def stated_node_ids(text: str) -> list[str]:
+    """The node ids a definition text states, read without compiling it (its task
+    references may resolve only against a registry)."""
+    from whenflow.domain.errors import DefinitionError
+    from whenflow.dsl.yaml_source import load_yaml_documents
+
+    try:
+        documents = [d for d, _ in load_yaml_documents(text, "<stored>") if d is not None]
+    except DefinitionError:
+        return []
+    spec = documents[0].get("spec") if documents and isinstance(documents[0], dict) else None
+    nodes = spec.get("nodes") if isinstance(spec, dict) else None
+    if not isinstance(nodes, list):
+        return []
+    return [str(n["id"]) for n in nodes if isinstance(n, dict) and "id" in n]
 
 
 def _stored_definition(text: str, path: str | None) -> PipelineDefinition | None:

@@ -51,17 +51,21 @@ class RegistryService:
         self._runner = runner
         self._clock = clock
 
-    async def push(self, text: str, *, publish: bool = False) -> RegistryVersion:
+    async def push(
+        self, text: str, *, publish: bool = False, kind: DefinitionKind | None = None
+    ) -> RegistryVersion:
         """Validate and store one `kind: Pipeline` or `kind: Task` document as a draft.
 
         With `publish`, the version is published in the same transaction. A
         published version pushed again with the same text is returned as it is.
+        With `kind`, a document of the other kind is refused (located).
 
         Raises:
             DefinitionErrors: the text is not one valid definition (located).
             VersionConflict: that version is published with another body.
         """
-        kind, name, version, description = await self._validate(text)
+        found, name, version, description = await self._validate(text, kind)
+        kind = found
         digest = hashlib.sha256(text.encode()).hexdigest()
         for _ in range(3):  # lost a race with a concurrent push of this version: read again
             try:
@@ -207,9 +211,22 @@ class RegistryService:
             tasks[definition.ref] = definition
         return tasks
 
-    async def _validate(self, text: str) -> tuple[DefinitionKind, str, str, str]:
+    async def _validate(
+        self, text: str, expected: DefinitionKind | None = None
+    ) -> tuple[DefinitionKind, str, str, str]:
         documents = [d for d in load_yaml_documents(text, PUSHED_PATH) if d[0] is not None]
         kinds = [data.get("kind") if isinstance(data, dict) else None for data, _ in documents]
+        wanted = {DefinitionKind.PIPELINE: "Pipeline", DefinitionKind.TASK: "Task"}
+        if expected is not None and len(documents) == 1 and kinds[0] != wanted[expected]:
+            raise DefinitionErrors(
+                [
+                    DefinitionIssue(
+                        f"expected `kind: {wanted[expected]}` here, found {kinds[0]!r}",
+                        documents[0][1].locate(("kind",)),
+                        "kind",
+                    )
+                ]
+            )
         if len(documents) != 1 or kinds[0] not in ("Pipeline", "Task"):
             where = documents[1][1].locate(()) if len(documents) > 1 else None
             raise DefinitionErrors(
