@@ -159,9 +159,12 @@ def wait_status(client: httpx.Client, execution_id: str, wanted: str, timeout: f
         time.sleep(0.05)  # the poll interval of a status read through the API
 
 
-def gate_pipeline(name: str, folder: Path, tail: str = "") -> str:
-    """a -> b (a gate that waits for folder/open) -> c; `tail` adds YAML nodes."""
+def gate_pipeline(name: str, folder: Path, tail: str = "", *, free: str = "") -> str:
+    """a -> b -> c, gates that wait for folder/open (but the node named `free`);
+    `tail` adds YAML nodes."""
     node = '{type: python, callable: "servertasks:gate"}'
+    tag = "{{ pipeline.input.tag }}"
+    a_waits = "false" if free == "a" else "true"
     return f"""
 apiVersion: whenflow/v1
 kind: Pipeline
@@ -172,7 +175,7 @@ spec:
   nodes:
     - id: a
       task: {node}
-      inputBindings: {{folder: "{folder}", node: a, tag: "{{{{ pipeline.input.tag }}}}"}}
+      inputBindings: {{folder: "{folder}", node: a, tag: "{tag}", wait: {a_waits}}}
     - id: b
       startWhen: event:a.completed
       task: {node}

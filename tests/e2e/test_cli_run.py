@@ -11,6 +11,7 @@ from cli_helpers import EXAMPLES, connect_db, db_events, run_cli, run_json, writ
 
 RESULT_KEYS = {
     "executionId",
+    "retryOf",
     "pipeline",
     "version",
     "status",

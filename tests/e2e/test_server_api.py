@@ -359,3 +359,64 @@ spec:
     assert 400 <= many.status_code < 500
     assert many.json()["error"]["code"] == "too_large"
     assert client.get("/health").status_code == 200  # still serving
+
+
+def test_retry_reuses_completed_nodes_and_runs_the_failed_one_again(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    gate = '{type: python, callable: "servertasks:gate"}'
+    push(
+        client,
+        f"""
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {{name: fails_once, version: 1.0.0}}
+spec:
+  nodes:
+    - id: one
+      task: {gate}
+      inputBindings: {{folder: "{tmp_path}", node: one, wait: false}}
+    - id: two
+      startWhen: event:one.completed
+      task: {gate}
+      inputBindings: {{folder: "{tmp_path}", node: two, wait: false}}
+    - id: three
+      startWhen: event:two.completed
+      task: {{type: python, callable: "servertasks:fail_once"}}
+      inputBindings: {{folder: "{tmp_path}", node: three}}
+    - id: after_three
+      startWhen: event:three.completed
+      task: {{type: noop}}
+  outputs:
+    value: "{{{{ three.value }}}}"
+""",
+    )
+    failed_id = start(client, "fails_once")
+    failed = wait_status(client, failed_id, "failed")
+    assert failed["nodes"]["three"]["status"] == "failed"
+    assert failed["retryOf"] is None
+
+    retried = client.post(f"/api/v1/executions/{failed_id}/retry")
+    assert retried.status_code == 201, retried.text
+    retry_id = retried.json()["executionId"]
+    assert retry_id != failed_id
+    shown = wait_status(client, retry_id, "completed")
+    assert shown["retryOf"] == failed_id
+    assert shown["outputs"] == {"value": 3}
+    assert shown["nodes"]["one"]["outputs"] == {"node": "one"}  # kept from the first run
+    assert shown["nodes"]["after_three"]["status"] == "completed"
+    events = client.get(f"/api/v1/executions/{retry_id}/events").json()["items"]
+    started = [e["eventType"] for e in events if e["eventType"].endswith(".started")]
+    resumed = next(e["seq"] for e in events if e["eventType"] == "pipeline.resumed")
+    assert [
+        e["eventType"] for e in events if e["seq"] > resumed and e["eventType"].endswith(".started")
+    ] == [
+        "three.started",
+        "after_three.started",
+    ]
+    assert started.count("one.started") == 1  # replayed from the first run, not run again
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == [" one", " two", " three", " three"]
+    again = client.post(f"/api/v1/executions/{retry_id}/retry")
+    assert again.status_code == 409  # it completed: nothing to retry
+    assert client.post("/api/v1/executions/no-such-id/retry").status_code == 404

@@ -47,6 +47,7 @@ def test_run_a_file_returns_what_run_json_prints(tmp_home: Path) -> None:
     result = whenflow.run(EXAMPLES / "branch_and_join.yaml", inputs={"amount": "5000"})
     assert set(result) == {
         "executionId",
+        "retryOf",
         "pipeline",
         "version",
         "status",

@@ -243,6 +243,25 @@ async def send_event(request: Request, execution_id: str) -> dict[str, Any]:
     return await _send(request, execution_id, MessageKind.EVENT, body.name, dict(body.payload))
 
 
+@router.post(
+    "/executions/{execution_id}/retry",
+    status_code=201,
+    dependencies=OPERATE,
+    summary="Retry an ended execution as a new one",
+)
+async def retry(request: Request, execution_id: str) -> dict[str, Any]:
+    """201 `{executionId, status, url}` of a new execution (`retryOf` links it) that
+    keeps the completed nodes' outputs and runs the failed, stopped, cancelled and
+    skipped ones again."""
+    started = await host_of(request).retry(execution_id)
+    return {
+        "executionId": started.execution_id,
+        "status": started.status,
+        "retryOf": execution_id,
+        "url": f"/api/v1/executions/{started.execution_id}",
+    }
+
+
 @router.get("/approvals", dependencies=VIEW, summary="Approvals across executions")
 async def approvals(
     request: Request, status: Annotated[str, Query(pattern="^pending$")] = "pending"

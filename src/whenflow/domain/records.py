@@ -26,6 +26,8 @@ class ExecutionCreated:
     inputs: Mapping[str, Any]
     created_at: float
     parent_execution_id: str | None = None
+    retry_of: str | None = None
+    """The execution this one retries (`POST .../retry`), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +166,4 @@ class ExecutionSnapshot:
     variables: tuple[Variable, ...] = ()
     nodes: tuple[NodeUpdated, ...] = ()
     attempts: tuple[AttemptRecorded, ...] = field(default_factory=tuple)
+    retry_of: str | None = None

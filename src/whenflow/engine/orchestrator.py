@@ -366,6 +366,10 @@ class Orchestrator:
             raise RuntimeError("the execution has not started")
         self._unit(apply_message, self.state, message)
 
+    def hold(self) -> None:
+        """Start no new attempt from now on (a stopping server); running ones go on."""
+        self.state.admission_held = True
+
     async def drain(self, grace_s: float) -> None:
         """Halt gently: running attempts get `grace_s` seconds to finish first."""
         await stopping.drain(self.state, self._poller, grace_s)

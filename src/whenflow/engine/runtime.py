@@ -99,10 +99,12 @@ class ExecutionResult:
     nodes: Mapping[str, NodeOutcome]
     events: tuple[str, ...]
     error: str | None = None
+    retry_of: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "executionId": self.execution_id,
+            "retryOf": self.retry_of,
             "pipeline": self.pipeline,
             "version": self.version,
             "status": str(self.status),
@@ -136,4 +138,5 @@ class ExecutionResult:
             nodes=nodes,
             events=tuple(e.event_type for e in snapshot.events),
             error=snapshot.error,
+            retry_of=snapshot.retry_of,
         )

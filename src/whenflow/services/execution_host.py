@@ -198,6 +198,30 @@ class ExecutionHost:
         status = await queries.get_status(self._engine, found.execution_id)
         return Started(found.execution_id, str(status), False)
 
+    async def retry(self, execution_id: str) -> Started:
+        """Start a new execution retrying an ended one (`engine/retries.py`): completed
+        nodes keep their outputs, the others run again. Returns once it is durable.
+
+        Raises:
+            ExecutionNotFound: no such execution.
+            RequestRefused: it has not ended, it completed, or it is a sub-pipeline's.
+            ServerClosing: the server is shutting down.
+        """
+        if self.closing.is_set():
+            raise ServerClosing("the server is shutting down and starts nothing new; retry")
+        new_id = str(uuid.uuid4())
+        tasks = await self._known_tasks() if self._known_tasks is not None else None
+        orchestrator, snapshot = await self._service.prepare_retry(
+            execution_id,
+            new_id,
+            on_event=self._listener(new_id),
+            shared_inbox=True,
+            known_tasks=tasks,
+        )
+        self._running[new_id] = orchestrator
+        self._run(new_id, orchestrator.resume(snapshot))
+        return Started(new_id, str(ExecutionStatus.RUNNING), True)
+
     async def _start(self, program: PipelineProgram, inputs: Mapping[str, Any]) -> Started:
         execution_id = str(uuid.uuid4())
         orchestrator = self._service.orchestrator(
@@ -428,8 +452,11 @@ class ExecutionHost:
     # ---------------------------------------------------------------- shutdown
 
     def stop_accepting(self) -> None:
-        """Start nothing new and end the streams (a stopping server's first step)."""
+        """Start nothing new (no execution, no attempt) and end the streams: a stopping
+        server's first step. Running attempts go on until `close`."""
         self.closing.set()
+        for orchestrator in self._running.values():
+            orchestrator.hold()
         for queue in list(self._status_queues):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
@@ -450,6 +477,8 @@ class ExecutionHost:
         self._background = []
         grace = self._grace_s if grace_s is None else grace_s
         running = list(self._running.values())
+        if running:
+            _log.info("stopping: running attempts of %d executions get %gs", len(running), grace)
         await asyncio.gather(*(o.drain(grace) for o in running), return_exceptions=True)
         follow = list(self._follow.values())
         for task in follow:

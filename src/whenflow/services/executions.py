@@ -213,6 +213,47 @@ class ExecutionService:
         )
         return orchestrator, snapshot
 
+    async def prepare_retry(
+        self,
+        execution_id: str,
+        new_id: str,
+        *,
+        on_event: EventListener | None = None,
+        shared_inbox: bool = False,
+        known_tasks: Mapping[str, TaskDefinition] | None = None,
+    ) -> tuple[Orchestrator, ExecutionSnapshot]:
+        """Create execution `new_id` retrying the ended `execution_id` (durable on
+        return) and its dispatcher, to `resume(snapshot)` it.
+
+        Raises:
+            ExecutionNotFound: no such execution.
+            RequestRefused: it has not ended, it completed, or it is a sub-pipeline's.
+        """
+        from whenflow.engine.retries import retry_of
+
+        old = await self._store.load_execution(execution_id)
+        if not old.status.is_terminal or old.status is ExecutionStatus.COMPLETED:
+            what = "completed: nothing to retry" if old.status.is_terminal else "not ended"
+            raise RequestRefused(f"execution {execution_id} has {what} ({old.status})")
+        if await queries.get_parent_id(self._store.engine, execution_id) is not None:
+            raise RequestRefused(
+                f"execution {execution_id} is a sub-pipeline's; retry its parent execution"
+            )
+        program = load_stored_program(
+            old.definition_text, old.definition_path, runner=self._runner, known_tasks=known_tasks
+        )
+        records, snapshot = retry_of(old, new_id, time.time())
+        self._store.append(records)
+        await self._store.flush()
+        orchestrator = self.orchestrator(
+            program,
+            old.inputs,
+            execution_id=new_id,
+            on_event=on_event,
+            shared_inbox=shared_inbox,
+        )
+        return orchestrator, snapshot
+
     async def collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
         """Delete the artifacts an ended execution wrote but does not reference.
 

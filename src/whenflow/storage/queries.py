@@ -282,6 +282,15 @@ async def get_child_ids(bind: Bind, execution_id: str) -> list[str]:
         return [str(r.id) for r in await connection.execute(query)]
 
 
+async def get_parent_id(bind: Bind, execution_id: str) -> str | None:
+    """The execution whose `pipeline` task started this one, or None for a top-level one."""
+    ex = tables.executions
+    query = sa.select(ex.c.parent_execution_id).where(ex.c.id == execution_id)
+    async with connected(bind) as connection:
+        found = await connection.scalar(query)
+    return None if found is None else str(found)
+
+
 async def get_definition(bind: Bind, execution_id: str) -> tuple[str, str | None]:
     """The definition text an execution runs and the file it came from; raises ExecutionNotFound."""
     ex = tables.executions
@@ -320,6 +329,7 @@ async def get_execution(bind: Bind, execution_id: str) -> ExecutionSnapshot:
         variables=tuple(variables),
         nodes=tuple(nodes),
         attempts=tuple(attempts),
+        retry_of=row.retry_of,
     )
 
 
