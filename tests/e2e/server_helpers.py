@@ -39,6 +39,7 @@ class Server:
     process: subprocess.Popen[str]
     url: str
     client: httpx.Client
+    home: Path
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.process.poll() is None:
@@ -59,7 +60,7 @@ def running_server(home: Path, env: Mapping[str, str] | None = None) -> Iterator
         ) as process,
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client,
     ):  # fmt: skip
-        server = Server(process, f"http://127.0.0.1:{port}", client)
+        server = Server(process, f"http://127.0.0.1:{port}", client, home)
         try:
             _wait_healthy(server, home / f"server-{port}.log")
             yield server

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import EXAMPLES
+from cli_helpers import EXAMPLES, run_cli
 from server_helpers import (
     FEATURES_SEED,
     Server,
@@ -271,23 +271,26 @@ def test_executions_are_listed_by_filter_a_page_at_a_time(client: httpx.Client) 
     assert client.get("/api/v1/executions", params={"cursor": "junk"}).status_code == 400
 
 
-def test_the_status_stream_shows_executions_starting_and_ending(client: httpx.Client) -> None:
-    frames = sse(client, "/api/v1/events/stream")
+def test_the_status_stream_shows_executions_changing_status(client: httpx.Client) -> None:
+    seen: list[str] = []
     with client.stream("GET", "/api/v1/events/stream", timeout=60.0) as response:
         lines = response.iter_lines()
         assert next(lines) == ": connected"
-        execution_id = start(client, "feature_engineering", FEATURES_SEED)
-        seen = []
+        execution_id = start(client, "approval_gate")
         for line in lines:
-            if line.startswith("data: "):
-                change = json.loads(line[6:])
-                if change["executionId"] == execution_id:
-                    seen.append((change["eventType"], change["status"]))
-                    if change["eventType"] == "pipeline.completed":
-                        break
-    frames.close()
-    assert seen[0] == ("pipeline.started", "running")
-    assert seen[-1] == ("pipeline.completed", "completed")
+            if not line.startswith("data: "):
+                continue
+            change = json.loads(line[6:])
+            if change["executionId"] != execution_id:
+                continue
+            assert change["pipeline"] == "approval_gate"
+            seen.append(change["status"])
+            if change["status"] == "waiting":
+                path = f"/api/v1/executions/{execution_id}/nodes/review/approve"
+                assert client.post(path, json={"by": "alice"}).status_code == 200
+            if change["status"] == "completed":
+                break
+    assert seen == ["running", "waiting", "running", "completed"]
 
 
 def _error(response: httpx.Response, status: int) -> dict[str, object]:
@@ -420,3 +423,26 @@ spec:
     again = client.post(f"/api/v1/executions/{retry_id}/retry")
     assert again.status_code == 409  # it completed: nothing to retry
     assert client.post("/api/v1/executions/no-such-id/retry").status_code == 404
+
+
+def test_many_executions_wait_at_once_and_other_processes_still_use_the_inbox(
+    server: Server,
+) -> None:
+    client = server.client
+    ids = [start(client, "approval_gate") for _ in range(20)]
+    for execution_id in ids:
+        wait_status(client, execution_id, "waiting")
+    pending = {p["executionId"] for p in client.get("/api/v1/approvals").json()["items"]}
+    assert set(ids) <= pending
+    # One decision from another process (the CLI posts to the inbox; the server's one
+    # inbox reader hands it to the dispatcher), the others through the API.
+    by_cli = run_cli(server.home, "approve", ids[0], "review", "--by", "bob", "-m", "from the CLI")
+    assert by_cli.returncode == 0, by_cli.stderr
+    for execution_id in ids[1:]:
+        path = f"/api/v1/executions/{execution_id}/nodes/review/reject"
+        assert client.post(path, json={"by": "alice"}).status_code == 200
+    shown = wait_status(client, ids[0], "completed")
+    assert shown["nodes"]["review"]["outputs"]["by"] == "bob"
+    assert shown["nodes"]["ship"]["status"] == "completed"
+    for execution_id in ids[1:]:
+        assert wait_status(client, execution_id, "completed")["outputs"]["decision"] == "rejected"

@@ -110,16 +110,15 @@ async def execution_stream(
     response_class=StreamingResponse,
 )
 async def status_stream(request: Request) -> StreamingResponse:
-    """`event: <pipeline.*>`, `data: {executionId, pipeline, version, eventType, seq,
-    status, at}` for every execution this server runs, from the moment of connecting."""
+    """`event: status`, `data: {executionId, pipeline, version, status, at}` for every
+    status change of an execution this server runs, from the moment of connecting."""
     changes = host_of(request).status_changes()
 
     async def frames() -> AsyncGenerator[bytes, None]:
         yield b": connected\n\n"
         try:
             async for change in changes:
-                event_id = f"{change.execution_id}:{change.seq}"
-                yield _frame(change.event_type, change.to_json(), event_id)
+                yield _frame("status", change.to_json())
         finally:
             await changes.aclose()
 

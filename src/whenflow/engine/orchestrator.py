@@ -112,6 +112,9 @@ class Orchestrator:
         self._shared_inbox = shared_inbox
         self.live = False
         """Set once started or resumed: from then on `deliver` may hand it messages."""
+        self.status_listeners: list[Callable[[ExecutionStatus], None]] = []
+        """Called with the status after each unit of work that changed it."""
+        self._reported: ExecutionStatus | None = None
         if parent_execution_id is not None and not program.listens_outside:
             self._inbox_poll_s = None
         self._poller: asyncio.Task[None] | None = None
@@ -420,6 +423,10 @@ class Orchestrator:
                     s.store.append(s.mask.records(records) if s.mask else records)
                 except StoreError as exc:
                     self._store_failed(exc)
+            if s.status is not self._reported and self.status_listeners:
+                self._reported = s.status
+                for listener in self.status_listeners:
+                    listener(s.status)
 
     def _internal_error(self, exc: Exception) -> None:
         """A bug in whenflow: end the execution as failed rather than hang it.

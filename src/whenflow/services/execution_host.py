@@ -32,7 +32,7 @@ from typing import Any
 
 from whenflow.domain.definitions import TaskDefinition
 from whenflow.domain.errors import ExecutionOwned, RequestRefused, WhenflowError
-from whenflow.domain.events import PIPELINE_SOURCE, Event
+from whenflow.domain.events import Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import MessageKind
 from whenflow.domain.states import ExecutionStatus
@@ -40,13 +40,15 @@ from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.services.executions import ExecutionService
-from whenflow.services.views import EventView, event_view
+from whenflow.services.views import EventView, event_view, iso_time
 from whenflow.storage import idempotency, inbox, queries
 from whenflow.storage.inbox import MessageState
 
 TaskSource = Callable[[], Awaitable[Mapping[str, TaskDefinition]]]
 DEFAULT_INBOX_POLL_S = 0.25
 DEFAULT_GRACE_S = 30.0
+# Executions per inbox query (bound parameters of one IN list).
+INBOX_CHUNK = 500
 # How long a stream waits for a change before it reads the store again (an
 # execution another process runs has no in-process notification).
 STREAM_POLL_S = 1.0
@@ -74,13 +76,11 @@ class Started:
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """An execution-level event (`pipeline.*`) of an execution this process runs."""
+    """An execution this process runs changed its status (`at`: unix seconds)."""
 
     execution_id: str
     pipeline: str
     version: str
-    event_type: str
-    seq: int
     status: str
     at: float
 
@@ -89,10 +89,8 @@ class StatusChange:
             "executionId": self.execution_id,
             "pipeline": self.pipeline,
             "version": self.version,
-            "eventType": self.event_type,
-            "seq": self.seq,
             "status": self.status,
-            "at": self.at,
+            "at": iso_time(self.at),
         }
 
 
@@ -218,7 +216,7 @@ class ExecutionHost:
             shared_inbox=True,
             known_tasks=tasks,
         )
-        self._running[new_id] = orchestrator
+        self._running[new_id] = self._watch_status(orchestrator)
         self._run(new_id, orchestrator.resume(snapshot))
         return Started(new_id, str(ExecutionStatus.RUNNING), True)
 
@@ -231,7 +229,7 @@ class ExecutionHost:
             on_event=self._listener(execution_id),
             shared_inbox=True,
         )
-        self._running[execution_id] = orchestrator
+        self._running[execution_id] = self._watch_status(orchestrator)
         try:
             await orchestrator.start()
         except BaseException:
@@ -264,37 +262,34 @@ class ExecutionHost:
     def _listener(self, execution_id: str) -> Any:
         def on_event(event: Event) -> None:
             self._notify(execution_id)
-            if event.source == PIPELINE_SOURCE:
-                self._status_changed(event)
 
         return on_event
+
+    def _watch_status(self, orchestrator: Orchestrator) -> Orchestrator:
+        definition = orchestrator.program.definition
+
+        def on_status(status: ExecutionStatus) -> None:
+            if not self._status_queues:
+                return
+            change = StatusChange(
+                orchestrator.execution_id,
+                definition.name,
+                definition.version,
+                str(status),
+                time.time(),
+            )
+            for queue in list(self._status_queues):
+                try:
+                    queue.put_nowait(change)
+                except asyncio.QueueFull:  # a client that does not read: its stream ends
+                    self._status_queues.discard(queue)
+
+        orchestrator.status_listeners.append(on_status)
+        return orchestrator
 
     def _notify(self, execution_id: str) -> None:
         for changed in self._watchers.get(execution_id, ()):
             changed.set()
-
-    def _status_changed(self, event: Event) -> None:
-        orchestrator = self._running.get(event.execution_id)
-        if orchestrator is None or not self._status_queues:
-            return
-        suffix = event.event_type.removeprefix("pipeline.")
-        statuses = {s.value for s in ExecutionStatus}
-        status = suffix if suffix in statuses else str(ExecutionStatus.RUNNING)
-        definition = orchestrator.program.definition
-        change = StatusChange(
-            event.execution_id,
-            definition.name,
-            definition.version,
-            event.event_type,
-            event.seq,
-            status,
-            event.timestamp,
-        )
-        for queue in list(self._status_queues):
-            try:
-                queue.put_nowait(change)
-            except asyncio.QueueFull:  # a client that does not read: its stream ends
-                self._status_queues.discard(queue)
 
     # ---------------------------------------------------------------- requests
 
@@ -378,8 +373,8 @@ class ExecutionHost:
                     await self._service.store.flush()  # what woke us is durable now
 
     async def status_changes(self) -> AsyncGenerator[StatusChange, None]:
-        """Execution-level events of every execution this process runs, from now on,
-        until the server closes (or the client falls `STATUS_QUEUE_SIZE` behind)."""
+        """Status changes of every execution this process runs, from now on, until the
+        server closes (or the client falls `STATUS_QUEUE_SIZE` changes behind)."""
         queue: asyncio.Queue[StatusChange | None] = asyncio.Queue(STATUS_QUEUE_SIZE)
         self._status_queues.add(queue)
         try:
@@ -396,11 +391,13 @@ class ExecutionHost:
     async def _read_inbox(self) -> None:
         while not self.closing.is_set():
             live = [eid for eid, o in self._running.items() if o.live]
+            messages = []
             try:
-                messages = await inbox.pending_many(self._engine, live)
+                for first in range(0, len(live), INBOX_CHUNK):
+                    chunk = live[first : first + INBOX_CHUNK]
+                    messages.extend(await inbox.pending_many(self._engine, chunk))
             except Exception as exc:  # a driver hiccup: the messages stay stored
                 _log.warning("could not read the inbox: %s", exc)
-                messages = []
             for message in messages:
                 orchestrator = self._running.get(message.execution_id)
                 if orchestrator is not None and orchestrator.live:
@@ -445,7 +442,7 @@ class ExecutionHost:
             if isinstance(claimed, ExecutionResult):
                 continue
             orchestrator, snapshot = claimed
-            self._running[execution_id] = orchestrator
+            self._running[execution_id] = self._watch_status(orchestrator)
             _log.info("resuming execution %s", execution_id)
             self._run(execution_id, orchestrator.resume(snapshot))
 

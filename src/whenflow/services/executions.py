@@ -5,27 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from whenflow.domain.definitions import PipelineDefinition, TaskDefinition
-from whenflow.domain.errors import NodeNotFound, RequestRefused, StoreError, WhenflowError
-from whenflow.domain.events import EVENT_NAME, Event
+from whenflow.domain.definitions import TaskDefinition
+from whenflow.domain.errors import RequestRefused, StoreError, WhenflowError
+from whenflow.domain.events import Event
 from whenflow.domain.param_types import resolve_inputs
 from whenflow.domain.records import ExecutionSnapshot, InboxMessage, LogAppended, MessageKind
-from whenflow.domain.states import ExecutionStatus, NodeState
-from whenflow.domain.variables import ArtifactRef, Variable
-from whenflow.dsl.listeners import external_names, listens_for
+from whenflow.domain.states import ExecutionStatus
+from whenflow.domain.variables import ArtifactRef
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
-from whenflow.engine.variable_pool import ARTIFACT_MARKER
+from whenflow.services import request_checks
+from whenflow.services.artifact_refs import referenced_artifacts
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.settings import Settings
 from whenflow.services.views import (
@@ -368,46 +367,13 @@ class ExecutionService:
             NodeNotFound: a decision or stop names a node the pipeline lacks.
             RequestRefused: the request cannot apply now; the error says why.
         """
-        engine = self._store.engine
-        status = await queries.get_status(engine, execution_id)
-        if status.is_terminal:
-            raise RequestRefused(
-                f"execution {execution_id} has ended ({status}); nothing to change"
-            )
-        if kind is MessageKind.STOP:
-            await self.require_node(execution_id, target)
-            await _check_stop_target(engine, execution_id, target)
-        if kind is MessageKind.APPROVE or kind is MessageKind.REJECT:
-            rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
-            row = rows.get(target)
-            await _check_decision_target(engine, execution_id, target)
-            if row is None or row.state is not NodeState.WAITING:
-                now = "has not started" if row is None else f"is {row.state}"
-                raise RequestRefused(
-                    f"node {target!r} of execution {execution_id} {now}, not waiting for a decision"
-                )
-        if kind is MessageKind.EVENT and not EVENT_NAME.match(target):
-            raise RequestRefused(
-                f"{target!r} is not an event name: use lowercase letters, digits and _"
-            )
-        if kind is MessageKind.EVENT and not force:
-            await self._refuse_unheard(execution_id, target)
-
-    async def _refuse_unheard(self, execution_id: str, name: str) -> None:
-        """Refuse `external.<name>` when the execution's pipeline never reads it."""
-        snapshot = await queries.get_execution(self._store.engine, execution_id)
-        try:
-            program = load_stored_program(snapshot.definition_text, snapshot.definition_path)
-        except WhenflowError:
-            return  # the pipeline cannot be compiled here: nothing to check against
-        if listens_for(program, name):
-            return
-        names = external_names(program)
-        listened = f"it listens for {', '.join(names)}" if names else "it waits for no event"
-        raise RequestRefused(
-            f"no trigger of execution {execution_id} waits for external.{name} ({listened}); "
-            "check the name, or pass --force to publish it anyway"
+        await request_checks.check_request(
+            self._store.engine, execution_id, kind, target, force=force
         )
+
+    async def require_node(self, execution_id: str, node_id: str) -> None:
+        """Raise ExecutionNotFound or NodeNotFound unless the execution has that node."""
+        await request_checks.require_node(self._store.engine, execution_id, node_id)
 
     async def resolve_id(self, id_or_prefix: str) -> str:
         """The full id of the execution a unique id prefix names (as git does).
@@ -449,17 +415,6 @@ class ExecutionService:
         events = await queries.get_events(self._store.engine, execution_id, after_seq)
         return [event_view(e) for e in events]
 
-    async def require_node(self, execution_id: str, node_id: str) -> None:
-        """Raise ExecutionNotFound or NodeNotFound unless the execution has that node."""
-        text, path = await queries.get_definition(self._store.engine, execution_id)
-        definition = await asyncio.to_thread(_stored_definition, text, path)
-        node_ids = definition.node_ids if definition is not None else stated_node_ids(text)
-        if node_id not in node_ids:
-            raise NodeNotFound(
-                f"the pipeline of execution {execution_id} has no node {node_id!r}; "
-                f"its nodes: {', '.join(node_ids)}"
-            )
-
     async def variables(self, execution_id: str) -> list[VariableView]:
         variables = await queries.get_variables(self._store.engine, execution_id)
         return [
@@ -497,68 +452,6 @@ class ExecutionService:
         return explain_node(program, snapshot, node_id, artifacts=self._artifacts)
 
 
-def referenced_artifacts(variables: Iterable[Variable]) -> Iterator[ArtifactRef]:
-    """Every artifact reference the variables hold (forEach items nest theirs in values)."""
-    for variable in variables:
-        if variable.artifact is not None:
-            yield variable.artifact
-        yield from _nested_refs(variable.value)
-
-
-def _nested_refs(value: Any) -> Iterator[ArtifactRef]:
-    if isinstance(value, dict):
-        marked = value.get(ARTIFACT_MARKER) if len(value) == 1 else None
-        if isinstance(marked, dict):
-            ref = _as_ref(marked)
-            if ref is not None:
-                yield ref
-            return
-        for item in value.values():
-            yield from _nested_refs(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _nested_refs(item)
-
-
-def _as_ref(data: Mapping[str, Any]) -> ArtifactRef | None:
-    try:
-        return ArtifactRef.from_json(data)
-    except (KeyError, TypeError, ValueError):
-        return None  # task data shaped like a marker, not a reference
-
-
-async def _check_decision_target(engine: AsyncEngine, execution_id: str, target: str) -> None:
-    """Refuse a decision for a node that is not an approval node of the pipeline.
-
-    The refusal names the pipeline's approval nodes, so a typo is easy to fix.
-    """
-    from whenflow.dsl.approval import APPROVAL_TASK_TYPE
-
-    text, path = await queries.get_definition(engine, execution_id)
-    definition = await asyncio.to_thread(_stored_definition, text, path)
-    if definition is None:
-        return  # the stored text no longer parses here; the generic refusal follows
-    approvals = [n.id for n in definition.nodes if n.task.type == APPROVAL_TASK_TYPE]
-    if target in approvals:
-        return
-    listed = ", ".join(approvals) if approvals else "none"
-    problem = "is not an approval node" if target in definition.node_ids else "does not exist"
-    refusal = RequestRefused if target in definition.node_ids else NodeNotFound
-    raise refusal(
-        f"node {target!r} {problem} in pipeline {definition.name}; its approval nodes: {listed}"
-    )
-
-
-async def _check_stop_target(engine: AsyncEngine, execution_id: str, target: str) -> None:
-    """Refuse to stop a node that has ended (`require_node` checked that it exists)."""
-    rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
-    row = rows.get(target)
-    if row is not None and row.state.is_terminal:
-        raise RequestRefused(
-            f"node {target!r} of execution {execution_id} has already ended ({row.state})"
-        )
-
-
 async def _halting(
     orchestrator: Orchestrator, work: Coroutine[Any, Any, ExecutionResult]
 ) -> ExecutionResult:
@@ -575,35 +468,6 @@ def _database_reason(exc: SQLAlchemyError) -> str:
     """The driver's own words (`database is locked`), without SQLAlchemy's SQL and links."""
     cause = getattr(exc, "orig", None) or exc
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-
-
-def stated_node_ids(text: str) -> list[str]:
-    """The node ids a definition text states, read without compiling it (its task
-    references may resolve only against a registry)."""
-    from whenflow.domain.errors import DefinitionError
-    from whenflow.dsl.yaml_source import load_yaml_documents
-
-    try:
-        documents = [d for d, _ in load_yaml_documents(text, "<stored>") if d is not None]
-    except DefinitionError:
-        return []
-    spec = documents[0].get("spec") if documents and isinstance(documents[0], dict) else None
-    nodes = spec.get("nodes") if isinstance(spec, dict) else None
-    if not isinstance(nodes, list):
-        return []
-    return [str(n["id"]) for n in nodes if isinstance(n, dict) and "id" in n]
-
-
-def _stored_definition(text: str, path: str | None) -> PipelineDefinition | None:
-    """An execution's definition parsed again (Task files beside it resolved), or None."""
-    from whenflow.domain.errors import DefinitionError
-    from whenflow.dsl.parse import parse_pipeline_text
-
-    base_dir = Path(path).resolve().parent if path else None
-    try:
-        return parse_pipeline_text(text, path or "<stored>", base_dir=base_dir).definition
-    except DefinitionError:
-        return None
 
 
 async def _refuse_leftovers(
