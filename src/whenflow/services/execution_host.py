@@ -236,7 +236,9 @@ class ExecutionHost:
             self._running.pop(execution_id, None)
             raise
         self._run(execution_id, orchestrator.wait())
-        return Started(execution_id, str(orchestrator.status), True)
+        status = str(orchestrator.status)
+        await self._service.store.flush()  # the status returned is durable
+        return Started(execution_id, status, True)
 
     def _run(self, execution_id: str, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -313,6 +315,8 @@ class ExecutionHost:
             ExecutionNotFound, NodeNotFound, RequestRefused: as `ExecutionService.check_request`.
         """
         service = self._service
+        if execution_id in self._running:
+            await service.store.flush()  # the checks read what the dispatcher did so far
         if kind in (MessageKind.STOP, MessageKind.APPROVE, MessageKind.REJECT):
             await service.require_node(execution_id, target)  # 404 before "it has ended"
         await service.check_request(execution_id, kind, target, force=True)

@@ -1,0 +1,116 @@
+"""The server's ExecutionHost on SQLite and PostgreSQL: many executions on one loop,
+requests applied durably before the call returns, the one inbox reader, starts
+made idempotent by a key, and a graceful close that leaves the rest resumable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from whenflow.domain.records import MessageKind
+from whenflow.dsl.program import PipelineProgram
+from whenflow.services.execution_host import ExecutionHost, IdempotencyConflict
+from whenflow.services.pipelines import load_program
+from whenflow.services.server import ServerParts, open_server
+from whenflow.services.settings import Settings
+from whenflow.storage import queries
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MANY = 30
+
+
+@pytest.fixture
+async def parts(db_url: str, tmp_path: Path) -> AsyncIterator[ServerParts]:
+    settings = Settings(database_url=db_url, artifacts_url=str(tmp_path / "artifacts"))
+    async with open_server(settings, grace_s=5.0, inbox_poll_s=0.05) as opened:
+        yield opened
+
+
+@pytest.fixture
+def approval_gate() -> PipelineProgram:
+    return load_program(EXAMPLES / "approval_gate.yaml")
+
+
+async def _last_event(host: ExecutionHost, execution_id: str) -> str:
+    """Follow the execution's events to its end; the last event's type."""
+    last = ""
+    async with asyncio.timeout(60):
+        async for event in host.follow_events(execution_id):
+            last = event.event_type
+    return last
+
+
+async def test_many_executions_wait_at_once_and_decisions_are_durable_on_return(
+    parts: ServerParts, approval_gate: PipelineProgram
+) -> None:
+    host = parts.host
+    started = await asyncio.gather(*(host.start(approval_gate, {}) for _ in range(MANY)))
+    ids = [s.execution_id for s in started]
+    assert len(set(ids)) == MANY
+    assert {s.status for s in started} == {"waiting"}
+    assert host.running == frozenset(ids)
+
+    decided = await asyncio.gather(
+        *(
+            host.request(eid, MessageKind.APPROVE, "review", {"by": "alice", "comment": str(i)})
+            for i, eid in enumerate(ids)
+        )
+    )
+    assert all(state.applied and state.refusal is None for state in decided)
+    # Durable when the call returned: the stored node states already show it.
+    for eid in ids:
+        stored = await queries.get_nodes(host.service.store.engine, eid)
+        nodes = {n.node_id: n.state.value for n in stored}
+        assert nodes["review"] == "completed"
+    assert (
+        await asyncio.gather(*(_last_event(host, eid) for eid in ids))
+        == ["pipeline.completed"] * MANY
+    )
+    shown = await host.service.show(ids[7])
+    assert shown.nodes["review"].outputs["comment"] == "7"
+    assert shown.nodes["ship"].status.value == "completed"
+
+
+async def test_a_request_stored_by_another_process_reaches_the_execution(
+    parts: ServerParts, approval_gate: PipelineProgram
+) -> None:
+    host = parts.host
+    execution_id = (await host.start(approval_gate, {})).execution_id
+    # What `whenflow reject` in another process does: store it in the inbox only.
+    await host.service.post(execution_id, MessageKind.REJECT, "review", {"by": "bob"})
+    assert await _last_event(host, execution_id) == "pipeline.completed"
+    shown = await host.service.show(execution_id)
+    assert shown.outputs["decision"] == "rejected"
+    assert shown.nodes["roll_back"].status.value == "completed"
+
+
+async def test_the_same_key_starts_one_execution(
+    parts: ServerParts, approval_gate: PipelineProgram
+) -> None:
+    host = parts.host
+    body = {"inputVariables": {}}
+    starts = await asyncio.gather(
+        *(host.start(approval_gate, {}, idempotency_key="k", request=body) for _ in range(5))
+    )
+    assert len({s.execution_id for s in starts}) == 1
+    assert sorted(s.created for s in starts) == [False, False, False, False, True]
+    with pytest.raises(IdempotencyConflict):
+        await host.start(approval_gate, {}, idempotency_key="k", request={"other": 1})
+
+
+async def test_close_leaves_unfinished_executions_resumable(
+    db_url: str, tmp_path: Path, approval_gate: PipelineProgram
+) -> None:
+    settings = Settings(database_url=db_url, artifacts_url=str(tmp_path / "artifacts"))
+    async with open_server(settings, grace_s=1.0) as first:
+        execution_id = (await first.host.start(approval_gate, {})).execution_id
+    async with open_server(settings, grace_s=1.0, inbox_poll_s=0.05) as second:
+        host = second.host
+        await asyncio.wait_for(host.resumed_once.wait(), 30)
+        assert execution_id in host.running  # the lease was released at close: no wait
+        state = await host.request(execution_id, MessageKind.APPROVE, "review", {"by": "bob"})
+        assert state.refusal is None
+        assert await _last_event(host, execution_id) == "pipeline.completed"
