@@ -28,6 +28,7 @@ router = APIRouter(prefix="/api/v1")
 VIEW = [Depends(require(Role.VIEWER))]
 OPERATE = [Depends(require(Role.OPERATOR))]
 MAX_KEY_LENGTH = 200
+MAX_SEQ = 2**53  # larger `since` values are refused (422), never passed to the database
 
 
 def host_of(request: Request) -> ExecutionHost:
@@ -147,7 +148,7 @@ async def get_execution(request: Request, execution_id: str) -> dict[str, Any]:
 
 @router.get("/executions/{execution_id}/events", dependencies=VIEW, summary="Its event log")
 async def get_events(
-    request: Request, execution_id: str, since: Annotated[int, Query(ge=0)] = 0
+    request: Request, execution_id: str, since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0
 ) -> dict[str, Any]:
     """Events with `seq > since`, in seq order."""
     events = await host_of(request).service.events(execution_id, after_seq=since)

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from whenflow.api.auth import require
 from whenflow.api.errors import ApiError
-from whenflow.api.routes_executions import host_of
+from whenflow.api.routes_executions import MAX_SEQ, host_of
 from whenflow.domain.auth import Role
 
 router = APIRouter(prefix="/api/v1")
@@ -72,14 +72,16 @@ async def _with_keepalive(frames: AsyncGenerator[bytes, None]) -> AsyncIterator[
 async def execution_stream(
     request: Request,
     execution_id: str,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """`event: <eventType>`, `id: <seq>`, `data: <the event as JSON>`, one per event;
     the stream ends with the execution."""
     if last_event_id is not None:
         try:
-            since = max(0, int(last_event_id))
+            since = int(last_event_id)
+            if not 0 <= since <= MAX_SEQ:
+                raise ValueError(last_event_id)
         except ValueError:
             raise ApiError(
                 422,
