@@ -308,6 +308,11 @@ def test_bad_input_is_a_4xx_that_says_what_is_wrong(client: httpx.Client, tmp_pa
     details = _error(malformed, 422)["details"]
     assert isinstance(details, dict)
     assert (details["line"], details["column"]) == (2, 6)
+    nested = b"[" * 10_000 + b"]" * 10_000
+    deep_yaml = client.post("/api/v1/pipelines", content=nested, headers=yaml_headers)
+    assert _error(deep_yaml, 422)["code"] == "invalid_definition"
+    not_text = client.post("/api/v1/pipelines", content=b"\xff\xfe", headers=yaml_headers)
+    assert _error(not_text, 400)["code"] == "invalid_encoding"
 
     push(
         client,

@@ -10,8 +10,8 @@ for the database.
 
 The state and its primitive moves are `ExecutionState`; the rules are in
 `attempts` (one attempt), `foreach`, `endings` (stop, cancel, fail, skip,
-quiescence, the final status) and `recovery`. This module runs units of work
-and turns trigger decisions into those rules.
+quiescence, the final status), `recovery` and `settling` (what follows from a
+unit's changes). This module runs units of work.
 """
 
 from __future__ import annotations
@@ -34,25 +34,15 @@ from whenflow.domain.records import (
     Record,
     VariableWritten,
 )
-from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.domain.states import ExecutionStatus
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine import recovery, stopping
-from whenflow.engine.approvals import decide, park
+from whenflow.engine.approvals import decide
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
-from whenflow.engine.attempts import launch
 from whenflow.engine.endings import (
-    cancel_work,
-    close_running_attempts,
     end_all,
-    fail_node,
-    finish,
-    set_waiting,
-    skip_node,
-    skip_one_unsatisfiable,
-    stop_node,
 )
 from whenflow.engine.execution_state import DEFAULT_CONCURRENCY, ExecutionState, LogListener
-from whenflow.engine.foreach import launch_item, start_foreach
 from whenflow.engine.inbox_messages import (
     DEFAULT_POLL_INTERVAL_S,
     apply_message,
@@ -61,11 +51,11 @@ from whenflow.engine.inbox_messages import (
     refusals_at_end,
 )
 from whenflow.engine.ports import ArtifactStore, SecretStore, StateStore, TaskRunner
-from whenflow.engine.runtime import NO_ITEM, ExecutionResult, NodeOutcome, NodeRuntime
+from whenflow.engine.runtime import ExecutionResult, NodeOutcome, NodeRuntime
 from whenflow.engine.secret_masking import SecretMask
+from whenflow.engine.settling import settle
 from whenflow.engine.subpipelines import cancel_orphans
 from whenflow.engine.template_helpers import install_helpers
-from whenflow.engine.trigger_eval import TriggerTree
 from whenflow.engine.variable_pool import VariablePool
 
 __all__ = ["DEFAULT_CONCURRENCY", "EventListener", "Orchestrator"]
@@ -413,7 +403,7 @@ class Orchestrator:
         try:
             if not s.status.is_terminal:
                 action(*args)
-                self._settle()
+                settle(self.state)
         except Exception as exc:
             self._internal_error(exc)
         finally:
@@ -440,7 +430,7 @@ class Orchestrator:
         try:
             if s.ending is None:
                 end_all(s, ExecutionStatus.FAILED, s.error)
-            self._settle()
+            settle(self.state)
         except Exception:
             _log.exception("could not end execution %s cleanly", s.execution_id)
         if not s.status.is_terminal:
@@ -449,95 +439,6 @@ class Orchestrator:
             s.records.append(ExecutionUpdated(s.execution_id, s.status, now, now, {}, s.error))
         if s.done is not None and not s.done.done():
             s.done.set_result(None)
-
-    def _settle(self) -> None:
-        s = self.state
-        while True:
-            self._drain_decisions()
-            self._admit_ready()
-            if s.decisions or s.condition_errors:
-                continue
-            if s.status.is_terminal:
-                return
-            if s.non_terminal == 0:
-                finish(s)
-                return
-            if s.running or s.timers or s.ready:
-                if s.status is ExecutionStatus.WAITING:  # an event or decision restarted work
-                    s.status = ExecutionStatus.RUNNING
-                    s.records.append(ExecutionUpdated(s.execution_id, s.status, s.clock()))
-                return
-            if s.waiting_nodes:  # only approvals are left: nothing is unsatisfiable yet
-                set_waiting(s)
-                return
-            if not skip_one_unsatisfiable(s):
-                set_waiting(s)
-                return
-
-    def _drain_decisions(self) -> None:
-        s = self.state
-        while s.decisions or s.condition_errors:
-            if s.condition_errors:
-                tree, message = s.condition_errors.popleft()
-                self._condition_failed(tree, message)
-                continue
-            tree, value = s.decisions.popleft()
-            if tree.kind == "pipeline_stop":
-                if value and s.ending is None:
-                    end_all(s, ExecutionStatus.STOPPED, f"pipeline stopWhen: {tree.explain()}")
-                continue
-            rt = s.nodes[tree.owner]
-            if rt.state.is_terminal or s.ending is not None:
-                continue
-            if tree.kind == "start":
-                if rt.state is NodeState.PENDING and not rt.queued:
-                    if value:
-                        self._request_start(rt)
-                    else:
-                        skip_node(s, rt, f"startWhen is false: {tree.explain()}")
-            elif value:
-                stop_node(s, rt, f"stopWhen: {tree.explain()}")
-
-    def _condition_failed(self, tree: TriggerTree, message: str) -> None:
-        s = self.state
-        if tree.kind == "pipeline_stop":
-            if s.ending is None:
-                s.error = f"pipeline stopWhen failed: {message}"
-                end_all(s, ExecutionStatus.FAILED, s.error)
-            return
-        rt = s.nodes[tree.owner]
-        if rt.state.is_terminal:
-            return
-        field = "startWhen" if tree.kind == "start" else "stopWhen"
-        error = f"{field} {message}"
-        close_running_attempts(s, rt, NodeState.FAILED, error, "ExpressionError")
-        cancel_work(s, rt)
-        fail_node(s, rt, "ExpressionError", error)
-
-    def _request_start(self, rt: NodeRuntime) -> None:
-        if rt.program.approval is not None:
-            park(self.state, rt)  # takes no concurrency slot: it only waits
-            return
-        if rt.program.for_each is not None:
-            start_foreach(self.state, rt)
-            return
-        rt.queued = True
-        self.state.enqueue(rt.id)
-
-    def _admit_ready(self) -> None:
-        s = self.state
-        if s.admission_held:
-            return
-        while s.ready and s.has_slot():
-            node_id, index = s.ready.popleft()
-            rt = s.nodes[node_id]
-            rt.queued = False
-            if rt.state.is_terminal or s.ending is not None:
-                continue
-            if index == NO_ITEM:
-                launch(s, rt)
-            else:
-                launch_item(s, rt, index)
 
 
 def _unmasked(value: Any) -> Any:

@@ -7,6 +7,7 @@ stored, so the registry only ever holds definitions that load.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -214,6 +215,24 @@ class RegistryService:
     async def _validate(
         self, text: str, expected: DefinitionKind | None = None
     ) -> tuple[DefinitionKind, str, str, str]:
+        """Parse and check `text` in a worker thread: a large or hostile document
+        does not stall the executions on the loop."""
+        tasks = await self.published_tasks()
+        try:
+            return await asyncio.to_thread(self._validate_text, text, expected, tasks)
+        except RecursionError:
+            raise DefinitionErrors(
+                [
+                    DefinitionIssue(
+                        "the document is nested too deeply to read",
+                        SourceLocation(PUSHED_PATH, 1, 1),
+                    )
+                ]
+            ) from None
+
+    def _validate_text(
+        self, text: str, expected: DefinitionKind | None, tasks: dict[str, TaskDefinition]
+    ) -> tuple[DefinitionKind, str, str, str]:
         documents = [d for d in load_yaml_documents(text, PUSHED_PATH) if d[0] is not None]
         kinds = [data.get("kind") if isinstance(data, dict) else None for data, _ in documents]
         wanted = {DefinitionKind.PIPELINE: "Pipeline", DefinitionKind.TASK: "Task"}
@@ -250,7 +269,7 @@ class RegistryService:
             self._runner,
             path=PUSHED_PATH,
             resolve_signature=resolve_signature,
-            known_tasks=await self.published_tasks(),
+            known_tasks=tasks,
         )
         d = program.definition
         return DefinitionKind.PIPELINE, d.name, d.version, d.description
