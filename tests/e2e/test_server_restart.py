@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 from server_helpers import gate_pipeline, push, running_server, start, wait_for_file, wait_status
 
 pytestmark = pytest.mark.slow
@@ -95,3 +96,15 @@ def test_sigterm_lets_the_running_attempt_finish_and_the_next_server_goes_on(
     resumed = next(e["seq"] for e in events if e["eventType"] == "pipeline.resumed")
     assert started_c > resumed  # c was not admitted while the first server stopped
     assert _calls(work) == Counter({"g a": 1, "g b": 1, "g c": 1})
+
+
+def test_a_bad_setting_or_code_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad_body = run_cli(tmp_path, "server", "--port", "1", env={"WHENFLOW_API_MAX_BODY": "lots"})
+    assert bad_body.returncode == 2
+    assert bad_body.stderr.strip().splitlines() == [
+        "error: WHENFLOW_API_MAX_BODY='lots' is not a number of bytes; set a whole number"
+    ]
+    missing = run_cli(tmp_path, "server", "--code-path", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert "is not a directory" in missing.stderr
+    assert "Traceback" not in missing.stderr
