@@ -114,15 +114,15 @@ async def execution_stream(
 async def status_stream(request: Request) -> StreamingResponse:
     """`event: status`, `data: {executionId, pipeline, version, status, at}` for every
     status change of an execution this server runs, from the moment of connecting."""
-    changes = host_of(request).status_changes()
+    feed = host_of(request).status_changes()  # subscribed before the response starts
 
     async def frames() -> AsyncGenerator[bytes, None]:
-        yield b": connected\n\n"
         try:
-            async for change in changes:
+            yield b": connected\n\n"
+            async for change in feed:
                 yield _frame("status", change.to_json())
         finally:
-            await changes.aclose()
+            feed.close()
 
     return StreamingResponse(
         _with_keepalive(frames()), media_type="text/event-stream", headers=SSE_HEADERS

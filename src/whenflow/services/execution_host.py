@@ -40,7 +40,8 @@ from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.services.executions import ExecutionService
-from whenflow.services.views import EventView, event_view, iso_time
+from whenflow.services.status_feed import StatusChange, StatusFeed
+from whenflow.services.views import EventView, event_view
 from whenflow.storage import idempotency, inbox, queries
 from whenflow.storage.inbox import MessageState
 
@@ -52,8 +53,6 @@ INBOX_CHUNK = 500
 # How long a stream waits for a change before it reads the store again (an
 # execution another process runs has no in-process notification).
 STREAM_POLL_S = 1.0
-# A status stream whose client reads slower than this many changes behind is closed.
-STATUS_QUEUE_SIZE = 10_000
 _log = logging.getLogger("whenflow.server")
 
 
@@ -72,26 +71,6 @@ class Started:
     execution_id: str
     status: str
     created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """An execution this process runs changed its status (`at`: unix seconds)."""
-
-    execution_id: str
-    pipeline: str
-    version: str
-    status: str
-    at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "executionId": self.execution_id,
-            "pipeline": self.pipeline,
-            "version": self.version,
-            "status": self.status,
-            "at": iso_time(self.at),
-        }
 
 
 class ExecutionHost:
@@ -119,6 +98,7 @@ class ExecutionHost:
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._status_queues: set[asyncio.Queue[StatusChange | None]] = set()
         self._unresumable: set[str] = set()
+        self._reserved: set[str] = set()
         self._key_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._background: list[asyncio.Task[None]] = []
         self.closing = asyncio.Event()
@@ -209,13 +189,17 @@ class ExecutionHost:
             raise ServerClosing("the server is shutting down and starts nothing new; retry")
         new_id = str(uuid.uuid4())
         tasks = await self._known_tasks() if self._known_tasks is not None else None
-        orchestrator, snapshot = await self._service.prepare_retry(
-            execution_id,
-            new_id,
-            on_event=self._listener(new_id),
-            shared_inbox=True,
-            known_tasks=tasks,
-        )
+        self._reserved.add(new_id)  # durable before it runs: not the adopter's to resume
+        try:
+            orchestrator, snapshot = await self._service.prepare_retry(
+                execution_id,
+                new_id,
+                on_event=self._listener(new_id),
+                shared_inbox=True,
+                known_tasks=tasks,
+            )
+        finally:
+            self._reserved.discard(new_id)
         self._running[new_id] = self._watch_status(orchestrator)
         self._run(new_id, orchestrator.resume(snapshot))
         return Started(new_id, str(ExecutionStatus.RUNNING), True)
@@ -376,19 +360,11 @@ class ExecutionHost:
                 if execution_id in self._running:
                     await self._service.store.flush()  # what woke us is durable now
 
-    async def status_changes(self) -> AsyncGenerator[StatusChange, None]:
-        """Status changes of every execution this process runs, from now on, until the
-        server closes (or the client falls `STATUS_QUEUE_SIZE` changes behind)."""
-        queue: asyncio.Queue[StatusChange | None] = asyncio.Queue(STATUS_QUEUE_SIZE)
-        self._status_queues.add(queue)
-        try:
-            while queue in self._status_queues:
-                change = await queue.get()
-                if change is None:
-                    return
-                yield change
-        finally:
-            self._status_queues.discard(queue)
+    def status_changes(self) -> StatusFeed:
+        """Status changes of every execution this process runs, from this call on, until
+        the server closes (or the reader falls too far behind, `status_feed`);
+        `close()` the feed when done."""
+        return StatusFeed(self._status_queues)
 
     # ------------------------------------------------------- the one inbox reader
 
@@ -427,7 +403,7 @@ class ExecutionHost:
         for execution_id in await queries.unfinished_roots(self._engine):
             if self.closing.is_set():
                 return
-            if execution_id in self._running or execution_id in self._unresumable:
+            if self._taken(execution_id):
                 continue
             try:
                 tasks = await self._known_tasks() if self._known_tasks is not None else None
@@ -443,12 +419,19 @@ class ExecutionHost:
                 self._unresumable.add(execution_id)
                 _log.error("cannot resume execution %s: %s", execution_id, exc)
                 continue
-            if isinstance(claimed, ExecutionResult):
-                continue
+            if isinstance(claimed, ExecutionResult) or self._taken(execution_id):
+                continue  # ended, or this process took it up while it was claimed
             orchestrator, snapshot = claimed
             self._running[execution_id] = self._watch_status(orchestrator)
             _log.info("resuming execution %s", execution_id)
             self._run(execution_id, orchestrator.resume(snapshot))
+
+    def _taken(self, execution_id: str) -> bool:
+        return (
+            execution_id in self._running
+            or execution_id in self._reserved
+            or execution_id in self._unresumable
+        )
 
     # ---------------------------------------------------------------- shutdown
 
@@ -461,6 +444,7 @@ class ExecutionHost:
         for queue in list(self._status_queues):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
+        self._status_queues.clear()
         for execution_id in list(self._watchers):
             self._notify(execution_id)
 
