@@ -73,6 +73,10 @@ def test_the_seed_request_starts_feature_engineering_and_the_stream_follows_it(
     assert [e["eventType"] for e in logged] == shown["events"]
     later = client.get(f"/api/v1/executions/{execution_id}/events", params={"since": 3}).json()
     assert [e["seq"] for e in later["items"]] == [e["seq"] for e in streamed[3:]]
+    assert later["nextSince"] is None
+    first_page = client.get(f"/api/v1/executions/{execution_id}/events", params={"limit": 2}).json()
+    assert [e["seq"] for e in first_page["items"]] == [1, 2]
+    assert first_page["nextSince"] == 2
 
     variables = client.get(f"/api/v1/executions/{execution_id}/variables").json()["items"]
     found = {(v["scope"], v["name"]): v["value"] for v in variables}

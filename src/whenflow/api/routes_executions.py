@@ -28,6 +28,7 @@ router = APIRouter(prefix="/api/v1")
 VIEW = [Depends(require(Role.VIEWER))]
 OPERATE = [Depends(require(Role.OPERATOR))]
 MAX_KEY_LENGTH = 200
+MAX_EVENTS = 10_000  # events in one page of GET .../events
 MAX_SEQ = 2**53  # larger `since` values are refused (422), never passed to the database
 
 
@@ -148,11 +149,16 @@ async def get_execution(request: Request, execution_id: str) -> dict[str, Any]:
 
 @router.get("/executions/{execution_id}/events", dependencies=VIEW, summary="Its event log")
 async def get_events(
-    request: Request, execution_id: str, since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0
+    request: Request,
+    execution_id: str,
+    since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = MAX_EVENTS,
 ) -> dict[str, Any]:
-    """Events with `seq > since`, in seq order."""
-    events = await host_of(request).service.events(execution_id, after_seq=since)
-    return {"items": [e.to_json() for e in events]}
+    """`{items, nextSince}`: events with `seq > since` in seq order, at most `limit`;
+    `nextSince` is the `since` of the next page (null when this one is the last)."""
+    events = await host_of(request).service.events(execution_id, after_seq=since, limit=limit)
+    more = events[-1].seq if len(events) == limit else None
+    return {"items": [e.to_json() for e in events], "nextSince": more}
 
 
 @router.get("/executions/{execution_id}/variables", dependencies=VIEW, summary="Its variables")

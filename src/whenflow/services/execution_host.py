@@ -53,6 +53,7 @@ INBOX_CHUNK = 500
 # How long a stream waits for a change before it reads the store again (an
 # execution another process runs has no in-process notification).
 STREAM_POLL_S = 1.0
+STREAM_PAGE = 1000  # events read at once by a stream
 _log = logging.getLogger("whenflow.server")
 
 
@@ -155,19 +156,23 @@ class ExecutionHost:
         digest = hashlib.sha256(
             json.dumps(request or {}, sort_keys=True, default=str).encode()
         ).hexdigest()
-        lock = self._key_locks.setdefault((scope, idempotency_key), asyncio.Lock())
-        async with lock:
-            found = await idempotency.find(self._engine, scope, idempotency_key)
-            if found is None:
-                started = await self._start(program, resolved)
-                entry = idempotency.IdempotentStart(started.execution_id, digest)
-                if await idempotency.record(
-                    self._engine, scope, idempotency_key, entry, time.time()
-                ):
-                    return started
+        key = (scope, idempotency_key)
+        lock = self._key_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:  # one start per key at a time in this process
                 found = await idempotency.find(self._engine, scope, idempotency_key)
-                assert found is not None
-        self._key_locks.pop((scope, idempotency_key), None)
+                if found is None:
+                    started = await self._start(program, resolved)
+                    entry = idempotency.IdempotentStart(started.execution_id, digest)
+                    if await idempotency.record(
+                        self._engine, scope, idempotency_key, entry, time.time()
+                    ):
+                        return started
+                    found = await idempotency.find(self._engine, scope, idempotency_key)
+                    assert found is not None  # another process recorded it meanwhile
+        finally:
+            if not lock.locked() and self._key_locks.get(key) is lock:
+                del self._key_locks[key]
         if found.request_sha256 != digest:
             raise IdempotencyConflict(
                 f"Idempotency-Key {idempotency_key!r} was used with another request body "
@@ -313,6 +318,13 @@ class ExecutionHost:
             await self._wait_applied(message.message_id, wait_s)
         state = await inbox.state(self._engine, message.message_id)
         assert state is not None
+        if not state.applied:
+            status = await queries.get_status(self._engine, execution_id)
+            if status.is_terminal:  # it ended between the checks and the post
+                reason = f"the execution ended ({status}) before this request was applied"
+                await inbox.refuse_pending(self._engine, execution_id, reason, time.time())
+                state = await inbox.state(self._engine, message.message_id)
+                assert state is not None
         return state
 
     async def _wait_applied(self, message_id: int, wait_s: float) -> None:
@@ -349,9 +361,13 @@ class ExecutionHost:
             while True:
                 changed.clear()
                 status = await queries.get_status(self._engine, execution_id)
-                for event in await queries.get_events(self._engine, execution_id, since):
-                    since = event.seq
-                    yield event_view(event)
+                while True:
+                    page = await queries.get_events(self._engine, execution_id, since, STREAM_PAGE)
+                    for event in page:
+                        since = event.seq
+                        yield event_view(event)
+                    if len(page) < STREAM_PAGE:
+                        break
                 if status.is_terminal or self.closing.is_set():
                     return
                 with contextlib.suppress(TimeoutError):

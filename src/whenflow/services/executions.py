@@ -410,9 +410,12 @@ class ExecutionService:
             for r in rows
         ]
 
-    async def events(self, execution_id: str, *, after_seq: int = 0) -> list[EventView]:
-        """Its events with `seq > after_seq`, in order; raises ExecutionNotFound."""
-        events = await queries.get_events(self._store.engine, execution_id, after_seq)
+    async def events(
+        self, execution_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventView]:
+        """Its events with `seq > after_seq`, in order, at most `limit`; raises
+        ExecutionNotFound."""
+        events = await queries.get_events(self._store.engine, execution_id, after_seq, limit)
         return [event_view(e) for e in events]
 
     async def variables(self, execution_id: str) -> list[VariableView]:
