@@ -52,6 +52,7 @@ async def test_many_executions_wait_at_once_and_decisions_are_durable_on_return(
     assert len(set(ids)) == MANY
     assert {s.status for s in started} == {"waiting"}
     assert host.running == frozenset(ids)
+    assert host.running_attempts == 0  # approvals wait without an attempt
 
     decided = await asyncio.gather(
         *(

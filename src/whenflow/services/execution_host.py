@@ -115,6 +115,11 @@ class ExecutionHost:
         """Ids of the executions this process runs now."""
         return frozenset(self._running)
 
+    @property
+    def running_attempts(self) -> int:
+        """Task attempts running now in the executions of this process (for `/stats`)."""
+        return sum(o.state.running for o in self._running.values())
+
     async def __aenter__(self) -> ExecutionHost:
         loop = asyncio.get_running_loop()
         self._background = [
