@@ -79,9 +79,17 @@ def test_sigterm_lets_the_running_attempt_finish_and_the_next_server_goes_on(
         push(first.client, gate_pipeline("graceful_gate", work, free="a"))
         execution_id = start(first.client, "graceful_gate", {"inputVariables": {"tag": "g"}})
         wait_for_file(work / "ready-g-b")
-        first.process.send_signal(signal.SIGTERM)
-        _wait_for_log(home / f"server-{first.url.rsplit(':', 1)[1]}.log", "Shutting down")
-        (work / "open").write_text("")  # b may finish now, within the grace period
+        path = f"/api/v1/executions/{execution_id}/events/stream"
+        with first.client.stream("GET", path, timeout=60.0) as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("event: pipeline.started")
+            first.process.send_signal(signal.SIGTERM)
+            _wait_for_log(home / f"server-{first.url.rsplit(':', 1)[1]}.log", "Shutting down")
+            (work / "open").write_text("")  # b may finish now, within the grace period
+            # The stream ends cleanly (a complete response: no RemoteProtocolError),
+            # not cut by uvicorn's shutdown timeout.
+            seen = list(lines)
+        assert "event: pipeline.completed" not in seen
         assert first.process.wait(60) == 0
 
     with running_server(home) as second:
