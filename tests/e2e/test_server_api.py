@@ -317,6 +317,19 @@ def test_bad_input_is_a_4xx_that_says_what_is_wrong(client: httpx.Client, tmp_pa
     assert _error(deep_yaml, 422)["code"] == "invalid_definition"
     not_text = client.post("/api/v1/pipelines", content=b"\xff\xfe", headers=yaml_headers)
     assert _error(not_text, 400)["code"] == "invalid_encoding"
+    no_code = """apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: no_code, version: 1.0.0}
+spec:
+  nodes:
+    - id: n
+      task: {type: python, callable: "no_such_module_anywhere:fn"}
+"""
+    missing = client.post("/api/v1/pipelines", content=no_code, headers=yaml_headers)
+    missing_error = _error(missing, 422)
+    assert "no_such_module_anywhere" in str(missing_error["message"])
+    assert isinstance(missing_error["details"], dict)
+    assert missing_error["details"]["line"] == 7
 
     push(
         client,
