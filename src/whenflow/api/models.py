@@ -46,6 +46,32 @@ class ReasonRequest(_Body):
     reason: str | None = Field(default=None, max_length=10_000)
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="A stable, machine-readable word: not_found, conflict, ...")
+    message: str = Field(description="What is wrong and what to do, in words")
+    details: dict[str, Any] = Field(
+        description="The field `path`, and `line`/`column` for YAML, when they apply"
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error of the API (DESIGN.md §9)."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Not JSON, or not UTF-8"),
+        (404, "No such pipeline, version, execution or node"),
+        (409, "A conflict: the request cannot apply as things are"),
+        (413, "The body is over the size limit"),
+        (422, "Invalid YAML, inputs or parameters (with the field path)"),
+    )
+}
+
+
 def body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting a JSON body the route parses itself."""
     return {

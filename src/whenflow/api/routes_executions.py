@@ -11,6 +11,7 @@ from whenflow.api.auth import require
 from whenflow.api.bodies import json_body
 from whenflow.api.errors import ApiError
 from whenflow.api.models import (
+    ERROR_RESPONSES,
     DecisionRequest,
     EventRequest,
     ReasonRequest,
@@ -24,7 +25,7 @@ from whenflow.services import server_reads
 from whenflow.services.execution_host import ExecutionHost
 from whenflow.services.registry import RegistryService
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 VIEW = [Depends(require(Role.VIEWER))]
 OPERATE = [Depends(require(Role.OPERATOR))]
 MAX_KEY_LENGTH = 200

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from whenflow.api.auth import require
 from whenflow.api.bodies import text_body
-from whenflow.api.models import YAML_BODY
+from whenflow.api.models import ERROR_RESPONSES, YAML_BODY
 from whenflow.domain.auth import Role
 from whenflow.domain.registry import DefinitionKind, RegistryVersion
 from whenflow.services.registry import RegistryService
 from whenflow.services.views import iso_time
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 VIEW = [Depends(require(Role.VIEWER))]
 ADMIN = [Depends(require(Role.ADMIN))]
 KINDS = {"pipelines": DefinitionKind.PIPELINE, "tasks": DefinitionKind.TASK}

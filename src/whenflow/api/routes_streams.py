@@ -21,10 +21,11 @@ from fastapi.responses import StreamingResponse
 
 from whenflow.api.auth import require
 from whenflow.api.errors import ApiError
+from whenflow.api.models import ERROR_RESPONSES
 from whenflow.api.routes_executions import MAX_SEQ, host_of
 from whenflow.domain.auth import Role
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 KEEPALIVE_S = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
