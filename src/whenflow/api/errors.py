@@ -6,6 +6,7 @@ a message that says what to fix, never a 500.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,8 @@ from whenflow.domain.errors import (
 )
 from whenflow.domain.registry import NotADraft, NotInRegistry, VersionConflict
 from whenflow.services.execution_host import IdempotencyConflict, ServerClosing
+
+_log = logging.getLogger("whenflow.server")
 
 
 class ApiError(Exception):
@@ -102,6 +105,16 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ValidationError)
     async def invalid_body(request: Request, exc: ValidationError) -> JSONResponse:
         return _validation_response(exc.errors())
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        _log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(
+            500,
+            "internal",
+            "internal error in whenflow (a bug: the server log has the traceback); "
+            "please report it",
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
