@@ -5,12 +5,14 @@ cancel, node stop, events, idempotency, and bad input)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import EXAMPLES, run_cli
+from cli_helpers import EXAMPLES, REPO_ROOT, cli_argv, cli_env, run_cli
 from server_helpers import (
     FEATURES_SEED,
     Server,
@@ -468,3 +470,37 @@ def test_many_executions_wait_at_once_and_other_processes_still_use_the_inbox(
     assert shown["nodes"]["ship"]["status"] == "completed"
     for execution_id in ids[1:]:
         assert wait_status(client, execution_id, "completed")["outputs"]["decision"] == "rejected"
+
+
+def test_an_execution_another_process_runs_is_followed_and_decided_through_the_api(
+    server: Server, tmp_path: Path
+) -> None:
+    client = server.client
+    gate = tmp_path / "cli_gate.yaml"
+    gate.write_text(
+        (EXAMPLES / "approval_gate.yaml").read_text().replace("approval_gate", "cli_gate")
+    )
+    argv = cli_argv("run", str(gate), "--json")
+    with subprocess.Popen(
+        argv, cwd=REPO_ROOT, env=cli_env(server.home), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    ) as run:  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            page = client.get("/api/v1/executions", params={"pipeline": "cli_gate"}).json()
+            if page["items"] and page["items"][0]["status"] == "waiting":
+                break
+            assert time.monotonic() < deadline, "the CLI run never waited"
+            time.sleep(0.05)  # the poll interval of a status read through the API
+        execution_id = page["items"][0]["executionId"]
+        decided = client.post(
+            f"/api/v1/executions/{execution_id}/nodes/review/approve", json={"by": "alice"}
+        )
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["applied"] is True  # applied by the CLI process's own reader
+        streamed = follow_to_end(client, execution_id)
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert json.loads(out)["executionId"] == execution_id
+    assert streamed[-1]["eventType"] == "pipeline.completed"
+    assert "ship.completed" in [e["eventType"] for e in streamed]
