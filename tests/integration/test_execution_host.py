@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from whenflow.domain.records import MessageKind
+from whenflow.domain.states import ExecutionStatus
 from whenflow.dsl.program import PipelineProgram
+from whenflow.services import server_reads
 from whenflow.services.execution_host import ExecutionHost, IdempotencyConflict
 from whenflow.services.pipelines import load_program
 from whenflow.services.server import ServerParts, open_server
@@ -115,3 +117,26 @@ async def test_close_leaves_unfinished_executions_resumable(
         state = await host.request(execution_id, MessageKind.APPROVE, "review", {"by": "bob"})
         assert state.refusal is None
         assert await _last_event(host, execution_id) == "pipeline.completed"
+
+
+async def test_executions_page_newest_first_by_filter_and_approvals_are_listed(
+    parts: ServerParts, approval_gate: PipelineProgram
+) -> None:
+    host = parts.host
+    ids = [(await host.start(approval_gate, {})).execution_id for _ in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await server_reads.page_executions(
+            host.service, limit=2, cursor=cursor, statuses=[ExecutionStatus.WAITING]
+        )
+        seen.extend(r.execution_id for r in page.rows)
+        cursor = page.cursor
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    only = await server_reads.page_executions(host.service, pipeline="nope")
+    assert only.rows == []
+    pending = await server_reads.pending_approvals(host.service)
+    assert sorted(p.execution_id for p in pending) == sorted(ids)
+    assert {p.message for p in pending} == {"Ship app-1.4.2.tar.gz to production?"}
