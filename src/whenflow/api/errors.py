@@ -27,7 +27,8 @@ from whenflow.domain.errors import (
     WhenflowError,
 )
 from whenflow.domain.registry import NotADraft, NotInRegistry, VersionConflict
-from whenflow.services.execution_host import IdempotencyConflict, ServerClosing
+from whenflow.services.execution_host import ServerClosing
+from whenflow.services.idempotent_starts import IdempotencyConflict
 
 _log = logging.getLogger("whenflow.server")
 

@@ -117,6 +117,9 @@ class ExecutionState:
         self.quiescence_cursor = 0  # nodes before it were not undecided at the last skip
         self.inbox_seen: set[int] = set()
         self.read_inbox: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.on_child: Callable[[Any], None] | None = None
+        """Called with the dispatcher of each sub-pipeline execution this one starts
+        (and passed on to it): a server hands it its requests from its one inbox reader."""
         """Reads and applies the inbox now; None when this execution reads no inbox."""
         """Inbox messages applied by this process (their InboxApplied may not be durable yet)."""
 

@@ -68,7 +68,11 @@ async def run_child(
         secrets=state.secrets,
         mask=state.mask,  # secrets bound into its inputs stay masked in the child too
         task_log_limit=state.task_log_limit,
+        shared_inbox=state.on_child is not None,
     )
+    if state.on_child is not None:
+        orchestrator.state.on_child = state.on_child
+        state.on_child(orchestrator)
     if snapshot is None:
         ctx.emit("child_started", {"execution_id": orchestrator.execution_id})
     # An adopted child was announced (`child_resumed`) with the attempt's start.

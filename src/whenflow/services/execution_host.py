@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from whenflow.domain.definitions import TaskDefinition
@@ -40,9 +37,10 @@ from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.services.executions import ExecutionService
+from whenflow.services.idempotent_starts import Started, start_once
 from whenflow.services.status_feed import StatusChange, StatusFeed
 from whenflow.services.views import EventView, event_view
-from whenflow.storage import idempotency, inbox, queries
+from whenflow.storage import inbox, queries
 from whenflow.storage.inbox import MessageState
 
 TaskSource = Callable[[], Awaitable[Mapping[str, TaskDefinition]]]
@@ -59,19 +57,6 @@ _log = logging.getLogger("whenflow.server")
 
 class ServerClosing(RequestRefused):
     """The server is shutting down and starts nothing new; retry on its successor."""
-
-
-class IdempotencyConflict(RequestRefused):
-    """An `Idempotency-Key` was used before with another request body."""
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """What a start returns; `created` is False when an `Idempotency-Key` replayed it."""
-
-    execution_id: str
-    status: str
-    created: bool
 
 
 class ExecutionHost:
@@ -95,6 +80,8 @@ class ExecutionHost:
         self._poll_s = inbox_poll_s
         self._adopt_s = adopt_every_s or service.store.lease.renew_s
         self._running: dict[str, Orchestrator] = {}
+        self._children: dict[str, Orchestrator] = {}
+        """Sub-pipeline executions of those, while they run (they are attempts of a node)."""
         self._follow: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._status_queues: set[asyncio.Queue[StatusChange | None]] = set()
@@ -157,34 +144,14 @@ class ExecutionHost:
         resolved = resolve_inputs(program.definition.inputs, inputs)
         if idempotency_key is None:
             return await self._start(program, resolved)
-        scope = f"pipeline:{program.definition.name}"
-        digest = hashlib.sha256(
-            json.dumps(request or {}, sort_keys=True, default=str).encode()
-        ).hexdigest()
-        key = (scope, idempotency_key)
-        lock = self._key_locks.setdefault(key, asyncio.Lock())
-        try:
-            async with lock:  # one start per key at a time in this process
-                found = await idempotency.find(self._engine, scope, idempotency_key)
-                if found is None:
-                    started = await self._start(program, resolved)
-                    entry = idempotency.IdempotentStart(started.execution_id, digest)
-                    if await idempotency.record(
-                        self._engine, scope, idempotency_key, entry, time.time()
-                    ):
-                        return started
-                    found = await idempotency.find(self._engine, scope, idempotency_key)
-                    assert found is not None  # another process recorded it meanwhile
-        finally:
-            if not lock.locked() and self._key_locks.get(key) is lock:
-                del self._key_locks[key]
-        if found.request_sha256 != digest:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {idempotency_key!r} was used with another request body "
-                f"(it started execution {found.execution_id}); use a new key for a new start"
-            )
-        status = await queries.get_status(self._engine, found.execution_id)
-        return Started(found.execution_id, str(status), False)
+        return await start_once(
+            self._engine,
+            self._key_locks,
+            f"pipeline:{program.definition.name}",
+            idempotency_key,
+            request or {},
+            lambda: self._start(program, resolved),
+        )
 
     async def retry(self, execution_id: str) -> Started:
         """Start a new execution retrying an ended one (`engine/retries.py`): completed
@@ -261,6 +228,21 @@ class ExecutionHost:
 
         return on_event
 
+    def _adopt_child(self, child: Orchestrator) -> None:
+        """A sub-pipeline execution started: it gets its requests from the one reader."""
+        self._children[child.execution_id] = child
+        child.add_listener(self._listener(child.execution_id))
+        if self.closing.is_set():
+            child.hold()
+
+    def _hosted(self, execution_id: str) -> Orchestrator | None:
+        """The dispatcher of an execution this process runs, top-level or child."""
+        found = self._running.get(execution_id) or self._children.get(execution_id)
+        if found is not None and found.state.done is not None and found.state.done.done():
+            self._children.pop(execution_id, None)
+            return None
+        return found
+
     def _watch_status(self, orchestrator: Orchestrator) -> Orchestrator:
         definition = orchestrator.program.definition
 
@@ -281,6 +263,7 @@ class ExecutionHost:
                     self._status_queues.discard(queue)
 
         orchestrator.status_listeners.append(on_status)
+        orchestrator.state.on_child = self._adopt_child
         return orchestrator
 
     def _notify(self, execution_id: str) -> None:
@@ -309,13 +292,13 @@ class ExecutionHost:
             ExecutionNotFound, NodeNotFound, RequestRefused: as `ExecutionService.check_request`.
         """
         service = self._service
-        if execution_id in self._running:
+        if self._hosted(execution_id) is not None:
             await service.store.flush()  # the checks read what the dispatcher did so far
         if kind in (MessageKind.STOP, MessageKind.APPROVE, MessageKind.REJECT):
             await service.require_node(execution_id, target)  # 404 before "it has ended"
         await service.check_request(execution_id, kind, target, force=True)
         message = await service.post(execution_id, kind, target, payload)
-        orchestrator = self._running.get(execution_id)
+        orchestrator = self._hosted(execution_id)
         if orchestrator is not None and orchestrator.live:
             orchestrator.deliver(message)
             await service.store.flush()
@@ -378,7 +361,7 @@ class ExecutionHost:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(STREAM_POLL_S):
                         await changed.wait()
-                if execution_id in self._running:
+                if self._hosted(execution_id) is not None:
                     await self._service.store.flush()  # what woke us is durable now
 
     def status_changes(self) -> StatusFeed:
@@ -391,7 +374,10 @@ class ExecutionHost:
 
     async def _read_inbox(self) -> None:
         while not self.closing.is_set():
-            live = [eid for eid, o in self._running.items() if o.live]
+            for child_id in list(self._children):
+                self._hosted(child_id)  # forgets the children that ended
+            hosted = [*self._running.items(), *self._children.items()]
+            live = [eid for eid, o in hosted if o.live]
             messages = []
             try:
                 for first in range(0, len(live), INBOX_CHUNK):
@@ -400,7 +386,7 @@ class ExecutionHost:
             except Exception as exc:  # a driver hiccup: the messages stay stored
                 _log.warning("could not read the inbox: %s", exc)
             for message in messages:
-                orchestrator = self._running.get(message.execution_id)
+                orchestrator = self._hosted(message.execution_id)
                 if orchestrator is not None and orchestrator.live:
                     orchestrator.deliver(message)
             with contextlib.suppress(TimeoutError):
@@ -460,7 +446,7 @@ class ExecutionHost:
         """Start nothing new (no execution, no attempt) and end the streams: a stopping
         server's first step. Running attempts go on until `close`."""
         self.closing.set()
-        for orchestrator in self._running.values():
+        for orchestrator in [*self._running.values(), *self._children.values()]:
             orchestrator.hold()
         for queue in list(self._status_queues):
             with contextlib.suppress(asyncio.QueueFull):
