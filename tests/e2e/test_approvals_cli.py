@@ -239,7 +239,7 @@ def test_a_decision_posted_while_the_process_is_dead_applies_on_resume(tmp_path:
     assert "queued as message 1" in queued.stdout
     assert f"whenflow resume {eid}" in queued.stdout
     sent = run_json(tmp_path, "events", "send", eid, "go", "--wait", "0")
-    assert sent == {"message_id": 2, "applied": False, "refusal": None}
+    assert sent == {"messageId": 2, "applied": False, "refusal": None}
 
     wait_for_lease_expiry(tmp_path, eid)
     result = run_json(tmp_path, "resume", eid)

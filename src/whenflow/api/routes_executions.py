@@ -184,7 +184,7 @@ async def _send(
     state = await host_of(request).request(execution_id, kind, target, payload)
     if state.refusal is not None:
         raise ApiError(409, "conflict", state.refusal, {"messageId": state.message_id})
-    return {"messageId": state.message_id, "applied": state.applied}
+    return {"messageId": state.message_id, "applied": state.applied, "refusal": None}
 
 
 @router.post(
