@@ -162,7 +162,7 @@ def test_approve_and_send_an_event_to_a_running_pipeline(tmp_path: Path) -> None
         "pipeline.completed",
     ]
     events = run_json(tmp_path, "executions", "events", eid)
-    assert [e["payload"] for e in events if e["event_type"] == "external.go"] == [{"ticket": "42"}]
+    assert [e["payload"] for e in events if e["eventType"] == "external.go"] == [{"ticket": "42"}]
     assert inbox_rows(tmp_path) == [
         ("event", "go", True, None),
         ("approve", "review", True, "'mallory' may not decide 'review'; approvers: alice"),
@@ -244,7 +244,7 @@ def test_a_decision_posted_while_the_process_is_dead_applies_on_resume(tmp_path:
     assert "queued as message 1" in queued.stdout
     assert f"whenflow resume {eid}" in queued.stdout
     sent = run_json(tmp_path, "events", "send", eid, "go", "--wait", "0")
-    assert sent == {"message_id": 2, "applied": False, "refusal": None}
+    assert sent == {"messageId": 2, "applied": False, "refusal": None}
 
     wait_for_lease_expiry(tmp_path, eid)
     result = run_json(tmp_path, "resume", eid)

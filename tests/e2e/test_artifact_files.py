@@ -193,7 +193,7 @@ def test_an_older_homes_database_and_artifacts_are_made_private(tmp_path: Path) 
     (home / "whenflow.db").chmod(0o644)
     (home / "artifacts").chmod(0o755)
 
-    run_json(home, "executions", "show", first["execution_id"][:8])
+    run_json(home, "executions", "show", first["executionId"][:8])
 
     assert oct(_mode(home / "whenflow.db")) == "0o600"
     assert oct(_mode(home / "artifacts")) == "0o700"
@@ -210,7 +210,7 @@ def test_artifacts_of_failed_attempts_are_deleted_when_the_execution_ends(
     assert result["status"] == "completed"
     assert result["nodes"]["flaky"]["attempts"] == 2
     assert result["nodes"]["broken"]["status"] == "failed"
-    root = tmp_path / "artifacts" / result["execution_id"]
+    root = tmp_path / "artifacts" / result["executionId"]
     stored = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     # Kept: the completed attempt's file and each forEach item's; gone: attempt 1's
     # file and the failed node's, which no variable references.
@@ -236,10 +236,10 @@ def test_a_reader_of_a_modified_artifact_fails_naming_it(tmp_path: Path) -> None
     assert f"artifact {uri} was modified after it was stored" in error
     consume = [e for e in result["events"] if e.startswith("consume.")]
     assert consume == ["consume.started", "consume.failed"]
-    events = run_json(tmp_path, "executions", "events", result["execution_id"])
-    failed = [e for e in events if e["event_type"] == "consume.failed"]
+    events = run_json(tmp_path, "executions", "events", result["executionId"])
+    failed = [e for e in events if e["eventType"] == "consume.failed"]
     assert failed[0]["payload"]["error_type"] == "ArtifactIntegrityError"
-    logs = run_json(tmp_path, "executions", "logs", result["execution_id"], "--node", "consume")
+    logs = run_json(tmp_path, "executions", "logs", result["executionId"], "--node", "consume")
     assert logs == []  # the task never ran on the modified bytes
 
 
@@ -250,7 +250,7 @@ def test_a_retry_that_rewrites_a_failed_attempts_file_is_read_as_sound(tmp_path:
 
     assert result["status"] == "completed", result["nodes"]["consume"]["error"]
     assert result["nodes"]["produce"]["attempts"] == 2
-    logs = run_json(tmp_path, "executions", "logs", result["execution_id"], "--node", "consume")
+    logs = run_json(tmp_path, "executions", "logs", result["executionId"], "--node", "consume")
     assert [line["message"] for line in logs] == ["attempt 2"]
 
 
@@ -302,7 +302,7 @@ def test_a_sub_pipelines_failed_attempts_are_cleaned_with_its_parent(tmp_path: P
 
     assert result["status"] == "completed"
     listed = run_json(tmp_path, "executions", "list")
-    child_id = next(r["execution_id"] for r in listed if r["pipeline"] == "child")
+    child_id = next(r["executionId"] for r in listed if r["pipeline"] == "child")
     root = tmp_path / "artifacts" / child_id
     stored = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert stored == [

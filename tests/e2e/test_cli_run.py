@@ -10,7 +10,8 @@ import pytest
 from cli_helpers import EXAMPLES, connect_db, db_events, run_cli, run_json, write_pipeline
 
 RESULT_KEYS = {
-    "execution_id",
+    "executionId",
+    "retryOf",
     "pipeline",
     "version",
     "status",
@@ -106,7 +107,7 @@ def test_run_json_prints_exactly_one_object_of_the_documented_shape(tmp_path: Pa
     assert result["events"][0] == "pipeline.started"
     assert result["events"][-1] == "pipeline.completed"
     # The events list is the stored log, in seq order.
-    stored = db_events(tmp_path, result["execution_id"])
+    stored = db_events(tmp_path, result["executionId"])
     assert [etype for _, etype in stored] == result["events"]
 
 
@@ -125,7 +126,7 @@ def test_run_exits_1_when_the_execution_fails(tmp_path: Path) -> None:
     assert "boom.failed" in result["events"]
     assert result["events"][-1] == "pipeline.failed"
     # stderr of the task went to the log store, not to whenflow's stdout.
-    logs = run_json(tmp_path, "executions", "logs", result["execution_id"], "--node", "boom")
+    logs = run_json(tmp_path, "executions", "logs", result["executionId"], "--node", "boom")
     assert [(x["stream"], x["message"]) for x in logs] == [("stderr", "going down")]
 
 
@@ -285,7 +286,7 @@ def test_template_text_from_the_pool_reaches_shell_literally(tmp_path: Path) -> 
     assert nodes["echo_input"]["outputs"]["v"] == "{{ 7*7 }}"
     assert nodes["echo_input"]["outputs"]["t"] == "got {{ 7*7 }}"
     assert nodes["echo_python"]["outputs"]["v"] == "{{ 7*7 }}"
-    logs = run_json(tmp_path, "executions", "logs", result["execution_id"], "--node", "echo_argv")
+    logs = run_json(tmp_path, "executions", "logs", result["executionId"], "--node", "echo_argv")
     assert [x["message"] for x in logs] == ["{{ 7*7 }}"]
 
 
@@ -293,26 +294,26 @@ def test_executions_commands_read_back_the_run(tmp_path: Path) -> None:
     first = _run_branch(tmp_path, 5000)
     second = _run_branch(tmp_path, 10)
     failed = run_json(tmp_path, "run", write_pipeline(tmp_path, "f.yaml", FAILING), expect_code=1)
-    eid = first["execution_id"]
+    eid = first["executionId"]
 
     listed = run_json(tmp_path, "executions", "list")
-    assert [r["execution_id"] for r in listed] == [
-        failed["execution_id"],
-        second["execution_id"],
+    assert [r["executionId"] for r in listed] == [
+        failed["executionId"],
+        second["executionId"],
         eid,
     ]
     assert {r["status"] for r in listed} == {"completed", "failed"}
     only_failed = run_json(tmp_path, "executions", "list", "--status", "failed")
-    assert [r["execution_id"] for r in only_failed] == [failed["execution_id"]]
+    assert [r["executionId"] for r in only_failed] == [failed["executionId"]]
     assert len(run_json(tmp_path, "executions", "list", "--limit", "1")) == 1
 
     assert run_json(tmp_path, "executions", "show", eid) == first
 
     events = run_json(tmp_path, "executions", "events", eid)
     assert [e["seq"] for e in events] == list(range(1, len(first["events"]) + 1))
-    assert [e["event_type"] for e in events] == first["events"]
+    assert [e["eventType"] for e in events] == first["events"]
     assert events[0]["payload"] == {"inputs": {"amount": 5000}}
-    assert len({e["event_id"] for e in events}) == len(events)
+    assert len({e["eventId"] for e in events}) == len(events)
 
     variables = run_json(tmp_path, "executions", "vars", eid)
     by_key = {(v["scope"], v["name"]): v["value"] for v in variables}
@@ -352,7 +353,7 @@ def test_show_and_resume_print_the_same_object_as_run(
     tmp_path: Path, args: tuple[str | Path, ...]
 ) -> None:
     ran = run_json(tmp_path, *args)
-    eid = ran["execution_id"]
+    eid = ran["executionId"]
 
     shown = run_json(tmp_path, "executions", "show", eid)
     resumed = run_json(tmp_path, "resume", eid)
@@ -380,10 +381,10 @@ def test_resume_of_a_finished_execution_runs_nothing(tmp_path: Path) -> None:
     finally:
         conn.close()
 
-    resumed = run_json(tmp_path, "resume", ran["execution_id"])
+    resumed = run_json(tmp_path, "resume", ran["executionId"])
 
     assert resumed["status"] == "completed"
-    assert len(db_events(tmp_path, ran["execution_id"])) == before
+    assert len(db_events(tmp_path, ran["executionId"])) == before
 
 
 @pytest.mark.parametrize(

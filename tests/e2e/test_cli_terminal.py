@@ -111,7 +111,7 @@ def test_json_is_strict_and_text_prints_as_itself(tmp_path: Path) -> None:
     assert (outputs["nan"], outputs["inf"], outputs["neg"]) == (None, None, None)
     assert outputs["mixed"] == [1.5, None, {"deep": None}]
     assert result["outputs"] == {"greeting": "你好，上海", "nan": None}
-    eid = result["execution_id"]
+    eid = result["executionId"]
     for command in (["executions", "show"], ["executions", "vars"], ["executions", "events"]):
         shown = run_cli(tmp_path, *command, eid, "--json")
         assert shown.returncode == 0, shown.stderr
@@ -138,7 +138,7 @@ def test_run_without_json_prints_outputs_as_text(tmp_path: Path) -> None:
 def _two_executions(home: Path) -> tuple[str, str]:
     first = run_json(home, "run", EXAMPLES / "branch_and_join.yaml", "-i", "amount=1")
     second = run_json(home, "run", EXAMPLES / "branch_and_join.yaml", "-i", "amount=5000")
-    return str(first["execution_id"]), str(second["execution_id"])
+    return str(first["executionId"]), str(second["executionId"])
 
 
 def test_executions_list_keeps_ids_whole_at_80_columns(tmp_path: Path) -> None:
@@ -171,13 +171,13 @@ def test_every_command_accepts_a_unique_id_prefix(tmp_path: Path) -> None:
     prefix = first[:8]
 
     shown = run_json(tmp_path, "executions", "show", prefix)
-    assert shown["execution_id"] == first
+    assert shown["executionId"] == first
     for command in (["executions", "events"], ["executions", "vars"], ["executions", "logs"]):
         proc = run_cli(tmp_path, *command, prefix, "--json")
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == run_cli(tmp_path, *command, first, "--json").stdout
-    assert run_json(tmp_path, "resume", prefix)["execution_id"] == first
-    assert run_json(tmp_path, "run", "--resume", second[:5])["execution_id"] == second
+    assert run_json(tmp_path, "resume", prefix)["executionId"] == first
+    assert run_json(tmp_path, "run", "--resume", second[:5])["executionId"] == second
 
 
 def test_an_ambiguous_or_unknown_prefix_is_a_clear_error(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_an_ambiguous_or_unknown_prefix_is_a_clear_error(tmp_path: Path) -> None
         assert twin in proc.stderr
         assert "Traceback" not in proc.stderr
     # A whole id is never ambiguous.
-    assert run_json(tmp_path, "executions", "show", first)["execution_id"] == first
+    assert run_json(tmp_path, "executions", "show", first)["executionId"] == first
     unknown = run_cli(tmp_path, "executions", "show", "0000zz")
     assert unknown.returncode == 1
     assert unknown.stderr == (
@@ -234,7 +234,7 @@ def test_interrupt_names_the_real_execution_id(tmp_path: Path) -> None:
     assert proc.returncode == 130
     assert f"whenflow resume {eid}" in err
     assert "<execution id>" not in err
-    assert run_json(tmp_path, "executions", "show", eid)["execution_id"] == eid
+    assert run_json(tmp_path, "executions", "show", eid)["executionId"] == eid
 
 
 TALKATIVE = """

@@ -262,7 +262,7 @@ def test_sigkill_then_resume_finishes_without_rerunning_completed_nodes(
     )
 
     assert result["status"] == "completed", result
-    assert result["execution_id"] == before.execution_id
+    assert result["executionId"] == before.execution_id
     assert result["outputs"] == {"depth": 10}
     assert {n: v["status"] for n, v in result["nodes"].items()} == dict.fromkeys(NODES, "completed")
     assert run_json(home, "executions", "show", before.execution_id) == result

@@ -82,7 +82,7 @@ def test_a_full_disk_while_a_task_logs_ends_the_run_and_resume_completes_later(
 
         # Still full: resume ends with the same kind of error, it does not hang either.
         shown = run_json(home, "executions", "list", env=ENV)
-        eid = shown[0]["execution_id"]
+        eid = shown[0]["executionId"]
         assert shown[0]["status"] == "running"
         wait_for_lease_expiry(home, eid)
         again = run_cli(home, "resume", eid, env=ENV, timeout=120)

@@ -66,12 +66,12 @@ def test_feature_engineering_empty_range_notifies_and_skips_transform(tmp_path: 
         "pipeline.completed",
     ]
     # The event log in the database is the same sequence, numbered 1..N.
-    stored = db_events(tmp_path, result["execution_id"])
+    stored = db_events(tmp_path, result["executionId"])
     assert [seq for seq, _ in stored] == list(range(1, len(result["events"]) + 1))
     assert [etype for _, etype in stored] == result["events"]
     # The shell task's stdout reached the log store.
-    logs = run_json(tmp_path, "executions", "logs", result["execution_id"])
-    assert [(x["node_id"], x["stream"], x["message"]) for x in logs] == [
+    logs = run_json(tmp_path, "executions", "logs", result["executionId"])
+    assert [(x["nodeId"], x["stream"], x["message"]) for x in logs] == [
         ("notify_empty", "stdout", "no rows")
     ]
 

@@ -10,7 +10,7 @@ from test_approvals_cli import waiting_run
 
 def test_explain_a_skipped_and_a_started_branch_of_the_example(tmp_path: Path) -> None:
     result = run_json(tmp_path, "run", EXAMPLES / "branch_and_join.yaml", "-i", "amount=50")
-    execution_id = result["execution_id"]
+    execution_id = result["executionId"]
     seqs = {event_type: seq for seq, event_type in db_events(tmp_path, execution_id)}
 
     skipped = run_json(tmp_path, "explain", execution_id, "manual_review")
@@ -31,7 +31,7 @@ def test_explain_a_skipped_and_a_started_branch_of_the_example(tmp_path: Path) -
 
 def test_explain_prints_the_tree_and_refuses_an_unknown_node(tmp_path: Path) -> None:
     result = run_json(tmp_path, "run", EXAMPLES / "branch_and_join.yaml", "-i", "amount=5000")
-    execution_id = result["execution_id"]
+    execution_id = result["executionId"]
 
     text = run_cli(tmp_path, "explain", execution_id, "auto_approve")
     unknown = run_cli(tmp_path, "explain", execution_id, "nope")

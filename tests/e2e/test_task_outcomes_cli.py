@@ -78,7 +78,7 @@ def test_a_task_that_exits_fails_its_attempt_and_the_run_ends(
 
 
 def execution_id(result: dict[str, Any]) -> str:
-    return str(result.get("executionId") or result["execution_id"])
+    return str(result["executionId"])
 
 
 def failed_payload(home: Path) -> dict[str, Any]:

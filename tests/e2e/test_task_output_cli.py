@@ -85,7 +85,7 @@ def test_run_json_prints_one_document_while_tasks_print(tmp_path: Path) -> None:
     # context) lands on stderr during a --json run, never in the document.
     assert "fd stray" in proc.stderr
     assert "thread stray" in proc.stderr
-    execution_id = str(result.get("executionId") or result["execution_id"])
+    execution_id = str(result["executionId"])
     logs = run_cli(tmp_path, "executions", "logs", execution_id).stdout.splitlines()
     assert "talk#1 [stdout] print: hello" in logs
     assert "talk#1 [stderr] stderr: hello" in logs

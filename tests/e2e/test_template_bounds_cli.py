@@ -126,7 +126,7 @@ def test_a_heavy_binding_fails_its_node_while_a_sibling_completes(tmp_path: Path
     assert "1,000,000,000" in nodes["wide"]["error"]
     assert nodes["sleeper"]["status"] == "completed"
     assert nodes["after_sleeper"]["status"] == "completed"
-    events = [event for _, event in db_events(tmp_path, result["execution_id"])]
+    events = [event for _, event in db_events(tmp_path, result["executionId"])]
     assert node_events(events, "loops") == ["loops.failed"]
     assert node_events(events, "wide") == ["wide.failed"]
     assert node_events(events, "sleeper") == ["sleeper.started", "sleeper.completed"]

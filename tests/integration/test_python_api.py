@@ -46,7 +46,8 @@ BUILT = PipelineDefinition(
 def test_run_a_file_returns_what_run_json_prints(tmp_home: Path) -> None:
     result = whenflow.run(EXAMPLES / "branch_and_join.yaml", inputs={"amount": "5000"})
     assert set(result) == {
-        "execution_id",
+        "executionId",
+        "retryOf",
         "pipeline",
         "version",
         "status",
@@ -78,7 +79,7 @@ def test_a_python_built_definition_is_stored_as_text_that_compiles(tmp_home: Pat
     conn = sqlite3.connect(tmp_home / "whenflow.db")
     try:
         (text,) = conn.execute(
-            "SELECT definition_text FROM executions WHERE id = ?", (result["execution_id"],)
+            "SELECT definition_text FROM executions WHERE id = ?", (result["executionId"],)
         ).fetchone()
     finally:
         conn.close()

@@ -48,7 +48,7 @@ def _name(step: Step) -> str:
 
 def test_every_record_kind_becomes_the_row_of_its_table() -> None:
     records: list[Record] = [
-        ExecutionCreated(EX, "demo", "1.0.0", "text", "/p.yaml", {"n": 3}, T0, "parent"),
+        ExecutionCreated(EX, "demo", "1.0.0", "text", "/p.yaml", {"n": 3}, T0, "parent", "old"),
         NodeUpdated(EX, "a", NodeState.FAILED, 2, T0 + 2, T0, T0 + 2, "boom", "why"),
         AttemptRecorded(
             EX, "a", 4, 2, NodeState.FAILED, f"{EX}/a/4", T0, T0 + 1, "KeyError", "missing"
@@ -87,6 +87,7 @@ def test_every_record_kind_becomes_the_row_of_its_table() -> None:
             "outputs": None,
             "error": None,
             "parent_execution_id": "parent",
+            "retry_of": "old",
         }
     ]
     assert rows["node_states"] == [

@@ -51,7 +51,7 @@ def _send(
     state = query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait, force=force))
     if as_json:
         print_json(
-            {"message_id": state.message_id, "applied": state.applied, "refusal": state.refusal}
+            {"messageId": state.message_id, "applied": state.applied, "refusal": state.refusal}
         )
     elif state.refusal:
         print(f"refused: {state.refusal}", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from whenflow.cli import inbox_commands
+from whenflow.cli import inbox_commands, server_command
 from whenflow.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -425,6 +425,9 @@ command()(inbox_commands.approve)
 command()(inbox_commands.reject)
 events_command("send")(inbox_commands.events_send)
 executions_command("cancel")(inbox_commands.executions_cancel)
+
+
+command()(server_command.server)
 
 
 @command()

@@ -249,6 +249,10 @@ class RequestRefused(WhenflowError):
     """
 
 
+class NodeNotFound(RequestRefused):
+    """The execution's pipeline has no node of that id; the message lists what it has."""
+
+
 class ExecutionOwned(RequestRefused):
     """Another process owns this execution and its lease has not expired (DESIGN.md §7).
 

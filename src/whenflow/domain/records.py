@@ -26,6 +26,8 @@ class ExecutionCreated:
     inputs: Mapping[str, Any]
     created_at: float
     parent_execution_id: str | None = None
+    retry_of: str | None = None
+    """The execution this one retries (`POST .../retry`), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class MessageKind(StrEnum):
     REJECT = "reject"
     EVENT = "event"
     CANCEL = "cancel"
+    STOP = "stop"
+    """Stop one node (its target): running attempts end, it becomes `stopped`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +166,4 @@ class ExecutionSnapshot:
     variables: tuple[Variable, ...] = ()
     nodes: tuple[NodeUpdated, ...] = ()
     attempts: tuple[AttemptRecorded, ...] = field(default_factory=tuple)
+    retry_of: str | None = None

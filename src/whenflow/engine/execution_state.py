@@ -130,6 +130,9 @@ class ExecutionState:
         self.condition_context: Mapping[str, Any] = pool.context
         """What trigger conditions are evaluated over (the helpers may differ)."""
         self.read_inbox: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.on_child: Callable[[Any], None] | None = None
+        """Called with the dispatcher of each sub-pipeline execution this one starts
+        (and passed on to it): a server hands it its requests from its one inbox reader."""
         """Reads and applies the inbox now; None when this execution reads no inbox."""
         """Inbox messages applied by this process (their InboxApplied may not be durable yet)."""
 

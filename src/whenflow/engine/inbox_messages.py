@@ -19,6 +19,7 @@ from whenflow.domain.events import EVENT_NAME, EXTERNAL_SOURCE
 from whenflow.domain.records import InboxApplied, InboxMessage, MessageKind
 from whenflow.engine.approvals import decide
 from whenflow.engine.cleanup import cancel
+from whenflow.engine.endings import stop_node
 
 if TYPE_CHECKING:
     from whenflow.engine.execution_state import ExecutionState
@@ -85,6 +86,11 @@ def _apply(state: ExecutionState, message: InboxMessage) -> str | None:
     rt = state.nodes.get(message.target)
     if rt is None:
         return f"the pipeline has no node {message.target!r}"
+    if message.kind is MessageKind.STOP:
+        if rt.state.is_terminal:
+            return f"node {rt.id!r} has already ended ({rt.state})"
+        stop_node(state, rt, str(payload.get("reason") or "stopped by request"))
+        return None
     return decide(
         state,
         rt,

@@ -10,8 +10,8 @@ for the database.
 
 The state and its primitive moves are `ExecutionState`; the rules are in
 `attempts` (one attempt), `foreach`, `endings` (stop, cancel, fail, skip,
-quiescence, the final status) and `recovery`. This module runs units of work;
-`settling` turns trigger decisions into those rules after each one.
+quiescence, the final status), `recovery` and `settling` (what follows from a
+unit's changes). This module runs units of work.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from whenflow.domain.records import (
     ExecutionCreated,
     ExecutionSnapshot,
     ExecutionUpdated,
+    InboxMessage,
     Record,
     VariableWritten,
 )
@@ -86,6 +87,7 @@ class Orchestrator:
         mask: SecretMask | None = None,
         on_log: LogListener | None = None,
         task_log_limit: int | None = DEFAULT_TASK_LOG_LIMIT,
+        shared_inbox: bool = False,
     ) -> None:
         """Args (besides the obvious):
         on_log: called with every task log line as stored (masked, within the cap).
@@ -99,6 +101,12 @@ class Orchestrator:
         definition = program.definition
         self.parent_execution_id = parent_execution_id
         self._inbox_poll_s = inbox_poll_s
+        self._shared_inbox = shared_inbox
+        self.live = False
+        """Set once started or resumed: from then on `deliver` may hand it messages."""
+        self.status_listeners: list[Callable[[ExecutionStatus], None]] = []
+        """Called with the status after each unit of work that changed it."""
+        self._reported: ExecutionStatus | None = None
         if parent_execution_id is not None and not program.listens_outside:
             self._inbox_poll_s = None
         self._poller: asyncio.Task[None] | None = None
@@ -142,7 +150,7 @@ class Orchestrator:
     ) -> Orchestrator:
         """The dispatcher of a child execution (a `pipeline` task) of this one."""
         s = self.state
-        return Orchestrator(
+        child = Orchestrator(
             program,
             store=s.store,
             runner=s.runner,
@@ -154,7 +162,12 @@ class Orchestrator:
             secrets=s.secrets,
             mask=s.mask,  # secrets bound into its inputs stay masked in the child too
             task_log_limit=s.task_log_limit,
+            shared_inbox=s.on_child is not None,
         )
+        if s.on_child is not None:  # a host runs this execution: it reads the child's inbox
+            child.state.on_child = s.on_child
+            s.on_child(child)
+        return child
 
     # ------------------------------------------------------------- read side
 
@@ -374,10 +387,27 @@ class Orchestrator:
         self._unit(handler)
         return refusal[0]
 
+    def deliver(self, message: InboxMessage) -> None:
+        """Apply an inbox message now, once; its `InboxApplied` is durable at the next flush."""
+        if self.state.loop is None:
+            raise RuntimeError("the execution has not started")
+        self._unit(apply_message, self.state, message)
+
+    def hold(self) -> None:
+        """Start no new attempt from now on (a stopping server); running ones go on."""
+        self.state.admission_held = True
+
+    async def drain(self, grace_s: float) -> None:
+        """Halt gently: running attempts get `grace_s` seconds to finish first."""
+        await stopping.drain(self.state, self._poller, grace_s)
+
     def _start_poller(self) -> None:
         """Read the inbox from now on, every `inbox_poll_s` seconds, until the end."""
         s = self.state
-        if self._inbox_poll_s is None or s.status.is_terminal or self._poller is not None:
+        self.live = True
+        if self._shared_inbox or self._inbox_poll_s is None:
+            return
+        if s.status.is_terminal or self._poller is not None:
             return
         assert s.loop is not None
         self._poller = s.loop.create_task(
@@ -417,6 +447,10 @@ class Orchestrator:
                     s.store.append(s.mask.records(records) if s.mask else records)
                 except StoreError as exc:
                     self._store_failed(exc)
+            if s.status is not self._reported and self.status_listeners:
+                self._reported = s.status
+                for listener in self.status_listeners:
+                    listener(s.status)
 
     def _internal_error(self, exc: Exception) -> None:
         """A bug in whenflow: end the execution as failed rather than hang it.

@@ -104,10 +104,12 @@ class ExecutionResult:
     nodes: Mapping[str, NodeOutcome]
     events: tuple[str, ...]
     error: str | None = None
+    retry_of: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "execution_id": self.execution_id,
+            "executionId": self.execution_id,
+            "retryOf": self.retry_of,
             "pipeline": self.pipeline,
             "version": self.version,
             "status": str(self.status),
@@ -141,4 +143,5 @@ class ExecutionResult:
             nodes=nodes,
             events=tuple(e.event_type for e in snapshot.events),
             error=snapshot.error,
+            retry_of=snapshot.retry_of,
         )

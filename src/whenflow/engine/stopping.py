@@ -5,6 +5,8 @@ Two ways a run stops that are not the execution's own ending (DESIGN.md §7):
 - `halt`: the process is interrupted (Ctrl-C, SIGTERM). Attempts are cancelled
   and awaited (their process groups are killed), nothing new is admitted, and
   the execution stays `running` in the store for `resume`.
+- `drain`: a gentler halt (a server shutting down): running attempts may
+  finish within a grace period first.
 - `store_failed`: a commit failed, so nothing more can be written. Attempts are
   cancelled, no unit of work runs any more (the status is terminal in memory
   only) and `wait()` raises the store's error. The durable state is the last
@@ -31,6 +33,17 @@ async def halt(state: ExecutionState, poller: asyncio.Task[None] | None) -> None
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def drain(state: ExecutionState, poller: asyncio.Task[None] | None, grace_s: float) -> None:
+    """A graceful `halt` (a server's SIGTERM): nothing new is admitted, running attempts
+    get `grace_s` seconds to finish (their results are recorded), then the rest is
+    halted. The execution stays resumable unless it ended meanwhile."""
+    state.admission_held = True
+    running = [task for task in state.tasks if not task.done()]
+    if running:
+        await asyncio.wait(running, timeout=grace_s)
+    await halt(state, poller)
 
 
 def store_failed(state: ExecutionState) -> bool:

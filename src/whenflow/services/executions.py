@@ -5,30 +5,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from whenflow.domain.definitions import PipelineDefinition
+from whenflow.domain.definitions import TaskDefinition
 from whenflow.domain.errors import RequestRefused, StoreError, WhenflowError
-from whenflow.domain.events import EVENT_NAME, Event
+from whenflow.domain.events import Event
 from whenflow.domain.param_types import resolve_inputs
-from whenflow.domain.records import LogAppended, MessageKind
-from whenflow.domain.states import ExecutionStatus, NodeState
-from whenflow.domain.variables import ArtifactRef, Variable
-from whenflow.dsl.listeners import external_names, listens_for
+from whenflow.domain.records import ExecutionSnapshot, InboxMessage, LogAppended, MessageKind
+from whenflow.domain.states import ExecutionStatus
+from whenflow.domain.variables import ArtifactRef
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.attempt_context import DEFAULT_TASK_LOG_LIMIT
 from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
-from whenflow.engine.variable_pool import ARTIFACT_MARKER
+from whenflow.services import request_checks
+from whenflow.services.artifact_refs import referenced_artifacts
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.settings import Settings
-from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
+from whenflow.services.views import (
+    EventView,
+    ExecutionRow,
+    LogView,
+    VariableView,
+    event_view,
+    iso_time,
+)
 from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import make_engine, upgrade
@@ -113,19 +119,35 @@ class ExecutionService:
         (masked, within the per-attempt cap).
         """
         resolved = resolve_inputs(program.definition.inputs, inputs)
-        orchestrator = Orchestrator(
+        orchestrator = self.orchestrator(
+            program, resolved, execution_id=execution_id, on_event=on_event, on_log=on_log
+        )
+        return await self.collect_garbage(await _halting(orchestrator, orchestrator.run()))
+
+    def orchestrator(
+        self,
+        program: PipelineProgram,
+        inputs: Mapping[str, Any],
+        *,
+        execution_id: str | None = None,
+        on_event: EventListener | None = None,
+        on_log: LogListener | None = None,
+        shared_inbox: bool = False,
+    ) -> Orchestrator:
+        """The dispatcher of one execution of `program` with resolved `inputs`, not started."""
+        return Orchestrator(
             program,
             store=self._store,
             runner=self._runner,
             artifacts=self._artifacts,
             secrets=self._secrets,
-            inputs=resolved,
+            inputs=inputs,
             execution_id=execution_id,
             on_event=on_event,
             on_log=on_log,
             task_log_limit=self._log_limit,
+            shared_inbox=shared_inbox,
         )
-        return await self._collect_garbage(await _halting(orchestrator, orchestrator.run()))
 
     async def resume(
         self,
@@ -143,6 +165,26 @@ class ExecutionService:
             ExecutionOwned: another live process runs it (its lease has not expired).
             ExecutionNotFound: no such execution.
         """
+        claimed = await self.claim(execution_id, on_event=on_event, on_log=on_log)
+        if isinstance(claimed, ExecutionResult):
+            return claimed
+        orchestrator, snapshot = claimed
+        return await self.collect_garbage(
+            await _halting(orchestrator, orchestrator.resume(snapshot))
+        )
+
+    async def claim(
+        self,
+        execution_id: str,
+        *,
+        on_event: EventListener | None = None,
+        on_log: LogListener | None = None,
+        shared_inbox: bool = False,
+        known_tasks: Mapping[str, TaskDefinition] | None = None,
+    ) -> tuple[Orchestrator, ExecutionSnapshot] | ExecutionResult:
+        """Own an unfinished execution and build its dispatcher, to `resume(snapshot)` it;
+        a finished one is returned as its result. `known_tasks` resolve the
+        `task: {ref: ...}` of a registry pipeline. Raises as `resume` does."""
         snapshot = await self._store.load_execution(execution_id)
         if snapshot.status.is_terminal:
             await _refuse_leftovers(self._store.engine, execution_id, snapshot.status)
@@ -155,25 +197,63 @@ class ExecutionService:
             # lease just taken is released when the store closes.
             return ExecutionResult.from_snapshot(snapshot)
         program = load_stored_program(
-            snapshot.definition_text, snapshot.definition_path, runner=self._runner
-        )
-        orchestrator = Orchestrator(
-            program,
-            store=self._store,
+            snapshot.definition_text,
+            snapshot.definition_path,
             runner=self._runner,
-            artifacts=self._artifacts,
-            secrets=self._secrets,
-            inputs=snapshot.inputs,
+            known_tasks=known_tasks,
+        )
+        orchestrator = self.orchestrator(
+            program,
+            snapshot.inputs,
             execution_id=execution_id,
             on_event=on_event,
             on_log=on_log,
-            task_log_limit=self._log_limit,
+            shared_inbox=shared_inbox,
         )
-        return await self._collect_garbage(
-            await _halting(orchestrator, orchestrator.resume(snapshot))
-        )
+        return orchestrator, snapshot
 
-    async def _collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
+    async def prepare_retry(
+        self,
+        execution_id: str,
+        new_id: str,
+        *,
+        on_event: EventListener | None = None,
+        shared_inbox: bool = False,
+        known_tasks: Mapping[str, TaskDefinition] | None = None,
+    ) -> tuple[Orchestrator, ExecutionSnapshot]:
+        """Create execution `new_id` retrying the ended `execution_id` (durable on
+        return) and its dispatcher, to `resume(snapshot)` it.
+
+        Raises:
+            ExecutionNotFound: no such execution.
+            RequestRefused: it has not ended, it completed, or it is a sub-pipeline's.
+        """
+        from whenflow.engine.retries import retry_of
+
+        old = await self._store.load_execution(execution_id)
+        if not old.status.is_terminal or old.status is ExecutionStatus.COMPLETED:
+            what = "completed: nothing to retry" if old.status.is_terminal else "not ended"
+            raise RequestRefused(f"execution {execution_id} has {what} ({old.status})")
+        if await queries.get_parent_id(self._store.engine, execution_id) is not None:
+            raise RequestRefused(
+                f"execution {execution_id} is a sub-pipeline's; retry its parent execution"
+            )
+        program = load_stored_program(
+            old.definition_text, old.definition_path, runner=self._runner, known_tasks=known_tasks
+        )
+        records, snapshot = retry_of(old, new_id, time.time())
+        self._store.append(records)
+        await self._store.flush()
+        orchestrator = self.orchestrator(
+            program,
+            old.inputs,
+            execution_id=new_id,
+            on_event=on_event,
+            shared_inbox=shared_inbox,
+        )
+        return orchestrator, snapshot
+
+    async def collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
         """Delete the artifacts an ended execution wrote but does not reference.
 
         They belong to attempts that failed, timed out or were lost; the
@@ -236,35 +316,8 @@ class ExecutionService:
             RequestRefused: the message cannot apply; the error says why.
         """
         engine = self._store.engine
-        status = await queries.get_status(engine, execution_id)
-        if status.is_terminal:
-            raise RequestRefused(
-                f"execution {execution_id} has ended ({status}); nothing to change"
-            )
-        if kind is MessageKind.APPROVE or kind is MessageKind.REJECT:
-            rows = {n.node_id: n for n in await queries.get_nodes(engine, execution_id)}
-            row = rows.get(target)
-            await _check_decision_target(engine, execution_id, target)
-            if row is None or row.state is not NodeState.WAITING:
-                now = "has not started" if row is None else f"is {row.state}"
-                raise RequestRefused(
-                    f"node {target!r} of execution {execution_id} {now}, not waiting for a decision"
-                )
-        if kind is MessageKind.EVENT and not EVENT_NAME.match(target):
-            raise RequestRefused(
-                f"{target!r} is not an event name: use lowercase letters, digits and _"
-            )
-        if kind is MessageKind.EVENT and not force:
-            await self._refuse_unheard(execution_id, target)
-        try:
-            message_id = await inbox.post(
-                engine, execution_id, kind, target, payload or {}, time.time()
-            )
-        except SQLAlchemyError as exc:  # a locked or full database: nothing was sent
-            raise StoreError(
-                f"could not store the request to execution {execution_id} "
-                f"({_database_reason(exc)}); nothing was sent: try again"
-            ) from exc
+        await self.check_request(execution_id, kind, target, force=force)
+        message_id = (await self.post(execution_id, kind, target, payload)).message_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
@@ -281,21 +334,46 @@ class ExecutionService:
                 return state
             await asyncio.sleep(min(0.05, left))  # the running process applies it meanwhile
 
-    async def _refuse_unheard(self, execution_id: str, name: str) -> None:
-        """Refuse `external.<name>` when the execution's pipeline never reads it."""
-        snapshot = await queries.get_execution(self._store.engine, execution_id)
+    async def post(
+        self,
+        execution_id: str,
+        kind: MessageKind,
+        target: str = "",
+        payload: Mapping[str, Any] | None = None,
+    ) -> InboxMessage:
+        """Store one request in the execution's inbox, unchecked; durable on return.
+
+        Raises:
+            StoreError: the database cannot store it; nothing was sent.
+        """
+        now = time.time()
+        body = dict(payload or {})
         try:
-            program = load_stored_program(snapshot.definition_text, snapshot.definition_path)
-        except WhenflowError:
-            return  # the pipeline cannot be compiled here: nothing to check against
-        if listens_for(program, name):
-            return
-        names = external_names(program)
-        listened = f"it listens for {', '.join(names)}" if names else "it waits for no event"
-        raise RequestRefused(
-            f"no trigger of execution {execution_id} waits for external.{name} ({listened}); "
-            "check the name, or pass --force to publish it anyway"
+            message_id = await inbox.post(self._store.engine, execution_id, kind, target, body, now)
+        except SQLAlchemyError as exc:  # a locked or full database: nothing was sent
+            raise StoreError(
+                f"could not store the request to execution {execution_id} "
+                f"({_database_reason(exc)}); nothing was sent: try again"
+            ) from exc
+        return InboxMessage(message_id, execution_id, kind, target, body, now)
+
+    async def check_request(
+        self, execution_id: str, kind: MessageKind, target: str = "", *, force: bool = False
+    ) -> None:
+        """Refuse a request that cannot apply, before it is stored (see `send`).
+
+        Raises:
+            ExecutionNotFound: no such execution.
+            NodeNotFound: a decision or stop names a node the pipeline lacks.
+            RequestRefused: the request cannot apply now; the error says why.
+        """
+        await request_checks.check_request(
+            self._store.engine, execution_id, kind, target, force=force
         )
+
+    async def require_node(self, execution_id: str, node_id: str) -> None:
+        """Raise ExecutionNotFound or NodeNotFound unless the execution has that node."""
+        await request_checks.require_node(self._store.engine, execution_id, node_id)
 
     async def resolve_id(self, id_or_prefix: str) -> str:
         """The full id of the execution a unique id prefix names (as git does).
@@ -305,6 +383,10 @@ class ExecutionService:
             AmbiguousExecutionId: several do; the error lists them.
         """
         return await queries.resolve_execution_id(self._store.engine, id_or_prefix)
+
+    async def status(self, execution_id: str) -> ExecutionStatus:
+        """Its status alone; raises ExecutionNotFound."""
+        return await queries.get_status(self._store.engine, execution_id)
 
     async def show(self, execution_id: str) -> ExecutionResult:
         return ExecutionResult.from_snapshot(await self._store.load_execution(execution_id))
@@ -328,12 +410,13 @@ class ExecutionService:
             for r in rows
         ]
 
-    async def events(self, execution_id: str) -> list[EventView]:
-        events = await queries.get_events(self._store.engine, execution_id)
-        return [
-            EventView(e.seq, e.event_type, e.source, e.timestamp, e.payload, e.event_id)
-            for e in events
-        ]
+    async def events(
+        self, execution_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventView]:
+        """Its events with `seq > after_seq`, in order, at most `limit`; raises
+        ExecutionNotFound."""
+        events = await queries.get_events(self._store.engine, execution_id, after_seq, limit)
+        return [event_view(e) for e in events]
 
     async def variables(self, execution_id: str) -> list[VariableView]:
         variables = await queries.get_variables(self._store.engine, execution_id)
@@ -372,57 +455,6 @@ class ExecutionService:
         return explain_node(program, snapshot, node_id, artifacts=self._artifacts)
 
 
-def referenced_artifacts(variables: Iterable[Variable]) -> Iterator[ArtifactRef]:
-    """Every artifact reference the variables hold (forEach items nest theirs in values)."""
-    for variable in variables:
-        if variable.artifact is not None:
-            yield variable.artifact
-        yield from _nested_refs(variable.value)
-
-
-def _nested_refs(value: Any) -> Iterator[ArtifactRef]:
-    if isinstance(value, dict):
-        marked = value.get(ARTIFACT_MARKER) if len(value) == 1 else None
-        if isinstance(marked, dict):
-            ref = _as_ref(marked)
-            if ref is not None:
-                yield ref
-            return
-        for item in value.values():
-            yield from _nested_refs(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _nested_refs(item)
-
-
-def _as_ref(data: Mapping[str, Any]) -> ArtifactRef | None:
-    try:
-        return ArtifactRef.from_json(data)
-    except (KeyError, TypeError, ValueError):
-        return None  # task data shaped like a marker, not a reference
-
-
-async def _check_decision_target(engine: AsyncEngine, execution_id: str, target: str) -> None:
-    """Refuse a decision for a node that is not an approval node of the pipeline.
-
-    The refusal names the pipeline's approval nodes, so a typo is easy to fix.
-    """
-    from whenflow.dsl.approval import APPROVAL_TASK_TYPE
-
-    text, path = await queries.get_definition(engine, execution_id)
-    definition = await asyncio.to_thread(_stored_definition, text, path)
-    if definition is None:
-        return  # the stored text no longer parses here; the generic refusal follows
-    approvals = [n.id for n in definition.nodes if n.task.type == APPROVAL_TASK_TYPE]
-    if target in approvals:
-        return
-    listed = ", ".join(approvals) if approvals else "none"
-    problem = "is not an approval node" if target in definition.node_ids else "does not exist"
-    raise RequestRefused(
-        f"node {target!r} {problem} in pipeline {definition.name}; its approval nodes: {listed}"
-    )
-
-
 async def _halting(
     orchestrator: Orchestrator, work: Coroutine[Any, Any, ExecutionResult]
 ) -> ExecutionResult:
@@ -439,18 +471,6 @@ def _database_reason(exc: SQLAlchemyError) -> str:
     """The driver's own words (`database is locked`), without SQLAlchemy's SQL and links."""
     cause = getattr(exc, "orig", None) or exc
     return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-
-
-def _stored_definition(text: str, path: str | None) -> PipelineDefinition | None:
-    """An execution's definition parsed again (Task files beside it resolved), or None."""
-    from whenflow.domain.errors import DefinitionError
-    from whenflow.dsl.parse import parse_pipeline_text
-
-    base_dir = Path(path).resolve().parent if path else None
-    try:
-        return parse_pipeline_text(text, path or "<stored>", base_dir=base_dir).definition
-    except DefinitionError:
-        return None
 
 
 async def _refuse_leftovers(

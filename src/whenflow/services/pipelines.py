@@ -6,11 +6,11 @@ Never imports the database layer, so `whenflow validate` stays fast.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from whenflow.backends.local import LocalRunner
-from whenflow.domain.definitions import TaskSignature, TaskSpec
+from whenflow.domain.definitions import TaskDefinition, TaskSignature, TaskSpec
 from whenflow.dsl.load import load_program_file, load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.ports import TaskRunner
@@ -57,9 +57,14 @@ def load_program(
 
 
 def load_stored_program(
-    text: str, path: str | None, *, runner: TaskRunner | None = None
+    text: str,
+    path: str | None,
+    *,
+    runner: TaskRunner | None = None,
+    known_tasks: Mapping[str, TaskDefinition] | None = None,
 ) -> PipelineProgram:
-    """Rebuild the program of a stored execution from the definition text it ran."""
+    """Rebuild the program of a stored execution from the definition text it ran;
+    `known_tasks` (`name@version` keys) resolve its `task: {ref: ...}` from a registry."""
     base = Path(path).resolve().parent if path else None
     add_import_paths(Path(path) if path else None)
     return load_program_text(
@@ -68,4 +73,5 @@ def load_stored_program(
         path=path or "<stored>",
         base_dir=base,
         resolve_signature=resolve_signature,
+        known_tasks=known_tasks,
     )

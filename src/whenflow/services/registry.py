@@ -7,6 +7,7 @@ stored, so the registry only ever holds definitions that load.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable
@@ -51,17 +52,21 @@ class RegistryService:
         self._runner = runner
         self._clock = clock
 
-    async def push(self, text: str, *, publish: bool = False) -> RegistryVersion:
+    async def push(
+        self, text: str, *, publish: bool = False, kind: DefinitionKind | None = None
+    ) -> RegistryVersion:
         """Validate and store one `kind: Pipeline` or `kind: Task` document as a draft.
 
         With `publish`, the version is published in the same transaction. A
         published version pushed again with the same text is returned as it is.
+        With `kind`, a document of the other kind is refused (located).
 
         Raises:
             DefinitionErrors: the text is not one valid definition (located).
             VersionConflict: that version is published with another body.
         """
-        kind, name, version, description = await self._validate(text)
+        found, name, version, description = await self._validate(text, kind)
+        kind = found
         digest = hashlib.sha256(text.encode()).hexdigest()
         for _ in range(3):  # lost a race with a concurrent push of this version: read again
             try:
@@ -207,9 +212,40 @@ class RegistryService:
             tasks[definition.ref] = definition
         return tasks
 
-    async def _validate(self, text: str) -> tuple[DefinitionKind, str, str, str]:
+    async def _validate(
+        self, text: str, expected: DefinitionKind | None = None
+    ) -> tuple[DefinitionKind, str, str, str]:
+        """Parse and check `text` in a worker thread: a large or hostile document
+        does not stall the executions on the loop."""
+        tasks = await self.published_tasks()
+        try:
+            return await asyncio.to_thread(self._validate_text, text, expected, tasks)
+        except RecursionError:
+            raise DefinitionErrors(
+                [
+                    DefinitionIssue(
+                        "the document is nested too deeply to read",
+                        SourceLocation(PUSHED_PATH, 1, 1),
+                    )
+                ]
+            ) from None
+
+    def _validate_text(
+        self, text: str, expected: DefinitionKind | None, tasks: dict[str, TaskDefinition]
+    ) -> tuple[DefinitionKind, str, str, str]:
         documents = [d for d in load_yaml_documents(text, PUSHED_PATH) if d[0] is not None]
         kinds = [data.get("kind") if isinstance(data, dict) else None for data, _ in documents]
+        wanted = {DefinitionKind.PIPELINE: "Pipeline", DefinitionKind.TASK: "Task"}
+        if expected is not None and len(documents) == 1 and kinds[0] != wanted[expected]:
+            raise DefinitionErrors(
+                [
+                    DefinitionIssue(
+                        f"expected `kind: {wanted[expected]}` here, found {kinds[0]!r}",
+                        documents[0][1].locate(("kind",)),
+                        "kind",
+                    )
+                ]
+            )
         if len(documents) != 1 or kinds[0] not in ("Pipeline", "Task"):
             where = documents[1][1].locate(()) if len(documents) > 1 else None
             raise DefinitionErrors(
@@ -233,7 +269,7 @@ class RegistryService:
             self._runner,
             path=PUSHED_PATH,
             resolve_signature=resolve_signature,
-            known_tasks=await self.published_tasks(),
+            known_tasks=tasks,
         )
         d = program.definition
         return DefinitionKind.PIPELINE, d.name, d.version, d.description

@@ -16,6 +16,9 @@ from whenflow.storage.database import Durability, default_database_url
 from whenflow.storage.leases import DEFAULT_LEASE_S
 from whenflow.storage.state_store import DEFAULT_COMMIT_TIMEOUT_S
 
+DEFAULT_API_MAX_BODY = 10 * 1024 * 1024
+DEFAULT_SHUTDOWN_GRACE_S = 30.0
+
 
 class InvalidSetting(StoreSettingsError):
     """A `WHENFLOW_*` setting cannot be read; the message names it and the form it takes."""
@@ -39,6 +42,10 @@ class Settings:
     """Bytes one attempt may log (`WHENFLOW_TASK_LOG_LIMIT`); None for no limit."""
     durability: Durability = Durability.PROCESS
     """What a commit survives (`WHENFLOW_DURABILITY`: `process` or `power`)."""
+    api_max_body_bytes: int = DEFAULT_API_MAX_BODY
+    """The largest API request body (`WHENFLOW_API_MAX_BODY`); larger ones get 413."""
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    """How long a stopping server lets running attempts finish (`WHENFLOW_SHUTDOWN_GRACE`)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,6 +56,8 @@ class Settings:
             commit_timeout_s=_seconds("WHENFLOW_COMMIT_TIMEOUT", DEFAULT_COMMIT_TIMEOUT_S),
             task_log_limit=_log_limit(os.environ.get("WHENFLOW_TASK_LOG_LIMIT")),
             durability=_durability(os.environ.get("WHENFLOW_DURABILITY")),
+            api_max_body_bytes=_bytes("WHENFLOW_API_MAX_BODY", DEFAULT_API_MAX_BODY),
+            shutdown_grace_s=_seconds("WHENFLOW_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE_S),
         )
 
 
@@ -77,6 +86,19 @@ def _seconds(variable: str, default: float) -> float:
     if seconds <= 0:
         raise InvalidSetting(f"{variable}={text!r} must be longer than 0s") from None
     return seconds
+
+
+def _bytes(variable: str, default: int) -> int:
+    text = os.environ.get(variable)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text.strip().replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InvalidSetting(f"{variable}={text!r} is not a number of bytes; set a whole number")
+    return value
 
 
 def _log_limit(text: str | None) -> int | None:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from whenflow.domain.events import Event
+
 MAX_DISPLAY = 120
 
 
@@ -28,12 +30,12 @@ class ExecutionRow:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "execution_id": self.execution_id,
+            "executionId": self.execution_id,
             "pipeline": self.pipeline,
             "version": self.version,
             "status": self.status,
-            "created_at": self.created,
-            "finished_at": self.finished,
+            "createdAt": self.created,
+            "finishedAt": self.finished,
         }
 
 
@@ -53,12 +55,18 @@ class EventView:
     def to_json(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
+            "eventId": self.event_id,
+            "eventType": self.event_type,
             "source": self.source,
             "timestamp": self.time,
             "payload": dict(self.payload),
         }
+
+
+def event_view(event: Event) -> EventView:
+    return EventView(
+        event.seq, event.event_type, event.source, event.timestamp, event.payload, event.event_id
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +105,9 @@ class LogView:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "node_id": self.node_id,
+            "nodeId": self.node_id,
             "attempt": self.attempt,
-            "item_index": self.item_index,
+            "itemIndex": self.item_index,
             "stream": self.stream,
             "message": self.message,
             "at": iso_time(self.at),

@@ -11,7 +11,7 @@ exactly once even across a crash and `whenflow resume`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,32 @@ async def pending(bind: Bind, execution_id: str) -> list[InboxMessage]:
         InboxMessage(
             message_id=row.id,
             execution_id=execution_id,
+            kind=MessageKind(row.kind),
+            target=row.target,
+            payload=json.loads(row.payload),
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+
+
+async def pending_many(bind: Bind, execution_ids: Sequence[str]) -> list[InboxMessage]:
+    """Messages not yet applied to any of `execution_ids`, oldest first: one read for a
+    whole process (the server's one inbox reader)."""
+    if not execution_ids:
+        return []
+    t = tables.inbox
+    query = (
+        sa.select(t.c.id, t.c.execution_id, t.c.kind, t.c.target, t.c.payload, t.c.created_at)
+        .where(t.c.execution_id.in_(list(execution_ids)), t.c.applied_at.is_(None))
+        .order_by(t.c.id)
+    )
+    async with connected(bind) as connection:
+        rows = (await connection.execute(query)).all()
+    return [
+        InboxMessage(
+            message_id=row.id,
+            execution_id=row.execution_id,
             kind=MessageKind(row.kind),
             target=row.target,
             payload=json.loads(row.payload),

@@ -9,7 +9,7 @@ one read. Nothing here writes or commits.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -105,6 +105,131 @@ async def list_executions(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class ExecutionPage:
+    """One page of executions, newest first; `cursor` continues after its last row."""
+
+    rows: list[ExecutionSummary]
+    cursor: tuple[float, str] | None
+
+
+async def page_executions(
+    bind: Bind,
+    *,
+    limit: int,
+    after: tuple[float, str] | None = None,
+    statuses: Sequence[ExecutionStatus] = (),
+    pipeline: str | None = None,
+    created_from: float | None = None,
+    created_to: float | None = None,
+) -> ExecutionPage:
+    """Top-level executions, newest first, filtered; `after` is a previous page's cursor
+    (`created_at`, `id` of its last row). Sub-pipeline executions are left out."""
+    ex = tables.executions
+    query = sa.select(
+        ex.c.id,
+        ex.c.pipeline_name,
+        ex.c.pipeline_version,
+        ex.c.status,
+        ex.c.created_at,
+        ex.c.finished_at,
+    ).where(ex.c.parent_execution_id.is_(None))
+    if statuses:
+        query = query.where(ex.c.status.in_([s.value for s in statuses]))
+    if pipeline is not None:
+        query = query.where(ex.c.pipeline_name == pipeline)
+    if created_from is not None:
+        query = query.where(ex.c.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(ex.c.created_at < created_to)
+    if after is not None:
+        at, last_id = after
+        query = query.where(
+            sa.or_(ex.c.created_at < at, sa.and_(ex.c.created_at == at, ex.c.id > last_id))
+        )
+    query = query.order_by(ex.c.created_at.desc(), ex.c.id).limit(limit + 1)
+    async with connected(bind) as connection:
+        rows = (await connection.execute(query)).all()
+    found = [
+        ExecutionSummary(
+            id=r.id,
+            pipeline=r.pipeline_name,
+            version=r.pipeline_version,
+            status=ExecutionStatus(r.status),
+            created_at=r.created_at,
+            finished_at=r.finished_at,
+        )
+        for r in rows[:limit]
+    ]
+    cursor = (found[-1].created_at, found[-1].id) if len(rows) > limit else None
+    return ExecutionPage(found, cursor)
+
+
+async def unfinished_roots(bind: Bind) -> list[str]:
+    """Top-level executions that have not ended, oldest first (what a server resumes)."""
+    ex = tables.executions
+    terminal = [s.value for s in ExecutionStatus if s.is_terminal]
+    query = (
+        sa.select(ex.c.id)
+        .where(ex.c.parent_execution_id.is_(None), ex.c.status.not_in(terminal))
+        .order_by(ex.c.created_at, ex.c.id)
+    )
+    async with connected(bind) as connection:
+        return [str(r.id) for r in await connection.execute(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingApproval:
+    """An approval node waiting for a decision, with what its `.waiting` event said."""
+
+    execution_id: str
+    pipeline: str
+    version: str
+    node_id: str
+    since: float | None
+    payload: dict[str, object]
+
+
+async def waiting_approvals(bind: Bind, limit: int = 1000) -> list[WaitingApproval]:
+    """Approval nodes waiting for a decision in unfinished executions, oldest first."""
+    ex, ns, ev = tables.executions, tables.node_states, tables.events
+    terminal = [s.value for s in ExecutionStatus if s.is_terminal]
+    query = (
+        sa.select(
+            ns.c.execution_id,
+            ex.c.pipeline_name,
+            ex.c.pipeline_version,
+            ns.c.node_id,
+            ns.c.started_at,
+            ev.c.payload,
+            ev.c.seq,
+        )
+        .join(ex, ex.c.id == ns.c.execution_id)
+        .join(
+            ev,
+            sa.and_(
+                ev.c.execution_id == ns.c.execution_id,
+                ev.c.event_type == ns.c.node_id + ".waiting",
+            ),
+        )
+        .where(ns.c.state == NodeState.WAITING.value, ex.c.status.not_in(terminal))
+        .order_by(ns.c.started_at, ns.c.execution_id, ns.c.node_id, ev.c.seq)
+        .limit(limit)
+    )
+    latest: dict[tuple[str, str], WaitingApproval] = {}
+    async with connected(bind) as connection:
+        for r in await connection.execute(query):
+            latest[(r.execution_id, r.node_id)] = WaitingApproval(
+                r.execution_id,
+                r.pipeline_name,
+                r.pipeline_version,
+                r.node_id,
+                r.started_at,
+                json.loads(r.payload),
+            )
+    return list(latest.values())
+
+
 # How many candidates an ambiguous prefix lists.
 MAX_CANDIDATES = 10
 
@@ -157,6 +282,15 @@ async def get_child_ids(bind: Bind, execution_id: str) -> list[str]:
         return [str(r.id) for r in await connection.execute(query)]
 
 
+async def get_parent_id(bind: Bind, execution_id: str) -> str | None:
+    """The execution whose `pipeline` task started this one, or None for a top-level one."""
+    ex = tables.executions
+    query = sa.select(ex.c.parent_execution_id).where(ex.c.id == execution_id)
+    async with connected(bind) as connection:
+        found = await connection.scalar(query)
+    return None if found is None else str(found)
+
+
 async def get_definition(bind: Bind, execution_id: str) -> tuple[str, str | None]:
     """The definition text an execution runs and the file it came from; raises ExecutionNotFound."""
     ex = tables.executions
@@ -195,6 +329,7 @@ async def get_execution(bind: Bind, execution_id: str) -> ExecutionSnapshot:
         variables=tuple(variables),
         nodes=tuple(nodes),
         attempts=tuple(attempts),
+        retry_of=row.retry_of,
     )
 
 

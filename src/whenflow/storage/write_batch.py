@@ -200,6 +200,7 @@ _CREATED_COLUMNS = (
     "outputs",
     "error",
     "parent_execution_id",
+    "retry_of",
 )
 
 
@@ -218,6 +219,7 @@ def _created_row(r: ExecutionCreated) -> Row:
         None,
         None,
         r.parent_execution_id,
+        r.retry_of,
     )
 
 

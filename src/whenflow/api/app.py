@@ -1,0 +1,63 @@
+"""The FastAPI application of `whenflow server` (DESIGN.md §9, §11).
+
+`create_app()` builds it; its lifespan opens the store and the execution host
+(which resumes unfinished executions) and, at shutdown, lets running attempts
+finish within the grace period. OpenAPI is at `/openapi.json`, its pages at
+`/docs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from whenflow.api import routes_executions, routes_registry, routes_streams
+from whenflow.api.bodies import BodyLimit
+from whenflow.api.errors import install_handlers
+from whenflow.services.server import open_server
+from whenflow.services.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None = None) -> FastAPI:
+    """The API over the store `settings` name (default: from the environment).
+
+    `settings` also gives the body limit (`api_max_body_bytes`, 413 above it)
+    and the shutdown grace period; `inbox_poll_s` is how often the one inbox
+    reader looks for requests that other processes stored.
+
+    Raises:
+        InvalidSetting: a `WHENFLOW_*` variable cannot be read.
+    """
+    from whenflow import __version__
+
+    settings = settings or Settings.from_env()
+    grace_s = settings.shutdown_grace_s
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_server(settings, grace_s=grace_s, inbox_poll_s=inbox_poll_s) as parts:
+            app.state.host = parts.host
+            app.state.registry = parts.registry
+            app.state.programs = parts.programs
+            yield
+
+    app = FastAPI(
+        title="whenflow",
+        version=__version__,
+        summary="Pipelines whose nodes say when they run: registry, executions, live events.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    install_handlers(app)
+    app.include_router(routes_registry.router, tags=["registry"])
+    app.include_router(routes_executions.router, tags=["executions"])
+    app.include_router(routes_streams.router, tags=["streams"])
+
+    @app.get("/health", tags=["operations"], summary="The server is alive")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,59 @@
+"""What `whenflow server` holds while it runs: the store, the registry, the executions."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from whenflow.services.execution_host import DEFAULT_GRACE_S, ExecutionHost
+from whenflow.services.executions import ExecutionService
+from whenflow.services.pipelines import default_runner
+from whenflow.services.program_cache import ProgramCache
+from whenflow.services.registry import RegistryService
+from whenflow.services.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ServerParts:
+    host: ExecutionHost
+    registry: RegistryService
+    programs: ProgramCache
+
+
+def use_code_path(code_path: Path) -> None:
+    """Import task code (`callable: pkg.mod:fn`) from `code_path`, first, in this
+    process and in the task processes it starts (PYTHONPATH)."""
+    folder = str(code_path.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    current = os.environ.get("PYTHONPATH")
+    parts = current.split(os.pathsep) if current else []
+    if folder not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([folder, *parts])
+
+
+@asynccontextmanager
+async def open_server(
+    settings: Settings | None = None,
+    *,
+    grace_s: float = DEFAULT_GRACE_S,
+    inbox_poll_s: float | None = None,
+) -> AsyncIterator[ServerParts]:
+    """Open the store, resume what this process may own, and run until the block ends;
+    then shut down gracefully (running attempts get `grace_s` seconds)."""
+    runner = default_runner()
+    try:
+        async with ExecutionService.open(settings, runner=runner) as service:
+            registry = RegistryService(service.store.engine, runner)
+            options = {} if inbox_poll_s is None else {"inbox_poll_s": inbox_poll_s}
+            host = ExecutionHost(
+                service, grace_s=grace_s, known_tasks=registry.published_tasks, **options
+            )
+            async with host:
+                yield ServerParts(host, registry, ProgramCache(registry))
+    finally:
+        runner.close()
