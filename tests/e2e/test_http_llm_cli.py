@@ -100,7 +100,7 @@ def test_header_secrets_and_llm_keys_are_masked_everywhere(
     assert result["nodes"]["refused"]["status"] == "failed"
     assert "HTTP 200" in result["nodes"]["refused"]["error"]
     assert result["nodes"]["ask_fail"]["status"] == "failed"
-    logs = run_cli(tmp_path, "executions", "logs", result["execution_id"], env=env)
+    logs = run_cli(tmp_path, "executions", "logs", result["executionId"], env=env)
     store = dump_store(tmp_path)
     assert "you sent Bearer ***" in store
     for canary in (HEADER_CANARY, KEY_CANARY):
