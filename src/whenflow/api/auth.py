@@ -1,23 +1,143 @@
 """Bearer-token auth for the API routes (DESIGN.md §10, §11).
 
-Every route but `/health` depends on `require(role)`. This is the seam the
-auth work fills in: today it admits every request.
+Every route but `/health` depends on `require(role)`:
+`@router.get(..., dependencies=[Depends(require(Role.VIEWER))])`. Nothing is
+exempted by path: a route without that dependency is open, every other one
+asks for a token, whatever its path ends with (`/x/health` is not `/health`).
+
+The contract with the app:
+
+- `request.app.state.tokens` holds the token authority: a
+  `services.tokens.TokenService` (anything with the `TokenAuthority`
+  methods). A request whose app has none is refused with 503, never admitted.
+- `install_auth_errors(app)` makes refusals the API's error shape (DESIGN.md
+  §9): `{"error": {"code", "message", "details"}}` with 401 and
+  `WWW-Authenticate: Bearer` for a missing or unknown token, 403 for a role
+  too low, 503 when the tokens cannot be read. Without it they are still
+  401/403/503, in FastAPI's `{"detail": ...}` shape.
+
+A server with no active token at all (none created, or all revoked) is in
+loopback mode: `services.bind_policy.check_server_bind` lets it listen on
+loopback only, and every request without an `Authorization` header from a
+loopback client address is admitted as admin. A request from any other
+address is refused even then (a token created or revoked while it runs
+changes the mode within a second: `TokenService.HAS_TOKENS_TTL_S`). A request
+that does send a token is always checked, in either mode.
+
+On success the caller's role is in `request.state.role`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from fastapi import Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from whenflow.domain.auth import Role
+from whenflow.domain.errors import StoreError
+from whenflow.services.bind_policy import is_loopback
+
+
+class TokenAuthority(Protocol):
+    """What `require` asks of `app.state.tokens` (TokenService is one)."""
+
+    async def authenticate(self, token: str) -> Role | None: ...
+
+    async def has_tokens(self) -> bool: ...
+
+
+class AuthFailed(HTTPException):
+    """A request refused by `require`: 401, 403 or 503, with the API's error fields."""
+
+    def __init__(self, status_code: int, code: str, message: str, **details: Any) -> None:
+        headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+        super().__init__(status_code, detail=message, headers=headers)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+async def auth_failed_response(request: Request, exc: Exception) -> JSONResponse:
+    """The exception handler `install_auth_errors` registers for AuthFailed."""
+    assert isinstance(exc, AuthFailed)
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def install_auth_errors(app: FastAPI) -> None:
+    """Answer refused requests with `{"error": {"code", "message", "details"}}`."""
+    app.add_exception_handler(AuthFailed, auth_failed_response)
 
 
 def require(role: Role) -> Callable[[Request], Awaitable[None]]:
-    """A FastAPI dependency admitting requests whose token holds `role` or higher."""
+    """A FastAPI dependency admitting requests whose token holds `role` or higher.
+
+    Raises (as responses):
+        AuthFailed 401: no token (outside loopback mode), a malformed header,
+            or a token that is unknown or revoked.
+        AuthFailed 403: the token's role is below `role`.
+        AuthFailed 503: no token authority on the app, or its store is unreadable.
+    """
 
     async def dependency(request: Request) -> None:
-        return None
+        request.state.role = await _caller_role(request, role)
 
     dependency.__name__ = f"require_{role.value}"
     return dependency
+
+
+async def _caller_role(request: Request, needed: Role) -> Role:
+    tokens: TokenAuthority | None = getattr(request.app.state, "tokens", None)
+    if tokens is None:
+        raise AuthFailed(503, "unavailable", "the server has no token store configured")
+    header = request.headers.get("authorization")
+    try:
+        if header is None:
+            if not await tokens.has_tokens() and _from_loopback(request):
+                return Role.ADMIN
+            raise AuthFailed(401, "unauthenticated", _missing_message(await tokens.has_tokens()))
+        token = _bearer_token(header)
+        found = await tokens.authenticate(token)
+    except StoreError as exc:
+        raise AuthFailed(503, "unavailable", f"cannot check the token now: {exc}") from exc
+    if found is None:
+        raise AuthFailed(
+            401, "unauthenticated", "the token is unknown or revoked; ask an admin for a new one"
+        )
+    if not found.allows(needed):
+        raise AuthFailed(
+            403,
+            "forbidden",
+            f"this needs the {needed.value} role; the token holds {found.value}",
+            needed=needed.value,
+            role=found.value,
+        )
+    return found
+
+
+def _bearer_token(header: str) -> str:
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise AuthFailed(
+            401, "unauthenticated", "send the token as `Authorization: Bearer <token>`"
+        )
+    return token
+
+
+def _from_loopback(request: Request) -> bool:
+    return request.client is not None and is_loopback(request.client.host)
+
+
+def _missing_message(has_tokens: bool) -> str:
+    if has_tokens:
+        return "this needs a token: send `Authorization: Bearer <token>`"
+    return (
+        "this server has no API token yet and admits requests from its own machine only; "
+        "create one with `whenflow tokens create --role admin` and send it as "
+        "`Authorization: Bearer <token>`"
+    )
