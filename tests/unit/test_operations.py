@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,16 +13,13 @@ import pytest
 from auth_app import token_service
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
+from three_nodes import run_three_nodes
 
 from whenflow.api.auth import install_auth_errors
 from whenflow.api.operations import operations_router
 from whenflow.domain.auth import Role
-from whenflow.dsl.load import load_program_text
-from whenflow.services.executions import ExecutionService
 from whenflow.services.metrics import Metrics
-from whenflow.services.pipelines import default_runner, resolve_signature
 from whenflow.services.server_stats import DatabaseProbe, LoopLagMonitor
-from whenflow.services.settings import Settings
 from whenflow.services.tokens import TokenService
 from whenflow.storage.database import make_engine
 
@@ -152,25 +148,6 @@ async def test_stats_reports_counts_lag_cpu_and_memory(
     assert stats["uptimeSeconds"] >= 0
 
 
-PIPELINE = textwrap.dedent(
-    """\
-    apiVersion: whenflow/v1
-    kind: Pipeline
-    metadata: {{name: {name}, version: 1.0.0}}
-    spec:
-      nodes:
-        - id: a
-          task: {{type: noop}}
-        - id: b
-          startWhen: "event:a.completed"
-          task: {{type: shell, command: [sh, -c, "exit {code}"]}}
-        - id: c
-          startWhen: "event:b.completed"
-          task: {{type: noop}}
-    """
-)
-
-
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     found = {}
     for family in text_string_to_metric_families(text):
@@ -181,21 +158,11 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def test_metrics_count_a_real_run(tokens: TokenService, tmp_home: Path) -> None:
     metrics = Metrics()
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_home / 'runs.db'}")
-    runner = default_runner()
-    try:
-        async with ExecutionService.open(settings, runner=runner) as service:
-            for name, code in (("good", 0), ("good", 0), ("bad", 3)):
-                program = load_program_text(
-                    PIPELINE.format(name=name, code=code),
-                    runner,
-                    resolve_signature=resolve_signature,
-                )
-                result = await service.run(program, {}, on_event=metrics.listener(name))
-                assert result.status.value == ("completed" if code == 0 else "failed")
-    finally:
-        runner.close()
-    engine = make_engine(settings.database_url)
+    results = await run_three_nodes(
+        tmp_home, [("good", 0), ("good", 0), ("bad", 3)], metrics.listener
+    )
+    assert [r.status.value for r in results] == ["completed", "completed", "failed"]
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_home / 'runs.db'}")
     viewer = {"Authorization": f"Bearer {(await tokens.create(Role.VIEWER)).token}"}
     try:
         async with http(ops_app(tokens, DatabaseProbe(engine), metrics, LoopLagMonitor())) as c:
