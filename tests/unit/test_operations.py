@@ -209,3 +209,43 @@ def test_inbox_lag_and_a_listener_that_never_raises(caplog: pytest.LogCaptureFix
     assert found[("whenflow_inbox_lag_seconds_count", ())] == 2
     assert found[("whenflow_inbox_lag_seconds_sum", ())] == pytest.approx(0.2)
     assert "could not record metrics for a.completed" in caplog.text
+
+
+async def test_the_wiring_recipe_over_a_real_server(tokens: TokenService, tmp_path: Path) -> None:
+    """The app built as docs/server.md's integration notes say, served by uvicorn."""
+    from contextlib import asynccontextmanager
+
+    from served_app import raw_get, served
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'ok.db'}")
+    monitor = LoopLagMonitor(interval_s=0.05)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with monitor:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    install_auth_errors(app)
+    app.state.tokens = tokens
+    app.include_router(
+        operations_router(
+            probe=DatabaseProbe(engine),
+            stats=FixedCounts(0, 0, 0),
+            metrics=Metrics(),
+            monitor=monitor,
+        )
+    )
+    admin = (await tokens.create(Role.ADMIN)).token
+    try:
+        async with served(app) as (host, port):
+            await asyncio.wait_for(monitor.next_sample(), 10)  # the lifespan started it
+            health = await raw_get(host, port, "/health")
+            stats = await raw_get(host, port, "/stats", {"Authorization": f"Bearer {admin}"})
+            metrics = await raw_get(host, port, "/metrics")
+    finally:
+        await engine.dispose()
+    assert health[0] == 200
+    assert stats[0] == 200
+    assert b'"lagSeconds":' in stats[1]
+    assert metrics[0] == 401

@@ -97,9 +97,10 @@ async def _caller_role(request: Request, needed: Role) -> Role:
     header = request.headers.get("authorization")
     try:
         if header is None:
-            if not await tokens.has_tokens() and _from_loopback(request):
+            guarded = await tokens.has_tokens()
+            if not guarded and _from_loopback(request):
                 return Role.ADMIN
-            raise AuthFailed(401, "unauthenticated", _missing_message(await tokens.has_tokens()))
+            raise AuthFailed(401, "unauthenticated", _missing_message(guarded))
         token = _bearer_token(header)
         found = await tokens.authenticate(token)
     except StoreError as exc:
