@@ -170,3 +170,16 @@ async def test_health_is_exempt_by_exact_path_only(
     assert PROTECTED_BODY.encode() not in body
     assert health_status == 200
     assert b'"ok"' in health_body
+
+
+async def test_openapi_declares_the_bearer_scheme_on_guarded_routes(tokens: TokenService) -> None:
+    async with client(tokens) as http:
+        document = (await http.get("/openapi.json")).json()
+    assert document["components"]["securitySchemes"]["bearerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from `whenflow tokens create --role viewer|operator|admin`.",
+    }
+    paths = document["paths"]
+    assert paths["/api/v1/pipelines"]["post"]["security"] == [{"bearerToken": []}]
+    assert "security" not in paths["/health"]["get"]

@@ -32,12 +32,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from whenflow.domain.auth import Role
 from whenflow.domain.errors import StoreError
 from whenflow.services.bind_policy import is_loopback
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerToken",
+    description="A token from `whenflow tokens create --role viewer|operator|admin`.",
+)
+"""Declares the scheme in the OpenAPI document; `require` reads the header itself."""
 
 
 class TokenAuthority(Protocol):
@@ -83,7 +91,10 @@ def require(role: Role) -> Callable[[Request], Awaitable[None]]:
         AuthFailed 503: no token authority on the app, or its store is unreadable.
     """
 
-    async def dependency(request: Request) -> None:
+    async def dependency(
+        request: Request,
+        _credentials: HTTPAuthorizationCredentials | None = Security(BEARER),  # noqa: B008
+    ) -> None:
         request.state.role = await _caller_role(request, role)
 
     dependency.__name__ = f"require_{role.value}"
