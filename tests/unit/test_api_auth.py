@@ -103,6 +103,22 @@ async def test_no_tokens_admits_loopback_as_admin_only(tokens: TokenService) -> 
     assert "whenflow tokens create --role admin" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Forwarded-For", "198.51.100.4"),
+        ("Forwarded", "for=198.51.100.4"),
+        ("X-Real-IP", "198.51.100.4"),
+    ],
+)
+async def test_loopback_mode_refuses_what_a_local_proxy_forwarded(
+    tokens: TokenService, header: tuple[str, str]
+) -> None:
+    async with client(tokens) as http:
+        response = await http.get("/api/v1/executions", headers=dict([header]))
+    assert response.status_code == 401
+
+
 async def test_first_token_ends_loopback_mode(tokens: TokenService) -> None:
     async with client(tokens) as http:
         assert (await http.get("/api/v1/executions")).status_code == 200

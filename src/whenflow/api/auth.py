@@ -20,7 +20,9 @@ A server with no active token at all (none created, or all revoked) is in
 loopback mode: `services.bind_policy.check_server_bind` lets it listen on
 loopback only, and every request without an `Authorization` header from a
 loopback client address is admitted as admin. A request from any other
-address is refused even then (a token created or revoked while it runs
+address, or one that a proxy forwarded (`Forwarded`, `X-Forwarded-For`,
+`X-Real-IP`: a proxy on the same machine connects from loopback), is refused
+even then (a token created or revoked while it runs
 changes the mode within a second: `TokenService.HAS_TOKENS_TTL_S`). A request
 that does send a token is always checked, in either mode.
 
@@ -141,7 +143,14 @@ def _bearer_token(header: str) -> str:
     return token
 
 
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+"""A request carrying one of these came through a proxy: its client is not the peer."""
+
+
 def _from_loopback(request: Request) -> bool:
+    """Whether the peer is loopback and no proxy says it forwarded the request."""
+    if any(name in request.headers for name in PROXY_HEADERS):
+        return False
     return request.client is not None and is_loopback(request.client.host)
 
 
