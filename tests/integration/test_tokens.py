@@ -91,7 +91,7 @@ async def test_revoke_stops_the_token_at_once_and_is_idempotent(engine: AsyncEng
 
 async def test_last_used_is_written_at_most_once_a_minute(engine: AsyncEngine) -> None:
     clock = Clock()
-    service = TokenService(engine, clock=clock)
+    service = TokenService(engine, clock=clock, cache_s=0)  # every call reads the database
     issued = await service.create(Role.VIEWER)
     assert (await service.list())[0].last_used_at is None
     await service.authenticate(issued.token)
@@ -114,3 +114,17 @@ async def test_has_tokens_sees_its_own_changes_at_once(engine: AsyncEngine) -> N
     assert await other.has_tokens()
     await service.revoke(issued.stored.token_id)
     assert not await service.has_tokens()
+
+
+async def test_a_valid_token_is_remembered_for_the_cache_time(engine: AsyncEngine) -> None:
+    server = TokenService(engine, cache_s=3600)
+    cli = TokenService(engine)  # another process: the CLI
+    issued = await cli.create(Role.OPERATOR)
+    assert await server.authenticate(issued.token) is Role.OPERATOR
+    await cli.revoke(issued.stored.token_id)
+    # The documented price of the cache: another process's revoke waits for it.
+    assert await server.authenticate(issued.token) is Role.OPERATOR
+    assert await TokenService(engine, cache_s=0).authenticate(issued.token) is None
+    again = await server.create(Role.VIEWER)  # a change through this service forgets
+    assert await server.authenticate(issued.token) is None
+    assert await server.authenticate(again.token) is Role.VIEWER
