@@ -14,6 +14,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +26,8 @@ from whenflow.services.metrics import StatsSource
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from whenflow.engine.orchestrator import Orchestrator
 
 READY_TIMEOUT_S = 2.0
 """How long `/ready` waits for the database before calling it unreachable."""
@@ -53,6 +56,35 @@ class DatabaseProbe:
             reason = text.splitlines()[0] if text else type(exc).__name__
             return f"cannot reach the database: {reason}"
         return None
+
+
+class OrchestratorCounts:
+    """A `StatsSource` over the executions a server runs: `live()` gives their
+    orchestrators (those that ended are not counted, listed or not).
+
+    Read on the loop's thread, like everything of an orchestrator's state.
+    """
+
+    def __init__(self, live: Callable[[], Iterable[Orchestrator]]) -> None:
+        self._live = live
+
+    def _running(self) -> list[Orchestrator]:
+        return [o for o in self._live() if not o.status.is_terminal]
+
+    def running_executions(self) -> int:
+        return len(self._running())
+
+    def running_attempts(self) -> int:
+        return sum(o.state.running for o in self._running())
+
+    def queued_attempts(self) -> int:
+        """Attempts waiting for a concurrency slot (of nodes that have not ended)."""
+        return sum(
+            1
+            for o in self._running()
+            for node_id, _ in o.state.ready
+            if not o.state.nodes[node_id].state.is_terminal
+        )
 
 
 @dataclass(frozen=True, slots=True)
