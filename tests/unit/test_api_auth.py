@@ -197,5 +197,48 @@ async def test_openapi_declares_the_bearer_scheme_on_guarded_routes(tokens: Toke
         "description": "A token from `whenflow tokens create --role viewer|operator|admin`.",
     }
     paths = document["paths"]
-    assert paths["/api/v1/pipelines"]["post"]["security"] == [{"bearerToken": []}]
+    assert paths["/api/v1/pipelines"]["post"]["security"] == [{"bearerToken": ["admin"]}]
+    cancel = paths["/api/v1/executions/{execution_id}/cancel"]["post"]
+    assert cancel["security"] == [{"bearerToken": ["operator"]}]
     assert "security" not in paths["/health"]["get"]
+
+
+def test_every_route_but_health_requires_a_role() -> None:
+    from whenflow.api.auth import route_roles, unguarded_routes
+
+    app = make_app(None)
+    assert route_roles(app) == {
+        ("GET", "/health"): None,
+        ("GET", "/api/v1/executions"): Role.VIEWER,
+        ("GET", "/api/v1/executions/{execution_id}/{rest}"): Role.VIEWER,
+        ("GET", "/api/v1/executions/{execution_id}"): Role.VIEWER,
+        ("POST", "/api/v1/executions/{execution_id}/cancel"): Role.OPERATOR,
+        ("POST", "/api/v1/pipelines"): Role.ADMIN,
+    }
+    assert unguarded_routes(app) == []
+
+    @app.get("/api/v1/forgotten")
+    async def forgotten() -> dict[str, str]:
+        return {}
+
+    @app.get("/api/v1/x/health")  # a suffix is not the exempt path
+    async def suffixed() -> dict[str, str]:
+        return {}
+
+    assert unguarded_routes(app) == [("GET", "/api/v1/forgotten"), ("GET", "/api/v1/x/health")]
+
+
+def test_router_level_requirements_count() -> None:
+    from fastapi import APIRouter, Depends, FastAPI
+
+    from whenflow.api.auth import require, route_roles
+
+    router = APIRouter(dependencies=[Depends(require(Role.OPERATOR))])
+
+    @router.post("/api/v1/things/{thing}/poke", dependencies=[Depends(require(Role.VIEWER))])
+    async def poke(thing: str) -> dict[str, str]:
+        return {}
+
+    app = FastAPI()
+    app.include_router(router)
+    assert route_roles(app) == {("POST", "/api/v1/things/{thing}/poke"): Role.OPERATOR}

@@ -249,3 +249,22 @@ async def test_the_wiring_recipe_over_a_real_server(tokens: TokenService, tmp_pa
     assert stats[0] == 200
     assert b'"lagSeconds":' in stats[1]
     assert metrics[0] == 401
+
+
+async def test_operations_routes_need_viewer_but_health(
+    tokens: TokenService, tmp_path: Path
+) -> None:
+    from whenflow.api.auth import route_roles, unguarded_routes
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'ok.db'}")
+    try:
+        app = ops_app(tokens, DatabaseProbe(engine), Metrics(), LoopLagMonitor())
+        assert route_roles(app) == {
+            ("GET", "/health"): None,
+            ("GET", "/ready"): Role.VIEWER,
+            ("GET", "/stats"): Role.VIEWER,
+            ("GET", "/metrics"): Role.VIEWER,
+        }
+        assert unguarded_routes(app) == []
+    finally:
+        await engine.dispose()

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request, Security
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -42,9 +43,10 @@ from whenflow.domain.auth import Role
 from whenflow.domain.errors import StoreError
 from whenflow.services.bind_policy import is_loopback
 
+BEARER_NAME = "bearerToken"
 BEARER = HTTPBearer(
     auto_error=False,
-    scheme_name="bearerToken",
+    scheme_name=BEARER_NAME,
     description="A token from `whenflow tokens create --role viewer|operator|admin`.",
 )
 """Declares the scheme in the OpenAPI document; `require` reads the header itself."""
@@ -83,8 +85,11 @@ def install_auth_errors(app: FastAPI) -> None:
     app.add_exception_handler(AuthFailed, auth_failed_response)
 
 
-def require(role: Role) -> Callable[[Request], Awaitable[None]]:
+def require(role: Role) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency admitting requests whose token holds `role` or higher.
+
+    The OpenAPI document lists the role as the route's security requirement
+    (`{"bearerToken": ["operator"]}`: OpenAPI 3.1's role names).
 
     Raises (as responses):
         AuthFailed 401: no token (outside loopback mode), a malformed header,
@@ -95,12 +100,46 @@ def require(role: Role) -> Callable[[Request], Awaitable[None]]:
 
     async def dependency(
         request: Request,
-        _credentials: HTTPAuthorizationCredentials | None = Security(BEARER),  # noqa: B008
+        _credentials: HTTPAuthorizationCredentials | None = Security(  # noqa: B008
+            BEARER, scopes=[role.value]
+        ),
     ) -> None:
         request.state.role = await _caller_role(request, role)
 
     dependency.__name__ = f"require_{role.value}"
     return dependency
+
+
+EXEMPT_PATHS = frozenset({"/health"})
+"""The routes open to anyone, by exact path (DESIGN.md §10)."""
+
+
+def route_roles(app: FastAPI) -> dict[tuple[str, str], Role | None]:
+    """Every documented route as (METHOD, path) → the role it requires (None: none).
+
+    Read from the app's OpenAPI document (built afresh, not the cached one),
+    where `require` states each route's role, whether it was declared on the
+    route, its router or a nested dependency. Paths are as OpenAPI writes them
+    (`{name}`, without a `:path` converter).
+    """
+    found: dict[tuple[str, str], Role | None] = {}
+    document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            names = [n for r in operation.get("security", []) for n in r.get(BEARER_NAME, [])]
+            roles = [Role(n) for n in names if n in Role.__members__.values()]
+            found[(method.upper(), path)] = max(roles, key=lambda r: r.rank) if roles else None
+    return found
+
+
+def unguarded_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Routes that require no role and are not in EXEMPT_PATHS: a test keeps it empty.
+
+    Only routes in the OpenAPI document are seen: keep `include_in_schema` on.
+    """
+    return sorted(
+        key for key, role in route_roles(app).items() if role is None and key[1] not in EXEMPT_PATHS
+    )
 
 
 async def _caller_role(request: Request, needed: Role) -> Role:
