@@ -26,7 +26,10 @@ even then (a token created or revoked while it runs
 changes the mode within a second: `TokenService.HAS_TOKENS_TTL_S`). A request
 that does send a token is always checked, in either mode.
 
-On success the caller's role is in `request.state.role`.
+On success the caller's role is in `request.state.role`. The OpenAPI
+document states each route's role (its security requirement), and
+`unguarded_routes(app)` lists the routes that state none besides `/health`:
+a test of the whole app keeps that list empty.
 """
 
 from __future__ import annotations
