@@ -190,6 +190,7 @@ async def test_metrics_count_a_real_run(tokens: TokenService, tmp_home: Path) ->
     assert found[("whenflow_running_executions", ())] == 3
     assert found[("whenflow_running_attempts", ())] == 5
     assert found[("whenflow_queue_depth", ())] == 2
+    assert found[("process_resident_memory_bytes", ())] > 0
 
 
 def test_inbox_lag_and_a_listener_that_never_raises(caplog: pytest.LogCaptureFixture) -> None:

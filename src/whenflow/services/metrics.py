@@ -22,7 +22,8 @@ started by another's end, the engine's reaction time. Retries (attempt > 1)
 are left out, their backoff is not latency. Outcomes of attempts are the
 event that ended them: completed, failed, retrying, stopped, cancelled.
 
-Each `Metrics` has its own registry (so several apps in one process do not
+Prometheus's standard `process_*` series (CPU, memory, open files) and
+`python_info` come along. Each `Metrics` has its own registry (so several apps in one process do not
 collide); a listener never raises into the engine.
 """
 
@@ -38,6 +39,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -71,6 +74,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        if registry is None:  # the standard process_* and python_info series (Linux: /proc)
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
         self.executions_started = Counter(
             "whenflow_executions_started", "Executions started.", ["pipeline"], registry=r
         )
