@@ -3,6 +3,7 @@ to a real loopback receiver."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,3 +116,14 @@ async def test_otlp_over_http_to_a_loopback_collector(tmp_home: Path) -> None:
             for scope in resource_spans.scope_spans:
                 names += [span.name for span in scope.spans]
     assert sorted(names) == ["node a", "node b", "node c", "pipeline good"]
+
+
+def test_the_endpoint_without_the_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from whenflow.services.tracing import TracingUnavailable
+
+    # As if `whenflow[otel]` were not installed: importing the exporter fails.
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
+    with pytest.raises(TracingUnavailable, match=r"pip install 'whenflow\[otel\]'"):
+        tracing_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
