@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from whenflow.cli import inbox_commands, server_command
+from whenflow.cli import inbox_commands, server_command, token_commands
 from whenflow.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -57,9 +57,16 @@ events_app = typer.Typer(
     help="Send events into running executions.", no_args_is_help=True, cls=WhenflowGroup
 )
 app.add_typer(events_app, name="events")
+tokens_app = typer.Typer(
+    help="API tokens of the server's database: create, list, revoke.",
+    no_args_is_help=True,
+    cls=WhenflowGroup,
+)
+app.add_typer(tokens_app, name="tokens")
 command = functools.partial(app.command, cls=WhenflowCommand)
 executions_command = functools.partial(executions_app.command, cls=WhenflowCommand)
 events_command = functools.partial(events_app.command, cls=WhenflowCommand)
+tokens_command = functools.partial(tokens_app.command, cls=WhenflowCommand)
 
 TasksOption = typer.Option(
     [],
@@ -425,6 +432,11 @@ command()(inbox_commands.approve)
 command()(inbox_commands.reject)
 events_command("send")(inbox_commands.events_send)
 executions_command("cancel")(inbox_commands.executions_cancel)
+
+# The server's API tokens (cli/token_commands.py).
+tokens_command("create")(token_commands.tokens_create)
+tokens_command("list")(token_commands.tokens_list)
+tokens_command("revoke")(token_commands.tokens_revoke)
 
 
 command()(server_command.server)
