@@ -15,10 +15,16 @@ from typing import Any
 from fastapi import FastAPI
 
 from whenflow.api import routes_executions, routes_registry, routes_streams
+from whenflow.api.auth import install_auth_errors
 from whenflow.api.bodies import BodyLimit
 from whenflow.api.errors import install_handlers
+from whenflow.api.operations import operations_router
+from whenflow.services.metrics import Metrics
 from whenflow.services.server import open_server
+from whenflow.services.server_stats import DatabaseProbe, LoopLagMonitor, OrchestratorCounts
 from whenflow.services.settings import Settings
+from whenflow.services.tokens import TokenService
+from whenflow.services.tracing import tracing_from_env
 
 
 def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None = None) -> FastAPI:
@@ -35,14 +41,32 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
 
     settings = settings or Settings.from_env()
     grace_s = settings.shutdown_grace_s
+    metrics, monitor = Metrics(), LoopLagMonitor()
+    tracer = tracing_from_env()
+
+    def observe(orchestrator: Any) -> None:
+        pipeline = orchestrator.program.definition.name
+        orchestrator.add_listener(metrics.listener(pipeline))
+        if tracer is not None:
+            orchestrator.add_listener(tracer.listener(pipeline))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_server(settings, grace_s=grace_s, inbox_poll_s=inbox_poll_s) as parts:
-            app.state.host = parts.host
-            app.state.registry = parts.registry
-            app.state.programs = parts.programs
-            yield
+        try:
+            async with (
+                monitor,
+                open_server(
+                    settings, grace_s=grace_s, inbox_poll_s=inbox_poll_s, observers=[observe]
+                ) as parts,
+            ):
+                app.state.host = parts.host
+                app.state.registry = parts.registry
+                app.state.programs = parts.programs
+                app.state.tokens = TokenService(parts.host.service.store.engine)
+                yield
+        finally:
+            if tracer is not None:
+                tracer.shutdown()
 
     app = FastAPI(
         title="whenflow",
@@ -52,12 +76,16 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     install_handlers(app)
+    install_auth_errors(app)
     app.include_router(routes_registry.router, tags=["registry"])
     app.include_router(routes_executions.router, tags=["executions"])
     app.include_router(routes_streams.router, tags=["streams"])
-
-    @app.get("/health", tags=["operations"], summary="The server is alive")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok"}
-
+    app.include_router(
+        operations_router(
+            probe=DatabaseProbe(lambda: app.state.host.service.store.engine),
+            stats=OrchestratorCounts(lambda: app.state.host.orchestrators()),
+            metrics=metrics,
+            monitor=monitor,
+        )
+    )
     return app

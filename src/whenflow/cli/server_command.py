@@ -21,6 +21,8 @@ from whenflow.cli.common import EXIT_INVALID, fail
 if TYPE_CHECKING:
     import uvicorn
 
+    from whenflow.services.settings import Settings
+
 
 def server(
     host: Annotated[
@@ -53,9 +55,10 @@ def server(
     if not 0 < port < 65536:
         fail(f"error: --port {port} is not a TCP port (1-65535)", EXIT_INVALID)
     try:
-        Settings.from_env()  # a bad WHENFLOW_* setting: one line and exit 2, before binding
+        settings = Settings.from_env()  # a bad WHENFLOW_* setting: one line and exit 2
     except StoreSettingsError as exc:
         fail(f"error: {exc}", EXIT_INVALID)
+    _refuse_unguarded_bind(host, settings)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(
         "whenflow.api.app:create_app",
@@ -68,6 +71,27 @@ def server(
         lifespan="on",
     )
     _serve(config)
+
+
+def _refuse_unguarded_bind(host: str, settings: Settings) -> None:
+    """Exit 2 before binding beyond loopback while the database holds no API token."""
+    import asyncio
+
+    from whenflow.domain.errors import WhenflowError
+    from whenflow.services.bind_policy import check_server_bind, is_loopback
+    from whenflow.services.tokens import TokenService
+
+    if is_loopback(host):
+        return
+
+    async def check() -> None:
+        async with TokenService.open(settings) as tokens:
+            await check_server_bind(host, tokens)
+
+    try:
+        asyncio.run(check())
+    except WhenflowError as exc:
+        fail(f"error: {exc}", EXIT_INVALID)
 
 
 def _serve(config: uvicorn.Config) -> None:

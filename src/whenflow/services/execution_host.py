@@ -89,6 +89,8 @@ class ExecutionHost:
         self._reserved: set[str] = set()
         self._key_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._background: list[asyncio.Task[None]] = []
+        self.observers: list[Callable[[Orchestrator], None]] = []
+        """Called with every execution this host starts, resumes or retries (metrics, traces)."""
         self.closing = asyncio.Event()
         self.resumed_once = asyncio.Event()
         """Set once the start-up pass over unfinished executions is done."""
@@ -101,6 +103,10 @@ class ExecutionHost:
     def running(self) -> frozenset[str]:
         """Ids of the executions this process runs now."""
         return frozenset(self._running)
+
+    def orchestrators(self) -> list[Orchestrator]:
+        """The dispatchers of the top-level executions this process runs now (for `/stats`)."""
+        return list(self._running.values())
 
     @property
     def running_attempts(self) -> int:
@@ -264,6 +270,8 @@ class ExecutionHost:
 
         orchestrator.status_listeners.append(on_status)
         orchestrator.state.on_child = self._adopt_child
+        for observe in self.observers:
+            observe(orchestrator)
         return orchestrator
 
     def _notify(self, execution_id: str) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from whenflow.engine.orchestrator import Orchestrator
 from whenflow.services.execution_host import DEFAULT_GRACE_S, ExecutionHost
 from whenflow.services.executions import ExecutionService
 from whenflow.services.pipelines import default_runner
@@ -42,9 +43,13 @@ async def open_server(
     *,
     grace_s: float = DEFAULT_GRACE_S,
     inbox_poll_s: float | None = None,
+    observers: Sequence[Callable[[Orchestrator], None]] = (),
 ) -> AsyncIterator[ServerParts]:
     """Open the store, resume what this process may own, and run until the block ends;
-    then shut down gracefully (running attempts get `grace_s` seconds)."""
+    then shut down gracefully (running attempts get `grace_s` seconds).
+
+    `observers` are called with every execution the server runs (metrics, traces).
+    """
     runner = default_runner()
     try:
         async with ExecutionService.open(settings, runner=runner) as service:
@@ -53,6 +58,7 @@ async def open_server(
             host = ExecutionHost(
                 service, grace_s=grace_s, known_tasks=registry.published_tasks, **options
             )
+            host.observers.extend(observers)
             async with host:
                 yield ServerParts(host, registry, ProgramCache(registry))
     finally:

@@ -40,14 +40,16 @@ LAG_WINDOW = 240
 class DatabaseProbe:
     """Answers "can the server reach its database now?" with one `SELECT 1`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine | Callable[[], AsyncEngine]) -> None:
+        """`engine`, or a function giving it (a server opens its store after routing)."""
         self._engine = engine
 
     async def problem(self, timeout_s: float = READY_TIMEOUT_S) -> str | None:
         """None if `SELECT 1` answered within `timeout_s` seconds, else why not (one line)."""
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._engine.connect() as conn:
+                engine = self._engine() if callable(self._engine) else self._engine
+                async with engine.connect() as conn:
                     await conn.execute(sa.text("SELECT 1"))
         except TimeoutError:
             return f"the database did not answer within {timeout_s:g} s"
