@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from whenflow.cli import inbox_commands
+from whenflow.cli import connection_commands, inbox_commands
 from whenflow.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -57,6 +57,12 @@ events_app = typer.Typer(
     help="Send events into running executions.", no_args_is_help=True, cls=WhenflowGroup
 )
 app.add_typer(events_app, name="events")
+connections_app = typer.Typer(
+    help="List and test the connections tasks name (`connection: NAME`).",
+    no_args_is_help=True,
+    cls=WhenflowGroup,
+)
+app.add_typer(connections_app, name="connections")
 command = functools.partial(app.command, cls=WhenflowCommand)
 executions_command = functools.partial(executions_app.command, cls=WhenflowCommand)
 events_command = functools.partial(events_app.command, cls=WhenflowCommand)
@@ -86,8 +92,21 @@ def _options(
             "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
         ),
     ] = False,
+    connections: Annotated[
+        Path | None,
+        typer.Option(
+            "--connections",
+            metavar="FILE",
+            help="The connections file (default: $WHENFLOW_CONNECTIONS_FILE, "
+            "else $WHENFLOW_HOME/connections.yaml).",
+        ),
+    ] = None,
 ) -> None:
     """Pipelines whose nodes say when they run."""
+    if connections is not None:
+        # Read by services when they build the connections; inherited by nothing
+        # else that matters (task subprocesses get no WHENFLOW_CONN_* and this is a path).
+        os.environ["WHENFLOW_CONNECTIONS_FILE"] = str(connections.expanduser().resolve())
 
 
 def _load(file: Path, tasks: list[Path]) -> PipelineProgram:
@@ -425,6 +444,8 @@ command()(inbox_commands.approve)
 command()(inbox_commands.reject)
 events_command("send")(inbox_commands.events_send)
 executions_command("cancel")(inbox_commands.executions_cancel)
+connections_app.command("list", cls=WhenflowCommand)(connection_commands.connections_list)
+connections_app.command("test", cls=WhenflowCommand)(connection_commands.connections_test)
 
 
 @command()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from whenflow.domain.connections import ConnectionResolver
 from whenflow.domain.definitions import PipelineDefinition
 from whenflow.domain.errors import RequestRefused, StoreError, WhenflowError
 from whenflow.domain.events import EVENT_NAME, Event
@@ -26,6 +27,7 @@ from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.engine.variable_pool import ARTIFACT_MARKER
+from whenflow.services.connections import process_connections, seed_mask
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.settings import Settings
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
@@ -56,10 +58,12 @@ class ExecutionService:
         artifacts: FsspecArtifactStore,
         runner: TaskRunner,
         settings: Settings | None = None,
+        connections: ConnectionResolver | None = None,
     ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._runner = runner
+        self._connections = connections or process_connections()
         self._secrets = EnvSecretStore()
         self._log_limit = DEFAULT_TASK_LOG_LIMIT if settings is None else settings.task_log_limit
 
@@ -81,8 +85,9 @@ class ExecutionService:
         settings = settings or Settings.from_env()
         artifacts = FsspecArtifactStore(settings.artifacts_url)  # a bad URL fails first
         engine = make_engine(settings.database_url, durability=settings.durability)
-        own_runner = default_runner() if runner is None else None
-        task_runner: TaskRunner = runner or own_runner or default_runner()
+        connections = process_connections()
+        own_runner = default_runner(connections) if runner is None else None
+        task_runner: TaskRunner = runner or own_runner or default_runner(connections)
         store = SqlStateStore(
             engine,
             commit_timeout_s=settings.commit_timeout_s,
@@ -92,7 +97,7 @@ class ExecutionService:
         try:
             await upgrade(engine)
             async with store:
-                yield cls(store, artifacts, task_runner, settings)
+                yield cls(store, artifacts, task_runner, settings, connections)
         finally:
             await engine.dispose()
             if own_runner is not None:
@@ -119,6 +124,7 @@ class ExecutionService:
             runner=self._runner,
             artifacts=self._artifacts,
             secrets=self._secrets,
+            mask=seed_mask(program, self._connections),
             inputs=resolved,
             execution_id=execution_id,
             on_event=on_event,
@@ -163,6 +169,7 @@ class ExecutionService:
             runner=self._runner,
             artifacts=self._artifacts,
             secrets=self._secrets,
+            mask=seed_mask(program, self._connections),
             inputs=snapshot.inputs,
             execution_id=execution_id,
             on_event=on_event,

@@ -1,0 +1,468 @@
+"""The `sql` executor: statements and bulk loads on any SQLAlchemy URL (DESIGN.md §13).
+
+    task: {type: sql, connection: warehouse, query: "SELECT * FROM t WHERE d = :day"}
+
+SQLite works out of the box; DuckDB (`duckdb:///file.duckdb`, duckdb_engine),
+PostgreSQL (psycopg 3) and MySQL/MariaDB (PyMySQL) come with the `sql` extra.
+A URL without a driver gets the one whenflow installs: `postgresql://` and
+`postgres://` mean `postgresql+psycopg://`, `mysql://` `mysql+pymysql://`,
+`mariadb://` `mariadb+pymysql://`.
+
+Why sync engines in a thread pool rather than async drivers: DuckDB,
+PyMySQL and SQLite's standard driver are synchronous, and one code path
+serves every database; psycopg's `executemany` (SQLAlchemy's
+"insertmanyvalues") is as fast as an async driver's; and writing Parquet is
+blocking work anyway. The loop never blocks: each attempt runs in this
+executor's pool (`WHENFLOW_SQL_THREADS`, default 8). An engine (and its
+connection pool) is cached per URL for the life of the executor.
+
+One attempt is one transaction: `insert` first, then each statement of
+`query` (split with sqlparse, which only cuts at `;` outside strings,
+comments and dollar-quoted bodies and never rewrites SQL), committed
+together or rolled back together. Values are bound parameters only (`:name`
+in the SQL; `params`, or else the node's inputs); objects and lists are sent
+as JSON text. A literal `:word` in the SQL must be written `\\:word`.
+
+Outputs: `rowcount`, `columns`, and `rows` (objects keyed by column, made
+JSON-safe by `sql_values.json_safe`) from the last statement that returned
+rows; without one, `rowcount` is the rows the statements and the insert
+changed and `rows` is empty. A result over `WHENFLOW_SQL_MAX_ROWS` rows
+(default 1000) or `WHENFLOW_SQL_MAX_BYTES` of JSON (default 1 MiB), or any
+result with `output: parquet`, becomes `artifact` (a Parquet file in the
+artifact store; downstream, the local path of it) and `schema`
+(`[{name, type}]`, Arrow types) instead of `rows`. `insert.rows` accepts
+such a path, so a downstream `sql` task loads it back.
+
+Cancellation (a timeout, a cancel) interrupts the running statement where
+the driver can (psycopg `cancel`, SQLite and DuckDB `interrupt`); the
+transaction is then rolled back. PyMySQL cannot interrupt: the statement
+runs to its end in the background, then rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from whenflow.domain.connections import Connection, ConnectionResolver
+from whenflow.domain.definitions import TaskSpec
+from whenflow.domain.task_io import ExecutorEnvironment, TaskContext, TaskRequest, TaskResult
+from whenflow.executors.errors import InvalidTaskConfig, SqlFailed
+from whenflow.executors.sql_config import (
+    RENDERED_FIELDS,
+    TASK_TYPE,
+    InsertSpec,
+    SqlConfig,
+    check_config,
+    parse_config,
+)
+from whenflow.executors.sql_values import json_safe, parquet_batches, write_parquet
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection as SqlConnection
+    from sqlalchemy.engine import CursorResult, Engine
+
+DEFAULT_MAX_ROWS = 1000
+DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_THREADS = 8
+INSERT_BATCH_ROWS = 10_000
+_FETCH_ROWS = 1000
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLimits:
+    """Above either limit (or with `parquet`), a result becomes a Parquet artifact."""
+
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+class SqlExecutor:
+    """Runs `sql` tasks on cached SQLAlchemy engines, in a thread pool."""
+
+    task_type = TASK_TYPE
+    rendered_fields = RENDERED_FIELDS
+    connection_schemes = ("sqlite", "duckdb", "postgresql", "postgres", "mysql", "mariadb")
+
+    def __init__(
+        self,
+        connections: ConnectionResolver,
+        *,
+        limits: ResultLimits | None = None,
+        threads: int = DEFAULT_THREADS,
+        insert_batch_rows: int = INSERT_BATCH_ROWS,
+    ) -> None:
+        """
+        Args:
+            connections: Where `connection: NAME` is looked up.
+            limits: When a result becomes a Parquet artifact.
+            threads: Statements running at once in this process.
+            insert_batch_rows: Rows per `executemany` call of `insert`.
+        """
+        self._connections = connections
+        self._limits = limits or ResultLimits()
+        self._threads = threads
+        self._batch = insert_batch_rows
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def check(self, task: TaskSpec) -> list[str]:
+        """Config problems: fields, connection or url, query/file/insert, output."""
+        return check_config(task)
+
+    async def execute(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
+        """Run the insert and the statements in one transaction; raise SqlFailed on an error."""
+        config = parse_config(request.task)
+        target = self._target(config)
+        params = config.params if config.params is not None else request.inputs
+        if not isinstance(params, Mapping):
+            raise InvalidTaskConfig(TASK_TYPE, "`params` must render to an object")
+        work = _Work(
+            node_id=request.node_id,
+            config=config,
+            params={str(k): _bindable(v) for k, v in params.items()},
+            limits=self._limits,
+            batch_rows=self._batch,
+            interrupter=_Interrupter(),
+        )
+        engine = self._engine(target, request.node_id)
+        loop = asyncio.get_running_loop()
+        try:
+            outputs, scratch = await loop.run_in_executor(self._executor(), work.run, engine)
+        except asyncio.CancelledError:
+            work.interrupter.interrupt()
+            raise
+        return TaskResult(outputs=outputs, scratch=scratch)
+
+    async def test_connection(self, connection: Connection) -> str:
+        """Connect and run `SELECT 1`; return the database's name and version."""
+        engine = self._engine(connection.url, None)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(), _select_one, engine)
+
+    def close(self) -> None:
+        """Stop the thread pool and close every cached engine's connections."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.dispose()
+
+    def _target(self, config: SqlConfig) -> str:
+        if config.connection is not None:
+            return self._connections.get(config.connection).url
+        assert config.url is not None
+        return config.url
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="whenflow-sql")
+        return self._pool
+
+    def _engine(self, url: str, node_id: str | None) -> Engine:
+        with self._lock:
+            engine = self._engines.get(url)
+            if engine is None:
+                engine = self._engines[url] = _create_engine(url, node_id)
+            return engine
+
+
+def driver_url(url: str) -> str:
+    """`url` with whenflow's default driver when it names none (`postgresql://`...)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in _DEFAULT_DRIVERS:
+        return f"{_DEFAULT_DRIVERS[scheme.lower()]}://{rest}"
+    return url
+
+
+def _create_engine(url: str, node_id: str | None) -> Engine:
+    import sqlalchemy as sa
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    scheme = url.partition("://")[0] or url[:20]
+    try:
+        return sa.create_engine(driver_url(url), pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = f" of node {node_id!r}" if node_id else ""
+        raise InvalidTaskConfig(
+            TASK_TYPE,
+            f"the database URL{where} (scheme {scheme!r}) cannot be used: {reason}; check "
+            "the URL, or install its driver: pip install 'whenflow[sql]'",
+        ) from None
+
+
+def _select_one(engine: Engine) -> str:
+    import sqlalchemy as sa
+
+    with engine.connect() as connection:
+        value = connection.execute(sa.text("SELECT 1")).scalar()
+        version = ".".join(str(p) for p in engine.dialect.server_version_info or ())
+    return f"{engine.dialect.name} {version}".strip() + f": SELECT 1 returned {value}"
+
+
+def _bindable(value: Any) -> Any:
+    """A bound value as drivers take it: objects and lists as JSON text."""
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of `sql`, cut at `;` outside strings and comments; empty ones dropped."""
+    import sqlparse
+
+    statements = []
+    for statement in sqlparse.split(sql):
+        if sqlparse.format(statement, strip_comments=True).strip().strip(";").strip():
+            statements.append(statement.strip())
+    return statements
+
+
+class _Interrupter:
+    """Interrupts the statement running on a connection, from another thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self._interrupted = False
+
+    def attach(self, dbapi_connection: Any) -> None:
+        with self._lock:
+            self._connection = dbapi_connection
+            if self._interrupted:
+                self._send()
+
+    def interrupt(self) -> None:
+        with self._lock:
+            self._interrupted = True
+            self._send()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    def _send(self) -> None:
+        for method in ("cancel", "interrupt"):
+            call = getattr(self._connection, method, None)
+            if callable(call):
+                try:
+                    call()
+                except Exception:  # the statement may have ended meanwhile
+                    return
+                return
+
+
+@dataclass
+class _Work:
+    """One attempt, run in a worker thread."""
+
+    node_id: str
+    config: SqlConfig
+    params: dict[str, Any]
+    limits: ResultLimits
+    batch_rows: int
+    interrupter: _Interrupter
+
+    def run(self, engine: Engine) -> tuple[dict[str, Any], tuple[str, ...]]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        statements = split_statements(self.config.query) if self.config.query else []
+        try:
+            connection = engine.connect()
+        except SQLAlchemyError as exc:
+            raise SqlFailed(
+                self.node_id, f"connecting ({engine.dialect.name})", _reason(exc)
+            ) from None
+        with connection:
+            self.interrupter.attach(connection.connection.dbapi_connection)
+            if self.interrupter.interrupted:
+                raise asyncio.CancelledError
+            try:
+                with connection.begin():
+                    return self._transaction(connection, statements)
+            except SQLAlchemyError as exc:  # the commit itself failed
+                raise SqlFailed(self.node_id, "commit", _reason(exc)) from None
+
+    def _transaction(
+        self, connection: SqlConnection, statements: Sequence[str]
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        import sqlalchemy as sa
+        from sqlalchemy.exc import SQLAlchemyError
+
+        changed = 0
+        if self.config.insert is not None:
+            changed += self._insert(connection, self.config.insert)
+        last: tuple[dict[str, Any], tuple[str, ...]] | None = None
+        for number, statement in enumerate(statements, 1):
+            try:
+                result = connection.execute(sa.text(statement), self.params)
+                if result.returns_rows:
+                    last = self._collect(result)
+                elif result.rowcount and result.rowcount > 0:
+                    changed += result.rowcount
+            except SQLAlchemyError as exc:
+                where = f"statement {number} of {len(statements)} ({_excerpt(statement)})"
+                if self.config.query_origin != "query":
+                    where += f" in {self.config.query_origin}"
+                raise SqlFailed(self.node_id, where, _reason(exc)) from None
+        if last is not None:
+            return last
+        return {"rowcount": changed, "columns": [], "rows": []}, ()
+
+    def _collect(self, result: CursorResult[Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        keys = result.keys()  # iterating the result itself would consume rows
+        columns = [str(c) for c in keys]
+        mode = self.config.output
+        raw: list[tuple[Any, ...]] = []
+        rows: list[dict[str, Any]] = []
+        size = 2
+        large = mode == "parquet"
+        while batch := result.fetchmany(_FETCH_ROWS):
+            for row in batch:
+                values = tuple(row)
+                raw.append(values)
+                if large:
+                    continue
+                obj = {c: json_safe(v) for c, v in zip(columns, values, strict=True)}
+                rows.append(obj)
+                size += len(json.dumps(obj, ensure_ascii=False)) + 1
+                if mode == "auto" and (
+                    len(rows) > self.limits.max_rows or size > self.limits.max_bytes
+                ):
+                    large, rows = True, []
+        if not large:
+            return {"rowcount": len(rows), "columns": columns, "rows": rows}, ()
+        folder = tempfile.mkdtemp(prefix="whenflow-sql-")
+        try:
+            path = Path(folder) / f"{self.node_id}.parquet"
+            schema = write_parquet(path, columns, raw)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        outputs = {"rowcount": len(raw), "columns": columns, "schema": schema, "artifact": path}
+        return outputs, (str(path), folder)
+
+    def _insert(self, connection: SqlConnection, spec: InsertSpec) -> int:
+        import sqlalchemy as sa
+        from sqlalchemy.exc import SQLAlchemyError
+
+        table: Any = None
+        columns: list[str] = []
+        total = 0
+        for batch in self._insert_batches(spec):
+            if table is None:
+                columns = _columns_of(batch)
+                table = sa.table(spec.table, *(sa.column(c) for c in columns), schema=spec.schema)
+            values = [_row_values(row, columns, total + i) for i, row in enumerate(batch)]
+            try:
+                connection.execute(table.insert(), values)
+            except SQLAlchemyError as exc:
+                where = f"insert into {spec.table} (rows {total + 1}-{total + len(batch)})"
+                raise SqlFailed(self.node_id, where, _reason(exc)) from None
+            total += len(batch)
+        return total
+
+    def _insert_batches(self, spec: InsertSpec) -> Iterator[list[Any]]:
+        rows = spec.rows
+        if isinstance(rows, str):
+            if not Path(rows).is_file():
+                raise InvalidTaskConfig(
+                    TASK_TYPE,
+                    f"insert.rows is the text {rows[:80]!r}, not a list of objects nor the "
+                    "path of a Parquet file; bind it to an upstream `rows` or `artifact` output",
+                )
+            yield from parquet_batches(rows, self.batch_rows)
+            return
+        if not isinstance(rows, list | tuple):
+            raise InvalidTaskConfig(
+                TASK_TYPE,
+                f"insert.rows is a {type(rows).__name__}; give a list of objects "
+                "(an upstream `rows`) or the path of a Parquet file (an upstream `artifact`)",
+            )
+        for start in range(0, len(rows), self.batch_rows):
+            yield list(rows[start : start + self.batch_rows])
+
+
+def _columns_of(batch: Sequence[Any]) -> list[str]:
+    """The columns of a load: every key of the first batch, in order of appearance."""
+    columns: dict[str, None] = {}
+    for index, row in enumerate(batch):
+        if not isinstance(row, Mapping):
+            raise InvalidTaskConfig(
+                TASK_TYPE, f"insert.rows[{index}] is a {type(row).__name__}, not an object"
+            )
+        for key in row:
+            if not isinstance(key, str) or not key or "\x00" in key:
+                raise InvalidTaskConfig(TASK_TYPE, f"insert.rows[{index}]: bad column {key!r}")
+            columns.setdefault(key, None)
+    return list(columns)
+
+
+def _row_values(row: Any, columns: Sequence[str], index: int) -> dict[str, Any]:
+    if not isinstance(row, Mapping):
+        raise InvalidTaskConfig(
+            TASK_TYPE, f"insert.rows[{index}] is a {type(row).__name__}, not an object"
+        )
+    extra = [k for k in row if k not in columns]
+    if extra:
+        raise InvalidTaskConfig(
+            TASK_TYPE,
+            f"insert.rows[{index}] has column {extra[0]!r}, which the first rows lack; "
+            "give every row the same keys (null for a missing value)",
+        )
+    return {c: _bindable(row.get(c)) for c in columns}
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's own words, without SQLAlchemy's echo of the SQL and the parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip()
+    if not text:
+        return type(cause).__name__
+    lines = [line for line in text.splitlines() if line.strip()]
+    return " ".join(line.strip() for line in lines[:2])[:500]
+
+
+def _excerpt(statement: str) -> str:
+    words = " ".join(statement.split())
+    return words if len(words) <= 60 else words[:57] + "..."
+
+
+def sql_executor(environment: ExecutorEnvironment) -> SqlExecutor:
+    """The `sql` entry point of `whenflow.executors`; reads the WHENFLOW_SQL_* settings."""
+    settings = environment.settings
+    limits = ResultLimits(
+        max_rows=_positive(settings, "WHENFLOW_SQL_MAX_ROWS", DEFAULT_MAX_ROWS),
+        max_bytes=_positive(settings, "WHENFLOW_SQL_MAX_BYTES", DEFAULT_MAX_BYTES),
+    )
+    threads = _positive(settings, "WHENFLOW_SQL_THREADS", DEFAULT_THREADS)
+    return SqlExecutor(environment.connections, limits=limits, threads=threads)
+
+
+def _positive(settings: Mapping[str, str], name: str, default: int) -> int:
+    text = settings.get(name, "").strip().replace("_", "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"{name}={settings[name]!r} must be a whole number above 0 (default {default})"
+        )
+    return int(text)
