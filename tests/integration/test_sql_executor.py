@@ -151,13 +151,11 @@ async def test_insert_loads_rows_with_executemany(executor: SqlExecutor, table: 
         {"code": f"S{i}", "price": i / 4, "note": INJECTION if i == 7 else None}
         for i in range(2500)
     ]
-    loaded = await run(
-        executor,
-        insert={"table": table, "rows": rows},
-        query=f"SELECT count(*) AS n, sum(price) AS total FROM {table}",
-    )
-    assert loaded["rows"][0]["n"] == 2500
-    assert float(loaded["rows"][0]["total"]) == sum(i / 4 for i in range(2500))
+    loaded = await run(executor, insert={"table": table, "rows": rows})
+    assert loaded == {"rowcount": 2500, "columns": [], "rows": []}
+    summed = await run(executor, query=f"SELECT count(*) AS n, sum(price) AS total FROM {table}")
+    assert summed["rows"][0]["n"] == 2500
+    assert float(summed["rows"][0]["total"]) == sum(i / 4 for i in range(2500))
     note = await run(executor, query=f"SELECT note FROM {table} WHERE code = 'S7'")
     assert note["rows"] == [{"note": INJECTION}]
 
@@ -190,11 +188,8 @@ async def test_a_large_result_becomes_a_parquet_artifact_that_loads_back(
         copy = f"{table}_copy"
         await run(executor, query=f"CREATE TABLE {copy} (id INTEGER, label VARCHAR(20))")
         try:
-            loaded = await run(
-                executor,
-                insert={"table": copy, "rows": str(path)},
-                query=f"SELECT count(*) AS n FROM {copy}",
-            )
+            await run(executor, insert={"table": copy, "rows": str(path)})
+            loaded = await run(executor, query=f"SELECT count(*) AS n FROM {copy}")
             assert loaded["rows"] == [{"n": 120}]
         finally:
             await run(executor, query=f"DROP TABLE {copy}")
@@ -212,6 +207,24 @@ async def test_unknown_connection_and_missing_parameter(executor: SqlExecutor) -
         )
     with pytest.raises(SqlFailed, match="statement 1 of 1"):
         await run(executor, query="SELECT :missing AS m")
+
+
+async def test_the_query_runs_before_the_insert_in_one_transaction(
+    executor: SqlExecutor, table: str
+) -> None:
+    rows = [{"id": 1}, {"id": 2}]
+    created = await run(
+        executor, query=f"CREATE TABLE {table} (id INTEGER)", insert={"table": table, "rows": rows}
+    )
+    assert created["rowcount"] == 2
+    with pytest.raises(SqlFailed, match=r"insert into i15sql_\w+ \(rows 1-2\)"):
+        await run(
+            executor,
+            query=f"DELETE FROM {table}",
+            insert={"table": table, "rows": [{"id": 3}, {"nope": 4}]},
+        )
+    kept = await run(executor, query=f"SELECT id FROM {table} ORDER BY id")
+    assert kept["rows"] == [{"id": 1}, {"id": 2}]  # the DELETE was rolled back
 
 
 async def test_connection_test_hook(executor: SqlExecutor, db: str) -> None:
@@ -265,6 +278,26 @@ def test_statement_splitting_respects_strings_comments_and_dollar_quotes() -> No
     """
     assert [s.split()[0] for s in split_statements(sql)] == ["INSERT", "/*"]
     assert "$$ SELECT 1; $$" in split_statements(sql)[1]
+
+
+def test_colons_in_comments_and_literals_are_not_parameters(tmp_path: Path) -> None:
+    async def go() -> dict[str, Any]:
+        executor = SqlExecutor(EnvironmentConnections({}))
+        try:
+            query = "-- until :day\nSELECT '12:30:am' AS t, :day AS d /* :other */"
+            request = TaskRequest(
+                "e",
+                "n",
+                1,
+                TaskSpec("sql", {"url": f"sqlite:///{tmp_path / 'c.db'}", "query": query}),
+                {"day": "2024-01-31"},
+                "e/n",
+            )
+            return dict((await executor.execute(request, context())).outputs)
+        finally:
+            executor.close()
+
+    assert asyncio.run(go())["rows"] == [{"t": "12:30:am", "d": "2024-01-31"}]
 
 
 def test_driver_defaults() -> None:

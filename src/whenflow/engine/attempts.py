@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -239,10 +240,15 @@ async def _copy_files(
 
 
 def _remove_scratch(paths: tuple[str, ...]) -> None:
-    """Delete the files an executor wrote only to hand them over (TaskResult.scratch)."""
+    """Delete the files and folders an executor wrote only to hand them over
+    (TaskResult.scratch). Best effort: what cannot be deleted stays, the attempt's
+    outcome does not change."""
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def output_key_prefix(state: ExecutionState, node_id: str, item_index: int | None) -> str:

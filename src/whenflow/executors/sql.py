@@ -16,12 +16,12 @@ blocking work anyway. The loop never blocks: each attempt runs in this
 executor's pool (`WHENFLOW_SQL_THREADS`, default 8). An engine (and its
 connection pool) is cached per URL for the life of the executor.
 
-One attempt is one transaction: `insert` first, then each statement of
-`query` (split with sqlparse, which only cuts at `;` outside strings,
-comments and dollar-quoted bodies and never rewrites SQL), committed
-together or rolled back together. Values are bound parameters only (`:name`
+One attempt is one transaction: each statement of `query` (split with
+sqlparse, which only cuts at `;` outside strings, comments and
+dollar-quoted bodies), then `insert` (so a query can create or empty its
+table first), committed together or rolled back together. Values are bound parameters only (`:name`
 in the SQL; `params`, or else the node's inputs); objects and lists are sent
-as JSON text. A literal `:word` in the SQL must be written `\\:word`.
+as JSON text. A `:word` inside a comment or a quoted literal is no parameter.
 
 Outputs: `rowcount`, `columns`, and `rows` (objects keyed by column, made
 JSON-safe by `sql_values.json_safe`) from the last statement that returned
@@ -236,6 +236,25 @@ def split_statements(sql: str) -> list[str]:
     return statements
 
 
+def bindable_text(statement: str) -> str:
+    """`statement` with the colons inside comments and literals escaped (`\\:`).
+
+    SQLAlchemy's `text()` takes every `:name` as a parameter, even in
+    `-- until :day` or `'12:30:am'`; only real placeholders must bind.
+    """
+    import sqlparse
+    from sqlparse import tokens
+
+    parts = []
+    parsed: Any = sqlparse.parse(statement)[0]  # sqlparse's methods are untyped
+    for token in parsed.flatten():
+        value = token.value
+        if ":" in value and (token.ttype in tokens.Comment or token.ttype in tokens.Literal):
+            value = value.replace(":", "\\:")
+        parts.append(value)
+    return "".join(parts)
+
+
 class _Interrupter:
     """Interrupts the statement running on a connection, from another thread."""
 
@@ -308,13 +327,13 @@ class _Work:
         from sqlalchemy.exc import SQLAlchemyError
 
         changed = 0
-        if self.config.insert is not None:
-            changed += self._insert(connection, self.config.insert)
         last: tuple[dict[str, Any], tuple[str, ...]] | None = None
         for number, statement in enumerate(statements, 1):
             try:
-                result = connection.execute(sa.text(statement), self.params)
-                if result.returns_rows:
+                result = connection.execute(sa.text(bindable_text(statement)), self.params)
+                if _duckdb_count(connection, result, statement):
+                    changed += sum(row[0] or 0 for row in result.fetchall())
+                elif result.returns_rows:
                     last = self._collect(result)
                 elif result.rowcount and result.rowcount > 0:
                     changed += result.rowcount
@@ -323,6 +342,13 @@ class _Work:
                 if self.config.query_origin != "query":
                     where += f" in {self.config.query_origin}"
                 raise SqlFailed(self.node_id, where, _reason(exc)) from None
+        if self.config.insert is not None:
+            try:
+                changed += self._insert(connection, self.config.insert)
+            except BaseException:
+                for path in last[1] if last is not None else ():
+                    shutil.rmtree(path, ignore_errors=True)
+                raise
         if last is not None:
             return last
         return {"rowcount": changed, "columns": [], "rows": []}, ()
@@ -399,6 +425,19 @@ class _Work:
             )
         for start in range(0, len(rows), self.batch_rows):
             yield list(rows[start : start + self.batch_rows])
+
+
+def _duckdb_count(connection: SqlConnection, result: CursorResult[Any], statement: str) -> bool:
+    """Whether `result` is DuckDB's report of a DDL or DML statement (one `Count` column),
+    which other databases give as a row count, not as rows."""
+    if connection.dialect.name != "duckdb" or not result.returns_rows:
+        return False
+    if list(result.keys()) != ["Count"]:
+        return False
+    import sqlparse
+
+    parsed: Any = sqlparse.parse(statement)[0]
+    return str(parsed.get_type()) != "SELECT"
 
 
 def _columns_of(batch: Sequence[Any]) -> list[str]:

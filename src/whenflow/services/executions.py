@@ -86,6 +86,7 @@ class ExecutionService:
         artifacts = FsspecArtifactStore(settings.artifacts_url)  # a bad URL fails first
         engine = make_engine(settings.database_url, durability=settings.durability)
         connections = process_connections()
+        connections.locate()  # a connections file named but missing fails before any run
         own_runner = default_runner(connections) if runner is None else None
         task_runner: TaskRunner = runner or own_runner or default_runner(connections)
         store = SqlStateStore(

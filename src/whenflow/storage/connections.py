@@ -137,6 +137,11 @@ class LayeredConnections:
             self._file = FileConnections(path) if path is not None else None
         return self._file
 
+    def locate(self) -> None:
+        """Find the connections file now (not read yet): raises ConnectionsFileError when
+        the one named by `--connections` or the variable does not exist."""
+        _ = self.file
+
     def get(self, name: str) -> Connection:
         """The connection `name`; raises UnknownConnection or ConnectionsFileError."""
         found = self.environment.find(name)
