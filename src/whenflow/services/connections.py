@@ -22,6 +22,8 @@ from whenflow.domain.errors import WhenflowError
 from whenflow.domain.secrets import SECRET_ENV_PREFIX
 from whenflow.domain.task_io import Executor, ExecutorEnvironment
 from whenflow.dsl.program import PipelineProgram
+from whenflow.dsl.secret_names import program_secret_names
+from whenflow.engine.ports import SecretStore
 from whenflow.engine.secret_masking import MASK, SecretMask
 from whenflow.storage.connections import (
     CONNECTIONS_FILE_VARIABLE,
@@ -66,15 +68,26 @@ def _connection_names(program: PipelineProgram) -> Iterator[str]:
             yield from _connection_names(node.child)
 
 
-def seed_mask(program: PipelineProgram, connections: ConnectionResolver) -> SecretMask:
-    """A SecretMask holding the secrets of the connections the program uses.
+def seed_mask(
+    program: PipelineProgram,
+    connections: ConnectionResolver,
+    secrets: SecretStore | None = None,
+) -> SecretMask:
+    """A SecretMask holding, before the first node runs, the secrets of the connections
+    the program uses and the values of its constant `secret('NAME')` calls.
 
-    A connection that is not defined is left to the task that names it (its
-    node fails with UnknownConnection); an unusable connections file raises
-    ConnectionsFileError.
+    So a secret first read by a later node is masked in what earlier nodes
+    wrote. A connection or secret that is not defined is left to the node
+    that needs it (it fails then, saying where to define it); an unusable
+    connections or secrets file raises its StoreSettingsError.
     """
     mask = SecretMask()
     values, _unknown = connection_secrets(connections, used_connections(program))
+    if secrets is not None:
+        for name in program_secret_names(program):
+            value = secrets.get(name)
+            if value is not None:
+                values.append(value)
     for value in values:
         mask.reveal(value)
     return mask

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from whenflow.engine.explain import NodeExplanation
-from whenflow.storage.secrets import EnvSecretStore
+from whenflow.storage.secrets import secret_store
 from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
@@ -64,7 +64,7 @@ class ExecutionService:
         self._artifacts = artifacts
         self._runner = runner
         self._connections = connections or process_connections()
-        self._secrets = EnvSecretStore()
+        self._secrets = secret_store()
         self._log_limit = DEFAULT_TASK_LOG_LIMIT if settings is None else settings.task_log_limit
 
     @property
@@ -125,7 +125,7 @@ class ExecutionService:
             runner=self._runner,
             artifacts=self._artifacts,
             secrets=self._secrets,
-            mask=seed_mask(program, self._connections),
+            mask=seed_mask(program, self._connections, self._secrets),
             inputs=resolved,
             execution_id=execution_id,
             on_event=on_event,
@@ -170,7 +170,7 @@ class ExecutionService:
             runner=self._runner,
             artifacts=self._artifacts,
             secrets=self._secrets,
-            mask=seed_mask(program, self._connections),
+            mask=seed_mask(program, self._connections, self._secrets),
             inputs=snapshot.inputs,
             execution_id=execution_id,
             on_event=on_event,
