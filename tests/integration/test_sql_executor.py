@@ -227,6 +227,30 @@ async def test_the_query_runs_before_the_insert_in_one_transaction(
     assert kept["rows"] == [{"id": 1}, {"id": 2}]  # the DELETE was rolled back
 
 
+async def test_url_is_the_default_of_an_undefined_connection(tmp_path: Path) -> None:
+    fallback = f"sqlite:///{tmp_path / 'fallback.db'}"
+    defined = f"sqlite:///{tmp_path / 'defined.db'}"
+    query = "SELECT file FROM pragma_database_list WHERE name = 'main'"
+    for environ, expected in (
+        ({}, "fallback.db"),
+        ({"WHENFLOW_CONN_MARKET": defined}, "defined.db"),
+    ):
+        executor = SqlExecutor(EnvironmentConnections(environ))
+        try:
+            request = TaskRequest(
+                "e",
+                "n",
+                1,
+                TaskSpec("sql", {"connection": "market", "url": fallback, "query": query}),
+                {},
+                "e/n",
+            )
+            rows = (await executor.execute(request, context())).outputs["rows"]
+        finally:
+            executor.close()
+        assert rows[0]["file"].endswith(expected)
+
+
 async def test_connection_test_hook(executor: SqlExecutor, db: str) -> None:
     answer = await executor.test_connection(Connection("db", db))
     assert answer.endswith("SELECT 1 returned 1")

@@ -22,6 +22,7 @@ def test_a_good_block_has_no_problem(tmp_path: Path) -> None:
     assert problems(connection="db", query="SELECT :a", params={"a": "{{ x.y }}"}) == []
     assert problems(tmp_path, connection="db", file="q.sql") == []
     assert problems(url="sqlite:///x.db", insert={"table": "s.t", "rows": "{{ a.rows }}"}) == []
+    assert problems(connection="market", url="sqlite:///m.db", query="SELECT 1") == []
     assert (
         parse_config(
             TaskSpec("sql", {"connection": "db", "file": "q.sql"}, base_dir=str(tmp_path))
@@ -35,8 +36,7 @@ def test_a_good_block_has_no_problem(tmp_path: Path) -> None:
     [
         ({"connection": "db", "query": "SELECT 1", "querry": 1}, "unknown field 'querry'"),
         ({"connection": "db"}, "give `query` or `file`"),
-        ({"query": "SELECT 1"}, "exactly one of `connection`"),
-        ({"connection": "db", "url": "sqlite://", "query": "SELECT 1"}, "exactly one of"),
+        ({"query": "SELECT 1"}, "give `connection`"),
         ({"connection": "{{ x }}", "query": "SELECT 1"}, "must be a connection name"),
         ({"url": "postgresql://u:pw@h/db", "query": "SELECT 1"}, "`url` holds a password"),
         ({"connection": "db", "query": "SELECT 1", "file": "a.sql"}, "not both"),

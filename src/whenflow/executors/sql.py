@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from whenflow.domain.connections import Connection, ConnectionResolver
+from whenflow.domain.connections import Connection, ConnectionResolver, UnknownConnection
 from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import ExecutorEnvironment, TaskContext, TaskRequest, TaskResult
 from whenflow.executors.errors import InvalidTaskConfig, SqlFailed
@@ -166,8 +166,13 @@ class SqlExecutor:
             engine.dispose()
 
     def _target(self, config: SqlConfig) -> str:
+        """The connection's URL; `url` when there is no connection or it is not defined."""
         if config.connection is not None:
-            return self._connections.get(config.connection).url
+            try:
+                return self._connections.get(config.connection).url
+            except UnknownConnection:
+                if config.url is None:
+                    raise
         assert config.url is not None
         return config.url
 

@@ -2,7 +2,8 @@
 
     task:
       type: sql
-      connection: warehouse          # or url: sqlite:///data.db (no password in it)
+      connection: warehouse          # and/or url: sqlite:///data.db (no password in it),
+                                     # used when the connection is not defined
       query: SELECT * FROM t WHERE day = :day     # or file: queries/daily.sql
       params: {day: "{{ pipeline.input.day }}"}   # default: the node's bound inputs
       insert: {table: staging.prices, rows: "{{ fetch.rows }}"}
@@ -45,7 +46,7 @@ class InsertSpec:
 
 @dataclass(frozen=True, slots=True)
 class SqlConfig:
-    """A checked `sql` task: exactly one of connection/url, something to run."""
+    """A checked `sql` task: a connection and/or a url (its default), something to run."""
 
     connection: str | None
     url: str | None
@@ -103,19 +104,21 @@ def read_config(task: TaskSpec, problems: list[str]) -> SqlConfig | None:
 
 def _target(config: Mapping[str, Any], problems: list[str]) -> tuple[str | None, str | None]:
     connection, url = config.get("connection"), config.get("url")
-    if (connection is None) == (url is None):
+    if connection is None and url is None:
         problems.append(
-            "sql task: give exactly one of `connection` (a name defined by "
-            "WHENFLOW_CONN_<NAME> or the connections file) and `url`"
+            "sql task: give `connection` (a name defined by WHENFLOW_CONN_<NAME> or the "
+            "connections file) or `url`"
         )
         return None, None
-    if connection is not None:
-        if not isinstance(connection, str) or not CONNECTION_NAME.match(connection):
-            problems.append(
-                f"sql task: `connection` {connection!r} must be a connection name "
-                "(letters, digits and _; it is not rendered)"
-            )
-            return None, None
+    if connection is not None and (
+        not isinstance(connection, str) or not CONNECTION_NAME.match(connection)
+    ):
+        problems.append(
+            f"sql task: `connection` {connection!r} must be a connection name "
+            "(letters, digits and _; it is not rendered)"
+        )
+        return None, None
+    if url is None:
         return connection, None
     if not isinstance(url, str) or not url or _is_template(url):
         problems.append("sql task: `url` must be a literal SQLAlchemy URL")
@@ -126,7 +129,7 @@ def _target(config: Mapping[str, Any], problems: list[str]) -> tuple[str | None,
             "(WHENFLOW_CONN_<NAME> or the connections file) and write `connection: NAME`"
         )
         return None, None
-    return None, url
+    return connection, url
 
 
 def _query(task: TaskSpec, problems: list[str]) -> tuple[str | None, str]:
