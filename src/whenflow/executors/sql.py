@@ -223,8 +223,13 @@ def _select_one(engine: Engine) -> str:
     return f"{engine.dialect.name} {version}".strip() + f": SELECT 1 returned {value}"
 
 
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 def _bindable(value: Any) -> Any:
     """A bound value as drivers take it: objects and lists as JSON text."""
+    if type(value) in _PLAIN_TYPES:  # the common case, checked first: bulk loads call this a lot
+        return value
     if isinstance(value, Mapping | list | tuple):
         return json.dumps(value, ensure_ascii=False, default=str)
     return value
@@ -401,8 +406,9 @@ class _Work:
         for batch in self._insert_batches(spec):
             if table is None:
                 columns = _columns_of(batch)
+                known = frozenset(columns)
                 table = sa.table(spec.table, *(sa.column(c) for c in columns), schema=spec.schema)
-            values = [_row_values(row, columns, total + i) for i, row in enumerate(batch)]
+            values = [_row_values(row, columns, known, total + i) for i, row in enumerate(batch)]
             try:
                 connection.execute(table.insert(), values)
             except SQLAlchemyError as exc:
@@ -460,13 +466,15 @@ def _columns_of(batch: Sequence[Any]) -> list[str]:
     return list(columns)
 
 
-def _row_values(row: Any, columns: Sequence[str], index: int) -> dict[str, Any]:
-    if not isinstance(row, Mapping):
+def _row_values(
+    row: Any, columns: Sequence[str], known: frozenset[str], index: int
+) -> dict[str, Any]:
+    if not isinstance(row, dict) and not isinstance(row, Mapping):  # dict first: fast
         raise InvalidTaskConfig(
             TASK_TYPE, f"insert.rows[{index}] is a {type(row).__name__}, not an object"
         )
-    extra = [k for k in row if k not in columns]
-    if extra:
+    if not known.issuperset(row.keys()):
+        extra = [k for k in row if k not in known]
         raise InvalidTaskConfig(
             TASK_TYPE,
             f"insert.rows[{index}] has column {extra[0]!r}, which the first rows lack; "

@@ -36,9 +36,14 @@ from whenflow.executors.errors import InvalidTaskConfig
 PARQUET_HELP = "install the sql extra: pip install 'whenflow[sql]'"
 
 
+_JSON_TYPES = frozenset({str, int, bool, type(None)})
+
+
 def json_safe(value: Any) -> Any:
     """`value` as JSON data, by the table of the module docstring."""
-    if value is None or isinstance(value, bool | int | str):
+    if type(value) in _JSON_TYPES:  # most values: checked first, without building unions
+        return value
+    if isinstance(value, bool | int | str):  # their subclasses (an IntEnum...)
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
