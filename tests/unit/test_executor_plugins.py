@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -152,3 +153,20 @@ class _Ctx:
 
     def log(self, message: str, *, stream: str = "log") -> None:
         return None
+
+
+def test_loading_a_pipeline_imports_no_driver() -> None:
+    """Every executor is loaded at validation: the `sql` one must not pull its drivers in."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from whenflow.services.pipelines import load_program\n"
+        "load_program('examples/feature_engineering.yaml')\n"
+        "print(sorted(m for m in ('sqlalchemy', 'pyarrow', 'duckdb', 'psycopg', 'pymysql')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
