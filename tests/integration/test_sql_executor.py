@@ -23,7 +23,7 @@ from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import TaskRequest
 from whenflow.executors.errors import InvalidTaskConfig, SqlFailed
 from whenflow.executors.sql import ResultLimits, SqlExecutor, driver_url, split_statements
-from whenflow.executors.sql_values import json_safe
+from whenflow.executors.sql_values import ParquetSink, json_safe
 from whenflow.storage.connections import EnvironmentConnections
 
 PG = os.environ.get("WHENFLOW_TEST_PG_HOST", "127.0.0.1")
@@ -291,6 +291,63 @@ def test_json_safe_conversions() -> None:
     assert json_safe({"a": [dt.date(2024, 1, 2), memoryview(b"hi")]}) == {
         "a": ["2024-01-02", "aGk="]
     }
+
+
+def test_the_parquet_sink_streams_and_settles_types(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "out.parquet"
+    sink = ParquetSink(path, ["n", "late", "amount", "mixed", "n"], chunk_rows=3)
+    expected = []
+    for i in range(10):
+        late = None if i < 5 else f"v{i}"  # only nulls in the first chunks
+        amount = Decimal("1.50") if i < 3 else Decimal("123456789.25")  # more digits later
+        mixed = i if i % 2 else f"t{i}"
+        sink.add((i, late, amount, mixed, -i))
+        expected.append({"n": i, "late": late, "amount": amount, "mixed": str(mixed), "n_2": -i})
+    schema = sink.close()
+    assert [c["type"] for c in schema] == [
+        "int64",
+        "string",
+        "decimal128(38, 2)",
+        "string",
+        "int64",
+    ]
+    assert pq.read_table(path).to_pylist() == expected
+    assert sink.rows == 10
+
+    broken = ParquetSink(tmp_path / "broken.parquet", ["n"], chunk_rows=2)
+    broken.add((1,))
+    broken.add((2,))
+    broken.add(("three",))
+    with pytest.raises(InvalidTaskConfig, match="column 'n' changes type"):
+        broken.add(("four",))
+    broken.abort()
+
+
+async def test_output_parquet_gives_a_file_even_for_no_rows(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    executor = SqlExecutor(EnvironmentConnections({}))
+    try:
+        request = TaskRequest(
+            "e",
+            "n",
+            1,
+            TaskSpec(
+                "sql",
+                {
+                    "url": f"sqlite:///{tmp_path / 'e.db'}",
+                    "output": "parquet",
+                    "query": "SELECT 1 AS a WHERE 1 = 0",
+                },
+            ),
+            {},
+            "e/n",
+        )
+        outputs = (await executor.execute(request, context())).outputs
+    finally:
+        executor.close()
+    assert outputs["rowcount"] == 0
+    assert pq.read_table(outputs["artifact"]).num_rows == 0
 
 
 def test_statement_splitting_respects_strings_comments_and_dollar_quotes() -> None:

@@ -64,7 +64,7 @@ from whenflow.executors.sql_config import (
     check_config,
     parse_config,
 )
-from whenflow.executors.sql_values import json_safe, parquet_batches, write_parquet
+from whenflow.executors.sql_values import ParquetSink, json_safe, parquet_batches
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection as SqlConnection
@@ -364,36 +364,54 @@ class _Work:
         return {"rowcount": changed, "columns": [], "rows": []}, ()
 
     def _collect(self, result: CursorResult[Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The result as `rows`, or, past the limits, as a Parquet file written as it comes."""
         keys = result.keys()  # iterating the result itself would consume rows
         columns = [str(c) for c in keys]
         mode = self.config.output
-        raw: list[tuple[Any, ...]] = []
+        held: list[tuple[Any, ...]] = []  # the rows so far, until they become a Parquet file
         rows: list[dict[str, Any]] = []
         size = 2
-        large = mode == "parquet"
-        while batch := result.fetchmany(_FETCH_ROWS):
-            for row in batch:
-                values = tuple(row)
-                raw.append(values)
-                if large:
-                    continue
-                obj = {c: json_safe(v) for c, v in zip(columns, values, strict=True)}
-                rows.append(obj)
-                size += len(json.dumps(obj, ensure_ascii=False)) + 1
-                if mode == "auto" and (
-                    len(rows) > self.limits.max_rows or size > self.limits.max_bytes
-                ):
-                    large, rows = True, []
-        if not large:
-            return {"rowcount": len(rows), "columns": columns, "rows": rows}, ()
-        folder = tempfile.mkdtemp(prefix="whenflow-sql-")
+        sink: ParquetSink | None = None
+        folder: str | None = None
         try:
-            path = Path(folder) / f"{self.node_id}.parquet"
-            schema = write_parquet(path, columns, raw)
+            while batch := result.fetchmany(_FETCH_ROWS):
+                for row in batch:
+                    values = tuple(row)
+                    if sink is not None:
+                        sink.add(values)
+                        continue
+                    held.append(values)
+                    if mode == "parquet":
+                        over = True
+                    else:
+                        obj = {c: json_safe(v) for c, v in zip(columns, values, strict=True)}
+                        rows.append(obj)
+                        size += len(json.dumps(obj, ensure_ascii=False)) + 1
+                        limits = self.limits
+                        over = mode == "auto" and (
+                            len(rows) > limits.max_rows or size > limits.max_bytes
+                        )
+                    if over:
+                        folder = tempfile.mkdtemp(prefix="whenflow-sql-")
+                        sink = ParquetSink(Path(folder) / f"{self.node_id}.parquet", columns)
+                        for kept in held:
+                            sink.add(kept)
+                        held, rows = [], []
+            if sink is None and mode == "parquet":  # no row at all: still a (empty) file
+                folder = tempfile.mkdtemp(prefix="whenflow-sql-")
+                sink = ParquetSink(Path(folder) / f"{self.node_id}.parquet", columns)
+            if sink is None:
+                return {"rowcount": len(rows), "columns": columns, "rows": rows}, ()
+            schema = sink.close()
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            if sink is not None:
+                sink.abort()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
             raise
-        outputs = {"rowcount": len(raw), "columns": columns, "schema": schema, "artifact": path}
+        assert folder is not None
+        path = Path(folder) / f"{self.node_id}.parquet"
+        outputs = {"rowcount": sink.rows, "columns": columns, "schema": schema, "artifact": path}
         return outputs, (str(path), folder)
 
     def _insert(self, connection: SqlConnection, spec: InsertSpec) -> int:

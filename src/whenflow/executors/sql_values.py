@@ -15,9 +15,9 @@ every value is made JSON-safe by `json_safe`:
 | arrays, JSON documents     | lists and objects, converted the same way         |
 | anything else              | its `str()`                                       |
 
-Large results are written as Parquet (pyarrow, the `sql` extra), keeping
-the database's types (dates stay dates, decimals decimals); the column
-types go to the `schema` output.
+Large results are written as Parquet (pyarrow, the `sql` extra) as they
+are fetched, keeping the database's types (dates stay dates, decimals
+decimals); the column types go to the `schema` output.
 """
 
 from __future__ import annotations
@@ -85,23 +85,105 @@ def parquet_modules() -> tuple[Any, Any]:
     return pyarrow, pyarrow.parquet
 
 
-def write_parquet(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Any]:
-    """Write `rows` as a Parquet file; return its schema as `[{name, type}]`.
+class ParquetSink:
+    """Rows written to a Parquet file as they are fetched, a chunk at a time.
 
-    Each column's Arrow type is inferred from its values; a column whose
-    values have no common type (an `int` beside a `str`) is stored as text.
+    Each column's Arrow type is inferred from its first non-null values
+    (decimals widened to 38 digits of precision, their scale kept); the
+    file is opened once every column has a type, or at the end (an all-null
+    column is then text). A column whose values have no common type (an
+    `int` beside a `str`, as SQLite allows) is stored as text. A later value
+    that does not fit its column's type raises InvalidTaskConfig naming the
+    column: cast it in the query.
     """
-    pa, pq = parquet_modules()
-    arrays = []
-    for index in range(len(columns)):
-        values = [row[index] for row in rows]
+
+    def __init__(self, path: Path, columns: Sequence[str], chunk_rows: int = 10_000) -> None:
+        self._pa, self._pq = parquet_modules()
+        self._path = path
+        self._names = list(_unique(columns))
+        self._chunk = chunk_rows
+        self._pending: list[Sequence[Any]] = []
+        self._types: list[Any] = [None] * len(columns)
+        self._as_text = [False] * len(columns)
+        self._writer: Any = None
+        self.rows = 0
+
+    def add(self, row: Sequence[Any]) -> None:
+        self._pending.append(row)
+        self.rows += 1
+        if len(self._pending) >= self._chunk:
+            self._flush(final=False)
+
+    def close(self) -> list[dict[str, str]]:
+        """Write what is left and close the file; return the schema as `[{name, type}]`."""
+        self._flush(final=True)
+        if self._writer is not None:
+            self._writer.close()
+        return [{"name": f.name, "type": str(f.type)} for f in self._schema()]
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _schema(self) -> Any:
+        pa = self._pa
+        return pa.schema([pa.field(n, t) for n, t in zip(self._names, self._types, strict=True)])
+
+    def _flush(self, *, final: bool) -> None:
+        pa = self._pa
+        if self._writer is None:
+            self._infer()
+            if any(t is None for t in self._types):
+                if not final:
+                    return  # a column has seen only nulls so far: keep its rows a while
+                self._types = [pa.string() if t is None else t for t in self._types]
+            self._writer = self._pq.ParquetWriter(str(self._path), self._schema())
+        if not self._pending:
+            return
+        arrays = [self._array(index) for index in range(len(self._names))]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema()))
+        self._pending = []
+
+    def _infer(self) -> None:
+        pa = self._pa
+        for index, known in enumerate(self._types):
+            if known is not None:
+                continue
+            values = [row[index] for row in self._pending if row[index] is not None]
+            if not values:
+                continue
+            try:
+                inferred = pa.array(values).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+                self._types[index], self._as_text[index] = pa.string(), True
+                continue
+            if pa.types.is_decimal(inferred):
+                inferred = pa.decimal128(38, min(inferred.scale, 18))
+            self._types[index] = inferred
+
+    def _array(self, index: int) -> Any:
+        pa = self._pa
+        values = [row[index] for row in self._pending]
+        kind = self._types[index]
+        if self._as_text[index]:
+            return pa.array([None if v is None else str(v) for v in values], pa.string())
         try:
-            arrays.append(pa.array(values))
+            return pa.array(values, type=kind)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            arrays.append(pa.array([None if v is None else str(v) for v in values], pa.string()))
-    table = pa.Table.from_arrays(arrays, names=list(_unique(columns)))
-    pq.write_table(table, str(path))
-    return [{"name": field.name, "type": str(field.type)} for field in table.schema]
+            raise InvalidTaskConfig(
+                "sql",
+                f"column {self._names[index]!r} changes type after its first rows (it began "
+                f"as {kind}); CAST it to one type in the query",
+            ) from None
+
+
+def write_parquet(path: Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """Write `rows` as a Parquet file (ParquetSink); return its schema as `[{name, type}]`."""
+    sink = ParquetSink(path, columns)
+    for row in rows:
+        sink.add(row)
+    return sink.close()
 
 
 def _unique(columns: Sequence[str]) -> Iterator[str]:
