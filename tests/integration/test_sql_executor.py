@@ -22,7 +22,8 @@ from whenflow.domain.connections import Connection, UnknownConnection
 from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import TaskRequest
 from whenflow.executors.errors import InvalidTaskConfig, SqlFailed
-from whenflow.executors.sql import ResultLimits, SqlExecutor, driver_url, split_statements
+from whenflow.executors.sql import SqlExecutor, driver_url
+from whenflow.executors.sql_transaction import ResultLimits, split_statements
 from whenflow.executors.sql_values import ParquetSink, json_safe
 from whenflow.storage.connections import EnvironmentConnections
 
