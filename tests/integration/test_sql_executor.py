@@ -362,6 +362,26 @@ def test_statement_splitting_respects_strings_comments_and_dollar_quotes() -> No
     assert "$$ SELECT 1; $$" in split_statements(sql)[1]
 
 
+async def test_repeated_column_names_are_made_unique(tmp_path: Path) -> None:
+    executor = SqlExecutor(EnvironmentConnections({}))
+    try:
+        request = TaskRequest(
+            "e",
+            "n",
+            1,
+            TaskSpec(
+                "sql", {"url": f"sqlite:///{tmp_path / 'u.db'}", "query": "SELECT 1 AS a, 2 AS a"}
+            ),
+            {},
+            "e/n",
+        )
+        outputs = (await executor.execute(request, context())).outputs
+    finally:
+        executor.close()
+    assert outputs["columns"] == ["a", "a_2"]
+    assert outputs["rows"] == [{"a": 1, "a_2": 2}]
+
+
 def test_colons_in_comments_and_literals_are_not_parameters(tmp_path: Path) -> None:
     async def go() -> dict[str, Any]:
         executor = SqlExecutor(EnvironmentConnections({}))

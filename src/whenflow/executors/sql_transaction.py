@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from whenflow.executors.errors import InvalidTaskConfig, SqlFailed
 from whenflow.executors.sql_config import TASK_TYPE, InsertSpec, SqlConfig
-from whenflow.executors.sql_values import ParquetSink, json_safe, parquet_batches
+from whenflow.executors.sql_values import ParquetSink, json_safe, parquet_batches, unique_names
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection as SqlConnection
@@ -183,7 +183,7 @@ class AttemptWork:
     def _collect(self, result: CursorResult[Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The result as `rows`, or, past the limits, as a Parquet file written as it comes."""
         keys = result.keys()  # iterating the result itself would consume rows
-        columns = [str(c) for c in keys]
+        columns = unique_names(str(c) for c in keys)  # `SELECT a, a`: a, a_2
         mode = self.config.output
         held: list[tuple[Any, ...]] = []  # the rows so far, until they become a Parquet file
         rows: list[dict[str, Any]] = []

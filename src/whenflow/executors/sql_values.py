@@ -26,7 +26,7 @@ import base64
 import datetime as dt
 import math
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,7 @@ class ParquetSink:
     def __init__(self, path: Path, columns: Sequence[str], chunk_rows: int = 10_000) -> None:
         self._pa, self._pq = parquet_modules()
         self._path = path
-        self._names = list(_unique(columns))
+        self._names = unique_names(columns)
         self._chunk = chunk_rows
         self._pending: list[Sequence[Any]] = []
         self._types: list[Any] = [None] * len(columns)
@@ -186,8 +186,12 @@ def write_parquet(path: Path, columns: Sequence[str], rows: Sequence[Sequence[An
     return sink.close()
 
 
-def _unique(columns: Sequence[str]) -> Iterator[str]:
+def unique_names(columns: Iterable[str]) -> list[str]:
     """Column names made unique (`SELECT a, a` has two columns named `a`): `a`, `a_2`."""
+    return list(_unique(columns))
+
+
+def _unique(columns: Iterable[str]) -> Iterator[str]:
     seen: set[str] = set()
     for name in columns:
         candidate, n = name, 1
