@@ -362,6 +362,24 @@ def test_statement_splitting_respects_strings_comments_and_dollar_quotes() -> No
     assert "$$ SELECT 1; $$" in split_statements(sql)[1]
 
 
+async def test_insert_quotes_table_and_column_names(tmp_path: Path) -> None:
+    executor = SqlExecutor(EnvironmentConnections({}))
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+
+    async def go(**config: Any) -> dict[str, Any]:
+        request = TaskRequest("e", "n", 1, TaskSpec("sql", {"url": url, **config}), {}, "e/n")
+        return dict((await executor.execute(request, context())).outputs)
+
+    try:
+        await go(query='CREATE TABLE "order" ("weird name" TEXT, "x; DROP TABLE t; --" TEXT)')
+        rows = [{"weird name": INJECTION, "x; DROP TABLE t; --": "ok"}]
+        assert (await go(insert={"table": "order", "rows": rows}))["rowcount"] == 1
+        back = await go(query='SELECT * FROM "order"')
+    finally:
+        executor.close()
+    assert back["rows"] == rows
+
+
 async def test_repeated_column_names_are_made_unique(tmp_path: Path) -> None:
     executor = SqlExecutor(EnvironmentConnections({}))
     try:
