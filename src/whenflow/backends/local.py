@@ -40,6 +40,12 @@ class LocalRunner:
         """Whether an executor is registered for `task_type`."""
         return task_type in self._registry.types
 
+    def rendered_fields(self, task_type: str) -> tuple[str, ...]:
+        """The config fields its executor renders per attempt (its `rendered_fields`)."""
+        if not self.knows(task_type):
+            return ()
+        return tuple(getattr(self._registry.get(task_type), "rendered_fields", ()))
+
     def check(self, request_task: TaskSpec) -> list[str]:
         """Configuration problems of a task, from its executor (or an unknown type)."""
         if not self.knows(request_task.type):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from whenflow.cli import inbox_commands, server_command, token_commands
+from whenflow.cli import connection_commands, inbox_commands, server_command, token_commands
 from whenflow.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -63,6 +63,12 @@ tokens_app = typer.Typer(
     cls=WhenflowGroup,
 )
 app.add_typer(tokens_app, name="tokens")
+connections_app = typer.Typer(
+    help="List and test the connections tasks name (`connection: NAME`).",
+    no_args_is_help=True,
+    cls=WhenflowGroup,
+)
+app.add_typer(connections_app, name="connections")
 command = functools.partial(app.command, cls=WhenflowCommand)
 executions_command = functools.partial(executions_app.command, cls=WhenflowCommand)
 events_command = functools.partial(events_app.command, cls=WhenflowCommand)
@@ -93,8 +99,21 @@ def _options(
             "--version", is_eager=True, callback=_show_version, help="Print the version and exit."
         ),
     ] = False,
+    connections: Annotated[
+        Path | None,
+        typer.Option(
+            "--connections",
+            metavar="FILE",
+            help="The connections file (default: $WHENFLOW_CONNECTIONS_FILE, "
+            "else $WHENFLOW_HOME/connections.yaml).",
+        ),
+    ] = None,
 ) -> None:
     """Pipelines whose nodes say when they run."""
+    if connections is not None:
+        # Read by services when they build the connections; inherited by nothing
+        # else that matters (task subprocesses get no WHENFLOW_CONN_* and this is a path).
+        os.environ["WHENFLOW_CONNECTIONS_FILE"] = str(connections.expanduser().resolve())
 
 
 def _load(file: Path, tasks: list[Path]) -> PipelineProgram:
@@ -432,6 +451,8 @@ command()(inbox_commands.approve)
 command()(inbox_commands.reject)
 events_command("send")(inbox_commands.events_send)
 executions_command("cancel")(inbox_commands.executions_cancel)
+connections_app.command("list", cls=WhenflowCommand)(connection_commands.connections_list)
+connections_app.command("test", cls=WhenflowCommand)(connection_commands.connections_test)
 
 # The server's API tokens (cli/token_commands.py).
 tokens_command("create")(token_commands.tokens_create)

@@ -62,8 +62,13 @@ class Connection:
 
     def secrets(self) -> list[str]:
         """The values to mask wherever this connection's use could show them."""
-        found = [v for v in (self.password, self.extra.get("apiKey"), self.extra.get("token")) if v]
-        return [str(v) for v in found]
+        raw = urlsplit(self.url).password  # as written in the URL: maybe percent-encoded
+        candidates = (self.password, raw, self.extra.get("apiKey"), self.extra.get("token"))
+        found: list[str] = []
+        for value in candidates:
+            if value and str(value) not in found:
+                found.append(str(value))
+        return found
 
 
 class UnknownConnection(WhenflowError):
@@ -88,3 +93,15 @@ class ConnectionResolver(Protocol):
     def names(self) -> list[str]:
         """Every defined connection's name, sorted."""
         ...
+
+
+class NoConnections:
+    """A resolver that knows no connection (executors built without a configuration)."""
+
+    def get(self, name: str) -> Connection:
+        """Always raises UnknownConnection."""
+        raise UnknownConnection(name)
+
+    def names(self) -> list[str]:
+        """No names."""
+        return []

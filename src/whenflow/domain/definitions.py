@@ -60,12 +60,17 @@ class TaskSpec:
     `config` holds the fields of the task block other than `type`/`ref`
     (for python: `callable`, `isolation`; for shell: `command`, `script`, `env`...).
     `signature` is known when the task comes from a TaskDefinition or `@whenflow.task`.
+    `base_dir` is the folder of the pipeline file, against which an executor
+    resolves a relative path in its config (`sql`'s `file:`); None when the
+    pipeline was not read from a file (relative paths then start at the cwd).
+    It is where the task was read, not what it is: equality ignores it.
     """
 
     type: str
     config: Mapping[str, Any] = field(default_factory=dict)
     signature: TaskSignature | None = None
     ref: str | None = None
+    base_dir: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

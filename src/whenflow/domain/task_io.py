@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from whenflow.domain.connections import Connection, ConnectionResolver
 from whenflow.domain.definitions import TaskSpec
 
 
@@ -46,9 +47,15 @@ class TaskRequest:
 
 @dataclass(frozen=True, slots=True)
 class TaskResult:
-    """The outputs of a successful attempt, by name."""
+    """The outputs of a successful attempt, by name.
+
+    `scratch` names local files the executor wrote only to hand them over as
+    `Path` outputs (a Parquet result): the engine deletes them once it has
+    copied the outputs into the artifact store, whatever the outcome.
+    """
 
     outputs: Mapping[str, Any] = field(default_factory=dict)
+    scratch: tuple[str, ...] = ()
 
 
 class TaskContext(Protocol):
@@ -75,6 +82,38 @@ class TaskContext(Protocol):
 
     def log(self, message: str, *, stream: str = "log") -> None:
         """Append a line to the task's log; safe to call from any thread."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorEnvironment:
+    """What an executor factory (an entry point of `whenflow.executors`) receives.
+
+    Executors take what they need from here instead of reading the process
+    environment, so tests and embedding programs can hand them their own.
+
+    Attributes:
+        connections: Where `connection: NAME` is looked up (DESIGN.md §13).
+        settings: The process's `WHENFLOW_*` variables, secrets and connections
+            left out (`WHENFLOW_SQL_MAX_ROWS`...); an executor documents the
+            ones it reads and their defaults.
+    """
+
+    connections: ConnectionResolver
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+class ConnectionTester(Protocol):
+    """An executor that can test a connection (`whenflow connections test NAME`).
+
+    Optional: the command picks the first executor whose `connection_schemes`
+    holds the URL scheme (the part before any `+driver`).
+    """
+
+    connection_schemes: tuple[str, ...]
+
+    async def test_connection(self, connection: Connection) -> str:
+        """Reach the endpoint; return one line saying what answered, or raise."""
         ...
 
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -361,6 +362,14 @@ class PartialPipeline:
     unchecked: frozenset[str]
 
 
+def _folder_of(source_path: str | None) -> str | None:
+    """The absolute folder of the pipeline file, None when it was not read from a file."""
+    if not source_path:
+        return None
+    path = Path(source_path)
+    return str(path.resolve().parent) if path.is_file() else None
+
+
 def partial_pipeline(
     doc: PipelineDocument,
     source: SourceMap,
@@ -376,6 +385,7 @@ def partial_pipeline(
     """
     spec = doc.spec
     ids = [n.id for n in spec.nodes]
+    base_dir = _folder_of(source_path)
     issues: list[DefinitionIssue] = []
     placeholders = set(unchecked)
     first_index: dict[str, int] = {}
@@ -415,6 +425,8 @@ def partial_pipeline(
             )
         else:
             task = _inline_task(node.task)
+        if base_dir is not None:
+            task = replace(task, base_dir=base_dir)
         nodes.append(_node(node, task, spec.defaults))
     meta = doc.metadata
     definition = PipelineDefinition(

@@ -70,11 +70,24 @@ LOCAL_NAMES = ITEM_NAMES | EACH_NAMES
 
 
 class TaskChecker(Protocol):
-    """What validation needs to know about executors (the TaskRunner satisfies it)."""
+    """What validation needs to know about executors (the TaskRunner satisfies it).
+
+    A checker may also have `rendered_fields(task_type) -> tuple[str, ...]`:
+    the config fields of that type rendered per attempt (an executor's
+    `rendered_fields` attribute), besides those of RENDERED_CONFIG_FIELDS.
+    """
 
     def knows(self, task_type: str) -> bool: ...
 
     def check(self, request_task: Any) -> list[str]: ...
+
+
+def _rendered_fields(checker: TaskChecker, task_type: str) -> tuple[str, ...]:
+    fields = RENDERED_CONFIG_FIELDS.get(task_type, ())
+    declared = getattr(checker, "rendered_fields", None)
+    if callable(declared):
+        fields = (*fields, *(f for f in declared(task_type) if f not in fields))
+    return fields
 
 
 SignatureResolver = Callable[[TaskSpec], TaskSignature | None]
@@ -375,7 +388,7 @@ def build_program(
                 "forEach",
                 allow_ending=final,
             )
-        rendered_fields = RENDERED_CONFIG_FIELDS.get(node.task.type, ())
+        rendered_fields = _rendered_fields(checker, node.task.type)
         rendered_config = {k: node.task.config[k] for k in rendered_fields if k in node.task.config}
         for key, value in rendered_config.items():
             for sub, text in iter_strings(value):

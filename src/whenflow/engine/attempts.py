@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -233,7 +235,10 @@ async def run_attempt(
     finally:
         ctx.close()
     if isinstance(outcome, TaskResult) and has_files(outcome.outputs):
-        outcome = await _copy_files(state, request, outcome)
+        copied = await _copy_files(state, request, outcome)
+        if outcome.scratch:
+            await asyncio.to_thread(_remove_scratch, outcome.scratch)
+        outcome = copied
     state.run_unit(on_done or attempt_done, state, rt, request.attempt, request.item_index, outcome)
 
 
@@ -249,6 +254,18 @@ async def _copy_files(
     except Exception as exc:  # any store error fails the attempt; the node must not hang
         return OutputError(f"cannot store the file outputs: {type(exc).__name__}: {exc}")
     return replace(result, outputs=copied)
+
+
+def _remove_scratch(paths: tuple[str, ...]) -> None:
+    """Delete the files and folders an executor wrote only to hand them over
+    (TaskResult.scratch). Best effort: what cannot be deleted stays, the attempt's
+    outcome does not change."""
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def output_key_prefix(state: ExecutionState, node_id: str, item_index: int | None) -> str:

@@ -4,10 +4,12 @@
     ├── UnknownTaskType            no executor is registered for a task type
     ├── DuplicateExecutor          two executors registered for one task type
     └── TaskError
+        ├── ExecutorPluginError    an installed executor plugin failed to load
         ├── InvalidTaskConfig      the task block cannot run as written
         │   └── CallableNotFound   a python `callable` cannot be imported
         ├── TaskOutputError        a task returned something that is not outputs
         ├── ShellCommandFailed     a shell task exited with a non-zero code
+        ├── SqlFailed              a sql task's database refused a statement or a connection
         ├── ChildProcessDied       an isolated python child died without an answer
         └── TaskRaised (domain)
             └── IsolatedTaskError  an exception raised inside an isolated child;
@@ -48,6 +50,23 @@ class DuplicateExecutor(WhenflowError):
         self.task_type = task_type
 
 
+class ExecutorPluginError(TaskError):
+    """An entry point of `whenflow.executors` could not give its executor.
+
+    Raised by the tasks of its type (and reported by `whenflow validate`), not
+    at start-up: a broken plugin stops only the pipelines that use it.
+    """
+
+    def __init__(self, name: str, distribution: str, reason: str) -> None:
+        super().__init__(
+            f"executor plugin {name!r} from the distribution {distribution} failed to load: "
+            f"{reason}; reinstall or upgrade {distribution.split()[0]}, or uninstall it"
+        )
+        self.name = name
+        self.distribution = distribution
+        self.reason = reason
+
+
 class InvalidTaskConfig(TaskError):
     """A task's configuration cannot run; the message names the field to fix."""
 
@@ -82,6 +101,20 @@ class ShellCommandFailed(TaskError):
         super().__init__(f"shell task {what}{detail}")
         self.exit_code = exit_code
         self.stderr_tail = tuple(stderr_tail)
+
+
+class SqlFailed(TaskError):
+    """A `sql` task failed in its database; the transaction was rolled back.
+
+    The message names the node, the statement (its number and first words) and
+    the database's own words, never the bound values.
+    """
+
+    def __init__(self, node_id: str, where: str, reason: str) -> None:
+        super().__init__(f"sql task of node {node_id!r}: {where} failed: {reason}")
+        self.node_id = node_id
+        self.where = where
+        self.reason = reason
 
 
 class ChildProcessDied(TaskError):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.connections import ConnectionResolver
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
+from whenflow.domain.task_io import ExecutorEnvironment, TaskContext, TaskRequest, TaskResult
 from whenflow.executors.errors import InvalidTaskConfig
 from whenflow.executors.http_config import (
     DEFAULT_MAX_INLINE_BYTES,
@@ -264,3 +264,8 @@ def _body(data: Any) -> dict[str, Any]:
     if isinstance(data, bytes):
         return {"content": data}
     return {"content": str(data).encode("utf-8")}
+
+
+def http_executor(environment: ExecutorEnvironment) -> HttpExecutor:
+    """The `http` entry point of `whenflow.executors`."""
+    return HttpExecutor(environment.connections)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from whenflow.domain.connections import ConnectionResolver
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
+from whenflow.domain.task_io import ExecutorEnvironment, TaskContext, TaskRequest, TaskResult
 from whenflow.executors.egress_policy import EgressPolicy
 from whenflow.executors.errors import InvalidTaskConfig
 from whenflow.executors.http_errors import LlmAnswerError, LlmSchemaViolation, excerpt
@@ -257,3 +257,8 @@ def _body(config: LlmConfig, model: str) -> dict[str, Any]:
 
 def _text(value: Any) -> str | None:
     return str(value) if value else None
+
+
+def llm_executor(environment: ExecutorEnvironment) -> LlmExecutor:
+    """The `llm` entry point of `whenflow.executors`."""
+    return LlmExecutor(environment.connections)

@@ -7,7 +7,7 @@ tests of the engine, where it echoes the values its bindings produced.
 from __future__ import annotations
 
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
+from whenflow.domain.task_io import ExecutorEnvironment, TaskContext, TaskRequest, TaskResult
 
 
 class NoopExecutor:
@@ -22,3 +22,8 @@ class NoopExecutor:
     async def execute(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
         """Return the inputs unchanged."""
         return TaskResult(outputs=dict(request.inputs))
+
+
+def noop_executor(environment: ExecutorEnvironment) -> NoopExecutor:
+    """The `noop` entry point of `whenflow.executors`."""
+    return NoopExecutor()

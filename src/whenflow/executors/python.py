@@ -41,7 +41,7 @@ from typing import Any
 
 from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.errors import WhenflowError, interrupted_by_user, task_raised
-from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
+from whenflow.domain.task_io import ExecutorEnvironment, TaskContext, TaskRequest, TaskResult
 from whenflow.executors import python_child, task_output
 from whenflow.executors.callables import (
     PreparedCallable,
@@ -359,3 +359,8 @@ class _ChildAnswer:
         if self.outputs is None:
             raise ChildProcessDied(exit_code, list(self.stderr_tail))
         return self.outputs
+
+
+def python_executor(environment: ExecutorEnvironment) -> PythonExecutor:
+    """The `python` entry point of `whenflow.executors`."""
+    return PythonExecutor()

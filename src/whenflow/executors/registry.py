@@ -1,16 +1,18 @@
 """Which executor runs which task type.
 
-A backend asks the registry for the executor of `task.type`; plugins add
-their own executors with `register`. `default_registry()` holds the built-in
-`noop`, `python`, `shell`, `http` and `llm` executors.
+A backend asks the registry for the executor of `task.type`.
+`default_registry(environment)` holds one executor per entry point of the
+`whenflow.executors` group (the built-in `noop`, `python`, `shell`, `sql`
+and every installed plugin: `executors/plugins.py`); `register` adds one
+by hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from whenflow.domain.connections import ConnectionResolver
-from whenflow.domain.task_io import Executor
+from whenflow.domain.connections import ConnectionResolver, NoConnections
+from whenflow.domain.task_io import Executor, ExecutorEnvironment
 from whenflow.executors.errors import DuplicateExecutor, UnknownTaskType
 
 
@@ -43,25 +45,24 @@ class ExecutorRegistry:
         """The registered task types, sorted."""
         return tuple(sorted(self._executors))
 
+    def executors(self) -> tuple[Executor, ...]:
+        """The registered executors, by sorted task type."""
+        return tuple(self._executors[t] for t in self.types)
 
-def default_registry(connections: ConnectionResolver | None = None) -> ExecutorRegistry:
-    """A registry with the built-in executors: noop, python, shell, http, llm.
 
-    `connections` is where `http` and `llm` tasks look up `connection: NAME`;
-    without it, a task naming a connection fails with a clear error.
+def default_registry(
+    environment: ExecutorEnvironment | None = None,
+    *,
+    connections: ConnectionResolver | None = None,
+) -> ExecutorRegistry:
+    """A registry with an executor for every installed `whenflow.executors` entry point.
+
+    `environment` is what each factory gets; without one, `connections` (no
+    connection at all when None) and no settings. A plugin that fails to load
+    is registered as a BrokenExecutor naming its distribution (never raised here).
     """
-    from whenflow.executors.http import HttpExecutor
-    from whenflow.executors.llm import LlmExecutor
-    from whenflow.executors.noop import NoopExecutor
-    from whenflow.executors.python import PythonExecutor
-    from whenflow.executors.shell import ShellExecutor
+    from whenflow.executors.plugins import discover, load_executors
 
-    return ExecutorRegistry(
-        [
-            NoopExecutor(),
-            PythonExecutor(),
-            ShellExecutor(),
-            HttpExecutor(connections),
-            LlmExecutor(connections),
-        ]
-    )
+    if environment is None:
+        environment = ExecutorEnvironment(connections=connections or NoConnections())
+    return ExecutorRegistry(load_executors(environment, discover()))

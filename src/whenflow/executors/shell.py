@@ -38,7 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult, input_variable
+from whenflow.domain.task_io import (
+    ExecutorEnvironment,
+    TaskContext,
+    TaskRequest,
+    TaskResult,
+    input_variable,
+)
 from whenflow.executors.errors import InvalidTaskConfig, ShellCommandFailed
 from whenflow.executors.shell_inputs import (
     check_argument_sizes,
@@ -268,3 +274,8 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def shell_executor(environment: ExecutorEnvironment) -> ShellExecutor:
+    """The `shell` entry point of `whenflow.executors`."""
+    return ShellExecutor()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from whenflow.domain.connections import ConnectionResolver
 from whenflow.domain.definitions import TaskDefinition
 from whenflow.domain.errors import RequestRefused, StoreError, WhenflowError
 from whenflow.domain.events import Event
@@ -25,6 +26,7 @@ from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.services import request_checks
 from whenflow.services.artifact_refs import referenced_artifacts
+from whenflow.services.connections import process_connections, seed_mask
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.settings import Settings
 from whenflow.services.views import (
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from whenflow.engine.explain import NodeExplanation
-from whenflow.storage.secrets import EnvSecretStore
+from whenflow.storage.secrets import secret_store
 from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
@@ -62,11 +64,13 @@ class ExecutionService:
         artifacts: FsspecArtifactStore,
         runner: TaskRunner,
         settings: Settings | None = None,
+        connections: ConnectionResolver | None = None,
     ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._runner = runner
-        self._secrets = EnvSecretStore()
+        self._connections = connections or process_connections()
+        self._secrets = secret_store()
         self._log_limit = DEFAULT_TASK_LOG_LIMIT if settings is None else settings.task_log_limit
 
     @property
@@ -87,8 +91,10 @@ class ExecutionService:
         settings = settings or Settings.from_env()
         artifacts = FsspecArtifactStore(settings.artifacts_url)  # a bad URL fails first
         engine = make_engine(settings.database_url, durability=settings.durability)
-        own_runner = default_runner() if runner is None else None
-        task_runner: TaskRunner = runner or own_runner or default_runner()
+        connections = process_connections()
+        connections.locate()  # a connections file named but missing fails before any run
+        own_runner = default_runner(connections) if runner is None else None
+        task_runner: TaskRunner = runner or own_runner or default_runner(connections)
         store = SqlStateStore(
             engine,
             commit_timeout_s=settings.commit_timeout_s,
@@ -98,7 +104,7 @@ class ExecutionService:
         try:
             await upgrade(engine)
             async with store:
-                yield cls(store, artifacts, task_runner, settings)
+                yield cls(store, artifacts, task_runner, settings, connections)
         finally:
             await engine.dispose()
             if own_runner is not None:
@@ -141,6 +147,7 @@ class ExecutionService:
             runner=self._runner,
             artifacts=self._artifacts,
             secrets=self._secrets,
+            mask=seed_mask(program, self._connections, self._secrets),
             inputs=inputs,
             execution_id=execution_id,
             on_event=on_event,

@@ -10,16 +10,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from whenflow.backends.local import LocalRunner
+from whenflow.domain.connections import ConnectionResolver
 from whenflow.domain.definitions import TaskDefinition, TaskSignature, TaskSpec
 from whenflow.dsl.load import load_program_file, load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.ports import TaskRunner
 from whenflow.executors.registry import default_registry
-from whenflow.storage.connections import EnvironmentConnections
 
 
-def default_runner() -> LocalRunner:
-    return LocalRunner(default_registry(EnvironmentConnections()))
+def default_runner(connections: ConnectionResolver | None = None) -> LocalRunner:
+    """A runner with every installed executor, given `connections` (the process's by default)."""
+    from whenflow.services.connections import executor_environment
+
+    return LocalRunner(default_registry(executor_environment(connections)))
 
 
 def add_import_paths(pipeline_path: Path | None) -> None:

@@ -1,7 +1,12 @@
-"""Secrets from the environment: `{{ secret('API_TOKEN') }}` reads `WHENFLOW_SECRET_API_TOKEN`.
+"""Where `{{ secret('API_TOKEN') }}` reads: the environment, then a secrets file.
 
-The one backend of the core engine. It implements the engine's `SecretStore`
-port, so a vault can take its place without the engine changing.
+- `WHENFLOW_SECRET_API_TOKEN`, a variable (`EnvSecretStore`);
+- the secrets file `WHENFLOW_SECRETS_FILE` names, YAML mapping a name to
+  its value (`API_TOKEN: s3cr3t`), mode 0600 or stricter (`FileSecretStore`).
+
+A variable wins over the file. Each implements the engine's `SecretStore`
+port, so a vault can take their place without the engine changing;
+`secret_store()` is the one services use.
 
 Secrets live only here once whenflow starts: the first store takes every
 `WHENFLOW_SECRET_*` variable out of `os.environ` (and so out of the C
@@ -16,10 +21,17 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import stat
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 
+import yaml
+
+from whenflow.domain.errors import StoreSettingsError
 from whenflow.domain.secrets import SECRET_ENV_PREFIX
+
+SECRETS_FILE_VARIABLE = "WHENFLOW_SECRETS_FILE"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -83,3 +95,105 @@ class EnvSecretStore:
         if not _NAME.match(name):
             return "secret names are letters, digits and _"
         return f"set the environment variable {self._prefix}{name}"
+
+
+class SecretsFileError(StoreSettingsError):
+    """The secrets file cannot be used; the message names the file and the fix."""
+
+
+class FileSecretStore:
+    """Secrets from a YAML file of `NAME: value`, read once, at the first look-up."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._values: dict[str, str] | None = None
+
+    def get(self, name: str) -> str | None:
+        """The secret's value, or None; raises SecretsFileError for an unusable file."""
+        return self._load().get(name) if _NAME.match(name) else None
+
+    def describe(self, name: str) -> str:
+        return f"add {name} to the secrets file {self.path}"
+
+    def _load(self) -> dict[str, str]:
+        if self._values is None:
+            self._values = read_secrets_file(self.path)
+        return self._values
+
+
+class LayeredSecretStore:
+    """The environment's secrets over the secrets file's."""
+
+    def __init__(self, environment: EnvSecretStore, file: FileSecretStore | None) -> None:
+        self.environment = environment
+        self.file = file
+
+    def get(self, name: str) -> str | None:
+        found = self.environment.get(name)
+        if found is None and self.file is not None:
+            found = self.file.get(name)
+        return found
+
+    def describe(self, name: str) -> str:
+        where = self.environment.describe(name)
+        return where if self.file is None else f"{where}, or {self.file.describe(name)}"
+
+
+def secret_store(environ: Mapping[str, str] | None = None) -> LayeredSecretStore:
+    """The secrets of this process: variables, then `WHENFLOW_SECRETS_FILE` if set.
+
+    Raises SecretsFileError when the variable names a file that does not exist.
+    """
+    env = os.environ if environ is None else environ
+    chosen = env.get(SECRETS_FILE_VARIABLE) or None
+    file = None
+    if chosen is not None:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            raise SecretsFileError(
+                f"{SECRETS_FILE_VARIABLE}: the secrets file {str(path)!r} does not exist; "
+                "create it (mode 600) or unset the variable"
+            )
+        file = FileSecretStore(path)
+    return LayeredSecretStore(EnvSecretStore(environ), file)
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """The file's secrets by name; raises SecretsFileError.
+
+    The file must be private to its owner (no group or other permission bits).
+    """
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SecretsFileError(
+                f"{path}: the secrets file may be read by others (mode "
+                f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}`"
+            )
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SecretsFileError(
+            f"{path}: cannot read the secrets file: {exc.strerror or exc}"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise SecretsFileError(
+            f"{where}: {getattr(exc, 'problem', None) or 'not valid YAML'}"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SecretsFileError(f"{path}: a secrets file maps names to values (NAME: value)")
+    values: dict[str, str] = {}
+    for name, value in data.items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise SecretsFileError(
+                f"{path}: {name!r} is not a secret name: use letters, digits and _"
+            )
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise SecretsFileError(f"{path}: the value of {name} must be text")
+        values[name] = str(value)
+    return values
