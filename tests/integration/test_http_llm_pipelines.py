@@ -32,7 +32,7 @@ async def run(
     spec: str, server: LoopbackServer, inputs: dict[str, Any] | None = None
 ) -> tuple[ExecutionResult, InMemoryStateStore]:
     env = {"WHENFLOW_CONN_MODEL": f"http://:{KEY}@127.0.0.1:{server.port}/v1"}
-    registry = default_registry(EnvironmentConnections(env))
+    registry = default_registry(connections=EnvironmentConnections(env))
     runner = LocalRunner(registry)
     text = (
         "apiVersion: whenflow/v1\nkind: Pipeline\nmetadata: {name: t, version: 1.0.0}\nspec:\n"
