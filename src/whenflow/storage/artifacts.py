@@ -74,7 +74,6 @@ from whenflow.storage.artifact_keys import (
 )
 from whenflow.storage.private_files import (
     PRIVATE_DIR_MODE,
-    PRIVATE_FILE_MODE,
     make_private_dirs,
     open_private,
 )
@@ -348,14 +347,21 @@ class FsspecArtifactStore:
             return str(cached)
         make_private_dirs(str(cached.parent))
         partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex}.part")
+        # Read in blocks, hashing as it goes: s3fs's get_file can hold a whole object.
+        hashed = hashlib.sha256()
         try:
-            with self._remote(f"download {ref.uri}"):
-                self._fs.get_file(path, str(partial))
+            with (
+                self._remote(f"download {ref.uri}"),
+                self._fs.open(path, "rb", block_size=_REMOTE_BLOCK) as source,
+                open_private(partial) as out,
+            ):
+                while chunk := source.read(CHUNK):
+                    hashed.update(chunk)
+                    out.write(chunk)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        os.chmod(partial, PRIVATE_FILE_MODE)
-        actual = sha256_file(partial)
+        actual = hashed.hexdigest()
         if actual != ref.sha256:
             partial.unlink()
             raise ArtifactIntegrityError(ref, actual)
