@@ -2,13 +2,14 @@
 
 A backend asks the registry for the executor of `task.type`; plugins add
 their own executors with `register`. `default_registry()` holds the built-in
-`noop`, `python` and `shell` executors.
+`noop`, `python`, `shell` and `spark` executors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from whenflow.domain.connections import ConnectionResolver
 from whenflow.domain.task_io import Executor
 from whenflow.executors.errors import DuplicateExecutor, UnknownTaskType
 
@@ -43,10 +44,16 @@ class ExecutorRegistry:
         return tuple(sorted(self._executors))
 
 
-def default_registry() -> ExecutorRegistry:
-    """A registry with the built-in executors: noop, python, shell."""
+def default_registry(connections: ConnectionResolver | None = None) -> ExecutorRegistry:
+    """A registry with the built-in executors: noop, python, shell, spark.
+
+    `connections` is where executors look `connection: NAME` up.
+    """
     from whenflow.executors.noop import NoopExecutor
     from whenflow.executors.python import PythonExecutor
     from whenflow.executors.shell import ShellExecutor
+    from whenflow.executors.spark import SparkExecutor
 
-    return ExecutorRegistry([NoopExecutor(), PythonExecutor(), ShellExecutor()])
+    return ExecutorRegistry(
+        [NoopExecutor(), PythonExecutor(), ShellExecutor(), SparkExecutor(connections=connections)]
+    )
