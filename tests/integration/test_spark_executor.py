@@ -11,6 +11,8 @@ Spark's cause.
 from __future__ import annotations
 
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,11 @@ def totals(spark, events: str):
 def split(spark, events: str) -> dict:
     frame = spark.read.parquet(events)
     return {"heavy": frame.where("clicks > 3"), "users": frame.select("user").distinct().count()}
+
+
+def endless(spark) -> dict:
+    frame = spark.range(0, 10**13, numPartitions=2).selectExpr("sum(id % 7) AS s")
+    return {"s": frame.collect()[0]["s"]}
 
 
 def read_back(table: str) -> dict:
@@ -171,6 +178,34 @@ def test_a_failing_spark_job_names_the_node_and_the_cause(
     assert "the Spark job of node 'broken_query' failed: AnalysisException" in error
     assert "`no_such_column` cannot be resolved" in error
     assert "\tat org.apache" not in error  # the JVM stack trace stays in the task log
+
+
+ENDLESS = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: spark_endless, version: 1.0.0}
+spec:
+  nodes:
+    - id: forever
+      timeout: 5s
+      task: {type: spark, callable: "MODULE:endless"}
+"""
+
+
+def test_a_timed_out_attempt_cancels_its_spark_jobs(
+    spark: Any, tmp_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = _pipeline(tmp_path, monkeypatch, ENDLESS)
+
+    result = whenflow.run(path)
+
+    assert result["nodes"]["forever"]["status"] == "failed"
+    assert result["nodes"]["forever"]["error"] == "node 'forever' timed out after 5s"
+    tracker = spark.sparkContext.statusTracker()
+    deadline = time.monotonic() + 60
+    while tracker.getActiveJobsIds() and time.monotonic() < deadline:
+        threading.Event().wait(0.2)  # Spark's own threads end the job: poll its tracker
+    assert tracker.getActiveJobsIds() == []
 
 
 def test_one_master_per_process(spark: Any) -> None:

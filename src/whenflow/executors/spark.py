@@ -36,6 +36,7 @@ import asyncio
 import inspect
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from whenflow.domain.connections import ConnectionResolver, UnknownConnection
 from whenflow.domain.definitions import TaskSpec
-from whenflow.domain.errors import TaskRaised, WhenflowError, task_raised_class
+from whenflow.domain.errors import TaskRaised, WhenflowError, task_raised, task_raised_class
 from whenflow.domain.task_io import TaskContext, TaskRequest, TaskResult
 from whenflow.executors.callables import prepare_callable
 from whenflow.executors.errors import InvalidTaskConfig, TaskOutputError
@@ -61,6 +62,7 @@ from whenflow.executors.spark_tables import spark_schema, split_inputs, write_pa
 _CONFIG_FIELDS = ("callable", "sql", "master", "connection")
 _MESSAGE_LINES = 12
 _SCRATCH_MAX_AGE_S = 3600.0
+_RECANCEL_S = 0.5
 
 
 class SparkJobFailed(TaskRaised):
@@ -115,14 +117,35 @@ class SparkExecutor:
         return problems
 
     async def execute(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
-        """Run the function or query in a worker thread; cancelling cancels its Spark jobs."""
+        """Run the function or query in a worker thread; cancelling cancels its Spark jobs.
+
+        The thread is a daemon: a job that ignores cancellation never holds up
+        the process's exit (the session is stopped then).
+        """
         master, conf = self._master(request.task)
         group = f"whenflow-{uuid.uuid4().hex}"
         scratch = self._attempt_scratch()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        finished = threading.Event()
+
+        def work() -> None:
+            try:
+                outputs = self._run(request, ctx, master, conf, group, scratch)
+            except BaseException as exc:
+                error = exc if isinstance(exc, Exception) else task_raised(exc)
+                _settle(loop, answer, None, error)
+            else:
+                _settle(loop, answer, outputs, None)
+            finally:
+                finished.set()
+
+        name = f"whenflow-spark:{request.node_id}"
+        threading.Thread(target=work, name=name, daemon=True).start()
         try:
-            outputs = await asyncio.to_thread(self._run, request, ctx, master, conf, group, scratch)
+            outputs = await answer
         except asyncio.CancelledError:
-            cancel_job_group(group)
+            _keep_cancelling(group, finished)
             raise
         return TaskResult(outputs=outputs)
 
@@ -198,6 +221,45 @@ class SparkExecutor:
             raise _job_failed(request.node_id, exc, ctx) from None
         finally:
             context.setLocalProperty("spark.jobGroup.id", None)
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop,
+    answer: asyncio.Future[dict[str, Any]],
+    outputs: dict[str, Any] | None,
+    error: BaseException | None,
+) -> None:
+    """Hand the worker thread's outcome to the loop (unless the attempt was cancelled)."""
+
+    def settle() -> None:
+        if answer.done():
+            return
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(outputs or {})
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop closed: nobody waits for this attempt any more
+        return
+
+
+def _keep_cancelling(group: str, finished: threading.Event) -> None:
+    """Cancel the attempt's Spark jobs until its thread ends.
+
+    Spark cancels the jobs running in a group, not those submitted later: a
+    job that was still being planned when the attempt was cancelled starts
+    afterwards, so the group is cancelled again until the thread returns.
+    """
+
+    def repeat() -> None:
+        while True:
+            cancel_job_group(group)
+            if finished.wait(_RECANCEL_S):
+                return
+
+    threading.Thread(target=repeat, name=f"whenflow-spark-cancel:{group}", daemon=True).start()
 
 
 def _run_sql(spark: Any, query: str, inputs: Mapping[str, Any]) -> Any:
