@@ -2,7 +2,8 @@
 
 Keys come from pipeline data (DESIGN.md §10): `canonical_key` refuses any
 key that could leave the root. A reference's file name and sha256 name
-places in the local cache, so they are checked too (`component`, `digest`).
+places in the local cache, so they are checked too (`checked_component`,
+`checked_digest`).
 """
 
 from __future__ import annotations
@@ -76,14 +77,14 @@ def canonical_key(key: str) -> str:
     return "/".join(parts)
 
 
-def component(name: str) -> str:
+def checked_component(name: str) -> str:
     """A reference's file name as one safe path component (references may come from data)."""
     if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ArtifactPathError(name, "a file name must be a single path component")
     return name
 
 
-def digest(ref: ArtifactRef) -> str:
+def checked_digest(ref: ArtifactRef) -> str:
     if len(ref.sha256) != 64 or any(c not in "0123456789abcdef" for c in ref.sha256):
         raise ArtifactPathError(ref.uri, "the reference's sha256 is not a hex digest")
     return ref.sha256

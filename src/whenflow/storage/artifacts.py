@@ -67,8 +67,8 @@ from whenflow.storage.artifact_keys import (
     ArtifactPathError,
     ArtifactStoreError,
     canonical_key,
-    component,
-    digest,
+    checked_component,
+    checked_digest,
     sha256_file,
     sha256_stream,
 )
@@ -311,7 +311,9 @@ class FsspecArtifactStore:
         return self._local_file(ref)
 
     def _unpacked(self, ref: ArtifactRef) -> str:
-        target = self._cache() / digest(ref) / component(ref.filename or "directory")
+        target = (
+            self._cache() / checked_digest(ref) / checked_component(ref.filename or "directory")
+        )
         if target.is_dir():
             return str(target)
         archive = self._local_file(replace(ref, filename=(ref.filename or "d") + ARCHIVE_SUFFIX))
@@ -335,6 +337,11 @@ class FsspecArtifactStore:
                 raise
         return str(target)
 
+    def _cached(self, ref: ArtifactRef, default_name: str) -> Path:
+        """Where the cache keeps `ref`'s bytes: `<cache>/<sha256>/<file name>`."""
+        name = checked_component(ref.filename or default_name)
+        return self._cache() / checked_digest(ref) / name
+
     def _cache(self) -> Path:
         return Path(self._cache_dir) if self._cache_dir else _default_cache_dir()
 
@@ -342,7 +349,7 @@ class FsspecArtifactStore:
         path = self._path_of(ref)
         if self._local:
             return path
-        cached = self._cache() / digest(ref) / component(ref.filename or "artifact")
+        cached = self._cached(ref, "artifact")
         if cached.is_file() and sha256_file(cached) == ref.sha256:
             return str(cached)
         make_private_dirs(str(cached.parent))
@@ -432,7 +439,7 @@ class FsspecArtifactStore:
 
     def _adopt_into_cache(self, ref: ArtifactRef, copy: Path) -> None:
         """Move the copy `_write` kept to where `local_path` looks for `ref`."""
-        cached = self._cache() / digest(ref) / component(ref.filename or "artifact")
+        cached = self._cached(ref, "artifact")
         try:
             make_private_dirs(str(cached.parent))
             os.replace(copy, cached)
