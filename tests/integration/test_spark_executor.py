@@ -164,6 +164,32 @@ def test_python_to_spark_to_python_through_parquet_artifacts(
     assert result["nodes"]["busy"]["outputs"]["rowcount"] == 2
 
 
+def test_spark_tables_pass_through_artifacts_on_s3(
+    spark: Any,
+    tmp_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    s3_server: Any,
+    s3_bucket: str,
+) -> None:
+    path, work = _pipeline(tmp_path, monkeypatch, PIPELINE)
+    monkeypatch.setenv("WHENFLOW_ARTIFACTS_URL", f"s3://{s3_bucket}/runs")
+    monkeypatch.setenv("WHENFLOW_ARTIFACTS_CONNECTION", "minio")
+    monkeypatch.setenv("WHENFLOW_CONN_MINIO", s3_server.connection_url)
+
+    result = whenflow.run(path, {"work": str(work)})
+
+    assert result["status"] == "completed", result["error"]
+    assert result["outputs"]["busy"] == [
+        {"user": "ann", "clicks": 10},
+        {"user": "bob", "clicks": 7},
+    ]
+    artifact = result["nodes"]["busy"]["outputs"]["artifact"]
+    assert artifact["uri"].startswith(f"s3://{s3_bucket}/runs/{result['execution_id']}/busy/")
+    assert artifact["schema"]["num_rows"] == 2
+    assert s3_server.filesystem().size(artifact["uri"]) == artifact["size"]
+
+
 def test_a_failing_spark_job_names_the_node_and_the_cause(
     spark: Any, tmp_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
