@@ -15,15 +15,19 @@ import atexit
 import importlib.util
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from whenflow.executors.errors import InvalidTaskConfig
 
 DEFAULT_MASTER = "local[*]"
 APP_NAME = "whenflow"
+_LOG_SETTINGS = Path(__file__).with_name("spark_log4j2.properties")
 DEFAULT_CONF: Mapping[str, str] = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
+    # Errors only on stderr: Spark's start-up lines would fill `whenflow run`'s terminal.
+    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG_SETTINGS.as_uri()}",
 }
 INSTALL_HINT = (
     "install the extra (pip install 'whenflow[spark]') and Java 17 or newer "
