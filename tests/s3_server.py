@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 ACCESS_KEY = "whenflow-test-access"
 SECRET_KEY = "wf-s3-secret/CANARY+9f31c"
+SECRET_FORMS = (SECRET_KEY, quote(SECRET_KEY, safe=""))
+"""The secret key as written and percent-encoded (in a connection URL): both must stay hidden."""
 REGION = "us-east-1"
 _RUNNING = re.compile(r"Running on (http://127\.0\.0\.1:(\d+))")
 _START_TIMEOUT_S = 60.0

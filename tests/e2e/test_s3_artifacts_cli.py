@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cli_helpers import REPO_ROOT, cli_argv, cli_env, run_cli, run_json, write_pipeline
 
-from s3_server import SECRET_KEY
+from s3_server import SECRET_FORMS
 
 MIB = 1 << 20
 
@@ -97,6 +97,9 @@ spec:
         pages: "{{ produce.pages }}"
         table: "{{ produce.table }}"
         numbers: "{{ produce.numbers }}"
+    - id: environment
+      task: {type: shell, script: 'env; echo "shell saw $WF_INPUT_REPORT"'}
+      inputBindings: {report: "{{ produce.report }}"}
 """
 
 BIG = """
@@ -167,14 +170,19 @@ def test_files_directories_parquet_and_values_pass_between_nodes_on_s3(
     for ref in produced.values():
         assert fs.size(ref["uri"]) == ref["size"]
     assert not (home / "artifacts").exists()  # nothing went to the local default
+    logs = run_cli(home, "executions", "logs", result["execution_id"], "--json", env=env)
+    printed = [line["message"] for line in json.loads(logs.stdout)]
+    assert any(m.startswith("shell saw /") for m in printed)  # a local path, cached
+    assert not [m for m in printed if "WHENFLOW_CONN_" in m]  # no task sees connections
     # The secret key is nowhere: output, store, cache, logs.
-    assert SECRET_KEY not in proc.stdout + proc.stderr
-    for path in home.rglob("*"):
-        if path.is_file():
-            assert SECRET_KEY.encode() not in path.read_bytes(), path
     shown = run_cli(home, "executions", "show", result["execution_id"], "--json", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert SECRET_KEY not in shown.stdout + shown.stderr
+    printed = proc.stdout + proc.stderr + shown.stdout + shown.stderr + logs.stdout
+    for secret in SECRET_FORMS:
+        assert secret not in printed
+        for path in home.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
 
 
 def test_a_missing_bucket_fails_the_node_naming_the_store_not_the_secret(
@@ -188,7 +196,7 @@ def test_a_missing_bucket_fails_the_node_naming_the_store_not_the_secret(
     error = result["nodes"]["produce"]["error"]
     assert "the artifact store s3://i15-missing-bucket/whenflow failed to store" in error
     assert "WHENFLOW_ARTIFACTS_CONNECTION" in error
-    assert SECRET_KEY not in json.dumps(result)
+    assert not [s for s in SECRET_FORMS if s in json.dumps(result)]
 
 
 def test_an_unknown_artifacts_connection_is_a_setting_error(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from whenflow.domain.connections import CONNECTION_ENV_PREFIX
 from whenflow.domain.secrets import SECRET_ENV_PREFIX
 
 MAX_LOG_LINE = 64 * 1024
@@ -184,5 +185,7 @@ def _decode(raw: bytes | bytearray) -> str:
 
 
 def task_environment() -> dict[str, str]:
-    """This process's environment for a task's subprocess, without the secrets."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIX)}
+    """This process's environment for a task's subprocess, without the secrets and
+    the connections (`WHENFLOW_CONN_*` URLs hold passwords and keys)."""
+    hidden = (SECRET_ENV_PREFIX, CONNECTION_ENV_PREFIX)
+    return {k: v for k, v in os.environ.items() if not k.startswith(hidden)}
