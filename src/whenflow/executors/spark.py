@@ -124,14 +124,13 @@ class SparkExecutor:
         """
         master, conf = self._master(request.task)
         group = f"whenflow-{uuid.uuid4().hex}"
-        scratch = self._attempt_scratch()
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[dict[str, Any]] = loop.create_future()
         finished = threading.Event()
 
         def work() -> None:
             try:
-                outputs = self._run(request, ctx, master, conf, group, scratch)
+                outputs = self._run(request, ctx, master, conf, group)
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else task_raised(exc)
                 _settle(loop, answer, None, error)
@@ -201,8 +200,8 @@ class SparkExecutor:
         master: str,
         conf: Mapping[str, str],
         group: str,
-        scratch: Path,
     ) -> dict[str, Any]:
+        scratch = self._attempt_scratch()
         spark = process_session(master, conf).newSession()
         context = spark.sparkContext
         context.setJobGroup(group, f"whenflow {request.node_id}", interruptOnCancel=True)
