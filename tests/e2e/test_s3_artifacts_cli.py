@@ -280,10 +280,12 @@ def test_a_200_mb_file_passes_between_nodes_streamed(
     assert longest_event < 4096
     stored = sum(p.stat().st_size for p in home.glob("whenflow.db*"))
     assert stored < 2 * MIB
-    # Streaming: moving 199 MiB more costs the process far less than the file's size.
+    # Streaming: moving 199 MiB more costs the process far less than the file's size
+    # (about 55 MiB measured: one 8 MiB multipart part and the HTTP client's copies of
+    # it, the 8 MiB read-ahead of the check; a buffered copy would add 200 MiB or more).
     growth = peaks[200] - peaks[1]
     print(f"peak RSS: 1 MiB run {peaks[1] / MIB:.0f} MiB, 200 MiB run {peaks[200] / MIB:.0f} MiB")
-    assert growth < 64 * MIB, f"peak RSS grew by {growth / MIB:.0f} MiB for a 200 MiB file"
+    assert growth < 100 * MIB, f"peak RSS grew by {growth / MIB:.0f} MiB for a 200 MiB file"
 
     # Another process (an empty cache) downloads it in blocks too.
     downloads = {}
