@@ -264,7 +264,7 @@ def _keep_cancelling(group: str, finished: threading.Event) -> None:
 def _run_sql(spark: Any, query: str, inputs: Mapping[str, Any]) -> Any:
     tables, parameters = split_inputs(inputs)
     for name, path in tables.items():
-        spark.read.parquet(Path(path).as_uri()).createOrReplaceTempView(name)
+        spark.read.parquet(Path(path).resolve().as_uri()).createOrReplaceTempView(name)
     return spark.sql(query, args=parameters or None)
 
 
