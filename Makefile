@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # The demo's store; the README tour uses the same one (`export WHENFLOW_HOME=$PWD/.whenflow`).
 export WHENFLOW_HOME ?= $(CURDIR)/.whenflow
 
-.PHONY: demo test lint types contracts unit bench clean which-python
+.PHONY: demo test lint types contracts unit bench bench-s3 clean which-python
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "whenflow needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -45,6 +45,10 @@ test: lint types contracts
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
+
+# A 200 MiB file between two nodes through S3 (moto on loopback): MB/s and peak RSS.
+bench-s3: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/artifacts_s3.py
 
 clean:
 	rm -rf $(VENV) .whenflow .mypy_cache .ruff_cache .pytest_cache

@@ -155,3 +155,20 @@ def postgres_databases() -> Iterator[PostgresDatabases]:
 def postgres_url(postgres_databases: PostgresDatabases) -> str:
     """URL of one PostgreSQL database created for this test session, empty at first."""
     return postgres_databases.create()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """moto's S3 server on a loopback port (tests/s3_server.py), one per test session."""
+    from s3_server import running_s3_server
+
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: Any) -> str:
+    """A new empty bucket on the loopback S3 server."""
+    name = f"i15-{uuid.uuid4().hex[:12]}"
+    s3_server.make_bucket(name)
+    return name

@@ -97,11 +97,15 @@ def test_a_remote_copy_is_verified_on_download(tmp_path: Path) -> None:
     ref = store.put_file("e2/n/out/data.bin", str(source))
     with store._fs.open(store._path_of(ref), "wb") as out:
         out.write(b"\x01" * 100)
+    # Another process (its own cache) downloads the modified bytes.
+    reader = FsspecArtifactStore("memory://whenflow-integrity", cache_dir=str(tmp_path / "other"))
 
     with pytest.raises(ArtifactIntegrityError):
-        store.local_path(ref)
+        reader.local_path(ref)
     with pytest.raises(ArtifactIntegrityError):
         store.verify(ref)
+    # The writer's own copy was cached as it was stored, from the original bytes.
+    assert Path(store.local_path(ref)).read_bytes() == b"\x00" * 100
 
 
 def test_collect_garbage_keeps_only_what_the_references_name(tmp_path: Path) -> None:

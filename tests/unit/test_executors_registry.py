@@ -43,7 +43,7 @@ def _request(task_type: str, inputs: dict[str, Any]) -> TaskRequest:
 
 
 def test_default_registry_has_the_builtin_types() -> None:
-    assert default_registry().types == ("http", "llm", "noop", "python", "shell", "sql")
+    assert default_registry().types == ("http", "llm", "noop", "python", "shell", "spark", "sql")
 
 
 def test_unknown_type_names_the_known_ones() -> None:

@@ -43,6 +43,7 @@ BUILTIN_EXECUTORS: dict[str, str] = {
     "noop": "whenflow.executors.noop:noop_executor",
     "python": "whenflow.executors.python:python_executor",
     "shell": "whenflow.executors.shell:shell_executor",
+    "spark": "whenflow.executors.spark:spark_executor",
     "sql": "whenflow.executors.sql:sql_executor",
 }
 """The built-in task types, as declared in whenflow's pyproject.toml (a test compares them)."""

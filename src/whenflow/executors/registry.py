@@ -2,7 +2,7 @@
 
 A backend asks the registry for the executor of `task.type`.
 `default_registry(environment)` holds one executor per entry point of the
-`whenflow.executors` group (the built-in `noop`, `python`, `shell`, `sql`
+`whenflow.executors` group (the built-in `noop`, `python`, `shell`, `sql`, `http`, `llm`, `spark`
 and every installed plugin: `executors/plugins.py`); `register` adds one
 by hand.
 """

@@ -185,7 +185,7 @@ def _decode(raw: bytes | bytearray) -> str:
 
 
 def task_environment() -> dict[str, str]:
-    """This process's environment for a task's subprocess, without the secrets and the
-    connections (`WHENFLOW_CONN_*` URLs hold passwords)."""
+    """This process's environment for a task's subprocess, without the secrets and
+    the connections (`WHENFLOW_CONN_*` URLs hold passwords and keys)."""
     hidden = (SECRET_ENV_PREFIX, CONNECTION_ENV_PREFIX)
     return {k: v for k, v in os.environ.items() if not k.startswith(hidden)}

@@ -39,9 +39,11 @@ from whenflow.services.views import (
 )
 from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
+from whenflow.storage.connections import EnvironmentConnections
 from whenflow.storage.database import make_engine, upgrade
 from whenflow.storage.inbox import MessageState
 from whenflow.storage.leases import LeasePolicy
+from whenflow.storage.s3_artifacts import open_artifact_store
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -89,7 +91,10 @@ class ExecutionService:
         task type can be resumed by whoever could run it.
         """
         settings = settings or Settings.from_env()
-        artifacts = FsspecArtifactStore(settings.artifacts_url)  # a bad URL fails first
+        # A bad URL or connection fails first.
+        artifacts = open_artifact_store(
+            settings.artifacts_url, settings.artifacts_connection, EnvironmentConnections()
+        )
         engine = make_engine(settings.database_url, durability=settings.durability)
         connections = process_connections()
         connections.locate()  # a connections file named but missing fails before any run

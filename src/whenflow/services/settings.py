@@ -36,6 +36,9 @@ class Settings:
 
     database_url: str
     artifacts_url: str | None = None
+    artifacts_connection: str | None = None
+    """The connection with the endpoint and credentials of an s3:// `artifacts_url`
+    (`WHENFLOW_ARTIFACTS_CONNECTION`, docs/artifacts.md)."""
     lease_s: float = DEFAULT_LEASE_S
     commit_timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
     task_log_limit: int | None = DEFAULT_TASK_LOG_LIMIT
@@ -52,6 +55,7 @@ class Settings:
         return cls(
             database_url=os.environ.get("WHENFLOW_DATABASE_URL") or default_database_url(),
             artifacts_url=os.environ.get("WHENFLOW_ARTIFACTS_URL") or None,
+            artifacts_connection=os.environ.get("WHENFLOW_ARTIFACTS_CONNECTION") or None,
             lease_s=_seconds("WHENFLOW_OWNER_LEASE", DEFAULT_LEASE_S),
             commit_timeout_s=_seconds("WHENFLOW_COMMIT_TIMEOUT", DEFAULT_COMMIT_TIMEOUT_S),
             task_log_limit=_log_limit(os.environ.get("WHENFLOW_TASK_LOG_LIMIT")),

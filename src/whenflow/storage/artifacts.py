@@ -2,8 +2,15 @@
 
 `FsspecArtifactStore` implements the engine's `ArtifactStore` port over any
 fsspec filesystem: a local folder by default (`$WHENFLOW_HOME/artifacts`),
-`s3://`, `memory://` or another fsspec URL once its package is installed.
-The pool keeps only the `ArtifactRef` (URI, size, sha256, content type).
+`s3://`, `memory://` or another fsspec URL once its package is installed
+(`storage/s3_artifacts.py` builds an S3 store from a connection). The pool
+keeps only the `ArtifactRef` (URI, size, sha256, content type and, for a
+Parquet file, its schema: `artifact_formats.py`).
+
+Streaming: files move in chunks of at most `CHUNK` bytes (a remote write
+buffers one multipart part of `_REMOTE_BLOCK` bytes), never whole. A file
+stored on a remote root is written to the local cache in the same pass, so
+the node that produced it does not download it back.
 
 Trust boundary (DESIGN.md §10): keys come from pipeline data, so a key is
 canonicalised and must name a path *under the root*. `..`, absolute paths,
@@ -37,14 +44,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mimetypes
 import os
 import posixpath
 import shutil
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -53,87 +60,74 @@ import fsspec
 
 from whenflow.domain.errors import StoreSettingsError, WhenflowError
 from whenflow.domain.variables import ArtifactRef
+from whenflow.storage.artifact_formats import PARQUET_CONTENT_TYPE, content_type_of, parquet_schema
+from whenflow.storage.artifact_keys import (
+    CHUNK,
+    ArtifactIntegrityError,
+    ArtifactPathError,
+    ArtifactStoreError,
+    canonical_key,
+    checked_component,
+    checked_digest,
+    sha256_file,
+    sha256_stream,
+)
 from whenflow.storage.private_files import (
     PRIVATE_DIR_MODE,
-    PRIVATE_FILE_MODE,
     make_private_dirs,
     open_private,
 )
 
-_CHUNK = 1 << 20
+_REMOTE_BLOCK = 8 << 20  # one S3 multipart part (S3's minimum is 5 MiB)
 JSON_CONTENT_TYPE = "application/json"
 DIRECTORY_KIND = "directory"
 ARCHIVE_SUFFIX = ".tar.gz"
+__all__ = [
+    "ArtifactIntegrityError",
+    "ArtifactPathError",
+    "ArtifactStoreError",
+    "FsspecArtifactStore",
+    "canonical_key",
+]
 ARTIFACTS_URL_HELP = (
     "set WHENFLOW_ARTIFACTS_URL to a local folder or an fsspec URL such as "
     "s3://bucket/prefix (with its package installed), or unset it"
 )
 
 
-class ArtifactIntegrityError(WhenflowError):
-    """An artifact's bytes no longer match the sha256 of its reference: it was modified.
-
-    Whatever read it fails; rerun the node that produced it (or restore the file).
-    """
-
-    def __init__(self, ref: ArtifactRef, actual: str) -> None:
-        super().__init__(
-            f"artifact {ref.uri} was modified after it was stored: its sha256 is "
-            f"{actual[:12]}..., its reference says {ref.sha256[:12]}...; rerun the node "
-            "that produced it"
-        )
-        self.uri = ref.uri
-
-
-class ArtifactPathError(WhenflowError):
-    """An artifact key or reference points outside the artifact root; use a relative key."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"artifact key {key!r} rejected: {reason}")
-        self.key = key
-        self.reason = reason
-
-
-def canonical_key(key: str) -> str:
-    """`key` as a normalised relative POSIX path, or ArtifactPathError.
-
-    `a//b/./c` becomes `a/b/c`; empty keys, absolute keys, drive letters,
-    backslashes, NUL bytes and any `..` component are rejected outright
-    rather than resolved, so a key can never climb out of the root.
-    """
-    if not key or not key.strip():
-        raise ArtifactPathError(key, "empty key")
-    if "\x00" in key or "\\" in key:
-        raise ArtifactPathError(key, "NUL bytes and backslashes are not allowed")
-    if key.startswith("/") or "://" in key or (len(key) > 1 and key[1] == ":"):
-        raise ArtifactPathError(key, "absolute keys are not allowed")
-    parts = [p for p in key.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise ArtifactPathError(key, "'..' is not allowed")
-    if not parts:
-        raise ArtifactPathError(key, "the key names the root itself")
-    return "/".join(parts)
-
-
 class FsspecArtifactStore:
     """Artifacts under one fsspec root URL (a local folder by default)."""
 
-    def __init__(self, root_url: str | None = None, cache_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        root_url: str | None = None,
+        cache_dir: str | None = None,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        secrets: Sequence[str] = (),
+    ) -> None:
         """Args:
         root_url: fsspec URL or local path of the root; default `$WHENFLOW_HOME/artifacts`.
         cache_dir: where remote artifacts are downloaded for `local_path`;
             default `$WHENFLOW_HOME/cache/artifacts`.
+        storage_options: keyword arguments of the fsspec filesystem (for S3: the
+            endpoint, region and credentials, `s3_artifacts.s3_storage_options`).
+        secrets: values (credentials) replaced by `***` in every error this store raises.
+
+        Raises StoreSettingsError for a URL whose filesystem cannot be used.
         """
+        self._secrets = tuple(s for s in secrets if s)
         if root_url is None:
             from whenflow.storage.database import whenflow_home
 
             root_url = str(whenflow_home() / "artifacts")
         try:
-            fs, root = fsspec.core.url_to_fs(root_url)
-        except (ValueError, ImportError) as exc:
+            fs, root = fsspec.core.url_to_fs(root_url, **dict(storage_options or {}))
+        except (ValueError, ImportError, TypeError) as exc:
             scheme = root_url.partition("://")[0] if "://" in root_url else root_url
             raise StoreSettingsError(
-                f"cannot use the artifacts URL (scheme {scheme!r}): {exc}; {ARTIFACTS_URL_HELP}"
+                f"cannot use the artifacts URL (scheme {scheme!r}): {self._scrub(exc)}; "
+                f"{ARTIFACTS_URL_HELP}"
             ) from None
         self._fs: Any = fs
         self._local = "file" in _protocols(fs)
@@ -149,6 +143,31 @@ class FsspecArtifactStore:
         self._root: str = root.rstrip("/") or "/"
         self._cache_dir = cache_dir
 
+    def __repr__(self) -> str:
+        return f"FsspecArtifactStore({self._uri(self._root)!r})"
+
+    def _scrub(self, error: BaseException | str) -> str:
+        text = str(error)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextmanager
+    def _remote(self, what: str) -> Iterator[None]:
+        """Turn a remote filesystem's error into ArtifactStoreError, credentials masked."""
+        if self._local:
+            yield
+            return
+        try:
+            yield
+        except (ArtifactIntegrityError, ArtifactPathError):
+            raise
+        except Exception as exc:
+            raise ArtifactStoreError(
+                f"the artifact store {self._uri(self._root)} failed to {what}: "
+                f"{type(exc).__name__}: {self._scrub(exc)}"
+            ) from None
+
     @property
     def root(self) -> str:
         """The root path inside the filesystem (a real path for a local root)."""
@@ -158,7 +177,8 @@ class FsspecArtifactStore:
         """Store a JSON-serialisable value under `key` as UTF-8 JSON."""
         data = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
         path = self._target(key)
-        self._write(path, [data])
+        with self._remote(f"store {key!r}"):
+            self._write(path, [data])
         return ArtifactRef(
             uri=self._uri(path),
             size=len(data),
@@ -169,7 +189,12 @@ class FsspecArtifactStore:
         )
 
     def put_file(self, key: str, path: str) -> ArtifactRef:
-        """Copy the local file `path` into the store under `key`."""
+        """Copy the local file `path` into the store under `key`, in chunks.
+
+        A Parquet file's reference carries its schema. On a remote root the
+        bytes also go to the local cache in the same pass (`local_path` of
+        the new reference then downloads nothing).
+        """
         source = Path(path)
         if not source.is_file():
             raise FileNotFoundError(f"not a file, cannot store it as an artifact: {path}")
@@ -180,21 +205,26 @@ class FsspecArtifactStore:
 
             def chunks() -> Iterator[bytes]:
                 nonlocal size
-                while chunk := handle.read(_CHUNK):
+                while chunk := handle.read(CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
                     yield chunk
 
-            self._write(target, chunks())
-        content_type = mimetypes.guess_type(source.name)[0] or "application/octet-stream"
-        return ArtifactRef(
+            with self._remote(f"store {key!r}"):
+                copy = self._write(target, chunks(), keep_copy=True)
+        content_type = content_type_of(source)
+        ref = ArtifactRef(
             uri=self._uri(target),
             size=size,
             sha256=digest.hexdigest(),
             content_type=content_type,
             kind="file",
             filename=source.name,
+            schema=parquet_schema(source) if content_type == PARQUET_CONTENT_TYPE else None,
         )
+        if copy is not None:
+            self._adopt_into_cache(ref, copy)
+        return ref
 
     def put_dir(self, key: str, path: str) -> ArtifactRef:
         """Store the local directory `path` under `key` + `.tar.gz`, as one archive."""
@@ -213,7 +243,8 @@ class FsspecArtifactStore:
 
     def load_value(self, ref: ArtifactRef) -> Any:
         """The JSON value behind a `value` reference; raises ArtifactIntegrityError."""
-        with self._fs.open(self._path_of(ref), "rb") as handle:
+        path = self._path_of(ref)
+        with self._remote(f"read {ref.uri}"), self._fs.open(path, "rb") as handle:
             data = handle.read()
         actual = hashlib.sha256(data).hexdigest()
         if actual != ref.sha256:
@@ -227,16 +258,21 @@ class FsspecArtifactStore:
         """
         path = self._path_of(ref)
         if self._local:
-            actual = _sha256_file(Path(path))
+            actual = sha256_file(Path(path))
         else:
-            with self._fs.open(path, "rb") as handle:
-                actual = _sha256_stream(handle)
+            with (
+                self._remote(f"read {ref.uri}"),
+                self._fs.open(path, "rb", block_size=_REMOTE_BLOCK) as handle,
+            ):
+                actual = sha256_stream(handle)
         if actual != ref.sha256:
             raise ArtifactIntegrityError(ref, actual)
 
     def has_artifacts(self, execution_id: str) -> bool:
         """Whether anything is stored under the execution's prefix."""
-        return bool(self._fs.exists(posixpath.join(self._root, canonical_key(execution_id))))
+        prefix = posixpath.join(self._root, canonical_key(execution_id))
+        with self._remote(f"list {execution_id!r}"):
+            return bool(self._fs.exists(prefix))
 
     def collect_garbage(self, execution_id: str, keep: Iterable[ArtifactRef]) -> list[str]:
         """Delete the artifacts of `execution_id` that no reference in `keep` names.
@@ -245,6 +281,10 @@ class FsspecArtifactStore:
         attempts that failed, timed out or were lost. Returns the deleted URIs.
         """
         prefix = posixpath.join(self._root, canonical_key(execution_id))
+        with self._remote(f"list {execution_id!r}"):
+            return self._delete_unkept(prefix, keep)
+
+    def _delete_unkept(self, prefix: str, keep: Iterable[ArtifactRef]) -> list[str]:
         if not self._fs.exists(prefix):
             return []
         kept = set()
@@ -271,7 +311,9 @@ class FsspecArtifactStore:
         return self._local_file(ref)
 
     def _unpacked(self, ref: ArtifactRef) -> str:
-        target = self._cache() / _digest(ref) / _component(ref.filename or "directory")
+        target = (
+            self._cache() / checked_digest(ref) / checked_component(ref.filename or "directory")
+        )
         if target.is_dir():
             return str(target)
         archive = self._local_file(replace(ref, filename=(ref.filename or "d") + ARCHIVE_SUFFIX))
@@ -295,6 +337,11 @@ class FsspecArtifactStore:
                 raise
         return str(target)
 
+    def _cached(self, ref: ArtifactRef, default_name: str) -> Path:
+        """Where the cache keeps `ref`'s bytes: `<cache>/<sha256>/<file name>`."""
+        name = checked_component(ref.filename or default_name)
+        return self._cache() / checked_digest(ref) / name
+
     def _cache(self) -> Path:
         return Path(self._cache_dir) if self._cache_dir else _default_cache_dir()
 
@@ -302,14 +349,26 @@ class FsspecArtifactStore:
         path = self._path_of(ref)
         if self._local:
             return path
-        cached = self._cache() / _digest(ref) / _component(ref.filename or "artifact")
-        if cached.is_file() and _sha256_file(cached) == ref.sha256:
+        cached = self._cached(ref, "artifact")
+        if cached.is_file() and sha256_file(cached) == ref.sha256:
             return str(cached)
         make_private_dirs(str(cached.parent))
         partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex}.part")
-        self._fs.get_file(path, str(partial))
-        os.chmod(partial, PRIVATE_FILE_MODE)
-        actual = _sha256_file(partial)
+        # Read in blocks, hashing as it goes: s3fs's get_file can hold a whole object.
+        hashed = hashlib.sha256()
+        try:
+            with (
+                self._remote(f"download {ref.uri}"),
+                self._fs.open(path, "rb", block_size=_REMOTE_BLOCK) as source,
+                open_private(partial) as out,
+            ):
+                while chunk := source.read(CHUNK):
+                    hashed.update(chunk)
+                    out.write(chunk)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        actual = hashed.hexdigest()
         if actual != ref.sha256:
             partial.unlink()
             raise ArtifactIntegrityError(ref, actual)
@@ -340,13 +399,30 @@ class FsspecArtifactStore:
         if os.path.commonpath([real, self._root]) != self._root or real == self._root:
             raise ArtifactPathError(key, "it resolves outside the artifact root (symlink?)")
 
-    def _write(self, path: str, chunks: Iterable[bytes]) -> None:
+    def _write(self, path: str, chunks: Iterable[bytes], *, keep_copy: bool = False) -> Path | None:
+        """Write `chunks` to `path`; on a remote root with `keep_copy`, also to a
+        private file in the cache, which is returned (for `_adopt_into_cache`)."""
         parent = posixpath.dirname(path)
         if not self._local:
-            self._fs.makedirs(parent, exist_ok=True)
-            with self._fs.open(path, "wb") as out:
-                _copy(chunks, out)
-            return
+            copy = None
+            if keep_copy:
+                incoming = self._cache() / ".incoming"
+                make_private_dirs(str(incoming))
+                copy = incoming / f"{uuid.uuid4().hex}.part"
+            try:
+                self._fs.makedirs(parent, exist_ok=True)
+                with ExitStack() as files:
+                    out = files.enter_context(self._fs.open(path, "wb", block_size=_REMOTE_BLOCK))
+                    mirror = files.enter_context(open_private(copy)) if copy else None
+                    for chunk in chunks:
+                        out.write(chunk)
+                        if mirror is not None:
+                            mirror.write(chunk)
+            except BaseException:
+                if copy is not None:
+                    copy.unlink(missing_ok=True)
+                raise
+            return copy
         make_private_dirs(parent)
         # Local: write a sibling temp file, then rename, so readers never see half a file.
         self._check_local(path, parent + "/x")
@@ -359,22 +435,19 @@ class FsspecArtifactStore:
             if os.path.exists(partial):
                 os.unlink(partial)
             raise
+        return None
+
+    def _adopt_into_cache(self, ref: ArtifactRef, copy: Path) -> None:
+        """Move the copy `_write` kept to where `local_path` looks for `ref`."""
+        cached = self._cached(ref, "artifact")
+        try:
+            make_private_dirs(str(cached.parent))
+            os.replace(copy, cached)
+        except OSError:
+            copy.unlink(missing_ok=True)  # local_path downloads it instead
 
     def _uri(self, path: str) -> str:
         return str(self._fs.unstrip_protocol(path))
-
-
-def _component(name: str) -> str:
-    """A reference's file name as one safe path component (references may come from data)."""
-    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
-        raise ArtifactPathError(name, "a file name must be a single path component")
-    return name
-
-
-def _digest(ref: ArtifactRef) -> str:
-    if len(ref.sha256) != 64 or any(c not in "0123456789abcdef" for c in ref.sha256):
-        raise ArtifactPathError(ref.uri, "the reference's sha256 is not a hex digest")
-    return ref.sha256
 
 
 def _copy(chunks: Iterable[bytes], out: BinaryIO) -> None:
@@ -385,18 +458,6 @@ def _copy(chunks: Iterable[bytes], out: BinaryIO) -> None:
 def _protocols(fs: Any) -> tuple[str, ...]:
     protocol = fs.protocol
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
-
-
-def _sha256_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return _sha256_stream(handle)
-
-
-def _sha256_stream(handle: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := handle.read(_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _remove_empty_dirs(top: str) -> None:
