@@ -83,7 +83,7 @@ def test_an_installed_plugin_runs_its_task_type_through_the_cli(
     result = run_json(tmp_path, "run", pipeline, env=env)
     assert result["status"] == "completed"
     assert result["outputs"] == {"said": "hi plugins, world", "host": "db.example.org"}
-    logs = run_cli(tmp_path, "executions", "logs", result["execution_id"], env=env)
+    logs = run_cli(tmp_path, "executions", "logs", result["executionId"], env=env)
     assert "echoing for greet" in logs.stdout
 
 

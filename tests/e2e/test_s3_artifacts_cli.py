@@ -153,7 +153,7 @@ def test_files_directories_parquet_and_values_pass_between_nodes_on_s3(
         "total": sum(range(200_000)),
     }
     produced = result["nodes"]["produce"]["outputs"]
-    prefix = f"s3://{s3_bucket}/whenflow/{result['execution_id']}/produce/"
+    prefix = f"s3://{s3_bucket}/whenflow/{result['executionId']}/produce/"
     assert {name: ref["uri"] for name, ref in produced.items()} == {
         "report": prefix + "report/report.txt",
         "pages": prefix + "pages/pages.tar.gz",
@@ -170,12 +170,12 @@ def test_files_directories_parquet_and_values_pass_between_nodes_on_s3(
     for ref in produced.values():
         assert fs.size(ref["uri"]) == ref["size"]
     assert not (home / "artifacts").exists()  # nothing went to the local default
-    logs = run_cli(home, "executions", "logs", result["execution_id"], "--json", env=env)
+    logs = run_cli(home, "executions", "logs", result["executionId"], "--json", env=env)
     printed = [line["message"] for line in json.loads(logs.stdout)]
     assert any(m.startswith("shell saw /") for m in printed)  # a local path, cached
     assert not [m for m in printed if "WHENFLOW_CONN_" in m]  # no task sees connections
     # The secret key is nowhere: output, store, cache, logs.
-    shown = run_cli(home, "executions", "show", result["execution_id"], "--json", env=env)
+    shown = run_cli(home, "executions", "show", result["executionId"], "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     printed = proc.stdout + proc.stderr + shown.stdout + shown.stderr + logs.stdout
     for secret in SECRET_FORMS:
@@ -264,7 +264,7 @@ def test_a_200_mb_file_passes_between_nodes_streamed(
     produced, consumed = big["nodes"]["produce"]["outputs"], big["nodes"]["consume"]["outputs"]
     assert consumed == {"sha256": produced["sha256"], "size": 200 * MIB}
     ref = produced["blob"]
-    assert ref["uri"].startswith(f"s3://{s3_bucket}/whenflow/{big['execution_id']}/produce/")
+    assert ref["uri"].startswith(f"s3://{s3_bucket}/whenflow/{big['executionId']}/produce/")
     assert (ref["size"], ref["sha256"]) == (200 * MIB, produced["sha256"])
     assert s3_server.filesystem().size(ref["uri"]) == 200 * MIB
     # Neither the variable table nor the event log holds the bytes: the store stays small.

@@ -43,7 +43,7 @@ def test_the_secrets_file_seeds_the_mask_before_the_first_node(tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "completed"
-    logs = run_cli(tmp_path, "executions", "logs", result["execution_id"], env=env)
+    logs = run_cli(tmp_path, "executions", "logs", result["executionId"], env=env)
     assert "early saw ***" in logs.stdout
     assert f"late has {len(CANARY)} characters" in logs.stdout  # the task got the value
     conn = connect_db(tmp_path)

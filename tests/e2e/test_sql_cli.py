@@ -240,7 +240,7 @@ def test_a_failing_statement_leaks_no_password_and_no_secret(
         assert "invalid input syntax for type integer" in error
         assert "***" in error
     seen = [proc.stdout, proc.stderr]
-    execution = result["execution_id"]
+    execution = result["executionId"]
     for command in (["show"], ["events"], ["vars"], ["logs"]):
         shown = run_cli(tmp_path, "executions", *command, execution, "--json", env=env)
         seen += [shown.stdout, shown.stderr]

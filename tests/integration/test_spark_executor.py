@@ -185,7 +185,7 @@ def test_spark_tables_pass_through_artifacts_on_s3(
         {"user": "bob", "clicks": 7},
     ]
     artifact = result["nodes"]["busy"]["outputs"]["artifact"]
-    assert artifact["uri"].startswith(f"s3://{s3_bucket}/runs/{result['execution_id']}/busy/")
+    assert artifact["uri"].startswith(f"s3://{s3_bucket}/runs/{result['executionId']}/busy/")
     assert artifact["schema"]["num_rows"] == 2
     assert s3_server.filesystem().size(artifact["uri"]) == artifact["size"]
 
