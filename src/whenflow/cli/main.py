@@ -286,12 +286,15 @@ def validate(
     file: Annotated[Path, FileArgument], tasks: list[Path] = TasksOption, as_json: bool = JsonOption
 ) -> None:
     """Check a pipeline; print each node's effective startWhen, or the errors (exit 2)."""
+    from whenflow.services.pipelines import upcoming_fires
+
     program = _load(file, tasks)
     triggers = {n.id: program.effective_start_when(n.id) for n in program.nodes}
+    fires = upcoming_fires(program.definition)
     if as_json:
         warnings = [_issue_json(w) for w in program.warnings]
         document = {"valid": True, "pipeline": program.definition.name, "startWhen": triggers}
-        print_json({**document, "warnings": warnings})
+        print_json({**document, "schedules": fires, "warnings": warnings})
         return
     for warning in program.warnings:
         where = f"{warning.location}: " if warning.location else ""
@@ -300,6 +303,8 @@ def validate(
     width = max(len(n) for n in triggers)
     for node_id, trigger in triggers.items():
         print(f"  {node_id:<{width}}  startWhen: {trigger}")
+    for schedule_id, times in fires.items():
+        print(f"  schedule {schedule_id}: next fires {', '.join(times) or 'none (ended)'}")
 
 
 @command()

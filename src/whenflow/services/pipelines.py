@@ -6,11 +6,13 @@ Never imports the database layer, so `whenflow validate` stays fast.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from whenflow.backends.local import LocalRunner
-from whenflow.domain.definitions import TaskSignature, TaskSpec
+from whenflow.domain.definitions import PipelineDefinition, TaskSignature, TaskSpec
+from whenflow.domain.schedule_slots import upcoming
 from whenflow.dsl.load import load_program_file, load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.ports import TaskRunner
@@ -68,3 +70,11 @@ def load_stored_program(
         base_dir=base,
         resolve_signature=resolve_signature,
     )
+
+
+def upcoming_fires(
+    definition: PipelineDefinition, now: float | None = None, count: int = 5
+) -> dict[str, list[str]]:
+    """The next `count` fire times of each schedule, ISO 8601 in its time zone, by id."""
+    moment = time.time() if now is None else now
+    return {s.id: [t.isoformat() for t in upcoming(s, moment, count)] for s in definition.schedules}
