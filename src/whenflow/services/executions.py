@@ -26,11 +26,13 @@ from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.engine.variable_pool import ARTIFACT_MARKER
+from whenflow.services.notifications import Notifier
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.settings import Settings
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
 from whenflow.storage import inbox, queries
 from whenflow.storage.artifacts import FsspecArtifactStore
+from whenflow.storage.connections import EnvironmentConnections
 from whenflow.storage.database import make_engine, upgrade
 from whenflow.storage.inbox import MessageState
 from whenflow.storage.leases import LeasePolicy
@@ -43,6 +45,8 @@ from whenflow.storage.secrets import EnvSecretStore
 from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
+NOTIFY_DRAIN_S = 60.0
+"""How long closing the service waits for notifications still being sent."""
 LogListener = Callable[[LogAppended], None]
 _log = logging.getLogger(__name__)
 
@@ -56,12 +60,15 @@ class ExecutionService:
         artifacts: FsspecArtifactStore,
         runner: TaskRunner,
         settings: Settings | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        """`notifier` sends the notifications of `spec.notify` (default: none are sent)."""
         self._store = store
         self._artifacts = artifacts
         self._runner = runner
         self._secrets = EnvSecretStore()
         self._log_limit = DEFAULT_TASK_LOG_LIMIT if settings is None else settings.task_log_limit
+        self.notifier = notifier
 
     @property
     def store(self) -> SqlStateStore:
@@ -89,10 +96,19 @@ class ExecutionService:
             lease=LeasePolicy.of(settings.lease_s),
             durability=settings.durability,
         )
+        notifier = Notifier(
+            engine,
+            secrets=EnvSecretStore(),
+            connections=EnvironmentConnections(),
+            base_url=settings.base_url,
+        )
         try:
             await upgrade(engine)
             async with store:
-                yield cls(store, artifacts, task_runner, settings)
+                try:
+                    yield cls(store, artifacts, task_runner, settings, notifier)
+                finally:
+                    await notifier.drain(NOTIFY_DRAIN_S)
         finally:
             await engine.dispose()
             if own_runner is not None:
@@ -121,11 +137,33 @@ class ExecutionService:
             secrets=self._secrets,
             inputs=resolved,
             execution_id=execution_id,
-            on_event=on_event,
+            on_event=self._listener(program, on_event),
             on_log=on_log,
             task_log_limit=self._log_limit,
         )
-        return await self._collect_garbage(await _halting(orchestrator, orchestrator.run()))
+        result = await self._collect_garbage(await _halting(orchestrator, orchestrator.run()))
+        return self._notified(program, result)
+
+    def _listener(
+        self, program: PipelineProgram, on_event: EventListener | None
+    ) -> EventListener | None:
+        """`on_event`, and the notifier told of approvals that start waiting."""
+        notifier = self.notifier
+        if notifier is None or not program.definition.notify:
+            return on_event
+        approvals = {n.id for n in program.nodes if n.approval is not None}
+
+        def listen(event: Event) -> None:
+            notifier.on_event(program.definition, event, approvals)
+            if on_event is not None:
+                on_event(event)
+
+        return listen
+
+    def _notified(self, program: PipelineProgram, result: ExecutionResult) -> ExecutionResult:
+        if self.notifier is not None:
+            self.notifier.on_result(program.definition, result)
+        return result
 
     async def resume(
         self,
@@ -165,13 +203,14 @@ class ExecutionService:
             secrets=self._secrets,
             inputs=snapshot.inputs,
             execution_id=execution_id,
-            on_event=on_event,
+            on_event=self._listener(program, on_event),
             on_log=on_log,
             task_log_limit=self._log_limit,
         )
-        return await self._collect_garbage(
+        result = await self._collect_garbage(
             await _halting(orchestrator, orchestrator.resume(snapshot))
         )
+        return self._notified(program, result)
 
     async def _collect_garbage(self, result: ExecutionResult) -> ExecutionResult:
         """Delete the artifacts an ended execution wrote but does not reference.

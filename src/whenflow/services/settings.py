@@ -39,6 +39,8 @@ class Settings:
     """Bytes one attempt may log (`WHENFLOW_TASK_LOG_LIMIT`); None for no limit."""
     durability: Durability = Durability.PROCESS
     """What a commit survives (`WHENFLOW_DURABILITY`: `process` or `power`)."""
+    base_url: str | None = None
+    """The server's public URL (`WHENFLOW_BASE_URL`): notifications link to its executions."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,6 +51,7 @@ class Settings:
             commit_timeout_s=_seconds("WHENFLOW_COMMIT_TIMEOUT", DEFAULT_COMMIT_TIMEOUT_S),
             task_log_limit=_log_limit(os.environ.get("WHENFLOW_TASK_LOG_LIMIT")),
             durability=_durability(os.environ.get("WHENFLOW_DURABILITY")),
+            base_url=os.environ.get("WHENFLOW_BASE_URL") or None,
         )
 
 
