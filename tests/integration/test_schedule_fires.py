@@ -24,6 +24,7 @@ from whenflow.dsl.load import load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.services.executions import ExecutionService
 from whenflow.services.scheduled_starts import Fired, FireRequest, create_fired_execution
+from whenflow.services.schedules import ScheduleService
 from whenflow.storage import queries, schedules, tables
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import make_engine
@@ -163,3 +164,33 @@ async def test_sync_pause_resume_and_removal(engine: AsyncEngine, store: SqlStat
         assert await schedules.list_fires(connection, key) == []
         with pytest.raises(ScheduleNotFound, match="no schedule"):
             await schedules.set_paused(connection, key, True, SLOT)
+
+
+async def test_the_schedule_service_lists_schedules_and_cycles(
+    store: SqlStateStore, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    prog = program(f"svc-{uuid.uuid4().hex[:8]}")
+    changes: list[str] = []
+    service = ScheduleService(
+        engine, on_change=lambda: changes.append("changed"), clock=lambda: SLOT
+    )
+    (view,) = await service.sync(prog.definition)
+    assert view.id == f"{prog.definition.name}:tick"
+    assert view.next[:2] == ("2026-11-29T23:35:00+00:00", "2026-11-29T23:36:00+00:00")
+    runs = ExecutionService(store, FsspecArtifactStore(tmp_path.as_uri()), InlineRunner({}))
+    fired = await create_fired_execution(store, prog, request(prog, view.id, SLOT))
+    assert fired is not None
+    await runs.resume(fired.execution_id)
+    assert await create_fired_execution(store, prog, request(prog, view.id, SLOT + 60))
+    cycles = await service.cycles(view.id)
+    assert [(c.cycle, c.logical_date, c.status) for c in cycles] == [
+        (2, "2026-11-29T23:35:00+00:00", "running"),
+        (1, "2026-11-29T23:34:00+00:00", "completed"),
+    ]
+    paused = await service.pause(view.id)
+    assert (paused.paused, paused.next, paused.cycles) == (True, (), 2)
+    assert (await service.resume(view.id)).next[0] == "2026-11-29T23:35:00+00:00"
+    assert [v.id for v in await service.list_schedules(prog.definition.name)] == [view.id]
+    assert changes == ["changed"] * 3
+    with pytest.raises(ScheduleNotFound):
+        await service.get(f"{prog.definition.name}:nope")
