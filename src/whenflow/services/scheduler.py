@@ -88,6 +88,8 @@ class SchedulerPolicy:
     grace_s: float = DEFAULT_GRACE_S
     queue_poll_s: float = 1.0
     idle_s: float = 30.0
+    parallel: int = 8
+    """Schedules processed at once in a pass (each holds a database connection)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,28 +210,41 @@ class Scheduler:
         now = self.clock.now()
         async with self._engine.connect() as connection:
             rows = await schedules.list_schedules(connection)
+            latest = await schedules.latest_slots(connection)
         wake_at = now + self.policy.idle_s
-        known = {r.key for r in rows if not r.paused}
+        active = [r for r in rows if not r.paused]
+        known = {r.key for r in active}
         for key in [k for k in self._queues if k not in known]:
             del self._queues[key]
-        for row in rows:
-            if row.paused:
-                continue
-            due = await self._process(row, now)
+        limit = asyncio.Semaphore(self.policy.parallel)
+
+        async def process(row: ScheduleRow) -> float | None:
+            async with limit:
+                return await self._process(row, latest.get(row.key), now)
+
+        outcomes = await asyncio.gather(*(process(r) for r in active), return_exceptions=True)
+        for row, due in zip(active, outcomes, strict=True):
+            if isinstance(due, BaseException):
+                if not isinstance(due, Exception):
+                    raise due
+                _log.error("schedule %s: its pass failed: %s", row.key, due, exc_info=due)
+                due = now + self.policy.queue_poll_s
             if due is not None:
                 wake_at = min(wake_at, due)
         return wake_at
 
-    async def _process(self, row: ScheduleRow, now: float) -> float | None:
+    async def _process(self, row: ScheduleRow, last_slot: float | None, now: float) -> float | None:
         schedule = row.schedule
-        async with self._engine.connect() as connection:
-            last = await schedules.last_fire(connection, row.key)
         queue = self._queues.setdefault(row.key, _Queue()).slots
-        marks = [row.created_at, row.decided_until, last.slot if last else None]
+        marks = [row.created_at, row.decided_until, last_slot]
         after = max(m for m in [*marks, *queue[-1:]] if m is not None)
         plan = plan_due(schedule, after, now, grace_s=self.policy.grace_s)
         if plan.skip_through is not None:
             await self._skip(row.key, plan.skip_through)
+        if not plan.fire and not queue:
+            return next_slot(schedule, max(now, after))
+        async with self._engine.connect() as connection:
+            last = await schedules.last_fire(connection, row.key)
         if schedule.overlap is Overlap.QUEUE:
             queue.extend(plan.fire)
             while queue:

@@ -189,6 +189,12 @@ async def last_fire(connection: AsyncConnection, key: str) -> FireRow | None:
     return None if row is None else _fire_row(row)
 
 
+async def latest_slots(connection: AsyncConnection) -> dict[str, float]:
+    """The latest fired slot of every schedule that has fired, by schedule key."""
+    query = sa.select(_f.c.schedule_id, sa.func.max(_f.c.slot)).group_by(_f.c.schedule_id)
+    return {key: slot for key, slot in await connection.execute(query)}
+
+
 async def list_fires(connection: AsyncConnection, key: str, *, limit: int = 50) -> list[FireRow]:
     """The cycles of a schedule, latest first."""
     query = (
@@ -204,6 +210,16 @@ async def fire_of_execution(connection: AsyncConnection, execution_id: str) -> F
     """The fire that started an execution, if a schedule started it."""
     row = (await connection.execute(sa.select(_f).where(_f.c.execution_id == execution_id))).first()
     return None if row is None else _fire_row(row)
+
+
+_STATEMENTS: dict[str, BatchStatements] = {}
+
+
+def _batch_statements(dialect: str) -> BatchStatements:
+    statements = _STATEMENTS.get(dialect)
+    if statements is None:
+        statements = _STATEMENTS[dialect] = BatchStatements(dialect)
+    return statements
 
 
 def _insert_fire_once(dialect: str) -> sa.Executable:
@@ -251,18 +267,22 @@ async def fire_execution(
         )
         if inserted.rowcount != 1:
             return None
-        raised = await connection.execute(
-            sa.update(_s).where(_s.c.id == key).values(cycles=_s.c.cycles + 1)
-        )
-        if raised.rowcount != 1:
+        raised = (
+            await connection.execute(
+                sa.update(_s)
+                .where(_s.c.id == key)
+                .values(cycles=_s.c.cycles + 1)
+                .returning(_s.c.cycles)
+            )
+        ).scalar()
+        if raised is None:
             raise ScheduleNotFound(key)
-        cycle = (await connection.execute(sa.select(_s.c.cycles).where(_s.c.id == key))).scalar()
-        assert isinstance(cycle, int)
+        cycle = int(raised)
         records = creation(cycle)
         created = next((r for r in records if isinstance(r, ExecutionCreated)), None)
         if created is None:
             raise ValueError("fire_execution needs the execution's ExecutionCreated record")
-        for step in plan_batch(records, BatchStatements(dialect)):
+        for step in plan_batch(records, _batch_statements(dialect)):
             await connection.execute(step.statement, step.mappings())
         await connection.execute(
             insert_statement(),
