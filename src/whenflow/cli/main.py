@@ -374,11 +374,23 @@ def executions_show(
     execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
 ) -> None:
     """One execution: status, nodes, outputs (same object as `run --json`)."""
-    result = _query(lambda s, full_id: s.show(full_id), execution_id)
+    result, sent = _query(_shown, execution_id)
+    if as_json:
+        notices = {"notifications": [n.to_json() for n in sent]} if sent else {}
+        print_json({**result.to_json(), **notices})
+        return
     _print_result(result, as_json)
-    if not as_json:
-        for node_id, node in result.nodes.items():
-            print(f"  {node_id:<24} {node.status.value:<10} attempts={node.attempts}")
+    for node_id, node in result.nodes.items():
+        print(f"  {node_id:<24} {node.status.value:<10} attempts={node.attempts}")
+    if sent:
+        print("notifications:")
+    for n in sent:
+        outcome = "sent" if n.error is None else f"failed: {n.error}"
+        print(f"  {n.outcome:<10} {n.channel:<8} {n.attempts} attempt(s), {outcome}")
+
+
+async def _shown(service: Any, execution_id: str) -> tuple[ExecutionResult, list[Any]]:
+    return await service.show(execution_id), await service.notifications(execution_id)
 
 
 @executions_command("events")

@@ -26,7 +26,12 @@ from whenflow.engine.orchestrator import Orchestrator
 from whenflow.engine.ports import TaskRunner
 from whenflow.engine.runtime import ExecutionResult
 from whenflow.engine.variable_pool import ARTIFACT_MARKER
-from whenflow.services.notifications import Notifier
+from whenflow.services.notifications import (
+    NotificationView,
+    Notifier,
+    listener,
+    notifications_of,
+)
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.settings import Settings
 from whenflow.services.views import EventView, ExecutionRow, LogView, VariableView, iso_time
@@ -147,23 +152,16 @@ class ExecutionService:
     def _listener(
         self, program: PipelineProgram, on_event: EventListener | None
     ) -> EventListener | None:
-        """`on_event`, and the notifier told of approvals that start waiting."""
-        notifier = self.notifier
-        if notifier is None or not program.definition.notify:
-            return on_event
-        approvals = {n.id for n in program.nodes if n.approval is not None}
-
-        def listen(event: Event) -> None:
-            notifier.on_event(program.definition, event, approvals)
-            if on_event is not None:
-                on_event(event)
-
-        return listen
+        return on_event if self.notifier is None else listener(self.notifier, program, on_event)
 
     def _notified(self, program: PipelineProgram, result: ExecutionResult) -> ExecutionResult:
         if self.notifier is not None:
             self.notifier.on_result(program.definition, result)
         return result
+
+    async def notifications(self, execution_id: str) -> list[NotificationView]:
+        """What became of the notifications of an execution, oldest first."""
+        return await notifications_of(self._store.engine, execution_id)
 
     async def resume(
         self,

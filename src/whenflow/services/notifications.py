@@ -36,6 +36,7 @@ from whenflow.domain.definitions import PipelineDefinition
 from whenflow.domain.events import Event
 from whenflow.domain.schedules import Channel, NotifyOn, NotifyRule
 from whenflow.domain.states import ExecutionStatus, NodeState
+from whenflow.dsl.program import PipelineProgram
 from whenflow.dsl.templates import compile_template
 from whenflow.engine.ports import SecretStore
 from whenflow.engine.runtime import ExecutionResult
@@ -147,6 +148,64 @@ def _link(base_url: str | None, execution_id: str) -> str | None:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+EventListener = Callable[[Event], None]
+
+
+def listener(
+    notifier: Notifier, program: PipelineProgram, on_event: EventListener | None
+) -> EventListener | None:
+    """`on_event`, with `notifier` told of the approvals that start waiting."""
+    if not program.definition.notify:
+        return on_event
+    approvals = {n.id for n in program.nodes if n.approval is not None}
+
+    def listen(event: Event) -> None:
+        notifier.on_event(program.definition, event, approvals)
+        if on_event is not None:
+            on_event(event)
+
+    return listen
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationView:
+    """A notification as shown: `outcome`, `channel`, `status` (sent, failed), `attempts`,
+    `error` (masked; None when sent), `at` (ISO 8601, when it was settled)."""
+
+    outcome: str
+    channel: str
+    status: str
+    attempts: int
+    error: str | None
+    at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "channel": self.channel,
+            "status": self.status,
+            "attempts": self.attempts,
+            "error": self.error,
+            "at": self.at,
+        }
+
+
+async def notifications_of(engine: AsyncEngine, execution_id: str) -> list[NotificationView]:
+    """What became of the notifications of an execution, oldest first."""
+    rows = await notifications.list_for(engine, execution_id)
+    return [
+        NotificationView(
+            r.outcome,
+            r.channel,
+            r.status,
+            r.attempts,
+            r.error,
+            None
+            if r.finished_at is None
+            else dt.datetime.fromtimestamp(r.finished_at, dt.UTC).isoformat(),
+        )
+        for r in rows
+    ]
 
 
 class Notifier:
