@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -288,3 +290,23 @@ async def test_a_restart_right_after_a_fire_does_not_fire_again(
     assert await harness.slots() == [T + 2, T + 4]
     fired = harness.scheduler.fired + other.scheduler.fired
     assert sorted(f.cycle for f in fired) == [1, 2]
+
+
+async def test_on_the_real_clock_every_slot_fires_once_and_on_time(
+    store: SqlStateStore, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    made = await _make(store, engine, tmp_path, "every: 1s, overlap: queue", "noop", time.time())
+    scheduler = Scheduler(engine, made.starter)  # the system clock
+    await scheduler.start()
+    try:
+        async with asyncio.timeout(30):
+            while len(scheduler.fired) < 3:
+                await scheduler.wait_ticks(scheduler.ticks + 1)
+    finally:
+        await scheduler.stop()
+        await made.starter.close()
+    slots = [f.slot for f in scheduler.fired]
+    assert [b - a for a, b in itertools.pairwise(slots)] == [1.0] * (len(slots) - 1)
+    assert [f.cycle for f in scheduler.fired] == list(range(1, len(slots) + 1))
+    # Each fired after its slot and within its period.
+    assert all(0 <= f.fired_at - f.slot < 1.0 for f in scheduler.fired), scheduler.fired
