@@ -131,6 +131,13 @@ async def test_a_fired_execution_runs_with_its_cycle_and_logical_date(
         "schedule": key,
         "market": "sh",
     }
+    # The execution object names its cycle, live and as stored; others have no `cycle`.
+    cycle = {"schedule": key, "cycle": 2, "logicalDate": "2026-11-29T23:35:00+00:00"}
+    assert result.to_json()["cycle"] == cycle
+    assert (await service.show(second.execution_id)).to_json()["cycle"] == cycle
+    plain = await service.run(prog, {"market": "hk"})
+    assert "cycle" not in plain.to_json()
+    assert "cycle" not in (await service.show(plain.execution_id)).to_json()
     async with engine.connect() as connection:
         fire = await schedules.fire_of_execution(connection, second.execution_id)
     assert fire is not None

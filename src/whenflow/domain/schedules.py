@@ -37,6 +37,10 @@ class CatchUp(StrEnum):
     ALL = "all"
 
 
+SCHEDULE_SYSTEM_NAMES = ("schedule", "cycle", "logicalDate")
+"""The `system.*` values of an execution a schedule started: its schedule
+(`<pipeline>:<id>`), its cycle number and its slot (ISO 8601, UTC)."""
+
 DEFAULT_MAX_CATCH_UP = 100
 """The most missed slots `catchUp: all` fires when `maxCatchUp` is not set."""
 

@@ -26,7 +26,7 @@ from typing import Any
 from whenflow.domain.param_types import resolve_inputs, type_name
 from whenflow.domain.records import ExecutionCreated, MessageKind, Record, VariableWritten
 from whenflow.domain.schedule_slots import iso
-from whenflow.domain.schedules import Schedule
+from whenflow.domain.schedules import SCHEDULE_SYSTEM_NAMES, Schedule
 from whenflow.domain.variables import Variable
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.runtime import ExecutionResult
@@ -35,9 +35,7 @@ from whenflow.services.executions import ExecutionService
 from whenflow.storage.schedules import fire_execution
 from whenflow.storage.state_store import SqlStateStore
 
-SYSTEM_CYCLE = "cycle"
-SYSTEM_LOGICAL_DATE = "logicalDate"
-SYSTEM_SCHEDULE = "schedule"
+SYSTEM_SCHEDULE, SYSTEM_CYCLE, SYSTEM_LOGICAL_DATE = SCHEDULE_SYSTEM_NAMES
 _log = logging.getLogger("whenflow.scheduler")
 
 
