@@ -21,6 +21,7 @@ import pytest
 from manual_clock import ManualClock
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from whenflow.domain.errors import DefinitionError, DefinitionIssue
 from whenflow.dsl.load import load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.services.executions import ExecutionService
@@ -310,3 +311,21 @@ async def test_on_the_real_clock_every_slot_fires_once_and_on_time(
     assert [f.cycle for f in scheduler.fired] == list(range(1, len(slots) + 1))
     # Each fired after its slot and within its period.
     assert all(0 <= f.fired_at - f.slot < 1.0 for f in scheduler.fired), scheduler.fired
+
+
+async def test_a_slot_whose_pipeline_cannot_start_is_skipped_and_the_loop_goes_on(
+    harness: Harness,
+) -> None:
+    def gone(name: str, version: str) -> PipelineProgram:
+        raise DefinitionError(DefinitionIssue(f"{name}@{version} is not in the registry"))
+
+    program = harness.starter.load
+    harness.starter.load = gone
+    await harness.scheduler.start()
+    await harness.pass_at(T + 2.0)
+    async with harness.engine.connect() as connection:
+        row = await schedules.get_schedule(connection, harness.key)
+    assert (await harness.slots(), row.decided_until) == ([], T + 2)
+    harness.starter.load = program
+    await harness.pass_at(T + 4.0)
+    assert await harness.slots() == [T + 4]

@@ -35,7 +35,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from whenflow.domain.errors import ExecutionNotFound, InputError, WhenflowError
+from whenflow.domain.errors import ExecutionNotFound, StoreError, WhenflowError
 from whenflow.domain.schedule_slots import DEFAULT_GRACE_S, next_slot, plan_due
 from whenflow.domain.schedules import Overlap
 from whenflow.services.scheduled_starts import Fired, FireRequest
@@ -287,7 +287,9 @@ class Scheduler:
         request = FireRequest(row.key, row.pipeline_name, row.pipeline_version, row.schedule, slot)
         try:
             fired = await self._starter.start(request)
-        except InputError as exc:
+        except StoreError:
+            raise  # the database: the pass fails and is tried again
+        except WhenflowError as exc:  # bad inputs, a pipeline version that cannot load
             _log.error("schedule %s cannot start its pipeline, slot skipped: %s", row.key, exc)
             await self._skip(row.key, slot)
             return None
