@@ -21,15 +21,20 @@ import pytest
 from manual_clock import ManualClock
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from whenflow.domain.errors import DefinitionError, DefinitionIssue
+from whenflow.domain.errors import DefinitionError, DefinitionIssue, ExecutionOwned
 from whenflow.dsl.load import load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.services.executions import ExecutionService
-from whenflow.services.scheduled_starts import EmbeddedStarter
+from whenflow.services.scheduled_starts import (
+    EmbeddedStarter,
+    FireRequest,
+    create_fired_execution,
+)
 from whenflow.services.scheduler import Scheduler
 from whenflow.storage import queries, schedules
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import make_engine
+from whenflow.storage.leases import LeasePolicy
 from whenflow.storage.state_store import SqlStateStore
 from whenflow.testing import InlineRunner
 
@@ -329,3 +334,43 @@ async def test_a_slot_whose_pipeline_cannot_start_is_skipped_and_the_loop_goes_o
     harness.starter.load = program
     await harness.pass_at(T + 4.0)
     assert await harness.slots() == [T + 4]
+
+
+async def test_a_crash_right_after_a_fire_neither_fires_again_nor_loses_the_execution(
+    harness: Harness, db_url: str, tmp_path: Path
+) -> None:
+    program = harness.starter.load("", "")
+    slot = T + 2
+    # The first process commits the fire of slot 2, then dies before running it: its
+    # store goes away without releasing the execution (owned until its lease expires).
+    dead_engine = make_engine(db_url)
+    try:
+        async with SqlStateStore(dead_engine, lease=LeasePolicy.of(0.3)) as dead:
+            definition = program.definition
+            request = FireRequest(
+                harness.key, definition.name, definition.version, definition.schedules[0], slot
+            )
+            fired = await create_fired_execution(dead, program, request)
+    finally:
+        await dead_engine.dispose()
+    assert fired is not None
+    # The restarted process: the slot is not fired again...
+    await harness.scheduler.start()
+    await harness.pass_at(T + 2.2)
+    assert harness.scheduler.fired == []
+    assert await harness.slots() == [slot]
+    # ...and the execution, once its old lease has expired, is resumed and finishes.
+    service = harness.starter.service
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                result = await service.resume(fired.execution_id)
+                break
+            except ExecutionOwned:
+                await asyncio.sleep(0.05)  # the dead owner's lease runs out in 0.3 s
+    assert str(result.status) == "completed"
+    assert result.cycle == {
+        "schedule": harness.key,
+        "cycle": 1,
+        "logicalDate": "2026-11-29T00:00:02+00:00",
+    }
