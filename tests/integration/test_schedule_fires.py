@@ -82,7 +82,7 @@ async def second_store(db_url: str, engine: AsyncEngine) -> AsyncIterator[SqlSta
 async def test_racing_stores_fire_each_slot_once(
     store: SqlStateStore, second_store: SqlStateStore, engine: AsyncEngine
 ) -> None:
-    prog = program(f"race-{uuid.uuid4().hex[:8]}")
+    prog = program(f"sch-race-{uuid.uuid4().hex[:8]}")
     key = await publish(engine, prog)
     slots = [SLOT + 60 * i for i in range(12)]
     outcomes: list[Fired | None] = []
@@ -114,7 +114,7 @@ async def test_racing_stores_fire_each_slot_once(
 async def test_a_fired_execution_runs_with_its_cycle_and_logical_date(
     store: SqlStateStore, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    prog = program(f"cycle-{uuid.uuid4().hex[:8]}")
+    prog = program(f"sch-cycle-{uuid.uuid4().hex[:8]}")
     key = await publish(engine, prog)
     service = ExecutionService(store, FsspecArtifactStore(tmp_path.as_uri()), InlineRunner({}))
     first = await create_fired_execution(store, prog, request(prog, key, SLOT))
@@ -148,7 +148,7 @@ async def test_a_fired_execution_runs_with_its_cycle_and_logical_date(
 
 
 async def test_sync_pause_resume_and_removal(engine: AsyncEngine, store: SqlStateStore) -> None:
-    prog = program(f"sync-{uuid.uuid4().hex[:8]}")
+    prog = program(f"sch-sync-{uuid.uuid4().hex[:8]}")
     key = await publish(engine, prog)
     name = prog.definition.name
     assert await create_fired_execution(store, prog, request(prog, key, SLOT)) is not None
@@ -176,7 +176,7 @@ async def test_sync_pause_resume_and_removal(engine: AsyncEngine, store: SqlStat
 async def test_the_schedule_service_lists_schedules_and_cycles(
     store: SqlStateStore, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    prog = program(f"svc-{uuid.uuid4().hex[:8]}")
+    prog = program(f"sch-svc-{uuid.uuid4().hex[:8]}")
     changes: list[str] = []
     service = ScheduleService(
         engine, on_change=lambda: changes.append("changed"), clock=lambda: SLOT

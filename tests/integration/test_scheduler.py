@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from manual_clock import ManualClock
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,7 +32,7 @@ from whenflow.services.scheduled_starts import (
     create_fired_execution,
 )
 from whenflow.services.scheduler import Scheduler
-from whenflow.storage import queries, schedules
+from whenflow.storage import queries, schedules, tables
 from whenflow.storage.artifacts import FsspecArtifactStore
 from whenflow.storage.database import make_engine
 from whenflow.storage.leases import LeasePolicy
@@ -95,6 +96,22 @@ class Harness:
         GATES.setdefault(cycle, asyncio.Event()).set()
         eid = next(f.execution_id for f in self.scheduler.fired if f.cycle == cycle)
         await self.starter.runs[eid]
+
+
+@pytest.fixture(autouse=True)
+async def only_this_tests_schedules(engine: AsyncEngine) -> AsyncIterator[None]:
+    """A scheduler fires every schedule of its database: on the PostgreSQL database the
+    tests share, those of the other tests of this file are deleted before and after."""
+    await _delete_schedules(engine)
+    yield
+    await _delete_schedules(engine)
+
+
+async def _delete_schedules(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.delete(tables.schedules).where(tables.schedules.c.pipeline_name.like("sch-%"))
+        )
 
 
 @pytest.fixture
@@ -306,16 +323,16 @@ async def test_on_the_real_clock_every_slot_fires_once_and_on_time(
     await scheduler.start()
     try:
         async with asyncio.timeout(30):
-            while len(scheduler.fired) < 3:
+            while len(mine := [f for f in scheduler.fired if f.schedule_key == made.key]) < 3:
                 await scheduler.wait_ticks(scheduler.ticks + 1)
     finally:
         await scheduler.stop()
         await made.starter.close()
-    slots = [f.slot for f in scheduler.fired]
+    slots = [f.slot for f in mine]
     assert [b - a for a, b in itertools.pairwise(slots)] == [1.0] * (len(slots) - 1)
-    assert [f.cycle for f in scheduler.fired] == list(range(1, len(slots) + 1))
+    assert [f.cycle for f in mine] == list(range(1, len(slots) + 1))
     # Each fired after its slot and within its period.
-    assert all(0 <= f.fired_at - f.slot < 1.0 for f in scheduler.fired), scheduler.fired
+    assert all(0 <= f.fired_at - f.slot < 1.0 for f in mine), mine
 
 
 async def test_a_slot_whose_pipeline_cannot_start_is_skipped_and_the_loop_goes_on(
