@@ -22,7 +22,12 @@ import sqlalchemy as sa
 from manual_clock import ManualClock
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from whenflow.domain.errors import DefinitionError, DefinitionIssue, ExecutionOwned
+from whenflow.domain.errors import (
+    DefinitionError,
+    DefinitionIssue,
+    ExecutionOwned,
+    ScheduleNotFound,
+)
 from whenflow.dsl.load import load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.services.executions import ExecutionService
@@ -391,3 +396,25 @@ async def test_a_crash_right_after_a_fire_neither_fires_again_nor_loses_the_exec
         "cycle": 1,
         "logicalDate": "2026-11-29T00:00:02+00:00",
     }
+
+
+async def test_a_cycle_started_by_hand_takes_the_next_number_and_now_as_its_date(
+    harness: Harness,
+) -> None:
+    await harness.scheduler.start()
+    await harness.pass_at(T + 2.0)
+    await harness.clock.set(T + 2.75)
+    fired = await harness.scheduler.trigger(harness.key)
+    assert fired is not None
+    assert fired.cycle == 2
+    await harness.pass_at(T + 4.0)  # the schedule goes on: slot 4 is cycle 3
+    assert await harness.slots() == [T + 2, T + 2.75, T + 4]
+    await harness.starter.close()
+    manual = harness.starter.results[fired.execution_id]
+    assert manual.cycle == {
+        "schedule": harness.key,
+        "cycle": 2,
+        "logicalDate": "2026-11-29T00:00:02.750000+00:00",
+    }
+    with pytest.raises(ScheduleNotFound):
+        await harness.scheduler.trigger("nope:nope")

@@ -181,6 +181,25 @@ class Scheduler:
             await schedules.set_paused(connection, key, False, self.clock.now())
         self.wake()
 
+    async def trigger(self, key: str) -> Fired | None:
+        """Start a cycle of a schedule now, by hand: the next cycle number, `logicalDate` now.
+
+        Paused or not, overlap aside; the schedule's later slots fire as usual.
+        Returns None if a fire at this very instant exists already.
+
+        Raises:
+            ScheduleNotFound: no such schedule.
+            WhenflowError: the pipeline cannot start (its inputs, its version).
+        """
+        async with self._engine.connect() as connection:
+            row = await schedules.get_schedule(connection, key)
+        slot = self.clock.now()
+        request = FireRequest(row.key, row.pipeline_name, row.pipeline_version, row.schedule, slot)
+        fired = await self._starter.start(request)
+        if fired is not None:
+            self.fired.append(FireLog(key, slot, fired.cycle, fired.execution_id, slot))
+        return fired
+
     async def _loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
