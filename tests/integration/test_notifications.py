@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from loopback_receivers import free_port, http_receiver, smtp_receiver
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from loopback_receivers import free_port, http_receiver, smtp_receiver
 from whenflow.domain.records import MessageKind
 from whenflow.dsl.load import load_program_text
 from whenflow.dsl.program import PipelineProgram
@@ -256,3 +256,42 @@ async def test_an_approval_waiting_then_a_cancel_are_told(
     assert stopped.startswith("[whenflow] gate cancelled")
     rows = await notifications.list_for(engine, execution_id)
     assert [(r.outcome, r.status) for r in rows] == [("waiting", "sent"), ("stopped", "sent")]
+
+
+COMPLETING = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {{name: fine}}
+spec:
+  notify:
+    - on: [completed]
+      webhook: {{url: "{url}/done", headers: {{X-Team: data}}}}
+    - on: [failed]
+      webhook: {{url: "{url}/failed"}}
+  nodes:
+    - {{id: load, task: {{type: python, callable: "tasks:fine"}}}}
+"""
+
+
+async def test_a_completion_is_told_to_the_completed_rules_only(
+    store: SqlStateStore, engine: AsyncEngine, tmp_path: Path, receivers: tuple[Any, Any]
+) -> None:
+    http, smtp = receivers
+    notifier = notifier_for(engine, smtp.port)
+    service = service_with(store, tmp_path, notifier)
+    result = await service.run(program(COMPLETING.format(url=http.url)), {})
+    await notifier.drain()
+    (done,) = http.on("/done")
+    assert http.on("/failed") == []
+    body = json.loads(done.body)
+    assert (body["event"], body["status"], body["node"], body["error"]) == (
+        "execution.completed",
+        "completed",
+        None,
+        None,
+    )
+    assert done.headers["X-Team"] == "data"
+    assert SIGNATURE_HEADER not in done.headers  # no signing secret, no signature
+    assert [(n.outcome, n.status) for n in await service.notifications(result.execution_id)] == [
+        ("completed", "sent")
+    ]
