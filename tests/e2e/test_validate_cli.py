@@ -372,3 +372,57 @@ def test_a_template_in_shell_code_is_a_warning_and_the_file_is_valid(tmp_path: P
     assert [(w["line"], w["field"]) for w in shown["warnings"]] == [
         (9, "nodes.greet.task.command.2")
     ]
+
+
+SCHEDULED = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: scheduled}
+spec:
+  schedules:
+    - {id: morning, cron: "0 9 * * 1-5", timezone: Asia/Shanghai, catchUp: latest}
+    - {every: 90s}
+  nodes:
+    - {id: load, task: {type: noop}}
+"""
+
+
+def test_validate_prints_the_next_five_fire_times_of_each_schedule(tmp_path: Path) -> None:
+    path = tmp_path / "scheduled.yaml"
+    path.write_text(SCHEDULED)
+    proc = run_cli(tmp_path, "validate", path)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split(":")[0].strip(): line for line in proc.stdout.splitlines()}
+    morning = lines["schedule morning"].split("next fires ")[1].split(", ")
+    assert len(morning) == 5
+    assert all(t.endswith("T09:00:00+08:00") for t in morning), morning
+    every = lines["schedule schedule-2"].split("next fires ")[1].split(", ")
+    assert len(every) == 5
+    document = json.loads(run_cli(tmp_path, "validate", path, "--json").stdout)
+    assert document["schedules"]["morning"] == morning
+    assert len(document["schedules"]["schedule-2"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle", "message"),
+    [
+        ('{cron: "0 25 * * *"}', '"0 25', "spec.schedules[0].cron: '0 25 * * *' is not a cron"),
+        (
+            '{cron: "0 9 * * *", timezone: Asia/Shanghia}',
+            "Asia/Shanghia",
+            "spec.schedules[0].timezone: unknown time zone 'Asia/Shanghia'",
+        ),
+        ("{every: 0s}", "0s", "spec.schedules[0].every: `every` must be longer than 0s"),
+    ],
+)
+def test_bad_schedules_exit_2_located(
+    tmp_path: Path, entry: str, needle: str, message: str
+) -> None:
+    line = f"    - {entry}"
+    path = tmp_path / "bad.yaml"
+    declared = SCHEDULED.split("  schedules:\n")[1].split("  nodes:")[0]
+    path.write_text(SCHEDULED.replace(declared, line + "\n"))
+    proc = run_cli(tmp_path, "validate", path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines()[0].startswith(f"{path}:6:{line.index(needle) + 1}: {message}")

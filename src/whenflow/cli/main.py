@@ -312,12 +312,15 @@ def validate(
     file: Annotated[Path, FileArgument], tasks: list[Path] = TasksOption, as_json: bool = JsonOption
 ) -> None:
     """Check a pipeline; print each node's effective startWhen, or the errors (exit 2)."""
+    from whenflow.services.pipelines import upcoming_fires
+
     program = _load(file, tasks)
     triggers = {n.id: program.effective_start_when(n.id) for n in program.nodes}
+    fires = upcoming_fires(program.definition)
     if as_json:
         warnings = [_issue_json(w) for w in program.warnings]
         document = {"valid": True, "pipeline": program.definition.name, "startWhen": triggers}
-        print_json({**document, "warnings": warnings})
+        print_json({**document, "schedules": fires, "warnings": warnings})
         return
     for warning in program.warnings:
         where = f"{warning.location}: " if warning.location else ""
@@ -326,6 +329,8 @@ def validate(
     width = max(len(n) for n in triggers)
     for node_id, trigger in triggers.items():
         print(f"  {node_id:<{width}}  startWhen: {trigger}")
+    for schedule_id, times in fires.items():
+        print(f"  schedule {schedule_id}: next fires {', '.join(times) or 'none (ended)'}")
 
 
 @command()
@@ -395,11 +400,23 @@ def executions_show(
     execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
 ) -> None:
     """One execution: status, nodes, outputs (same object as `run --json`)."""
-    result = _query(lambda s, full_id: s.show(full_id), execution_id)
+    result, sent = _query(_shown, execution_id)
+    if as_json:
+        notices = {"notifications": [n.to_json() for n in sent]} if sent else {}
+        print_json({**result.to_json(), **notices})
+        return
     _print_result(result, as_json)
-    if not as_json:
-        for node_id, node in result.nodes.items():
-            print(f"  {node_id:<24} {node.status.value:<10} attempts={node.attempts}")
+    for node_id, node in result.nodes.items():
+        print(f"  {node_id:<24} {node.status.value:<10} attempts={node.attempts}")
+    if sent:
+        print("notifications:")
+    for n in sent:
+        outcome = "sent" if n.error is None else f"failed: {n.error}"
+        print(f"  {n.outcome:<10} {n.channel:<8} {n.attempts} attempt(s), {outcome}")
+
+
+async def _shown(service: Any, execution_id: str) -> tuple[ExecutionResult, list[Any]]:
+    return await service.show(execution_id), await service.notifications(execution_id)
 
 
 @executions_command("events")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from whenflow.domain.schedules import NotifyRule, Schedule
+
 NODE_ID_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
 PIPELINE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -184,6 +186,10 @@ class PipelineDefinition:
     """`spec.finallyGrace`: how long finally nodes may run after a cancel or a timeout."""
     source_path: str | None = None
     source_text: str | None = None
+    schedules: tuple[Schedule, ...] = ()
+    """`spec.schedules`, each with its id (given, or `schedule-<n>` by position)."""
+    notify: tuple[NotifyRule, ...] = ()
+    """`spec.notify`: who is told of which outcomes."""
 
     def node(self, node_id: str) -> NodeDefinition:
         for node in self.nodes:

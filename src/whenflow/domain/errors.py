@@ -17,6 +17,7 @@ WhenflowError
 │   └── ExecutionOwned       another live process owns the execution
 ├── ExecutionNotFound        no execution with that id in the store
 ├── AmbiguousExecutionId     an id prefix names several executions
+├── ScheduleNotFound         no schedule with that id in the store
 └── StoreError               the state store cannot be used
     ├── OwnershipLost        another process took over an execution this one ran
     └── StoreSettingsError   a store setting is invalid or unreachable (exit 2)
@@ -289,6 +290,17 @@ class ExecutionNotFound(WhenflowError):
             f"no execution {execution_id!r}; `whenflow executions list` shows the known ones"
         )
         self.execution_id = execution_id
+
+
+class ScheduleNotFound(WhenflowError):
+    """No schedule with that id (`<pipeline>:<schedule id>`) is stored."""
+
+    def __init__(self, schedule_key: str) -> None:
+        super().__init__(
+            f"no schedule {schedule_key!r}: schedules are named <pipeline>:<schedule id> "
+            "and exist once their pipeline is published"
+        )
+        self.schedule_key = schedule_key
 
 
 class AmbiguousExecutionId(WhenflowError):

@@ -47,6 +47,16 @@ from whenflow.domain.definitions import (
     TaskSpec,
 )
 from whenflow.domain.errors import DefinitionError, DefinitionErrors, DefinitionIssue
+from whenflow.domain.schedule_slots import zone
+from whenflow.domain.schedules import (
+    DEFAULT_MAX_CATCH_UP,
+    CatchUp,
+    Channel,
+    NotifyOn,
+    NotifyRule,
+    Overlap,
+    Schedule,
+)
 from whenflow.dsl.approval import APPROVAL_TASK_TYPE
 from whenflow.dsl.schema import (
     TASK_INLINE_TAG,
@@ -54,9 +64,11 @@ from whenflow.dsl.schema import (
     DefaultsModel,
     InlineTaskModel,
     NodeModel,
+    NotifyModel,
     ParamModel,
     PipelineDocument,
     RetryModel,
+    ScheduleModel,
     TaskDocument,
     TaskRefModel,
 )
@@ -253,6 +265,78 @@ def _retry(model: RetryModel | None) -> RetryPolicy:
     )
 
 
+def default_schedule_id(index: int) -> str:
+    """The id of the schedule at `index` of `spec.schedules` when it gives none."""
+    return f"schedule-{index + 1}"
+
+
+def _schedules(
+    models: Sequence[ScheduleModel], source: SourceMap
+) -> tuple[tuple[Schedule, ...], list[DefinitionIssue]]:
+    schedules: list[Schedule] = []
+    issues: list[DefinitionIssue] = []
+    seen: dict[str, int] = {}
+    for index, model in enumerate(models):
+        schedule_id = model.id or default_schedule_id(index)
+        path: YamlPath = ("spec", "schedules", index)
+        if schedule_id in seen:
+            issues.append(
+                DefinitionIssue(
+                    f"duplicate schedule id {schedule_id!r} (first at spec.schedules"
+                    f"[{seen[schedule_id]}]); give each schedule its own `id`",
+                    source.locate((*path, "id")),
+                    field_name((*path, "id")),
+                )
+            )
+            continue
+        seen[schedule_id] = index
+        tz = zone(model.timezone)
+        start, end = (
+            None if d is None else d if d.tzinfo is not None else d.replace(tzinfo=tz)
+            for d in (model.start, model.end)
+        )
+        try:
+            schedules.append(
+                Schedule(
+                    id=schedule_id,
+                    cron=model.cron,
+                    every_s=model.every,
+                    timezone=model.timezone,
+                    inputs=dict(model.inputs),
+                    overlap=Overlap(model.overlap),
+                    catch_up=CatchUp(model.catch_up),
+                    max_catch_up=model.max_catch_up or DEFAULT_MAX_CATCH_UP,
+                    start=start,
+                    end=end,
+                )
+            )
+        except ValueError as exc:
+            issues.append(DefinitionIssue(str(exc), source.locate(path), field_name(path)))
+    return tuple(schedules), issues
+
+
+def _notify(models: Sequence[NotifyModel]) -> tuple[NotifyRule, ...]:
+    rules = []
+    for model in models:
+        on = tuple(dict.fromkeys(NotifyOn(o) for o in model.on))
+        if model.webhook is not None:
+            settings: dict[str, Any] = {"url": model.webhook.url, "headers": model.webhook.headers}
+            if model.webhook.signing_secret is not None:
+                settings["signingSecret"] = model.webhook.signing_secret
+            rules.append(NotifyRule(on, Channel.WEBHOOK, settings))
+        elif model.slack is not None:
+            rules.append(NotifyRule(on, Channel.SLACK, {"url": model.slack.url}))
+        elif model.email is not None:
+            email = model.email
+            settings = {"to": list(email.to), "connection": email.connection}
+            if email.sender is not None:
+                settings["from"] = email.sender
+            if email.subject is not None:
+                settings["subject"] = email.subject
+            rules.append(NotifyRule(on, Channel.EMAIL, settings))
+    return tuple(rules)
+
+
 def task_from_document(doc: TaskDocument) -> TaskDefinition:
     """A `kind: Task` document as a TaskDefinition; its TaskSpec has ref and signature set."""
     meta, spec = doc.metadata, doc.spec
@@ -428,6 +512,8 @@ def partial_pipeline(
         if base_dir is not None:
             task = replace(task, base_dir=base_dir)
         nodes.append(_node(node, task, spec.defaults))
+    schedules, schedule_issues = _schedules(spec.schedules, source)
+    issues.extend(schedule_issues)
     meta = doc.metadata
     definition = PipelineDefinition(
         name=meta.name,
@@ -443,5 +529,7 @@ def partial_pipeline(
         finally_grace_s=spec.finally_grace,
         source_path=source_path,
         source_text=source_text,
+        schedules=schedules,
+        notify=_notify(spec.notify),
     )
     return PartialPipeline(definition, tuple(issues), frozenset(placeholders))

@@ -52,6 +52,13 @@ def to_document(definition: PipelineDefinition) -> dict[str, Any]:
     spec["nodes"] = [_node(n) for n in definition.nodes]
     if definition.outputs:
         spec["outputs"] = _plain(definition.outputs)
+    if definition.schedules:
+        spec["schedules"] = [s.to_json() for s in definition.schedules]
+    if definition.notify:
+        spec["notify"] = [
+            {"on": [o.value for o in rule.on], rule.channel.value: _plain(rule.settings)}
+            for rule in definition.notify
+        ]
     return {"apiVersion": "whenflow/v1", "kind": "Pipeline", "metadata": metadata, "spec": spec}
 
 

@@ -16,6 +16,7 @@ Durations are parsed here (to seconds), so a bad one is reported at its place.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -30,6 +31,7 @@ from pydantic import (
     StrictInt,
     Tag,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -41,6 +43,8 @@ from whenflow.domain.definitions import (
 )
 from whenflow.domain.durations import parse_duration
 from whenflow.domain.events import EVENT_NAME, RESERVED_NODE_EVENTS
+from whenflow.domain.schedule_slots import check_cron, zone
+from whenflow.domain.schedules import SCHEDULE_ID_PATTERN
 
 API_VERSION = "whenflow/v1"
 SEMVER_PATTERN = re.compile(
@@ -265,6 +269,112 @@ class TaskMetadata(_Schema):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+def _positive_seconds(value: float) -> float:
+    if value <= 0:
+        raise ValueError("`every` must be longer than 0s; write e.g. 30s, 1m or 1h")
+    return value
+
+
+def _time_zone(value: str) -> str:
+    zone(value)
+    return value
+
+
+def _date_time(value: Any) -> Any:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return dt.datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a date; write ISO 8601, e.g. 2026-01-31 or "
+                "2026-01-31T09:00:00+08:00 (without an offset: in the schedule's timezone)"
+            ) from None
+    return value
+
+
+Every = Annotated[Duration, AfterValidator(_positive_seconds)]
+CronExpression = Annotated[str, AfterValidator(check_cron)]
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+DateTime = Annotated[
+    dt.datetime,
+    BeforeValidator(_date_time),
+    WithJsonSchema({"type": "string", "description": "ISO 8601 date or date-time"}),
+]
+ScheduleId = Annotated[
+    str,
+    _matching(
+        re.compile(SCHEDULE_ID_PATTERN),
+        "schedule id",
+        "use lowercase letters, digits, '_' and '-', e.g. nightly",
+    ),
+]
+
+
+class ScheduleModel(_Schema):
+    """One entry of `spec.schedules`: `cron` (+ `timezone`) or `every`."""
+
+    id: ScheduleId | None = None
+    cron: CronExpression | None = None
+    every: Every | None = None
+    timezone: TimeZoneName = "UTC"
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    overlap: Literal["skip", "queue", "cancelPrevious"] = "skip"
+    catch_up: Literal["none", "latest", "all"] = "none"
+    max_catch_up: PositiveInt | None = None
+    start: DateTime | None = None
+    end: DateTime | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleModel:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("a schedule sets exactly one of `cron` and `every`")
+        return self
+
+
+NotifyEvent = Literal["failed", "completed", "stopped", "waiting"]
+
+
+class WebhookChannelModel(_Schema):
+    """`webhook:` of a notify rule: a JSON POST, HMAC-SHA256-signed when a secret is set."""
+
+    url: Annotated[str, Field(min_length=1)]
+    signing_secret: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class SlackChannelModel(_Schema):
+    """`slack:` of a notify rule: a Slack-compatible incoming webhook."""
+
+    url: Annotated[str, Field(min_length=1)]
+
+
+class EmailChannelModel(_Schema):
+    """`email:` of a notify rule: a message over SMTP through a connection."""
+
+    to: Annotated[list[Annotated[str, Field(min_length=3)]], Field(min_length=1)]
+    connection: Annotated[str, Field(min_length=1)] = "smtp"
+    sender: str | None = Field(default=None, alias="from")
+    subject: str | None = None
+
+
+class NotifyModel(_Schema):
+    """One entry of `spec.notify`: `on` and exactly one channel."""
+
+    on: Annotated[list[NotifyEvent], Field(min_length=1)]
+    webhook: WebhookChannelModel | None = None
+    slack: SlackChannelModel | None = None
+    email: EmailChannelModel | None = None
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> NotifyModel:
+        chosen = [c for c in (self.webhook, self.slack, self.email) if c is not None]
+        if len(chosen) != 1:
+            raise ValueError("a notify rule sets exactly one of `webhook`, `slack` and `email`")
+        return self
+
+
 class PipelineSpecModel(_Schema):
     """`spec` of a Pipeline."""
 
@@ -277,6 +387,8 @@ class PipelineSpecModel(_Schema):
     finally_grace: Duration = DEFAULT_FINALLY_GRACE_S
     nodes: Annotated[list[NodeModel], Field(min_length=1)]
     outputs: dict[str, Any] = Field(default_factory=dict)
+    schedules: list[ScheduleModel] = Field(default_factory=list)
+    notify: list[NotifyModel] = Field(default_factory=list)
 
 
 class TaskSpecModel(BaseModel):

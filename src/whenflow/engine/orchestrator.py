@@ -53,7 +53,7 @@ from whenflow.engine.inbox_messages import (
     refusals_at_end,
 )
 from whenflow.engine.ports import ArtifactStore, SecretStore, StateStore, TaskRunner
-from whenflow.engine.runtime import ExecutionResult, NodeOutcome, NodeRuntime
+from whenflow.engine.runtime import ExecutionResult, NodeOutcome, NodeRuntime, cycle_of
 from whenflow.engine.secret_masking import SecretMask
 from whenflow.engine.settling import settle
 from whenflow.engine.subpipelines import cancel_orphans
@@ -226,6 +226,7 @@ class Orchestrator:
             nodes=nodes,
             events=tuple(e.event_type for e in s.events),
             error=mask(s.error),
+            cycle=cycle_of(s.pool.system),
         )
 
     # -------------------------------------------------------------- lifecycle

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whenflow.domain.records import ExecutionSnapshot
+from whenflow.domain.schedules import SCHEDULE_SYSTEM_NAMES
 from whenflow.domain.states import ExecutionStatus, NodeState
 from whenflow.dsl.program import NodeProgram
 from whenflow.engine.trigger_eval import TriggerTree
@@ -105,9 +106,11 @@ class ExecutionResult:
     events: tuple[str, ...]
     error: str | None = None
     retry_of: str | None = None
+    cycle: Mapping[str, Any] | None = None
+    """`{schedule, cycle, logicalDate}` when a schedule started the execution."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "executionId": self.execution_id,
             "retryOf": self.retry_of,
             "pipeline": self.pipeline,
@@ -118,12 +121,18 @@ class ExecutionResult:
             "events": list(self.events),
             "error": self.error,
         }
+        if self.cycle is not None:
+            data["cycle"] = dict(self.cycle)
+        return data
 
     @classmethod
     def from_snapshot(cls, snapshot: ExecutionSnapshot) -> ExecutionResult:
         """The result as stored: what `executions show` prints for any execution."""
         outputs: dict[str, dict[str, Any]] = {}
+        system: dict[str, Any] = {}
         for var in snapshot.variables:
+            if var.scope == "system":
+                system[var.name] = var.value
             if "#" in var.scope or var.scope in ("pipeline.input", "system"):
                 continue
             value = var.value if var.artifact is None else var.artifact.to_json()
@@ -144,4 +153,12 @@ class ExecutionResult:
             events=tuple(e.event_type for e in snapshot.events),
             error=snapshot.error,
             retry_of=snapshot.retry_of,
+            cycle=cycle_of(system),
         )
+
+
+def cycle_of(system: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The schedule values among an execution's `system.*` values, None without them."""
+    if "cycle" not in system:
+        return None
+    return {name: system.get(name) for name in SCHEDULE_SYSTEM_NAMES}

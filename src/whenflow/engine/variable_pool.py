@@ -263,6 +263,8 @@ class VariablePool:
                     value = self.artifacts.local_path(var.artifact)
             if var.scope == INPUT_SCOPE:
                 self.inputs[var.name] = value
+            elif var.scope == SYSTEM_SCOPE:  # a schedule's `cycle`, `logicalDate`, `schedule`
+                self.system[var.name] = value
             elif var.scope in self.outputs:
                 self.outputs[var.scope][var.name] = value
 

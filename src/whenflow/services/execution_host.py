@@ -214,9 +214,12 @@ class ExecutionHost:
         self._follow[execution_id] = task
 
     async def _follow_to_end(self, execution_id: str, work: Any) -> None:
+        orchestrator = self._running.get(execution_id)
         try:
             result: ExecutionResult = await work
             await self._service.collect_garbage(result)
+            if orchestrator is not None:
+                self._service.notified(orchestrator.program, result)
         except asyncio.CancelledError:
             raise
         except WhenflowError as exc:

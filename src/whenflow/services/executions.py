@@ -27,6 +27,12 @@ from whenflow.engine.runtime import ExecutionResult
 from whenflow.services import request_checks
 from whenflow.services.artifact_refs import referenced_artifacts
 from whenflow.services.connections import process_connections, seed_mask
+from whenflow.services.notifications import (
+    NotificationView,
+    Notifier,
+    listener,
+    notifications_of,
+)
 from whenflow.services.pipelines import default_runner, load_stored_program
 from whenflow.services.settings import Settings
 from whenflow.services.views import (
@@ -53,6 +59,8 @@ from whenflow.storage.secrets import secret_store
 from whenflow.storage.state_store import SqlStateStore
 
 EventListener = Callable[[Event], None]
+NOTIFY_DRAIN_S = 60.0
+"""How long closing the service waits for notifications still being sent."""
 LogListener = Callable[[LogAppended], None]
 _log = logging.getLogger(__name__)
 
@@ -67,13 +75,16 @@ class ExecutionService:
         runner: TaskRunner,
         settings: Settings | None = None,
         connections: ConnectionResolver | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        """`notifier` sends the notifications of `spec.notify` (default: none are sent)."""
         self._store = store
         self._artifacts = artifacts
         self._runner = runner
         self._connections = connections or process_connections()
         self._secrets = secret_store()
         self._log_limit = DEFAULT_TASK_LOG_LIMIT if settings is None else settings.task_log_limit
+        self.notifier = notifier
 
     @property
     def store(self) -> SqlStateStore:
@@ -106,10 +117,19 @@ class ExecutionService:
             lease=LeasePolicy.of(settings.lease_s),
             durability=settings.durability,
         )
+        notifier = Notifier(
+            engine,
+            secrets=secret_store(),
+            connections=connections,
+            base_url=settings.base_url,
+        )
         try:
             await upgrade(engine)
             async with store:
-                yield cls(store, artifacts, task_runner, settings, connections)
+                try:
+                    yield cls(store, artifacts, task_runner, settings, connections, notifier)
+                finally:
+                    await notifier.drain(NOTIFY_DRAIN_S)
         finally:
             await engine.dispose()
             if own_runner is not None:
@@ -133,7 +153,8 @@ class ExecutionService:
         orchestrator = self.orchestrator(
             program, resolved, execution_id=execution_id, on_event=on_event, on_log=on_log
         )
-        return await self.collect_garbage(await _halting(orchestrator, orchestrator.run()))
+        result = await self.collect_garbage(await _halting(orchestrator, orchestrator.run()))
+        return self.notified(program, result)
 
     def orchestrator(
         self,
@@ -155,11 +176,26 @@ class ExecutionService:
             mask=seed_mask(program, self._connections, self._secrets),
             inputs=inputs,
             execution_id=execution_id,
-            on_event=on_event,
+            on_event=self._listener(program, on_event),
             on_log=on_log,
             task_log_limit=self._log_limit,
             shared_inbox=shared_inbox,
         )
+
+    def _listener(
+        self, program: PipelineProgram, on_event: EventListener | None
+    ) -> EventListener | None:
+        return on_event if self.notifier is None else listener(self.notifier, program, on_event)
+
+    def notified(self, program: PipelineProgram, result: ExecutionResult) -> ExecutionResult:
+        """Send the notifications `result` calls for (in the background); `result`."""
+        if self.notifier is not None:
+            self.notifier.on_result(program.definition, result)
+        return result
+
+    async def notifications(self, execution_id: str) -> list[NotificationView]:
+        """What became of the notifications of an execution, oldest first."""
+        return await notifications_of(self._store.engine, execution_id)
 
     async def resume(
         self,
@@ -181,9 +217,10 @@ class ExecutionService:
         if isinstance(claimed, ExecutionResult):
             return claimed
         orchestrator, snapshot = claimed
-        return await self.collect_garbage(
+        result = await self.collect_garbage(
             await _halting(orchestrator, orchestrator.resume(snapshot))
         )
+        return self.notified(orchestrator.program, result)
 
     async def claim(
         self,

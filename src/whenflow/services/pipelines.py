@@ -6,12 +6,14 @@ Never imports the database layer, so `whenflow validate` stays fast.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from whenflow.backends.local import LocalRunner
 from whenflow.domain.connections import ConnectionResolver
-from whenflow.domain.definitions import TaskDefinition, TaskSignature, TaskSpec
+from whenflow.domain.definitions import PipelineDefinition, TaskDefinition, TaskSignature, TaskSpec
+from whenflow.domain.schedule_slots import upcoming
 from whenflow.dsl.load import load_program_file, load_program_text
 from whenflow.dsl.program import PipelineProgram
 from whenflow.engine.ports import TaskRunner
@@ -78,3 +80,11 @@ def load_stored_program(
         resolve_signature=resolve_signature,
         known_tasks=known_tasks,
     )
+
+
+def upcoming_fires(
+    definition: PipelineDefinition, now: float | None = None, count: int = 5
+) -> dict[str, list[str]]:
+    """The next `count` fire times of each schedule, ISO 8601 in its time zone, by id."""
+    moment = time.time() if now is None else now
+    return {s.id: [t.isoformat() for t in upcoming(s, moment, count)] for s in definition.schedules}

@@ -49,6 +49,8 @@ class Settings:
     """The largest API request body (`WHENFLOW_API_MAX_BODY`); larger ones get 413."""
     shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
     """How long a stopping server lets running attempts finish (`WHENFLOW_SHUTDOWN_GRACE`)."""
+    base_url: str | None = None
+    """The server's public URL (`WHENFLOW_BASE_URL`): notifications link to its executions."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,6 +64,7 @@ class Settings:
             durability=_durability(os.environ.get("WHENFLOW_DURABILITY")),
             api_max_body_bytes=_bytes("WHENFLOW_API_MAX_BODY", DEFAULT_API_MAX_BODY),
             shutdown_grace_s=_seconds("WHENFLOW_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE_S),
+            base_url=os.environ.get("WHENFLOW_BASE_URL") or None,
         )
 
 

@@ -41,7 +41,7 @@ from whenflow.storage.private_files import (
 )
 
 # The newest revision in migrations/versions; bump it with every new migration.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 

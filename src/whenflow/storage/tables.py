@@ -227,3 +227,62 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.PrimaryKeyConstraint("scope", "key"),
 )
+
+# Schedules of published pipelines (DESIGN.md §12), one row per (pipeline, schedule
+# id); `spec` is `Schedule.to_json()`. `cycles` is the number of the last cycle
+# started, raised in the transaction of each fire; `decided_until` is the latest
+# slot skipped (by catch-up or overlap): no slot up to it fires any more.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # "<pipeline>:<schedule id>"
+    sa.Column("pipeline_name", sa.Text, nullable=False),
+    sa.Column("pipeline_version", sa.Text, nullable=False),
+    sa.Column("schedule_id", sa.Text, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),  # JSON object
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("cycles", sa.Integer, nullable=False),
+    sa.Column("decided_until", Timestamp, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("pipeline_name", "schedule_id"),
+)
+
+# One row per fired slot: the unique (schedule, slot) key is inserted in the
+# transaction that creates the slot's execution, so a slot never fires twice.
+schedule_fires = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column("id", AutoId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "schedule_id", sa.Text, sa.ForeignKey("schedules.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("slot", Timestamp, nullable=False),
+    sa.Column("cycle", sa.Integer, nullable=False),
+    sa.Column(
+        "execution_id",
+        ExecutionId,
+        sa.ForeignKey("executions.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("schedule_id", "slot"),
+    sa.Index(None, "schedule_id", "cycle"),
+)
+
+# Notifications of execution outcomes (`spec.notify`): one row per message, its
+# final status (`sent` or `failed`) and the last error. Never changes the execution.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", AutoId, primary_key=True, autoincrement=True),
+    _execution_fk(),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.Index(None, "execution_id"),
+)
