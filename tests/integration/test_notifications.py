@@ -127,7 +127,7 @@ async def test_a_failure_is_sent_signed_to_every_channel_with_secrets_masked(
     body = json.loads(hook.body)
     assert body["event"] == "execution.failed"
     assert (body["pipeline"], body["version"]) == (name, "2.0.0")
-    assert (body["execution_id"], body["status"], body["node"]) == (
+    assert (body["executionId"], body["status"], body["node"]) == (
         result.execution_id,
         "failed",
         "load",

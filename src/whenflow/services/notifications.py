@@ -94,7 +94,7 @@ class Notice:
             "event": f"execution.{self.outcome.value}",
             "pipeline": self.pipeline,
             "version": self.version,
-            "execution_id": self.execution_id,
+            "executionId": self.execution_id,
             "status": self.status,
             "node": self.node,
             "error": self.error,
