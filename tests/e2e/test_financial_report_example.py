@@ -197,7 +197,8 @@ def test_over_http_into_mariadb_with_the_llm_report_in_s3(
         args = ("-i", f"source_url={source}", "-i", "llm_analysis=true", "-i", "llm_model=echo")
         result = run_example(workdir, home, *args, env=env)
         stock, sector, moutai = mariadb_counts(db, result["executionId"])
-        prompts = [r["json"]["messages"][-1]["content"] for r in llm.requests]
+        requests = list(llm.requests)
+        prompts = [r["json"]["messages"][-1]["content"] for r in requests]
 
     assert result["status"] == "completed", result
     nodes = result["nodes"]
@@ -225,4 +226,10 @@ def test_over_http_into_mariadb_with_the_llm_report_in_s3(
     assert (report["stock_rows"], report["sector_rows"]) == (STOCK_ROWS, SECTOR_ROWS)
     assert top_sector in report["analysis"]  # the echo model answers with the prompt
     assert report["usage"]["total_tokens"] > 0
-    assert LLM_KEY not in json.dumps(result)
+    # The LLM key of the connection URL reached the server and nothing whenflow wrote.
+    assert {r["headers"].get("authorization") for r in requests} == {f"Bearer {LLM_KEY}"}
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written
+    for path in written:
+        assert LLM_KEY.encode() not in path.read_bytes(), path
+    assert LLM_KEY not in json.dumps(result) + json.dumps(report)
