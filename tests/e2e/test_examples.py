@@ -166,7 +166,7 @@ def test_branch_and_join_runs_one_branch_and_joins_once(
 
 
 def test_every_example_validates_and_graphs(tmp_path: Path) -> None:
-    examples = sorted(EXAMPLES.glob("*.yaml"))
+    examples = sorted([*EXAMPLES.glob("*.yaml"), *EXAMPLES.glob("*/pipeline.yaml")])
     assert len(examples) >= 4
     for path in examples:
         proc = run_cli(tmp_path, "validate", path)
