@@ -24,9 +24,7 @@ FEATURES = EXAMPLES / "feature_engineering.yaml"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("cli-server-home")
-    with running_server(home) as running, Client(running.url) as client:
-        # The CLI pushes pipelines; the task definition feature_engineering uses goes first.
-        client.push((EXAMPLES / "tasks" / "transform.yaml").read_text(), publish=True, kind="tasks")
+    with running_server(home) as running:
         yield running
 
 
@@ -49,6 +47,12 @@ def _remote_json(server: Server, home: Path, *args: str | Path) -> object:
 def test_push_publish_start_wait_and_read_through_the_server(
     server: Server, client: Client, tmp_path: Path
 ) -> None:
+    # The task definition feature_engineering uses first: a `kind: Task` file.
+    task = _remote(
+        server, tmp_path, "pipelines", "push", EXAMPLES / "tasks" / "transform.yaml", "--publish"
+    )
+    assert task.strip() == "task transform 1.2.0: published"
+    assert client.pipeline("transform", "1.2.0", kind="tasks")["status"] == "published"
     pushed = _remote_json(server, tmp_path, "pipelines", "push", FEATURES)
     assert isinstance(pushed, dict)
     stored = client.pipeline("feature_engineering", "1.0.0")

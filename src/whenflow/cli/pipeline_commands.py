@@ -101,6 +101,19 @@ def _kind() -> Any:
     return DefinitionKind.PIPELINE
 
 
+def _plural_of(text: str) -> str:
+    """`tasks` for a `kind: Task` document, else `pipelines` (the registry then says
+    what is wrong with anything else)."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return "pipelines"
+    is_task = isinstance(document, dict) and document.get("kind") == "Task"
+    return "tasks" if is_task else "pipelines"
+
+
 def pipelines_push(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A pipeline YAML file.")],
     publish: Annotated[
@@ -108,23 +121,23 @@ def pipelines_push(
     ] = False,
     as_json: bool = JsonOption,
 ) -> None:
-    """Push a pipeline to the registry as a draft, or publish it with --publish."""
+    """Push a pipeline (or a `kind: Task` definition) to the registry as a draft,
+    or publish it with --publish."""
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         fail(f"error: cannot read {file}: {exc.strerror or exc}", EXIT_INVALID)
     except UnicodeDecodeError:
         fail(f"error: {file} is not UTF-8 text", EXIT_INVALID)
+    plural = _plural_of(text)
     if server_url() is not None:
-        pushed = with_client(lambda c: c.push(text, publish=publish))
+        pushed = with_client(lambda c: c.push(text, publish=publish, kind=plural))
     else:
-        pushed = _version_json(
-            _with_registry(lambda _s, r: r.push(text, publish=publish, kind=_kind()))
-        )
+        pushed = _version_json(_with_registry(lambda _s, r: r.push(text, publish=publish)))
     if as_json:
         print_json(pushed)
     else:
-        print(f"pipeline {pushed['name']} {pushed['version']}: {pushed['status']}")
+        print(f"{pushed['kind']} {pushed['name']} {pushed['version']}: {pushed['status']}")
 
 
 def pipelines_publish(
@@ -140,7 +153,7 @@ def pipelines_publish(
     if as_json:
         print_json(done)
     else:
-        print(f"pipeline {done['name']} {done['version']}: {done['status']}")
+        print(f"{done['kind']} {done['name']} {done['version']}: {done['status']}")
 
 
 def pipelines_list(as_json: bool = JsonOption) -> None:
