@@ -259,3 +259,35 @@ def test_the_registry_and_start_work_embedded_without_a_server(tmp_path: Path) -
     assert refused.returncode == 2
     assert re.match(r"^<pushed>:\d+:\d+: ", refused.stderr), refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+STOPPABLE = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: stoppable, version: 1.0.0}
+spec:
+  nodes:
+    - id: review
+      task: {type: approval, message: "Go on?", approvers: [alice]}
+    - id: after_stop
+      startWhen: event:review.stopped
+      task: {type: noop}
+"""
+
+
+def test_nodes_stop_reaches_an_embedded_run_through_its_inbox(tmp_path: Path) -> None:
+    from test_approvals_cli import waiting_run
+
+    pipeline = tmp_path / "stoppable.yaml"
+    pipeline.write_text(STOPPABLE)
+    with waiting_run(tmp_path, pipeline, message="Go on?") as (proc, execution_id):
+        stopped = run_json(tmp_path, "nodes", "stop", execution_id[:8], "review")
+        assert (stopped["applied"], stopped["refusal"]) == (True, None)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    shown = run_json(tmp_path, "executions", "show", execution_id)
+    assert shown["nodes"]["review"]["status"] == "stopped"
+    assert shown["nodes"]["after_stop"]["status"] == "completed"
+    late = run_cli(tmp_path, "nodes", "stop", execution_id, "review")
+    assert late.returncode == 1
+    assert late.stderr.startswith("error: ")
