@@ -7,6 +7,10 @@
 
     result = whenflow.run("pipeline.yaml", inputs={"start": "2024-01-01"})
 
+    with whenflow.Client("http://127.0.0.1:8080", token="...") as client:
+        started = client.start("etl", {"start": "2024-01-01"})
+        client.wait(started["executionId"])
+
 Attributes are imported lazily, so `import whenflow` stays cheap.
 """
 
@@ -15,10 +19,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
-__all__ = ["__version__", "run", "task"]
+__all__ = ["ApiError", "AsyncClient", "Client", "__version__", "run", "task"]
 
 if TYPE_CHECKING:
     from whenflow.api_run import run
+    from whenflow.client import ApiError, AsyncClient, Client
     from whenflow.executors.task_decorator import task
 
 
@@ -31,4 +36,8 @@ def __getattr__(name: str) -> Any:
         from whenflow.executors.task_decorator import task
 
         return task
+    if name in ("Client", "AsyncClient", "ApiError"):
+        from whenflow import client
+
+        return getattr(client, name)
     raise AttributeError(f"module 'whenflow' has no attribute {name!r}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +23,10 @@ from whenflow.cli.common import (
     resolve_id,
 )
 from whenflow.cli.output import print_json
+from whenflow.cli.server_client import print_message_state, server_url, with_client
+
+if TYPE_CHECKING:
+    from whenflow.client import Client
 
 WaitOption = typer.Option(
     10.0,
@@ -43,9 +47,15 @@ def _send(
     *,
     force: bool = False,
 ) -> None:
-    """Post to an execution's inbox; exit 1 if it was refused, 0 if applied or queued."""
+    """Post to an execution's inbox; exit 1 if it was refused, 0 if applied or queued.
+
+    With a server (`--server`), the request goes through its API instead.
+    """
     from whenflow.domain.records import MessageKind
 
+    if server_url() is not None:
+        _send_to_server(execution_id, kind_name, target, payload, as_json, done)
+        return
     kind = MessageKind(kind_name)
     execution_id = resolve_id(execution_id)
     state = query(lambda s: s.send(execution_id, kind, target, payload, wait_s=wait, force=force))
@@ -64,6 +74,33 @@ def _send(
             f"`whenflow resume {execution_id}`"
         )
     raise typer.Exit(EXIT_FAILED if state.refusal else EXIT_OK)
+
+
+def _send_to_server(
+    execution_id: str,
+    kind_name: str,
+    target: str,
+    payload: dict[str, Any],
+    as_json: bool,
+    done: str,
+) -> None:
+    """The same request through the server's API; a refusal is its 409 (exit 1)."""
+
+    def call(client: Client) -> Any:
+        if kind_name in ("approve", "reject"):
+            decide = client.approve if kind_name == "approve" else client.reject
+            return decide(execution_id, target, payload["comment"], by=payload["by"])
+        if kind_name == "event":
+            return client.send_event(execution_id, target, payload)
+        if kind_name == "stop":
+            return client.stop_node(execution_id, target, payload.get("reason"))
+        return client.cancel(execution_id, payload.get("reason"))
+
+    state = with_client(call)
+    if as_json:
+        print_json(state)
+    else:
+        print_message_state(state, done)
 
 
 def _current_user() -> str:
@@ -164,3 +201,16 @@ def executions_cancel(
     to end them at once.
     """
     _send(execution_id, "cancel", "", {"reason": reason}, wait, as_json, "cancelled")
+
+
+def nodes_stop(
+    execution_id: Annotated[str, ExecutionIdArgument],
+    node: Annotated[str, typer.Argument(metavar="NODE", help="The running node to stop.")],
+    reason: Annotated[
+        str, typer.Option("--reason", metavar="TEXT", help="Why; stored with the stop.")
+    ] = "stopped from the command line",
+    wait: float = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Stop one node of a running execution; the rest goes on (`event:NODE.stopped` fires)."""
+    _send(execution_id, "stop", node, {"reason": reason}, wait, as_json, f"{node}: stopped")

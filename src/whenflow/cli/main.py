@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from whenflow.cli import connection_commands, inbox_commands, server_command, token_commands
+from whenflow.cli import (
+    connection_commands,
+    execution_commands,
+    inbox_commands,
+    pipeline_commands,
+    server_command,
+    token_commands,
+)
 from whenflow.cli.common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -31,7 +38,7 @@ from whenflow.cli.common import fail as _fail
 from whenflow.cli.common import query as _query
 from whenflow.cli.common import resolve_id as _resolve_id
 from whenflow.cli.help_words import WhenflowCommand, WhenflowGroup
-from whenflow.cli.output import json_text, print_json, print_table
+from whenflow.cli.output import json_text, print_json
 
 if TYPE_CHECKING:
     from whenflow.cli.progress import Progress
@@ -48,7 +55,7 @@ app = typer.Typer(
     cls=WhenflowGroup,
 )
 executions_app = typer.Typer(
-    help="Inspect and cancel executions in the local store.",
+    help="Inspect, cancel and retry executions (the local store, or --server's).",
     no_args_is_help=True,
     cls=WhenflowGroup,
 )
@@ -69,7 +76,18 @@ connections_app = typer.Typer(
     cls=WhenflowGroup,
 )
 app.add_typer(connections_app, name="connections")
+pipelines_app = typer.Typer(
+    help="The pipeline registry: push, publish, list, show.",
+    no_args_is_help=True,
+    cls=WhenflowGroup,
+)
+app.add_typer(pipelines_app, name="pipelines")
+nodes_app = typer.Typer(
+    help="Requests to one node of a running execution.", no_args_is_help=True, cls=WhenflowGroup
+)
+app.add_typer(nodes_app, name="nodes")
 command = functools.partial(app.command, cls=WhenflowCommand)
+pipelines_command = functools.partial(pipelines_app.command, cls=WhenflowCommand)
 executions_command = functools.partial(executions_app.command, cls=WhenflowCommand)
 events_command = functools.partial(events_app.command, cls=WhenflowCommand)
 tokens_command = functools.partial(tokens_app.command, cls=WhenflowCommand)
@@ -108,8 +126,32 @@ def _options(
             "else $WHENFLOW_HOME/connections.yaml).",
         ),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            envvar="WHENFLOW_SERVER",
+            show_envvar=False,
+            help="Go through this whenflow server's API (default: $WHENFLOW_SERVER; "
+            "unset: the embedded store).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            envvar="WHENFLOW_TOKEN",
+            show_envvar=False,
+            help="The server's API token (default: $WHENFLOW_TOKEN).",
+        ),
+    ] = None,
 ) -> None:
     """Pipelines whose nodes say when they run."""
+    from whenflow.cli.server_client import use_server
+
+    use_server(server, token)
     if connections is not None:
         # Read by services when they build the connections; inherited by nothing
         # else that matters (task subprocesses get no WHENFLOW_CONN_* and this is a path).
@@ -367,107 +409,23 @@ def schema(
     print(json.dumps(makers[kind](), indent=2))
 
 
-@executions_command("list")
-def executions_list(
-    limit: int = typer.Option(20, "--limit", metavar="N", help="How many to list."),
-    status: Annotated[
-        str | None,
-        typer.Option(
-            "--status",
-            metavar="STATUS",
-            help="Only these: running, waiting, completed, failed, stopped or cancelled.",
-        ),
-    ] = None,
-    as_json: bool = JsonOption,
-) -> None:
-    """The most recent executions."""
-    statuses = ("running", "waiting", "completed", "failed", "stopped", "cancelled")
-    if status is not None and status not in statuses:
-        _fail(f"error: --status must be one of {', '.join(statuses)}", EXIT_INVALID)
-    rows = _query(lambda s: s.list_executions(limit=limit, status=status))
-    if as_json:
-        print_json([r.to_json() for r in rows])
-        return
-    # Plain columns, never cut: an id must stay whole at any width (docs/cli.md).
-    print_table(
-        ("execution", "pipeline", "version", "status", "created"),
-        [(r.execution_id, r.pipeline, r.version, r.status, r.created) for r in rows],
-    )
+# The registry and starts (cli/pipeline_commands.py); with --server through its API.
+pipelines_command("push")(pipeline_commands.pipelines_push)
+pipelines_command("publish")(pipeline_commands.pipelines_publish)
+pipelines_command("list")(pipeline_commands.pipelines_list)
+pipelines_command("show")(pipeline_commands.pipelines_show)
+command()(pipeline_commands.start)
 
-
-@executions_command("show")
-def executions_show(
-    execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
-) -> None:
-    """One execution: status, nodes, outputs (same object as `run --json`)."""
-    result, sent = _query(_shown, execution_id)
-    if as_json:
-        notices = {"notifications": [n.to_json() for n in sent]} if sent else {}
-        print_json({**result.to_json(), **notices})
-        return
-    _print_result(result, as_json)
-    for node_id, node in result.nodes.items():
-        print(f"  {node_id:<24} {node.status.value:<10} attempts={node.attempts}")
-    if sent:
-        print("notifications:")
-    for n in sent:
-        outcome = "sent" if n.error is None else f"failed: {n.error}"
-        print(f"  {n.outcome:<10} {n.channel:<8} {n.attempts} attempt(s), {outcome}")
-
-
-async def _shown(service: Any, execution_id: str) -> tuple[ExecutionResult, list[Any]]:
-    return await service.show(execution_id), await service.notifications(execution_id)
-
-
-@executions_command("events")
-def executions_events(
-    execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
-) -> None:
-    """The event log of an execution, in seq order."""
-    events = _query(lambda s, full_id: s.events(full_id), execution_id)
-    if as_json:
-        print_json([e.to_json() for e in events])
-        return
-    for e in events:
-        payload = f" {json_text(e.payload)}" if e.payload else ""
-        print(f"{e.seq:>6} {e.time} {e.event_type}{payload}")
-
-
-@executions_command("vars")
-def executions_vars(
-    execution_id: Annotated[str, ExecutionIdArgument], as_json: bool = JsonOption
-) -> None:
-    """The variables an execution wrote."""
-    variables = _query(lambda s, full_id: s.variables(full_id), execution_id)
-    if as_json:
-        print_json([v.to_json() for v in variables])
-        return
-    for v in variables:
-        print(f"{v.scope}.{v.name} ({v.type}) = {v.display}")
-
-
-@executions_command("logs")
-def executions_logs(
-    execution_id: Annotated[str, ExecutionIdArgument],
-    node: Annotated[
-        str | None, typer.Option("--node", metavar="NODE", help="Only this node's lines.")
-    ] = None,
-    as_json: bool = JsonOption,
-) -> None:
-    """Task logs (stdout, stderr, ctx.log) of an execution."""
-    logs = _query(lambda s, full_id: s.logs(full_id, node_id=node), execution_id)
-    if as_json:
-        print_json([line.to_json() for line in logs])
-        return
-    for line in logs:
-        print(f"{line.node_id}#{line.attempt} [{line.stream}] {line.message}")
-
+# Reading executions (cli/execution_commands.py).
+for _name in ("list", "show", "events", "vars", "logs", "retry"):
+    executions_command(_name)(getattr(execution_commands, f"executions_{_name}"))
 
 # Requests to a running execution (cli/inbox_commands.py), in the help's order.
 command()(inbox_commands.approve)
 command()(inbox_commands.reject)
 events_command("send")(inbox_commands.events_send)
 executions_command("cancel")(inbox_commands.executions_cancel)
+nodes_app.command("stop", cls=WhenflowCommand)(inbox_commands.nodes_stop)
 connections_app.command("list", cls=WhenflowCommand)(connection_commands.connections_list)
 connections_app.command("test", cls=WhenflowCommand)(connection_commands.connections_test)
 
