@@ -1,0 +1,540 @@
+"""Throughput and latency of `whenflow server` through its REST API (issue #14).
+
+    make bench-api     # or: .venv/bin/python benchmarks/api.py [--quick]
+                       #     [--store sqlite|postgresql] [--clients 10] [--count 1000]
+                       #     [--rates 10,50,100] [--seconds 10] [--waiting 1000]
+
+A real `whenflow server` runs as a subprocess on a free loopback port, with its
+own WHENFLOW_HOME in a temporary folder (and, with `--store postgresql`, a
+scratch database created on 127.0.0.1:5432 and dropped at the end). This
+process is the client (httpx, one event loop). Completions are read from the
+server's status stream (`GET /api/v1/events/stream`), never by polling.
+
+1. throughput: `--clients` concurrent clients start `--count` executions of a
+   3-node noop chain as fast as the API answers: starts/s (first to last 201),
+   and executions/min completed (first start to last `completed`);
+2. latency, open loop: starts scheduled at each of `--rates` per second for
+   `--seconds`, sent at their time whatever the server's progress; p50/p99 of
+   scheduled start to the `completed` status, of the start request itself (its
+   201 comes after the store's flush barrier), and of the later of the two (the
+   status stream reports `completed` when the dispatcher appends the event, which
+   can be before the group commit that makes the start durable answers);
+3. waiting: `--waiting` executions parked on an `approval` node at once: the
+   server's RSS (`/stats` and /proc), p50/p99 of `GET /stats` over 50 calls,
+   then the time to approve them all through the API (10 clients) and to see
+   them complete.
+
+Client and server share the machine's cores, so the figures include the
+client's cost. Figures are printed, never asserted: speed is measured, not tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_S = 60.0
+SETTLE_S = 300.0  # how long to wait for the executions of one phase to reach a status
+PG_HOST, PG_PORT, PG_ADMIN_DB, PG_USERS = "127.0.0.1", 5432, "test", ("postgres", "root")
+TERMINAL = frozenset({"completed", "failed", "stopped", "cancelled"})
+
+NOOP_PIPELINE = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: bench_noop, version: 1.0.0}
+spec:
+  nodes:
+    - {id: a, task: {type: noop}, inputBindings: {v: 1}}
+    - {id: b, startWhen: event:a.completed, task: {type: noop}, inputBindings: {v: "{{ a.v }}"}}
+    - {id: c, startWhen: event:b.completed, task: {type: noop}, inputBindings: {v: "{{ b.v }}"}}
+"""
+
+WAIT_PIPELINE = """\
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: bench_wait, version: 1.0.0}
+spec:
+  nodes:
+    - id: review
+      task: {type: approval, message: "go?"}
+"""
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank `q`-th percentile (0 < q <= 100) of `values`.
+
+    Raises ValueError for no values or a `q` outside (0, 100]."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 < q <= 100:
+        raise ValueError(f"percentile {q} is not in (0, 100]")
+    ordered = sorted(values)
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[max(rank, 1) - 1]
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of numbers, e.g. 10,50,100"
+        ) from None
+    if not rates or any(rate <= 0 for rate in rates):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive starts per second")
+    return rates
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+@dataclass(frozen=True)
+class Options:
+    store: str
+    clients: int
+    count: int
+    rates: list[float]
+    seconds: float
+    waiting: int
+    stats_calls: int
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    """The options; `--quick` lowers the defaults of count, seconds and waiting
+    (explicit values win). Exits 2 on bad input (argparse)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    parser.add_argument("--clients", type=_positive, default=10)
+    parser.add_argument("--count", type=_positive, help="executions for throughput (1000)")
+    parser.add_argument("--rates", type=_rates, default=[10.0, 50.0, 100.0])
+    parser.add_argument("--seconds", type=float, help="seconds of each open-loop rate (10)")
+    parser.add_argument("--waiting", type=_positive, help="parked executions (1000)")
+    parser.add_argument("--stats-calls", type=_positive, default=50)
+    args = parser.parse_args(argv)
+    quick = bool(args.quick)
+    seconds = args.seconds if args.seconds is not None else (3.0 if quick else 10.0)
+    if seconds <= 0:
+        parser.error("--seconds must be positive")
+    return Options(
+        store=args.store,
+        clients=args.clients,
+        count=args.count or (200 if quick else 1000),
+        rates=args.rates,
+        seconds=seconds,
+        waiting=args.waiting or (200 if quick else 1000),
+        stats_calls=args.stats_calls,
+    )
+
+
+# ------------------------------------------------------------------ the server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+@contextlib.contextmanager
+def running_server(home: Path, database_url: str | None) -> Iterator[Server]:
+    """`whenflow server` on a free loopback port with WHENFLOW_HOME=home; killed at the end."""
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WHENFLOW_DATABASE_URL", "WHENFLOW_ARTIFACTS_URL")
+    }
+    env["WHENFLOW_HOME"] = str(home)
+    if database_url:
+        env["WHENFLOW_DATABASE_URL"] = database_url
+    log = home / "server.log"
+    argv = [sys.executable, "-m", "whenflow.cli.main", "server", "--port", str(port)]
+    argv += ["--code-path", str(home)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        _wait_healthy(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(30)
+
+
+def _wait_healthy(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    with httpx.Client(base_url=server.url, timeout=5.0) as client:
+        while True:
+            if server.process.poll() is not None:
+                raise SystemExit(f"the server exited:\n{server.log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/health").status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the server did not answer in {STARTUP_S}s")
+            time.sleep(0.05)  # the poll interval of a port that is not listening yet
+
+
+def _rss_from_proc(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def scratch_postgres() -> AsyncIterator[str]:
+    """A new PostgreSQL database on the local server, dropped at the end; its URL."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"w2bench_{uuid.uuid4().hex[:10]}"
+    errors = []
+    for user in (os.environ.get("WHENFLOW_TEST_PG_USER"), *PG_USERS):
+        if not user:
+            continue
+        try:
+            conn = await asyncpg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, database=PG_ADMIN_DB, timeout=5
+            )
+        except Exception as exc:
+            errors.append(f"{user}: {exc}")
+            continue
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        break
+    else:
+        raise SystemExit("PostgreSQL accepts none of the users: " + "; ".join(errors))
+    try:
+        yield f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database=PG_ADMIN_DB)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+# ------------------------------------------------------- following the statuses
+
+
+@dataclass
+class StatusBoard:
+    """When (time.monotonic) each execution was seen in each status on the stream."""
+
+    seen: dict[str, dict[str, float]] = field(default_factory=dict)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def follow(self, client: httpx.AsyncClient, connected: asyncio.Event) -> None:
+        async with client.stream("GET", "/api/v1/events/stream", timeout=None) as response:
+            response.raise_for_status()
+            connected.set()
+            data = ""
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    data = line[6:]
+                elif line == "" and data:
+                    change = json.loads(data)
+                    data = ""
+                    now = time.monotonic()
+                    statuses = self.seen.setdefault(change["executionId"], {})
+                    statuses.setdefault(change["status"], now)
+                    async with self.changed:
+                        self.changed.notify_all()
+
+    def reached(self, execution_id: str, statuses: frozenset[str]) -> float | None:
+        times = [t for s, t in self.seen.get(execution_id, {}).items() if s in statuses]
+        return min(times) if times else None
+
+    async def wait_all(self, ids: Sequence[str], statuses: frozenset[str]) -> int:
+        """Waits until every id reached one of `statuses` (or SETTLE_S); how many did not."""
+
+        pending = set(ids)
+
+        def settled() -> bool:
+            pending.difference_update([i for i in pending if self.reached(i, statuses) is not None])
+            return not pending
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_S), self.changed:
+                await self.changed.wait_for(settled)
+        return len(pending)
+
+
+RETRIES = {"starts": 0}  # starts sent again after a connection error (same Idempotency-Key)
+
+
+async def start(client: httpx.AsyncClient, pipeline: str) -> str:
+    """Starts one execution; a connection the server closed as it was reused (keep-alive
+    expiry) is retried with the same Idempotency-Key, so it starts one execution only."""
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    for attempt in range(3):
+        try:
+            response = await client.post(
+                f"/api/v1/pipelines/{pipeline}/start", json={}, headers=headers
+            )
+            break
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            RETRIES["starts"] += 1
+    if response.status_code != 201:
+        raise SystemExit(f"start {pipeline}: {response.status_code} {response.text}")
+    return str(response.json()["executionId"])
+
+
+async def in_parallel(workers: int, count: int, job: Callable[[int], Awaitable[None]]) -> None:
+    """Runs job(0..count-1) on `workers` concurrent workers."""
+    next_index = iter(range(count))
+
+    async def worker() -> None:
+        for index in next_index:
+            await job(index)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"
+
+
+# ------------------------------------------------------------------- the phases
+
+
+async def throughput(client: httpx.AsyncClient, board: StatusBoard, opts: Options) -> None:
+    ids: list[str] = []
+    began = time.monotonic()
+
+    async def one(_: int) -> None:
+        ids.append(await start(client, "bench_noop"))
+
+    await in_parallel(opts.clients, opts.count, one)
+    started = time.monotonic() - began
+    left = await board.wait_all(ids, TERMINAL)
+    ends = [board.reached(i, TERMINAL) for i in ids]
+    last = max(t for t in ends if t is not None) - began
+    completed = sum(1 for i in ids if "completed" in board.seen.get(i, {}))
+    print(f"\n1. throughput: {opts.count} starts of a 3-node noop chain, {opts.clients} clients")
+    print(f"   started        {opts.count / started:8.1f} executions/s  ({started:.2f} s)")
+    print(
+        f"   completed      {completed / last * 60:8.0f} executions/min "
+        f"(first start to last end {last:.2f} s; {completed} completed, {left} unfinished)"
+    )
+
+
+async def latency(
+    client: httpx.AsyncClient, board: StatusBoard, rate: float, seconds: float
+) -> None:
+    count = max(1, round(rate * seconds))
+    scheduled: dict[str, float] = {}
+    answered: dict[str, float] = {}
+    answers: list[float] = []
+    late: list[float] = []
+    began = time.monotonic() + 0.1
+
+    async def one(index: int) -> None:
+        due = began + index / rate
+        await asyncio.sleep(max(0.0, due - time.monotonic()))  # the schedule of an open loop
+        late.append(time.monotonic() - due)
+        execution_id = await start(client, "bench_noop")
+        answered[execution_id] = time.monotonic()
+        answers.append(answered[execution_id] - due)
+        scheduled[execution_id] = due
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    sent_for = time.monotonic() - began
+    left = await board.wait_all(list(scheduled), TERMINAL)
+    totals = [
+        end - due
+        for i, due in scheduled.items()
+        if (end := board.reached(i, frozenset({"completed"}))) is not None
+    ]
+    both = [
+        max(end, answered[i]) - due
+        for i, due in scheduled.items()
+        if (end := board.reached(i, frozenset({"completed"}))) is not None
+    ]
+    print(
+        f"   {rate:6.0f}/s offered: {count} starts, all answered in {sent_for:.2f} s "
+        f"({count / sent_for:.1f}/s; client late p99 {_ms(percentile(late, 99)).strip()})"
+    )
+    print(
+        f"      start -> completed  p50 {_ms(percentile(totals, 50))}  "
+        f"p99 {_ms(percentile(totals, 99))}  max {_ms(max(totals))}"
+    )
+    print(
+        f"      start request 201   p50 {_ms(percentile(answers, 50))}  "
+        f"p99 {_ms(percentile(answers, 99))}  ({left} unfinished)"
+    )
+    print(
+        f"      201 and completed   p50 {_ms(percentile(both, 50))}  "
+        f"p99 {_ms(percentile(both, 99))}  (the later of the two)"
+    )
+
+
+async def stats_latency(
+    client: httpx.AsyncClient, calls: int
+) -> tuple[list[float], dict[str, Any]]:
+    """Seconds of each of `calls` sequential `GET /stats`, and the last answer."""
+    times = []
+    body: dict[str, Any] = {}
+    for _ in range(calls):
+        t0 = time.monotonic()
+        response = await client.get("/stats")
+        times.append(time.monotonic() - t0)
+        response.raise_for_status()
+        body = response.json()
+    return times, body
+
+
+async def waiting(
+    client: httpx.AsyncClient, board: StatusBoard, server: Server, opts: Options
+) -> None:
+    idle_times, idle = await stats_latency(client, opts.stats_calls)
+    ids: list[str] = []
+    began = time.monotonic()
+
+    async def park(_: int) -> None:
+        ids.append(await start(client, "bench_wait"))
+
+    await in_parallel(opts.clients, opts.waiting, park)
+    left = await board.wait_all(ids, frozenset({"waiting"}))
+    parked_in = time.monotonic() - began
+    busy_times, busy = await stats_latency(client, opts.stats_calls)
+    pid = server.process.pid
+    print(f"\n3. {opts.waiting} executions waiting on an approval node ({left} not waiting)")
+    print(f"   started and parked in {parked_in:.2f} s")
+    print(
+        f"   RSS idle {idle['process']['rssBytes'] / 2**20:7.1f} MiB; with them waiting "
+        f"{busy['process']['rssBytes'] / 2**20:7.1f} MiB (/stats), "
+        f"{_rss_from_proc(pid) / 2**20:.1f} MiB (/proc), "
+        f"peak {busy['process']['maxRssBytes'] / 2**20:.1f} MiB; "
+        f"/stats says {busy['executions']['running']} running"
+    )
+    for label, times in (("idle", idle_times), ("waiting", busy_times)):
+        print(
+            f"   GET /stats {label:8} p50 {_ms(percentile(times, 50))}  "
+            f"p99 {_ms(percentile(times, 99))}  ({len(times)} calls)"
+        )
+    print(f"   loop lag with them waiting: max {busy['loop']['maxLagSeconds'] * 1000:.1f} ms")
+    refused: list[str] = []
+    began = time.monotonic()
+
+    async def approve(index: int) -> None:
+        response = await client.post(
+            f"/api/v1/executions/{ids[index]}/nodes/review/approve", json={"by": "bench"}
+        )
+        if response.status_code != 200:
+            refused.append(f"{response.status_code} {response.text[:200]}")
+
+    await in_parallel(opts.clients, len(ids), approve)
+    answered = time.monotonic() - began
+    left = await board.wait_all(ids, TERMINAL)
+    done = time.monotonic() - began
+    print(
+        f"   approve all ({opts.clients} clients): answered in {answered:.2f} s "
+        f"({len(ids) / answered:.0f}/s), all ended in {done:.2f} s "
+        f"({len(refused)} refused, {left} unfinished)"
+    )
+    if refused:
+        print(f"   first refusal: {refused[0]}")
+
+
+@contextlib.contextmanager
+def _log_tail_on_error(server: Server) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        tail = server.log.read_text(errors="replace").splitlines()[-40:]
+        print("the server's log ends with:\n" + "\n".join(tail), file=sys.stderr)
+        raise
+
+
+async def bench(opts: Options, database_url: str | None) -> None:
+    with tempfile.TemporaryDirectory(prefix="whenflow-bench-api-") as tmp:
+        home = Path(tmp)
+        with running_server(home, database_url) as server, _log_tail_on_error(server):
+            limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=120.0, limits=limits
+            ) as client:
+                for text in (NOOP_PIPELINE, WAIT_PIPELINE):
+                    response = await client.post(
+                        "/api/v1/pipelines",
+                        params={"publish": "true"},
+                        content=text.encode(),
+                        headers={"Content-Type": "application/yaml"},
+                    )
+                    if response.status_code != 201:
+                        raise SystemExit(f"push: {response.status_code} {response.text}")
+                board = StatusBoard()
+                connected = asyncio.Event()
+                follower = asyncio.create_task(board.follow(client, connected))
+                await asyncio.wait_for(connected.wait(), 30)
+                try:
+                    await start(client, "bench_noop")  # warm-up: imports, caches, connections
+                    await throughput(client, board, opts)
+                    print(f"\n2. latency, open loop, {opts.seconds:g} s per rate")
+                    for rate in opts.rates:
+                        await latency(client, board, rate, opts.seconds)
+                    await waiting(client, board, server, opts)
+                    print(f"\nstarts sent again after a connection error: {RETRIES['starts']}")
+                finally:
+                    follower.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                        await follower
+
+
+async def main_async(opts: Options) -> None:
+    print(f"whenflow server through its API; store {opts.store}; {os.cpu_count()} cores")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if opts.store == "postgresql":
+        async with scratch_postgres() as url:
+            await bench(opts, url)
+    else:
+        await bench(opts, None)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    asyncio.run(main_async(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
