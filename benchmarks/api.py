@@ -3,6 +3,7 @@
     make bench-api     # or: .venv/bin/python benchmarks/api.py [--quick]
                        #     [--store sqlite|postgresql] [--clients 10] [--count 1000]
                        #     [--rates 10,50,100] [--seconds 10] [--waiting 1000]
+                       #     [--idempotency-keys] [--stats-calls 50]
 
 A real `whenflow server` runs as a subprocess on a free loopback port, with its
 own WHENFLOW_HOME in a temporary folder (and, with `--store postgresql`, a
@@ -23,6 +24,12 @@ server's status stream (`GET /api/v1/events/stream`), never by polling.
    server's RSS (`/stats` and /proc), p50/p99 of `GET /stats` over 50 calls,
    then the time to approve them all through the API (10 clients) and to see
    them complete.
+
+Each start is the seed request, `{"version": "1.0.0"}` (a version named: the
+server does not look up the latest), without an Idempotency-Key unless
+`--idempotency-keys` (then a connection error is retried with the same key). A
+failed start is counted and printed, not retried. Each phase prints the CPU
+seconds the server and this client spent, per execution.
 
 Client and server share the machine's cores, so the figures include the
 client's cost. Figures are printed, never asserted: speed is measured, not tested.
@@ -119,6 +126,7 @@ class Options:
     seconds: float
     waiting: int
     stats_calls: int
+    keys: bool
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -133,6 +141,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--seconds", type=float, help="seconds of each open-loop rate (10)")
     parser.add_argument("--waiting", type=_positive, help="parked executions (1000)")
     parser.add_argument("--stats-calls", type=_positive, default=50)
+    parser.add_argument(
+        "--idempotency-keys",
+        action="store_true",
+        help="send an Idempotency-Key with every start (and retry connection errors)",
+    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     seconds = args.seconds if args.seconds is not None else (3.0 if quick else 10.0)
@@ -146,6 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         seconds=seconds,
         waiting=args.waiting or (200 if quick else 1000),
         stats_calls=args.stats_calls,
+        keys=bool(args.idempotency_keys),
     )
 
 
@@ -297,26 +311,57 @@ class StatusBoard:
         return len(pending)
 
 
-RETRIES = {"starts": 0}  # starts sent again after a connection error (same Idempotency-Key)
+@dataclass
+class Starter:
+    """Starts executions like the seed request (`{"version": ...}`), counting failures.
+
+    With `keys`, every start carries an Idempotency-Key and a connection error is
+    retried with the same key (one execution at most); without, it is a failure."""
+
+    client: httpx.AsyncClient
+    keys: bool
+    retries: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    async def __call__(self, pipeline: str) -> str | None:
+        headers = {"Idempotency-Key": uuid.uuid4().hex} if self.keys else {}
+        for attempt in range(3 if self.keys else 1):
+            try:
+                response = await self.client.post(
+                    f"/api/v1/pipelines/{pipeline}/start",
+                    json={"version": "1.0.0"},
+                    headers=headers,
+                )
+            except httpx.TransportError as exc:
+                if not self.keys or attempt == 2:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    return None
+                self.retries += 1
+                continue
+            if response.status_code == 201:
+                return str(response.json()["executionId"])
+            self.failures.append(f"{response.status_code} {response.text[:200]}")
+            return None
+        return None
 
 
-async def start(client: httpx.AsyncClient, pipeline: str) -> str:
-    """Starts one execution; a connection the server closed as it was reused (keep-alive
-    expiry) is retried with the same Idempotency-Key, so it starts one execution only."""
-    headers = {"Idempotency-Key": uuid.uuid4().hex}
-    for attempt in range(3):
-        try:
-            response = await client.post(
-                f"/api/v1/pipelines/{pipeline}/start", json={}, headers=headers
-            )
-            break
-        except httpx.TransportError:
-            if attempt == 2:
-                raise
-            RETRIES["starts"] += 1
-    if response.status_code != 201:
-        raise SystemExit(f"start {pipeline}: {response.status_code} {response.text}")
-    return str(response.json()["executionId"])
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cpu_used(pid: int, executions: Callable[[], int]) -> Iterator[None]:
+    """Prints the CPU the server and this client spent in the block, per execution."""
+    server0, client0 = _cpu_seconds(pid), time.process_time()
+    yield
+    server, client = _cpu_seconds(pid) - server0, time.process_time() - client0
+    count = max(executions(), 1)
+    print(
+        f"      CPU: server {server:.2f} s ({server / count * 1000:.1f} ms an execution), "
+        f"this client {client:.2f} s ({client / count * 1000:.1f} ms)"
+    )
 
 
 async def in_parallel(workers: int, count: int, job: Callable[[int], Awaitable[None]]) -> None:
@@ -337,141 +382,158 @@ def _ms(seconds: float) -> str:
 # ------------------------------------------------------------------- the phases
 
 
-async def throughput(client: httpx.AsyncClient, board: StatusBoard, opts: Options) -> None:
+@dataclass
+class Bench:
+    """What every phase uses: the client, the status board, the starter, the server."""
+
+    opts: Options
+    client: httpx.AsyncClient
+    board: StatusBoard
+    start: Starter
+    pid: int
+
+
+async def throughput(b: Bench) -> None:
+    opts = b.opts
     ids: list[str] = []
-    began = time.monotonic()
-
-    async def one(_: int) -> None:
-        ids.append(await start(client, "bench_noop"))
-
-    await in_parallel(opts.clients, opts.count, one)
-    started = time.monotonic() - began
-    left = await board.wait_all(ids, TERMINAL)
-    ends = [board.reached(i, TERMINAL) for i in ids]
-    last = max(t for t in ends if t is not None) - began
-    completed = sum(1 for i in ids if "completed" in board.seen.get(i, {}))
     print(f"\n1. throughput: {opts.count} starts of a 3-node noop chain, {opts.clients} clients")
-    print(f"   started        {opts.count / started:8.1f} executions/s  ({started:.2f} s)")
-    print(
-        f"   completed      {completed / last * 60:8.0f} executions/min "
-        f"(first start to last end {last:.2f} s; {completed} completed, {left} unfinished)"
-    )
+    with cpu_used(b.pid, lambda: len(ids)):
+        began = time.monotonic()
+
+        async def one(_: int) -> None:
+            if (execution_id := await b.start("bench_noop")) is not None:
+                ids.append(execution_id)
+
+        await in_parallel(opts.clients, opts.count, one)
+        started = time.monotonic() - began
+        left = await b.board.wait_all(ids, TERMINAL)
+        ends = [t for i in ids if (t := b.board.reached(i, TERMINAL)) is not None]
+        last = max(ends) - began
+        completed = sum(1 for i in ids if "completed" in b.board.seen.get(i, {}))
+        print(
+            f"   started        {len(ids) / started:8.1f} executions/s  ({started:.2f} s; "
+            f"{opts.count - len(ids)} starts failed)"
+        )
+        print(
+            f"   completed      {completed / last * 60:8.0f} executions/min "
+            f"(first start to last end {last:.2f} s; {completed} completed, {left} unfinished)"
+        )
 
 
-async def latency(
-    client: httpx.AsyncClient, board: StatusBoard, rate: float, seconds: float
-) -> None:
-    count = max(1, round(rate * seconds))
+async def latency(b: Bench, rate: float) -> None:
+    count = max(1, round(rate * b.opts.seconds))
     scheduled: dict[str, float] = {}
     answered: dict[str, float] = {}
-    answers: list[float] = []
     late: list[float] = []
-    began = time.monotonic() + 0.1
+    failed = len(b.start.failures)
+    with cpu_used(b.pid, lambda: len(scheduled)):
+        began = time.monotonic() + 0.1
 
-    async def one(index: int) -> None:
-        due = began + index / rate
-        await asyncio.sleep(max(0.0, due - time.monotonic()))  # the schedule of an open loop
-        late.append(time.monotonic() - due)
-        execution_id = await start(client, "bench_noop")
-        answered[execution_id] = time.monotonic()
-        answers.append(answered[execution_id] - due)
-        scheduled[execution_id] = due
+        async def one(index: int) -> None:
+            due = began + index / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))  # an open loop's schedule
+            late.append(time.monotonic() - due)
+            execution_id = await b.start("bench_noop")
+            if execution_id is not None:
+                answered[execution_id] = time.monotonic()
+                scheduled[execution_id] = due
 
-    await asyncio.gather(*(one(i) for i in range(count)))
-    sent_for = time.monotonic() - began
-    left = await board.wait_all(list(scheduled), TERMINAL)
-    totals = [
-        end - due
-        for i, due in scheduled.items()
-        if (end := board.reached(i, frozenset({"completed"}))) is not None
-    ]
-    both = [
-        max(end, answered[i]) - due
-        for i, due in scheduled.items()
-        if (end := board.reached(i, frozenset({"completed"}))) is not None
-    ]
-    print(
-        f"   {rate:6.0f}/s offered: {count} starts, all answered in {sent_for:.2f} s "
-        f"({count / sent_for:.1f}/s; client late p99 {_ms(percentile(late, 99)).strip()})"
-    )
-    print(
-        f"      start -> completed  p50 {_ms(percentile(totals, 50))}  "
-        f"p99 {_ms(percentile(totals, 99))}  max {_ms(max(totals))}"
-    )
-    print(
-        f"      start request 201   p50 {_ms(percentile(answers, 50))}  "
-        f"p99 {_ms(percentile(answers, 99))}  ({left} unfinished)"
-    )
-    print(
-        f"      201 and completed   p50 {_ms(percentile(both, 50))}  "
-        f"p99 {_ms(percentile(both, 99))}  (the later of the two)"
-    )
+        await asyncio.gather(*(one(i) for i in range(count)))
+        sent_for = time.monotonic() - began
+        left = await b.board.wait_all(list(scheduled), TERMINAL)
+        print(
+            f"   {rate:6.0f}/s offered: {count} starts, all answered in {sent_for:.2f} s "
+            f"({count / sent_for:.1f}/s; {len(b.start.failures) - failed} failed; "
+            f"client late p99 {_ms(percentile(late, 99)).strip()})"
+        )
+        ends = {
+            i: end
+            for i in scheduled
+            if (end := b.board.reached(i, frozenset({"completed"}))) is not None
+        }
+        lines = (
+            ("start -> completed", [end - scheduled[i] for i, end in ends.items()]),
+            ("start request 201", [t - scheduled[i] for i, t in answered.items()]),
+            (
+                "201 and completed",
+                [max(end, answered[i]) - scheduled[i] for i, end in ends.items()],
+            ),
+        )
+        for label, values in lines:
+            if values:
+                print(
+                    f"      {label:19} p50 {_ms(percentile(values, 50))}  "
+                    f"p99 {_ms(percentile(values, 99))}  max {_ms(max(values))}"
+                )
+        print(f"      ({len(ends)} completed, {left} unfinished)")
 
 
-async def stats_latency(
-    client: httpx.AsyncClient, calls: int
-) -> tuple[list[float], dict[str, Any]]:
-    """Seconds of each of `calls` sequential `GET /stats`, and the last answer."""
+async def stats_latency(b: Bench) -> tuple[list[float], dict[str, Any]]:
+    """Seconds of each of `stats_calls` sequential `GET /stats`, and the last answer."""
     times = []
     body: dict[str, Any] = {}
-    for _ in range(calls):
+    for _ in range(b.opts.stats_calls):
         t0 = time.monotonic()
-        response = await client.get("/stats")
+        response = await b.client.get("/stats")
         times.append(time.monotonic() - t0)
         response.raise_for_status()
         body = response.json()
     return times, body
 
 
-async def waiting(
-    client: httpx.AsyncClient, board: StatusBoard, server: Server, opts: Options
-) -> None:
-    idle_times, idle = await stats_latency(client, opts.stats_calls)
+async def waiting(b: Bench) -> None:
+    opts = b.opts
+    idle_times, idle = await stats_latency(b)
     ids: list[str] = []
-    began = time.monotonic()
+    print(f"\n3. {opts.waiting} executions waiting on an approval node")
+    with cpu_used(b.pid, lambda: len(ids)):
+        began = time.monotonic()
 
-    async def park(_: int) -> None:
-        ids.append(await start(client, "bench_wait"))
+        async def park(_: int) -> None:
+            if (execution_id := await b.start("bench_wait")) is not None:
+                ids.append(execution_id)
 
-    await in_parallel(opts.clients, opts.waiting, park)
-    left = await board.wait_all(ids, frozenset({"waiting"}))
-    parked_in = time.monotonic() - began
-    busy_times, busy = await stats_latency(client, opts.stats_calls)
-    pid = server.process.pid
-    print(f"\n3. {opts.waiting} executions waiting on an approval node ({left} not waiting)")
-    print(f"   started and parked in {parked_in:.2f} s")
+        await in_parallel(opts.clients, opts.waiting, park)
+        left = await b.board.wait_all(ids, frozenset({"waiting"}))
+        print(
+            f"   started and parked in {time.monotonic() - began:.2f} s "
+            f"({opts.waiting - len(ids)} starts failed, {left} not waiting)"
+        )
+    busy_times, busy = await stats_latency(b)
+    rss, rss_before = busy["process"]["rssBytes"], idle["process"]["rssBytes"]
     print(
-        f"   RSS idle {idle['process']['rssBytes'] / 2**20:7.1f} MiB; with them waiting "
-        f"{busy['process']['rssBytes'] / 2**20:7.1f} MiB (/stats), "
-        f"{_rss_from_proc(pid) / 2**20:.1f} MiB (/proc), "
+        f"   RSS before {rss_before / 2**20:.1f} MiB; with them waiting {rss / 2**20:.1f} MiB "
+        f"(/stats), {_rss_from_proc(b.pid) / 2**20:.1f} MiB (/proc), "
         f"peak {busy['process']['maxRssBytes'] / 2**20:.1f} MiB; "
+        f"{(rss - rss_before) / max(len(ids), 1) / 1024:.1f} KiB an execution; "
         f"/stats says {busy['executions']['running']} running"
     )
-    for label, times in (("idle", idle_times), ("waiting", busy_times)):
+    for label, times in (("before", idle_times), ("waiting", busy_times)):
         print(
             f"   GET /stats {label:8} p50 {_ms(percentile(times, 50))}  "
             f"p99 {_ms(percentile(times, 99))}  ({len(times)} calls)"
         )
     print(f"   loop lag with them waiting: max {busy['loop']['maxLagSeconds'] * 1000:.1f} ms")
     refused: list[str] = []
-    began = time.monotonic()
+    with cpu_used(b.pid, lambda: len(ids)):
+        began = time.monotonic()
 
-    async def approve(index: int) -> None:
-        response = await client.post(
-            f"/api/v1/executions/{ids[index]}/nodes/review/approve", json={"by": "bench"}
+        async def approve(index: int) -> None:
+            response = await b.client.post(
+                f"/api/v1/executions/{ids[index]}/nodes/review/approve", json={"by": "bench"}
+            )
+            if response.status_code != 200:
+                refused.append(f"{response.status_code} {response.text[:200]}")
+
+        await in_parallel(opts.clients, len(ids), approve)
+        answered = time.monotonic() - began
+        left = await b.board.wait_all(ids, TERMINAL)
+        done = time.monotonic() - began
+        print(
+            f"   approve all ({opts.clients} clients): answered in {answered:.2f} s "
+            f"({len(ids) / answered:.0f}/s), all ended in {done:.2f} s "
+            f"({len(refused)} refused, {left} unfinished)"
         )
-        if response.status_code != 200:
-            refused.append(f"{response.status_code} {response.text[:200]}")
-
-    await in_parallel(opts.clients, len(ids), approve)
-    answered = time.monotonic() - began
-    left = await board.wait_all(ids, TERMINAL)
-    done = time.monotonic() - began
-    print(
-        f"   approve all ({opts.clients} clients): answered in {answered:.2f} s "
-        f"({len(ids) / answered:.0f}/s), all ended in {done:.2f} s "
-        f"({len(refused)} refused, {left} unfinished)"
-    )
     if refused:
         print(f"   first refusal: {refused[0]}")
 
@@ -486,6 +548,17 @@ def _log_tail_on_error(server: Server) -> Iterator[None]:
         raise
 
 
+async def _push(client: httpx.AsyncClient, text: str) -> None:
+    response = await client.post(
+        "/api/v1/pipelines",
+        params={"publish": "true"},
+        content=text.encode(),
+        headers={"Content-Type": "application/yaml"},
+    )
+    if response.status_code != 201:
+        raise SystemExit(f"push: {response.status_code} {response.text}")
+
+
 async def bench(opts: Options, database_url: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="whenflow-bench-api-") as tmp:
         home = Path(tmp)
@@ -495,26 +568,25 @@ async def bench(opts: Options, database_url: str | None) -> None:
                 base_url=server.url, timeout=120.0, limits=limits
             ) as client:
                 for text in (NOOP_PIPELINE, WAIT_PIPELINE):
-                    response = await client.post(
-                        "/api/v1/pipelines",
-                        params={"publish": "true"},
-                        content=text.encode(),
-                        headers={"Content-Type": "application/yaml"},
-                    )
-                    if response.status_code != 201:
-                        raise SystemExit(f"push: {response.status_code} {response.text}")
+                    await _push(client, text)
                 board = StatusBoard()
                 connected = asyncio.Event()
                 follower = asyncio.create_task(board.follow(client, connected))
                 await asyncio.wait_for(connected.wait(), 30)
+                b = Bench(opts, client, board, Starter(client, opts.keys), server.process.pid)
                 try:
-                    await start(client, "bench_noop")  # warm-up: imports, caches, connections
-                    await throughput(client, board, opts)
+                    await b.start("bench_noop")  # warm-up: imports, caches, connections
+                    await throughput(b)
                     print(f"\n2. latency, open loop, {opts.seconds:g} s per rate")
                     for rate in opts.rates:
-                        await latency(client, board, rate, opts.seconds)
-                    await waiting(client, board, server, opts)
-                    print(f"\nstarts sent again after a connection error: {RETRIES['starts']}")
+                        await latency(b, rate)
+                    await waiting(b)
+                    print(
+                        f"\nstarts failed: {len(b.start.failures)}; "
+                        f"sent again with their Idempotency-Key: {b.start.retries}"
+                    )
+                    for failure in b.start.failures[:3]:
+                        print(f"   {failure}")
                 finally:
                     follower.cancel()
                     with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
