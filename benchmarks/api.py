@@ -15,7 +15,12 @@ server's status stream (`GET /api/v1/events/stream`), never by polling.
    3-node noop chain as fast as the API answers: starts/s (first to last 201),
    and executions/min completed (first start to last `completed`);
 2. latency, open loop: starts scheduled at each of `--rates` per second for
-   `--seconds`, sent at their time whatever the server's progress; p50/p99 of
+   `--seconds`, queued at their time whatever the server's progress and sent by
+   `--senders` connections (a bounded pool: httpx's own pool costs the client
+   CPU per waiting request, and with a thousand requests in flight this client,
+   not the server, became the bottleneck); every figure counts from the
+   scheduled time, so a start that waited for a free connection is late by
+   that much (no coordinated omission); p50/p99 of
    scheduled start to the `completed` status, of the start request itself (its
    201 comes after the store's flush barrier), and of the later of the two (the
    status stream reports `completed` when the dispatcher appends the event, which
@@ -127,6 +132,7 @@ class Options:
     waiting: int
     stats_calls: int
     keys: bool
+    senders: int
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -141,6 +147,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--seconds", type=float, help="seconds of each open-loop rate (10)")
     parser.add_argument("--waiting", type=_positive, help="parked executions (1000)")
     parser.add_argument("--stats-calls", type=_positive, default=50)
+    parser.add_argument(
+        "--senders", type=_positive, default=64, help="connections of the open-loop phase (64)"
+    )
     parser.add_argument(
         "--idempotency-keys",
         action="store_true",
@@ -160,6 +169,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         waiting=args.waiting or (200 if quick else 1000),
         stats_calls=args.stats_calls,
         keys=bool(args.idempotency_keys),
+        senders=args.senders,
     )
 
 
@@ -428,23 +438,32 @@ async def latency(b: Bench, rate: float) -> None:
     failed = len(b.start.failures)
     with cpu_used(b.pid, lambda: len(scheduled)):
         began = time.monotonic() + 0.1
+        due_times: asyncio.Queue[float | None] = asyncio.Queue()
 
-        async def one(index: int) -> None:
-            due = began + index / rate
-            await asyncio.sleep(max(0.0, due - time.monotonic()))  # an open loop's schedule
-            late.append(time.monotonic() - due)
-            execution_id = await b.start("bench_noop")
-            if execution_id is not None:
-                answered[execution_id] = time.monotonic()
-                scheduled[execution_id] = due
+        async def schedule() -> None:
+            for index in range(count):
+                due = began + index / rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))  # an open loop's schedule
+                due_times.put_nowait(due)
+            for _ in range(b.opts.senders):
+                due_times.put_nowait(None)
 
-        await asyncio.gather(*(one(i) for i in range(count)))
+        async def send() -> None:
+            while (due := await due_times.get()) is not None:
+                late.append(time.monotonic() - due)
+                execution_id = await b.start("bench_noop")
+                if execution_id is not None:
+                    answered[execution_id] = time.monotonic()
+                    scheduled[execution_id] = due
+
+        await asyncio.gather(schedule(), *(send() for _ in range(b.opts.senders)))
         sent_for = time.monotonic() - began
         left = await b.board.wait_all(list(scheduled), TERMINAL)
         print(
             f"   {rate:6.0f}/s offered: {count} starts, all answered in {sent_for:.2f} s "
             f"({count / sent_for:.1f}/s; {len(b.start.failures) - failed} failed; "
-            f"client late p99 {_ms(percentile(late, 99)).strip()})"
+            f"sent late p50 {_ms(percentile(late, 50)).strip()}, "
+            f"p99 {_ms(percentile(late, 99)).strip()})"
         )
         ends = {
             i: end

@@ -53,7 +53,7 @@ def test_defaults_and_quick(bench: ModuleType) -> None:
     full = bench.parse_args([])
     assert (full.store, full.clients, full.count, full.waiting) == ("sqlite", 10, 1000, 1000)
     assert (full.rates, full.seconds, full.stats_calls) == ([10.0, 50.0, 100.0], 10.0, 50)
-    assert full.keys is False
+    assert (full.keys, full.senders) == (False, 64)
     assert bench.parse_args(["--idempotency-keys"]).keys is True
     quick = bench.parse_args(["--quick"])
     assert (quick.count, quick.waiting, quick.seconds) == (200, 200, 3.0)
