@@ -15,7 +15,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "api.py"
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    """The script as a module (registered while loaded: its dataclasses look it up)."""
+    """The script as a module, as `python benchmarks/api.py` loads it: its folder first on
+    sys.path (for `api_server`), the module registered (its dataclasses look it up)."""
+    sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("whenflow_bench_api", SCRIPT)
     assert spec is not None
     assert spec.loader is not None
@@ -26,6 +28,8 @@ def bench() -> Iterator[ModuleType]:
         yield module
     finally:
         del sys.modules[spec.name]
+        sys.modules.pop("api_server", None)
+        sys.path.remove(str(SCRIPT.parent))
 
 
 def test_percentile_is_nearest_rank(bench: ModuleType) -> None:
