@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # The demo's store; the README tour uses the same one (`export WHENFLOW_HOME=$PWD/.whenflow`).
 export WHENFLOW_HOME ?= $(CURDIR)/.whenflow
 
-.PHONY: demo test lint types contracts unit bench bench-s3 clean which-python
+.PHONY: demo test lint types contracts unit bench bench-api bench-s3 clean which-python
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "whenflow needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -45,6 +45,11 @@ test: lint types contracts
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py
+
+# `whenflow server` through its API: starts/s, start-to-completed latency, 1,000 waiting
+# executions. BENCH_ARGS passes options, e.g. `make bench-api BENCH_ARGS="--quick --store postgresql"`.
+bench-api: $(VENV)/.installed
+	$(BIN)/python benchmarks/api.py $(BENCH_ARGS)
 
 # A 200 MiB file between two nodes through S3 (moto on loopback): MB/s and peak RSS.
 bench-s3: $(VENV)/.installed-dev
