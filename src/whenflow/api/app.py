@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from whenflow.api import routes_executions, routes_registry, routes_streams
+from whenflow.api import routes_executions, routes_registry, routes_schedules, routes_streams
 from whenflow.api.auth import install_auth_errors
 from whenflow.api.bodies import BodyLimit
 from whenflow.api.errors import install_handlers
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
                 app.state.host = parts.host
                 app.state.registry = parts.registry
                 app.state.programs = parts.programs
+                app.state.schedules = parts.schedules
                 app.state.tokens = TokenService(parts.host.service.store.engine)
                 yield
         finally:
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
     app.include_router(routes_registry.router, tags=["registry"])
     app.include_router(routes_executions.router, tags=["executions"])
     app.include_router(routes_streams.router, tags=["streams"])
+    app.include_router(routes_schedules.router, tags=["schedules"])
     app.include_router(
         operations_router(
             probe=DatabaseProbe(lambda: app.state.host.service.store.engine),

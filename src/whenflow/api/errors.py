@@ -18,11 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from whenflow.domain.errors import (
     AmbiguousExecutionId,
+    CycleNotFound,
     DefinitionError,
     ExecutionNotFound,
     InputError,
     NodeNotFound,
     RequestRefused,
+    ScheduleNotFound,
     StoreError,
     WhenflowError,
 )
@@ -69,7 +71,15 @@ def _definition_details(exc: DefinitionError) -> dict[str, Any]:
 
 def _from_whenflow(exc: WhenflowError) -> JSONResponse:
     message = str(exc)
-    if isinstance(exc, ExecutionNotFound | NotInRegistry | NodeNotFound | AmbiguousExecutionId):
+    not_found = (
+        ExecutionNotFound,
+        NotInRegistry,
+        NodeNotFound,
+        AmbiguousExecutionId,
+        ScheduleNotFound,
+        CycleNotFound,
+    )
+    if isinstance(exc, not_found):
         return error_response(404, "not_found", message)
     if isinstance(exc, DefinitionError):
         return error_response(422, "invalid_definition", message, _definition_details(exc))

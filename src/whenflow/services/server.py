@@ -15,6 +15,7 @@ from whenflow.services.executions import ExecutionService
 from whenflow.services.pipelines import default_runner
 from whenflow.services.program_cache import ProgramCache
 from whenflow.services.registry import RegistryService
+from whenflow.services.server_schedules import ServerSchedules
 from whenflow.services.settings import Settings
 
 
@@ -23,6 +24,7 @@ class ServerParts:
     host: ExecutionHost
     registry: RegistryService
     programs: ProgramCache
+    schedules: ServerSchedules
 
 
 def use_code_path(code_path: Path) -> None:
@@ -45,8 +47,9 @@ async def open_server(
     inbox_poll_s: float | None = None,
     observers: Sequence[Callable[[Orchestrator], None]] = (),
 ) -> AsyncIterator[ServerParts]:
-    """Open the store, resume what this process may own, and run until the block ends;
-    then shut down gracefully (running attempts get `grace_s` seconds).
+    """Open the store, resume what this process may own, then fire the schedules' slots,
+    and run until the block ends; then stop the scheduler and shut down gracefully
+    (running attempts get `grace_s` seconds).
 
     `observers` are called with every execution the server runs (metrics, traces).
     """
@@ -60,6 +63,9 @@ async def open_server(
             )
             host.observers.extend(observers)
             async with host:
-                yield ServerParts(host, registry, ProgramCache(registry))
+                programs = ProgramCache(registry)
+                async with ServerSchedules(host, registry, programs) as schedules:
+                    registry.on_published = schedules.published
+                    yield ServerParts(host, registry, programs, schedules)
     finally:
         runner.close()

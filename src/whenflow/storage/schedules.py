@@ -206,6 +206,18 @@ async def list_fires(connection: AsyncConnection, key: str, *, limit: int = 50) 
     return [_fire_row(r) for r in await connection.execute(query)]
 
 
+async def fire_of_cycle(connection: AsyncConnection, key: str, cycle: int) -> FireRow | None:
+    """The latest fire of cycle `cycle` of a schedule (a rerun's, if any), or None."""
+    query = (
+        sa.select(_f)
+        .where(_f.c.schedule_id == key, _f.c.cycle == cycle)
+        .order_by(_f.c.slot.desc())
+        .limit(1)
+    )
+    row = (await connection.execute(query)).first()
+    return None if row is None else _fire_row(row)
+
+
 async def fire_of_execution(connection: AsyncConnection, execution_id: str) -> FireRow | None:
     """The fire that started an execution, if a schedule started it."""
     row = (await connection.execute(sa.select(_f).where(_f.c.execution_id == execution_id))).first()
@@ -243,6 +255,7 @@ async def fire_execution(
     owner: Owner,
     lease: LeasePolicy,
     now: float | None = None,
+    cycle: int | None = None,
 ) -> int | None:
     """Record the fire of `slot` and create its execution, in one transaction.
 
@@ -252,7 +265,8 @@ async def fire_execution(
     `owner` from that commit on (resume it to run it).
 
     Returns the cycle number, or None when the slot had already fired (then
-    nothing is written).
+    nothing is written). With `cycle`, the fire runs that cycle again (a rerun
+    by hand): the schedule's cycle count does not move.
 
     Raises:
         ScheduleNotFound: the schedule is not stored (it was deleted meanwhile).
@@ -267,17 +281,20 @@ async def fire_execution(
         )
         if inserted.rowcount != 1:
             return None
-        raised = (
-            await connection.execute(
-                sa.update(_s)
-                .where(_s.c.id == key)
-                .values(cycles=_s.c.cycles + 1)
-                .returning(_s.c.cycles)
-            )
-        ).scalar()
+        if cycle is None:
+            raised = (
+                await connection.execute(
+                    sa.update(_s)
+                    .where(_s.c.id == key)
+                    .values(cycles=_s.c.cycles + 1)
+                    .returning(_s.c.cycles)
+                )
+            ).scalar()
+        else:
+            raised = (await connection.execute(sa.select(_s.c.id).where(_s.c.id == key))).scalar()
         if raised is None:
             raise ScheduleNotFound(key)
-        cycle = int(raised)
+        cycle = int(raised) if cycle is None else cycle
         records = creation(cycle)
         created = next((r for r in records if isinstance(r, ExecutionCreated)), None)
         if created is None:

@@ -1,0 +1,189 @@
+"""Schedules in a real `whenflow server` (DESIGN.md §12): cycles fire on the clock and
+are listed, paused, resumed, started and stopped through the API; a SIGKILLed
+server's successor fires no slot twice and finishes the cycle that was running."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from server_helpers import push, running_server, wait_for_file, wait_status
+
+pytestmark = pytest.mark.slow
+
+SHORT_LEASE = {"WHENFLOW_OWNER_LEASE": "1s"}
+WAIT_S = 60.0
+
+
+def _pipeline(name: str, folder: Path, schedule: str, *, wait: bool = False) -> str:
+    """One gate node (`servertasks.gate`, tagged with the cycle) under `schedule`."""
+    return f"""
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {{name: {name}, version: 1.0.0}}
+spec:
+  schedules:
+    - {schedule}
+  nodes:
+    - id: a
+      task: {{type: python, callable: "servertasks:gate"}}
+      inputBindings:
+        folder: "{folder}"
+        node: a
+        tag: "c{{{{ system.cycle }}}}"
+        wait: {"true" if wait else "false"}
+"""
+
+
+def _cycles(client: httpx.Client, key: str) -> list[dict[str, Any]]:
+    response = client.get(f"/api/v1/schedules/{key}/cycles", params={"limit": 500})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+def _until(
+    read: Callable[[], list[dict[str, Any]]],
+    done: Callable[[list[dict[str, Any]]], bool],
+    what: str,
+) -> list[dict[str, Any]]:
+    """Poll an API read until `done` holds, within WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        found = read()
+        if done(found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never {what}: {found}")
+        time.sleep(0.1)  # the poll interval of a read through the API
+
+
+def _completed(count: int) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda items: sum(c["status"] == "completed" for c in items) >= count
+
+
+def test_cycles_fire_pause_resume_trigger_rerun_and_stop_through_the_api(tmp_path: Path) -> None:
+    home, work, held = tmp_path / "home", tmp_path / "work", tmp_path / "held"
+    for folder in (home, work, held):
+        folder.mkdir()
+    with running_server(home) as server:
+        client = server.client
+        push(client, _pipeline("ticker", work, "{id: tick, every: 1s}"))
+        listed = client.get("/api/v1/schedules").json()["items"]
+        assert [s["id"] for s in listed] == ["ticker:tick"]
+        assert len(listed[0]["next"]) == 5
+        assert listed[0]["paused"] is False
+
+        key = "ticker:tick"
+        fired = _until(lambda: _cycles(client, key), _completed(2), "two cycles completed")
+        numbers = sorted(c["cycle"] for c in fired)
+        assert numbers == list(range(1, len(numbers) + 1))
+        first = next(c for c in fired if c["cycle"] == 1)
+        shown = client.get(f"/api/v1/executions/{first['executionId']}").json()
+        assert shown["status"] == "completed"
+        assert shown["cycle"]["cycle"] == 1
+        assert shown["cycle"]["logicalDate"] == first["logicalDate"]
+        assert "c1 a" in (work / "calls").read_text().splitlines()
+
+        paused = client.post(f"/api/v1/schedules/{key}/pause").json()
+        assert paused["paused"] is True
+        assert paused["next"] == []
+        at_pause = max(c["cycle"] for c in _cycles(client, key))
+        # Three slots pass while paused: a bounded observation window, not a sync.
+        window = time.monotonic() + 3.0
+        while time.monotonic() < window:
+            assert max(c["cycle"] for c in _cycles(client, key)) == at_pause
+            time.sleep(0.2)
+
+        triggered = client.post(f"/api/v1/schedules/{key}/cycles", json={})
+        assert triggered.status_code == 201, triggered.text
+        by_hand = triggered.json()
+        assert by_hand["cycle"] == at_pause + 1
+        wait_status(client, by_hand["executionId"], "completed")
+
+        rerun = client.post(f"/api/v1/schedules/{key}/cycles", json={"cycle": 1})
+        assert rerun.status_code == 201, rerun.text
+        again = wait_status(client, rerun.json()["executionId"], "completed")
+        assert again["cycle"] == {**shown["cycle"]}
+        assert rerun.json()["executionId"] != first["executionId"]
+
+        resumed = client.post(f"/api/v1/schedules/{key}/resume").json()
+        assert resumed["paused"] is False
+        assert len(resumed["next"]) == 5
+        _until(
+            lambda: _cycles(client, key),
+            lambda items: max(c["cycle"] for c in items) > at_pause + 1,
+            "a cycle fired after the resume",
+        )
+        missing = client.get("/api/v1/schedules/ticker:nope/cycles")
+        assert missing.status_code == 404
+        assert (
+            client.post(f"/api/v1/schedules/{key}/cycles", json={"cycle": 10_000}).status_code
+            == 404
+        )
+        client.post(f"/api/v1/schedules/{key}/pause")
+
+        # A cycle that runs until stopped: the hourly schedule's cycle started by hand.
+        push(client, _pipeline("holder", held, "{id: hourly, every: 1h}", wait=True))
+        started = client.post("/api/v1/schedules/holder:hourly/cycles", json={}).json()
+        assert started["cycle"] == 1
+        wait_for_file(held / "ready-c1-a")
+        stop = client.post(
+            "/api/v1/schedules/holder:hourly/cycles/1/stop", json={"reason": "enough"}
+        )
+        assert stop.status_code == 200, stop.text
+        assert stop.json()["executionId"] == started["executionId"]
+        wait_status(client, started["executionId"], "cancelled")
+        (stopped,) = _cycles(client, "holder:hourly")
+        assert stopped["status"] == "cancelled"
+        again_stop = client.post("/api/v1/schedules/holder:hourly/cycles/1/stop", json={})
+        assert again_stop.status_code == 409
+
+
+def _fires(home: Path) -> list[tuple[float, int, str]]:
+    database = next(home.rglob("*.db"))
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT slot, cycle, execution_id FROM schedule_fires WHERE schedule_id = ?",
+            ("killed:tick",),
+        ).fetchall()
+    connection.close()
+    return [(float(slot), int(cycle), str(eid)) for slot, cycle, eid in rows]
+
+
+def test_a_sigkilled_server_fires_no_slot_twice_and_finishes_the_running_cycle(
+    tmp_path: Path,
+) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    key = "killed:tick"
+    with running_server(home, SHORT_LEASE) as first:
+        push(first.client, _pipeline("killed", work, "{id: tick, every: 1s}", wait=True))
+        wait_for_file(work / "ready-c1-a")  # cycle 1 runs (and holds: overlap skip)
+        (running,) = _cycles(first.client, key)
+        assert running["status"] == "running"
+        first.process.kill()
+        assert first.process.wait(30) == -signal.SIGKILL
+
+    (work / "open").write_text("")
+    with running_server(home, SHORT_LEASE) as second:
+        wait_status(second.client, running["executionId"], "completed")
+        cycles = _until(lambda: _cycles(second.client, key), _completed(3), "three cycles")
+        executions = [
+            second.client.get(f"/api/v1/executions/{c['executionId']}").json() for c in cycles
+        ]
+    dates = [e["cycle"]["logicalDate"] for e in executions]
+    assert len(dates) == len(set(dates))
+    fires = _fires(home)
+    assert len({slot for slot, _, _ in fires}) == len(fires)
+    assert sorted(cycle for _, cycle, _ in fires) == list(range(1, len(fires) + 1))
+    assert len({eid for _, _, eid in fires}) == len(fires)
+    calls = (work / "calls").read_text().splitlines()
+    assert calls.count("c1 a") == 2  # before the kill, then resumed once: never fired again
