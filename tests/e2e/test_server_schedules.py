@@ -5,7 +5,7 @@ server's successor fires no slot twice and finishes the cycle that was running."
 from __future__ import annotations
 
 import signal
-import sqlite3
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_helpers import E2E_DIR, REPO_ROOT, cli_argv, cli_env, connect_db, run_cli, run_json
 from server_helpers import push, running_server, wait_for_file, wait_status
 
 pytestmark = pytest.mark.slow
@@ -147,13 +148,14 @@ def test_cycles_fire_pause_resume_trigger_rerun_and_stop_through_the_api(tmp_pat
 
 
 def _fires(home: Path) -> list[tuple[float, int, str]]:
-    database = next(home.rglob("*.db"))
-    with sqlite3.connect(database) as connection:
+    connection = connect_db(home)
+    try:
         rows = connection.execute(
             "SELECT slot, cycle, execution_id FROM schedule_fires WHERE schedule_id = ?",
             ("killed:tick",),
         ).fetchall()
-    connection.close()
+    finally:
+        connection.close()
     return [(float(slot), int(cycle), str(eid)) for slot, cycle, eid in rows]
 
 
@@ -187,3 +189,64 @@ def test_a_sigkilled_server_fires_no_slot_twice_and_finishes_the_running_cycle(
     assert len({eid for _, _, eid in fires}) == len(fires)
     calls = (work / "calls").read_text().splitlines()
     assert calls.count("c1 a") == 2  # before the kill, then resumed once: never fired again
+
+
+def test_the_cli_lists_pauses_resumes_triggers_and_stops_cycles(tmp_path: Path) -> None:
+    home, work, held = tmp_path / "home", tmp_path / "work", tmp_path / "held"
+    for folder in (home, work, held):
+        folder.mkdir()
+    code = {"PYTHONPATH": str(E2E_DIR)}  # `servertasks` for the cycles run by the CLI
+    key = "daily:hourly"
+    with running_server(home) as server:
+        push(server.client, _pipeline("daily", work, "{id: hourly, every: 1h}"))
+        push(server.client, _pipeline("holds", held, "{id: hourly, every: 1h}", wait=True))
+
+    (listed,) = run_json(home, "schedules", "list", "--pipeline", "daily")
+    assert listed["id"] == key
+    assert listed["cycles"] == 0
+    table = run_cli(home, "schedules", "list")
+    assert table.returncode == 0
+    assert "holds:hourly" in table.stdout
+    assert "active" in table.stdout
+    upcoming = run_json(home, "schedules", "next", key, "--count", "3")
+    assert len(upcoming) == 3
+    assert all(t.endswith(":00:00+00:00") for t in upcoming)  # whole hours, UTC
+
+    assert run_json(home, "schedules", "pause", key)["paused"] is True
+    assert run_json(home, "schedules", "next", key) == []
+    assert run_json(home, "schedules", "resume", key)["paused"] is False
+
+    first = run_json(home, "schedules", "trigger", key, env=code)
+    assert first["cycle"]["cycle"] == 1
+    assert first["status"] == "completed"
+    again = run_json(home, "schedules", "trigger", key, "--cycle", "1", env=code)
+    assert again["cycle"] == {**first["cycle"]}
+    assert again["executionId"] != first["executionId"]
+    cycles = run_json(home, "cycles", "list", key)
+    assert [(c["cycle"], c["status"]) for c in cycles] == [(1, "completed"), (1, "completed")]
+    assert {c["executionId"] for c in cycles} == {first["executionId"], again["executionId"]}
+    ended = run_cli(home, "cycles", "stop", key, "1")
+    assert ended.returncode == 1
+    assert "has ended (completed)" in ended.stderr
+    unknown = run_cli(home, "cycles", "list", "daily:nope")
+    assert unknown.returncode == 1
+    assert "no schedule 'daily:nope'" in unknown.stderr
+
+    # A cycle the CLI runs, stopped by another CLI process through its inbox.
+    with subprocess.Popen(
+        cli_argv("schedules", "trigger", "holds:hourly"),
+        cwd=REPO_ROOT,
+        env=cli_env(home, code),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as running:
+        wait_for_file(held / "ready-c1-a")
+        stopped = run_json(home, "cycles", "stop", "holds:hourly", "1", "--reason", "enough")
+        out, err = running.communicate(timeout=60)
+    assert stopped["applied"] is True
+    assert running.returncode == 1, err
+    assert "cycle 1: execution" in out
+    assert "cancelled" in out
+    (cycle,) = run_json(home, "cycles", "list", "holds:hourly")
+    assert cycle["status"] == "cancelled"

@@ -128,7 +128,8 @@ def schedules_trigger(
 ) -> None:
     """Start a cycle now (the next number) and run it here to its end, like `whenflow run`.
 
-    Exits 0 if the execution completed, 1 otherwise. With a server running,
+    Exits 0 if the execution completed, 1 otherwise; `--json` prints the execution
+    object (its `cycle` holds the number). With a server running,
     `POST /api/v1/schedules/{id}/cycles` starts it in the server instead.
     """
     from whenflow.domain.errors import StoreSettingsError, WhenflowError
@@ -145,7 +146,8 @@ def schedules_trigger(
     result = run.result
     status = "not run" if result is None else str(result.status)
     if as_json:
-        print_json({"cycle": run.fired.cycle, **({} if result is None else result.to_json())})
+        fallback = {"executionId": run.fired.execution_id, "status": None}
+        print_json(fallback if result is None else result.to_json())
     else:
         print(f"cycle {run.fired.cycle}: execution {run.fired.execution_id} {status}")
     raise typer.Exit(EXIT_OK if status == "completed" else EXIT_FAILED)
