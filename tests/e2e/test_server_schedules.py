@@ -113,6 +113,12 @@ def test_cycles_fire_pause_resume_trigger_rerun_and_stop_through_the_api(tmp_pat
         again = wait_status(client, rerun.json()["executionId"], "completed")
         assert again["cycle"] == {**shown["cycle"]}
         assert rerun.json()["executionId"] != first["executionId"]
+        ones = client.get("/api/v1/executions", params={"schedule": key, "cycle": 1}).json()
+        assert {e["executionId"] for e in ones["items"]} == {
+            first["executionId"],
+            rerun.json()["executionId"],
+        }
+        assert client.get("/api/v1/executions", params={"schedule": "x:y"}).json()["items"] == []
 
         resumed = client.post(f"/api/v1/schedules/{key}/resume").json()
         assert resumed["paused"] is False
