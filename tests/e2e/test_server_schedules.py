@@ -256,3 +256,61 @@ def test_the_cli_lists_pauses_resumes_triggers_and_stops_cycles(tmp_path: Path) 
     assert "cancelled" in out
     (cycle,) = run_json(home, "cycles", "list", "holds:hourly")
     assert cycle["status"] == "cancelled"
+
+
+HOOKED = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: hooked, version: 1.0.0}
+spec:
+  inputs:
+    symbol: {type: string}
+    source: {type: string, default: none}
+  triggers:
+    - webhook: {key: "{{ secret('HOOK_KEY') }}"}
+      inputs: {symbol: "{{ body.symbol | upper }}", source: "{{ headers['x-source'] }}"}
+  nodes:
+    - id: a
+      task: {type: python, callable: "servertasks:gate"}
+      inputBindings:
+        folder: "FOLDER"
+        node: a
+        tag: "{{ pipeline.input.symbol }}-{{ pipeline.input.source }}"
+        wait: false
+"""
+
+
+def test_a_webhook_starts_its_pipeline_with_mapped_inputs_once_per_delivery(
+    tmp_path: Path,
+) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    with running_server(home, {"WHENFLOW_SECRET_HOOK_KEY": "k3y-secret"}) as server:
+        client = server.client
+        push(client, HOOKED.replace("FOLDER", str(work)))
+        delivery = {"Idempotency-Key": "delivery-1", "X-Source": "feed"}
+        first = client.post("/api/v1/hooks/k3y-secret", json={"symbol": "aapl"}, headers=delivery)
+        assert first.status_code == 201, first.text
+        (started,) = first.json()["items"]
+        assert started["pipeline"] == "hooked"
+        assert started["created"] is True
+        wait_status(client, started["executionId"], "completed")
+        assert (work / "calls").read_text().splitlines() == ["AAPL-feed a"]
+
+        replay = client.post("/api/v1/hooks/k3y-secret", json={"symbol": "aapl"}, headers=delivery)
+        assert replay.status_code == 200, replay.text
+        assert replay.json()["items"][0]["executionId"] == started["executionId"]
+        assert replay.json()["items"][0]["created"] is False
+        other = client.post("/api/v1/hooks/k3y-secret", json={"symbol": "msft"}, headers=delivery)
+        assert other.status_code == 409
+        fresh = client.post("/api/v1/hooks/k3y-secret", json={"symbol": "msft"})
+        assert fresh.status_code == 201
+        wait_status(client, fresh.json()["items"][0]["executionId"], "completed")
+        assert (work / "calls").read_text().splitlines() == ["AAPL-feed a", "MSFT-none a"]
+
+        assert client.post("/api/v1/hooks/wrong", json={"symbol": "x"}).status_code == 404
+        missing = client.post("/api/v1/hooks/k3y-secret", json={})
+        assert missing.status_code == 422, missing.text
+        listed = client.get("/api/v1/executions", params={"pipeline": "hooked"}).json()
+        assert len(listed["items"]) == 2

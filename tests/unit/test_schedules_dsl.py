@@ -136,3 +136,26 @@ def test_bad_notify_rules_are_located(rule: str, expected: str) -> None:
     assert len(found) == 1, found
     assert found[0].startswith("p.yaml:8:"), found[0]
     assert expected in found[0], found[0]
+
+
+TRIGGERS = """\
+  triggers:
+    - webhook: {key: "{{ secret('HOOK_KEY') }}"}
+      inputs: {symbol: "{{ body.symbol }}", source: "{{ headers['x-source'] }}"}
+"""
+
+
+def test_webhook_triggers_compile_and_survive_the_yaml_round_trip() -> None:
+    definition = load(TRIGGERS).definition
+    (trigger,) = definition.triggers
+    assert trigger.key == "{{ secret('HOOK_KEY') }}"
+    assert trigger.inputs == {"symbol": "{{ body.symbol }}", "source": "{{ headers['x-source'] }}"}
+    again = load_program_text(to_yaml(definition), RUNNER, path="again.yaml").definition
+    assert again.triggers == definition.triggers
+
+
+def test_a_trigger_without_a_webhook_key_is_located() -> None:
+    found = issues("  triggers:\n    - {webhook: {key: ''}, inputs: {}}\n")
+    assert any("p.yaml:8" in i and "key" in i for i in found), found
+    unknown = issues("  triggers:\n    - {after: {pipeline: etl}}\n")
+    assert any("after" in i for i in unknown), unknown

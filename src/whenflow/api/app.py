@@ -14,7 +14,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from whenflow.api import routes_executions, routes_registry, routes_schedules, routes_streams
+from whenflow.api import (
+    routes_executions,
+    routes_hooks,
+    routes_registry,
+    routes_schedules,
+    routes_streams,
+)
 from whenflow.api.auth import install_auth_errors
 from whenflow.api.bodies import BodyLimit
 from whenflow.api.errors import install_handlers
@@ -25,6 +31,7 @@ from whenflow.services.server_stats import DatabaseProbe, LoopLagMonitor, Orches
 from whenflow.services.settings import Settings
 from whenflow.services.tokens import TokenService
 from whenflow.services.tracing import tracing_from_env
+from whenflow.services.webhook_starts import WebhookStarts
 
 
 def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None = None) -> FastAPI:
@@ -63,6 +70,7 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
                 app.state.registry = parts.registry
                 app.state.programs = parts.programs
                 app.state.schedules = parts.schedules
+                app.state.hooks = WebhookStarts(parts.host, parts.registry, parts.programs)
                 app.state.tokens = TokenService(parts.host.service.store.engine)
                 yield
         finally:
@@ -82,6 +90,7 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
     app.include_router(routes_executions.router, tags=["executions"])
     app.include_router(routes_streams.router, tags=["streams"])
     app.include_router(routes_schedules.router, tags=["schedules"])
+    app.include_router(routes_hooks.router, tags=["triggers"])
     app.include_router(
         operations_router(
             probe=DatabaseProbe(lambda: app.state.host.service.store.engine),

@@ -31,6 +31,7 @@ from whenflow.domain.errors import (
 from whenflow.domain.registry import NotADraft, NotInRegistry, VersionConflict
 from whenflow.services.execution_host import ServerClosing
 from whenflow.services.idempotent_starts import IdempotencyConflict
+from whenflow.services.webhook_starts import UnknownHook
 
 _log = logging.getLogger("whenflow.server")
 
@@ -78,6 +79,7 @@ def _from_whenflow(exc: WhenflowError) -> JSONResponse:
         AmbiguousExecutionId,
         ScheduleNotFound,
         CycleNotFound,
+        UnknownHook,
     )
     if isinstance(exc, not_found):
         return error_response(404, "not_found", message)

@@ -149,3 +149,13 @@ class NotifyRule:
     on: tuple[NotifyOn, ...]
     channel: Channel
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTrigger:
+    """One `spec.triggers` entry with `webhook:`: `POST /api/v1/hooks/{key}` starts the
+    pipeline. `key` and `inputs` are as written (templates unrendered): the key is
+    usually `{{ secret('HOOK_KEY') }}`; the inputs read `body` and `headers`."""
+
+    key: str
+    inputs: Mapping[str, Any] = field(default_factory=dict)

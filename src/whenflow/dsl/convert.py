@@ -56,6 +56,7 @@ from whenflow.domain.schedules import (
     NotifyRule,
     Overlap,
     Schedule,
+    WebhookTrigger,
 )
 from whenflow.dsl.approval import APPROVAL_TASK_TYPE
 from whenflow.dsl.schema import (
@@ -531,5 +532,6 @@ def partial_pipeline(
         source_text=source_text,
         schedules=schedules,
         notify=_notify(spec.notify),
+        triggers=tuple(WebhookTrigger(t.webhook.key, dict(t.inputs)) for t in spec.triggers),
     )
     return PartialPipeline(definition, tuple(issues), frozenset(placeholders))

@@ -59,6 +59,10 @@ def to_document(definition: PipelineDefinition) -> dict[str, Any]:
             {"on": [o.value for o in rule.on], rule.channel.value: _plain(rule.settings)}
             for rule in definition.notify
         ]
+    if definition.triggers:
+        spec["triggers"] = [
+            {"webhook": {"key": t.key}, "inputs": _plain(t.inputs)} for t in definition.triggers
+        ]
     return {"apiVersion": "whenflow/v1", "kind": "Pipeline", "metadata": metadata, "spec": spec}
 
 

@@ -375,6 +375,20 @@ class NotifyModel(_Schema):
         return self
 
 
+class WebhookTriggerModel(_Schema):
+    """`webhook:` of a start trigger: the key of `POST /api/v1/hooks/{key}` (a secret)."""
+
+    key: Annotated[str, Field(min_length=1)]
+
+
+class TriggerModel(_Schema):
+    """One entry of `spec.triggers`: a webhook, and the inputs it starts the pipeline with
+    (templates over `body` and `headers`)."""
+
+    webhook: WebhookTriggerModel
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
 class PipelineSpecModel(_Schema):
     """`spec` of a Pipeline."""
 
@@ -389,6 +403,7 @@ class PipelineSpecModel(_Schema):
     outputs: dict[str, Any] = Field(default_factory=dict)
     schedules: list[ScheduleModel] = Field(default_factory=list)
     notify: list[NotifyModel] = Field(default_factory=list)
+    triggers: list[TriggerModel] = Field(default_factory=list)
 
 
 class TaskSpecModel(BaseModel):
