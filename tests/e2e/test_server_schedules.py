@@ -135,6 +135,19 @@ def test_cycles_fire_pause_resume_trigger_rerun_and_stop_through_the_api(tmp_pat
             == 404
         )
         client.post(f"/api/v1/schedules/{key}/pause")
+        cycles_before = client.get(f"/api/v1/schedules/{key}").json()["cycles"]
+
+        # A new version's schedules replace the stored ones, keeping pause and cycle count;
+        # publishing an older version afterwards changes nothing.
+        newer = _pipeline("ticker", work, "{id: tick, every: 1h}").replace("1.0.0", "1.2.0")
+        push(client, newer)
+        synced = client.get(f"/api/v1/schedules/{key}").json()
+        assert (synced["version"], synced["spec"]["every"]) == ("1.2.0", 3600.0)
+        assert synced["paused"] is True
+        assert synced["cycles"] == cycles_before
+        push(client, _pipeline("ticker", work, "{id: tock, every: 1h}").replace("1.0.0", "1.1.0"))
+        assert [s["id"] for s in client.get("/api/v1/schedules").json()["items"]] == [key]
+        assert client.get(f"/api/v1/schedules/{key}").json()["version"] == "1.2.0"
 
         # A cycle that runs until stopped: the hourly schedule's cycle started by hand.
         push(client, _pipeline("holder", held, "{id: hourly, every: 1h}", wait=True))

@@ -41,8 +41,10 @@ class HostStarter:
         program = await self.programs.get(request.pipeline_name, request.pipeline_version)
         fired = await create_fired_execution(self.host.service.store, program, request)
         if fired is not None and not await self.host.adopt(fired.execution_id):
+            # Already taken up by the host's own pass over unfinished executions, or
+            # the server is closing: then the next server resumes it.
             _log.info(
-                "cycle %d of %s (execution %s) is left to the next server",
+                "cycle %d of %s: execution %s was not started by the scheduler",
                 fired.cycle,
                 request.schedule_key,
                 fired.execution_id,
