@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from cli_helpers import E2E_DIR, REPO_ROOT, cli_argv, cli_env, connect_db, run_cli, run_json
-from server_helpers import push, running_server, wait_for_file, wait_status
+from server_helpers import push, running_server, start, wait_for_file, wait_status
 
 pytestmark = pytest.mark.slow
 
@@ -327,3 +327,64 @@ def test_a_webhook_starts_its_pipeline_with_mapped_inputs_once_per_delivery(
         assert missing.status_code == 422, missing.text
         listed = client.get("/api/v1/executions", params={"pipeline": "hooked"}).json()
         assert len(listed["items"]) == 2
+
+
+UPSTREAM = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: etl, version: 1.0.0}
+spec:
+  inputs: {tag: {type: string}}
+  nodes:
+    - id: a
+      task: {type: python, callable: "servertasks:fail_once"}
+      inputBindings: {folder: "FOLDER", node: a, tag: x}
+  outputs: {path: "/data/{{ pipeline.input.tag }}"}
+"""
+DOWNSTREAM = """
+apiVersion: whenflow/v1
+kind: Pipeline
+metadata: {name: load, version: 1.0.0}
+spec:
+  inputs: {path: {type: string}, from: {type: string}}
+  triggers:
+    - after: {pipeline: etl, status: [completed]}
+      inputs: {path: "{{ upstream.outputs.path }}", from: "{{ upstream.executionId }}"}
+  nodes:
+    - id: b
+      task: {type: python, callable: "servertasks:gate"}
+      inputBindings: {folder: "FOLDER", node: b, tag: "{{ pipeline.input.path }}", wait: false}
+"""
+
+
+def test_an_after_trigger_starts_b_with_a_outputs_when_a_completes_not_when_it_fails(
+    tmp_path: Path,
+) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    with running_server(home) as server:
+        client = server.client
+        push(client, UPSTREAM.replace("FOLDER", str(work)))
+        push(client, DOWNSTREAM.replace("FOLDER", str(work)))
+        failed = start(client, "etl", {"inputVariables": {"tag": "one"}})
+        wait_status(client, failed, "failed")
+        completed = start(client, "etl", {"inputVariables": {"tag": "two"}})
+        wait_status(client, completed, "completed")
+
+        def loads() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = client.get(
+                "/api/v1/executions", params={"pipeline": "load"}
+            ).json()["items"]
+            return found
+
+        (load,) = _until(loads, lambda items: len(items) >= 1, "load started")
+        shown = wait_status(client, load["executionId"], "completed")
+        variables = client.get(f"/api/v1/executions/{load['executionId']}/variables").json()
+        inputs = {
+            v["name"]: v["value"] for v in variables["items"] if v["scope"] == "pipeline.input"
+        }
+        assert inputs == {"path": "/data/two", "from": completed}
+        assert shown["nodes"]["b"]["status"] == "completed"
+        assert "/data/two b" in (work / "calls").read_text().splitlines()
+        assert len(loads()) == 1  # the failed run started nothing

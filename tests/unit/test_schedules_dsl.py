@@ -7,7 +7,14 @@ import datetime as dt
 import pytest
 
 from whenflow.domain.errors import DefinitionErrors
-from whenflow.domain.schedules import CatchUp, Channel, NotifyOn, Overlap, Schedule
+from whenflow.domain.schedules import (
+    AfterTrigger,
+    CatchUp,
+    Channel,
+    NotifyOn,
+    Overlap,
+    Schedule,
+)
 from whenflow.dsl.emit import to_yaml
 from whenflow.dsl.load import load_program_text
 from whenflow.dsl.program import PipelineProgram
@@ -157,5 +164,20 @@ def test_webhook_triggers_compile_and_survive_the_yaml_round_trip() -> None:
 def test_a_trigger_without_a_webhook_key_is_located() -> None:
     found = issues("  triggers:\n    - {webhook: {key: ''}, inputs: {}}\n")
     assert any("p.yaml:8" in i and "key" in i for i in found), found
-    unknown = issues("  triggers:\n    - {after: {pipeline: etl}}\n")
-    assert any("after" in i for i in unknown), unknown
+    both = issues("  triggers:\n    - {webhook: {key: k}, after: {pipeline: etl}}\n")
+    assert any("exactly one of `webhook` and `after`" in i for i in both), both
+    status = issues("  triggers:\n    - {after: {pipeline: etl, status: [done]}}\n")
+    assert any("status" in i for i in status), status
+
+
+def test_after_triggers_default_to_completed_and_survive_the_round_trip() -> None:
+    definition = load(
+        "  triggers:\n"
+        "    - {after: {pipeline: etl}, inputs: {path: '{{ upstream.outputs.path }}'}}\n"
+        "    - {after: {pipeline: etl, status: [failed, cancelled, failed]}}\n"
+    ).definition
+    first, second = definition.triggers
+    assert first == AfterTrigger("etl", ("completed",), {"path": "{{ upstream.outputs.path }}"})
+    assert second == AfterTrigger("etl", ("failed", "cancelled"), {})
+    again = load_program_text(to_yaml(definition), RUNNER, path="again.yaml").definition
+    assert again.triggers == definition.triggers

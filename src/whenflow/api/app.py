@@ -29,9 +29,9 @@ from whenflow.services.metrics import Metrics
 from whenflow.services.server import open_server
 from whenflow.services.server_stats import DatabaseProbe, LoopLagMonitor, OrchestratorCounts
 from whenflow.services.settings import Settings
+from whenflow.services.start_triggers import WebhookStarts
 from whenflow.services.tokens import TokenService
 from whenflow.services.tracing import tracing_from_env
-from whenflow.services.webhook_starts import WebhookStarts
 
 
 def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None = None) -> FastAPI:

@@ -31,7 +31,7 @@ from whenflow.domain.errors import (
 from whenflow.domain.registry import NotADraft, NotInRegistry, VersionConflict
 from whenflow.services.execution_host import ServerClosing
 from whenflow.services.idempotent_starts import IdempotencyConflict
-from whenflow.services.webhook_starts import UnknownHook
+from whenflow.services.start_triggers import UnknownHook
 
 _log = logging.getLogger("whenflow.server")
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, Request, Response
 from whenflow.api.bodies import json_body
 from whenflow.api.errors import ApiError
 from whenflow.api.models import ERROR_RESPONSES
-from whenflow.services.webhook_starts import WebhookStarts
+from whenflow.services.start_triggers import WebhookStarts
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 MAX_KEY_LENGTH = 200

@@ -159,3 +159,17 @@ class WebhookTrigger:
 
     key: str
     inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AfterTrigger:
+    """One `spec.triggers` entry with `after:`: the end of an execution of `pipeline` with
+    one of `statuses` starts this pipeline. `inputs` are templates over `upstream`
+    (`{executionId, pipeline, version, status, outputs, error}`)."""
+
+    pipeline: str
+    statuses: tuple[str, ...] = ("completed",)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+StartTrigger = WebhookTrigger | AfterTrigger

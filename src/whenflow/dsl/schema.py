@@ -381,12 +381,32 @@ class WebhookTriggerModel(_Schema):
     key: Annotated[str, Field(min_length=1)]
 
 
-class TriggerModel(_Schema):
-    """One entry of `spec.triggers`: a webhook, and the inputs it starts the pipeline with
-    (templates over `body` and `headers`)."""
+EndStatus = Literal["completed", "failed", "stopped", "cancelled"]
 
-    webhook: WebhookTriggerModel
+
+class AfterTriggerModel(_Schema):
+    """`after:` of a start trigger: an execution of `pipeline` ended with one of `status`."""
+
+    pipeline: Annotated[str, Field(min_length=1)]
+    status: Annotated[list[EndStatus], Field(min_length=1)] = Field(
+        default_factory=lambda: list[EndStatus](["completed"])
+    )
+
+
+class TriggerModel(_Schema):
+    """One entry of `spec.triggers`: a webhook or another pipeline's end (exactly one),
+    and the inputs it starts the pipeline with (templates over `body` and `headers`,
+    or over `upstream`)."""
+
+    webhook: WebhookTriggerModel | None = None
+    after: AfterTriggerModel | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TriggerModel:
+        if (self.webhook is None) == (self.after is None):
+            raise ValueError("a trigger sets exactly one of `webhook` and `after`")
+        return self
 
 
 class PipelineSpecModel(_Schema):

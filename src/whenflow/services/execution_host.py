@@ -91,6 +91,8 @@ class ExecutionHost:
         self._background: list[asyncio.Task[None]] = []
         self.observers: list[Callable[[Orchestrator], None]] = []
         """Called with every execution this host starts, resumes or retries (metrics, traces)."""
+        self.result_listeners: list[Callable[[ExecutionResult], None]] = []
+        """Called with the result of every execution this host ran to its end."""
         self.closing = asyncio.Event()
         self.resumed_once = asyncio.Event()
         """Set once the start-up pass over unfinished executions is done."""
@@ -220,6 +222,8 @@ class ExecutionHost:
             await self._service.collect_garbage(result)
             if orchestrator is not None:
                 self._service.notified(orchestrator.program, result)
+            for listen in self.result_listeners:
+                listen(result)
         except asyncio.CancelledError:
             raise
         except WhenflowError as exc:

@@ -17,6 +17,7 @@ from whenflow.services.program_cache import ProgramCache
 from whenflow.services.registry import RegistryService
 from whenflow.services.server_schedules import ServerSchedules
 from whenflow.services.settings import Settings
+from whenflow.services.start_triggers import AfterStarts
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,13 @@ async def open_server(
             host.observers.extend(observers)
             async with host:
                 programs = ProgramCache(registry)
-                async with ServerSchedules(host, registry, programs) as schedules:
-                    registry.on_published = schedules.published
-                    yield ServerParts(host, registry, programs, schedules)
+                after = AfterStarts(host, registry, programs)
+                host.result_listeners.append(after.on_result)
+                try:
+                    async with ServerSchedules(host, registry, programs) as schedules:
+                        registry.on_published = schedules.published
+                        yield ServerParts(host, registry, programs, schedules)
+                finally:
+                    await after.close()
     finally:
         runner.close()
