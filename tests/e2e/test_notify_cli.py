@@ -43,17 +43,17 @@ def test_a_failed_run_notifies_before_exiting_and_show_lists_it(tmp_path: Path) 
     assert (body["pipeline"], body["node"], body["execution_id"]) == (
         "nightly_load",
         "load",
-        result["execution_id"],
+        result["executionId"],
     )
     expected = hmac.new(b"sign-e2e-secret", hook[0].body, hashlib.sha256).hexdigest()
     assert hook[0].headers["X-Whenflow-Signature"] == f"sha256={expected}"
     for delivery in (hook[0], slack[0]):
         assert CANARY.encode() not in delivery.body
-    shown = run_cli(tmp_path, "executions", "show", result["execution_id"])
+    shown = run_cli(tmp_path, "executions", "show", result["executionId"])
     assert shown.returncode == 0, shown.stderr
     assert "notifications:" in shown.stdout
     assert "failed     webhook  1 attempt(s), sent" in shown.stdout
-    document = run_json(tmp_path, "executions", "show", result["execution_id"])
+    document = run_json(tmp_path, "executions", "show", result["executionId"])
     assert sorted((n["channel"], n["status"]) for n in document["notifications"]) == [
         ("slack", "sent"),
         ("webhook", "sent"),

@@ -54,6 +54,8 @@ class FireRequest:
     """A past cycle to run again (its number is kept), or None for the next cycle."""
     logical_date: float | None = None
     """The `system.logicalDate` of a rerun: its cycle's slot."""
+    by_hand: bool = False
+    """Started by hand (`Scheduler.trigger`): it fires even while the schedule is paused."""
 
     @property
     def inputs(self) -> Mapping[str, Any]:
@@ -84,7 +86,8 @@ async def create_fired_execution(
 ) -> Fired | None:
     """Commit the fire of `request.slot` with its execution's creation (module docstring).
 
-    Returns None when the slot had fired already (in this process or another).
+    Returns None when the slot had fired already (in this process or another), or,
+    unless `request.by_hand`, when the schedule is paused.
 
     Raises:
         InputError: the schedule's inputs do not match the pipeline's.
@@ -124,6 +127,7 @@ async def create_fired_execution(
         lease=store.lease,
         now=now,
         cycle=request.cycle,
+        if_active=not request.by_hand,
     )
     return None if cycle is None else Fired(execution_id, cycle)
 

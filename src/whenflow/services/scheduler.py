@@ -207,6 +207,7 @@ class Scheduler:
             slot,
             cycle=cycle,
             logical_date=None if past is None else past.slot,
+            by_hand=True,
         )
         fired = await self._starter.start(request)
         if fired is not None:

@@ -256,6 +256,7 @@ async def fire_execution(
     lease: LeasePolicy,
     now: float | None = None,
     cycle: int | None = None,
+    if_active: bool = False,
 ) -> int | None:
     """Record the fire of `slot` and create its execution, in one transaction.
 
@@ -266,12 +267,37 @@ async def fire_execution(
 
     Returns the cycle number, or None when the slot had already fired (then
     nothing is written). With `cycle`, the fire runs that cycle again (a rerun
-    by hand): the schedule's cycle count does not move.
+    by hand): the schedule's cycle count does not move. With `if_active` (the
+    scheduler's own fires), nothing is written and None is returned while the
+    schedule is paused: a pause that has committed stops every later fire.
 
     Raises:
         ScheduleNotFound: the schedule is not stored (it was deleted meanwhile).
         ValueError: `creation` holds no ExecutionCreated.
     """
+    try:
+        return await _fire_execution(
+            engine, key, slot, creation, owner, lease, now, cycle, if_active
+        )
+    except _Paused:
+        return None
+
+
+class _Paused(Exception):
+    """The schedule was paused before the fire: its transaction is rolled back."""
+
+
+async def _fire_execution(
+    engine: AsyncEngine,
+    key: str,
+    slot: float,
+    creation: Callable[[int], Sequence[Record]],
+    owner: Owner,
+    lease: LeasePolicy,
+    now: float | None,
+    cycle: int | None,
+    if_active: bool,
+) -> int | None:
     at = time.time() if now is None else now
     dialect = engine.dialect.name
     async with engine.begin() as connection:
@@ -281,18 +307,24 @@ async def fire_execution(
         )
         if inserted.rowcount != 1:
             return None
+        active = [_s.c.paused.is_(False)] if if_active else []
         if cycle is None:
             raised = (
                 await connection.execute(
                     sa.update(_s)
-                    .where(_s.c.id == key)
+                    .where(_s.c.id == key, *active)
                     .values(cycles=_s.c.cycles + 1)
                     .returning(_s.c.cycles)
                 )
             ).scalar()
         else:
-            raised = (await connection.execute(sa.select(_s.c.id).where(_s.c.id == key))).scalar()
+            raised = (
+                await connection.execute(sa.select(_s.c.id).where(_s.c.id == key, *active))
+            ).scalar()
         if raised is None:
+            found = await connection.execute(sa.select(_s.c.id).where(_s.c.id == key))
+            if found.first() is not None:
+                raise _Paused(key)
             raise ScheduleNotFound(key)
         cycle = int(raised) if cycle is None else cycle
         records = creation(cycle)
