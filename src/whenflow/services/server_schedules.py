@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from whenflow.domain.errors import RequestRefused
 from whenflow.domain.records import MessageKind
@@ -32,24 +32,43 @@ _log = logging.getLogger("whenflow.scheduler")
 
 @dataclass
 class HostStarter:
-    """Fires slots into the server's host (module docstring)."""
+    """Fires slots into the server's host (module docstring).
+
+    The fire is committed before `start` returns; the host takes the execution
+    up in a background task, so one slow start does not delay the other
+    schedules' fires. `close()` waits for those tasks.
+    """
 
     host: ExecutionHost
     programs: ProgramCache
+    _adopting: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self, request: FireRequest) -> Fired | None:
         program = await self.programs.get(request.pipeline_name, request.pipeline_version)
         fired = await create_fired_execution(self.host.service.store, program, request)
-        if fired is not None and not await self.host.adopt(fired.execution_id):
+        if fired is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._adopt(request.schedule_key, fired),
+                name=f"whenflow-cycle:{request.schedule_key}:{fired.cycle}",
+            )
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+        return fired
+
+    async def _adopt(self, key: str, fired: Fired) -> None:
+        if not await self.host.adopt(fired.execution_id):
             # Already taken up by the host's own pass over unfinished executions, or
             # the server is closing: then the next server resumes it.
             _log.info(
                 "cycle %d of %s: execution %s was not started by the scheduler",
                 fired.cycle,
-                request.schedule_key,
+                key,
                 fired.execution_id,
             )
-        return fired
+
+    async def close(self) -> None:
+        """Wait for the executions being taken up (each is quick: a claim and a read)."""
+        await asyncio.gather(*list(self._adopting), return_exceptions=True)
 
     async def cancel(self, execution_id: str, reason: str) -> None:
         await self.host.request(execution_id, MessageKind.CANCEL, "", {"reason": reason})
@@ -62,7 +81,8 @@ class ServerSchedules:
         self._host = host
         self._registry = registry
         engine = host.service.store.engine
-        self.scheduler = Scheduler(engine, HostStarter(host, programs))
+        self._starter = HostStarter(host, programs)
+        self.scheduler = Scheduler(engine, self._starter)
         self.service = ScheduleService(engine, on_change=self.scheduler.wake)
         self._starting: asyncio.Task[None] | None = None
 
@@ -76,6 +96,7 @@ class ServerSchedules:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._starting
         await self.scheduler.stop()
+        await self._starter.close()
 
     async def _start(self) -> None:
         await self._host.resumed_once.wait()
