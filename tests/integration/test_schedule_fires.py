@@ -8,6 +8,7 @@ create one execution per slot, and cycle numbers 1..N without a gap or a repeat.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -201,3 +202,38 @@ async def test_the_schedule_service_lists_schedules_and_cycles(
     assert changes == ["changed"] * 3
     with pytest.raises(ScheduleNotFound):
         await service.get(f"{prog.definition.name}:nope")
+
+
+async def test_a_paused_schedule_fires_nothing_but_by_hand_and_reruns_keep_their_number(
+    store: SqlStateStore, engine: AsyncEngine
+) -> None:
+    prog = program(f"sch-paused-{uuid.uuid4().hex[:8]}")
+    key = await publish(engine, prog)
+    first = await create_fired_execution(store, prog, request(prog, key, SLOT))
+    assert first is not None
+    async with engine.begin() as connection:
+        await schedules.set_paused(connection, key, True, time.time())
+    assert await create_fired_execution(store, prog, request(prog, key, SLOT + 60)) is None
+    by_hand = dataclasses.replace(request(prog, key, SLOT + 61), by_hand=True)
+    manual = await create_fired_execution(store, prog, by_hand)
+    assert manual is not None
+    assert manual.cycle == 2
+    rerun = dataclasses.replace(by_hand, slot=SLOT + 62, cycle=1, logical_date=SLOT)
+    again = await create_fired_execution(store, prog, rerun)
+    assert again is not None
+    assert again.cycle == 1
+    async with engine.connect() as connection:
+        fires = await schedules.list_fires(connection, key)
+        latest_one = await schedules.fire_of_cycle(connection, key, 1)
+        row = await schedules.get_schedule(connection, key)
+    assert [(f.slot, f.cycle) for f in fires] == [(SLOT + 61, 2), (SLOT + 62, 1), (SLOT, 1)]
+    assert latest_one is not None
+    assert latest_one.execution_id == again.execution_id
+    assert row.cycles == 2
+    system = {
+        v.name: v.value
+        for v in await queries.get_variables(engine, again.execution_id)
+        if v.scope == "system"
+    }
+    assert system["cycle"] == 1
+    assert system["logicalDate"] == dt.datetime.fromtimestamp(SLOT, dt.UTC).isoformat()

@@ -7,7 +7,14 @@ import datetime as dt
 import pytest
 
 from whenflow.domain.errors import DefinitionErrors
-from whenflow.domain.schedules import CatchUp, Channel, NotifyOn, Overlap, Schedule
+from whenflow.domain.schedules import (
+    AfterTrigger,
+    CatchUp,
+    Channel,
+    NotifyOn,
+    Overlap,
+    Schedule,
+)
 from whenflow.dsl.emit import to_yaml
 from whenflow.dsl.load import load_program_text
 from whenflow.dsl.program import PipelineProgram
@@ -136,3 +143,41 @@ def test_bad_notify_rules_are_located(rule: str, expected: str) -> None:
     assert len(found) == 1, found
     assert found[0].startswith("p.yaml:8:"), found[0]
     assert expected in found[0], found[0]
+
+
+TRIGGERS = """\
+  triggers:
+    - webhook: {key: "{{ secret('HOOK_KEY') }}"}
+      inputs: {symbol: "{{ body.symbol }}", source: "{{ headers['x-source'] }}"}
+"""
+
+
+def test_webhook_triggers_compile_and_survive_the_yaml_round_trip() -> None:
+    definition = load(TRIGGERS).definition
+    (trigger,) = definition.triggers
+    assert trigger.key == "{{ secret('HOOK_KEY') }}"
+    assert trigger.inputs == {"symbol": "{{ body.symbol }}", "source": "{{ headers['x-source'] }}"}
+    again = load_program_text(to_yaml(definition), RUNNER, path="again.yaml").definition
+    assert again.triggers == definition.triggers
+
+
+def test_a_trigger_without_a_webhook_key_is_located() -> None:
+    found = issues("  triggers:\n    - {webhook: {key: ''}, inputs: {}}\n")
+    assert any("p.yaml:8" in i and "key" in i for i in found), found
+    both = issues("  triggers:\n    - {webhook: {key: k}, after: {pipeline: etl}}\n")
+    assert any("exactly one of `webhook` and `after`" in i for i in both), both
+    status = issues("  triggers:\n    - {after: {pipeline: etl, status: [done]}}\n")
+    assert any("status" in i for i in status), status
+
+
+def test_after_triggers_default_to_completed_and_survive_the_round_trip() -> None:
+    definition = load(
+        "  triggers:\n"
+        "    - {after: {pipeline: etl}, inputs: {path: '{{ upstream.outputs.path }}'}}\n"
+        "    - {after: {pipeline: etl, status: [failed, cancelled, failed]}}\n"
+    ).definition
+    first, second = definition.triggers
+    assert first == AfterTrigger("etl", ("completed",), {"path": "{{ upstream.outputs.path }}"})
+    assert second == AfterTrigger("etl", ("failed", "cancelled"), {})
+    again = load_program_text(to_yaml(definition), RUNNER, path="again.yaml").definition
+    assert again.triggers == definition.triggers

@@ -14,7 +14,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from whenflow.api import routes_executions, routes_registry, routes_streams
+from whenflow.api import (
+    routes_executions,
+    routes_hooks,
+    routes_registry,
+    routes_schedules,
+    routes_streams,
+)
 from whenflow.api.auth import install_auth_errors
 from whenflow.api.bodies import BodyLimit
 from whenflow.api.errors import install_handlers
@@ -23,6 +29,7 @@ from whenflow.services.metrics import Metrics
 from whenflow.services.server import open_server
 from whenflow.services.server_stats import DatabaseProbe, LoopLagMonitor, OrchestratorCounts
 from whenflow.services.settings import Settings
+from whenflow.services.start_triggers import WebhookStarts
 from whenflow.services.tokens import TokenService
 from whenflow.services.tracing import tracing_from_env
 
@@ -62,6 +69,8 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
                 app.state.host = parts.host
                 app.state.registry = parts.registry
                 app.state.programs = parts.programs
+                app.state.schedules = parts.schedules
+                app.state.hooks = WebhookStarts(parts.host, parts.registry, parts.programs)
                 app.state.tokens = TokenService(parts.host.service.store.engine)
                 yield
         finally:
@@ -80,6 +89,8 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
     app.include_router(routes_registry.router, tags=["registry"])
     app.include_router(routes_executions.router, tags=["executions"])
     app.include_router(routes_streams.router, tags=["streams"])
+    app.include_router(routes_schedules.router, tags=["schedules"])
+    app.include_router(routes_hooks.router, tags=["triggers"])
     app.include_router(
         operations_router(
             probe=DatabaseProbe(lambda: app.state.host.service.store.engine),

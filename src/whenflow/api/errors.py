@@ -18,17 +18,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from whenflow.domain.errors import (
     AmbiguousExecutionId,
+    CycleNotFound,
     DefinitionError,
     ExecutionNotFound,
     InputError,
     NodeNotFound,
     RequestRefused,
+    ScheduleNotFound,
     StoreError,
     WhenflowError,
 )
 from whenflow.domain.registry import NotADraft, NotInRegistry, VersionConflict
 from whenflow.services.execution_host import ServerClosing
 from whenflow.services.idempotent_starts import IdempotencyConflict
+from whenflow.services.start_triggers import UnknownHook
 
 _log = logging.getLogger("whenflow.server")
 
@@ -69,7 +72,16 @@ def _definition_details(exc: DefinitionError) -> dict[str, Any]:
 
 def _from_whenflow(exc: WhenflowError) -> JSONResponse:
     message = str(exc)
-    if isinstance(exc, ExecutionNotFound | NotInRegistry | NodeNotFound | AmbiguousExecutionId):
+    not_found = (
+        ExecutionNotFound,
+        NotInRegistry,
+        NodeNotFound,
+        AmbiguousExecutionId,
+        ScheduleNotFound,
+        CycleNotFound,
+        UnknownHook,
+    )
+    if isinstance(exc, not_found):
         return error_response(404, "not_found", message)
     if isinstance(exc, DefinitionError):
         return error_response(422, "invalid_definition", message, _definition_details(exc))

@@ -88,3 +88,10 @@ YAML_BODY: dict[str, Any] = {
         "content": {"application/yaml": {"schema": {"type": "string"}}},
     }
 }
+
+
+class CycleRequest(_Body):
+    """`POST /api/v1/schedules/{id}/cycles`: `{}` starts the next cycle now;
+    `{"cycle": 5}` runs cycle 5 again (its number and `logicalDate`)."""
+
+    cycle: int | None = Field(default=None, ge=1)

@@ -125,6 +125,10 @@ async def list_executions(
     status: Annotated[str | None, Query(description="A status, or several with commas")] = None,
     created_after: Annotated[str | None, Query(alias="createdAfter")] = None,
     created_before: Annotated[str | None, Query(alias="createdBefore")] = None,
+    schedule: Annotated[
+        str | None, Query(max_length=1000, description="Fired by this schedule")
+    ] = None,
+    cycle: Annotated[int | None, Query(ge=1, le=2**31, description="Of this cycle")] = None,
     limit: Annotated[int, Query(ge=1, le=server_reads.MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> dict[str, Any]:
@@ -137,6 +141,8 @@ async def list_executions(
         pipeline=pipeline,
         created_from=_time(created_after, "createdAfter"),
         created_to=_time(created_before, "createdBefore"),
+        schedule=schedule,
+        cycle=cycle,
     )
     return page.to_json()
 

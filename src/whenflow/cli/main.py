@@ -24,6 +24,7 @@ from whenflow.cli import (
     execution_commands,
     inbox_commands,
     pipeline_commands,
+    schedule_commands,
     server_command,
     token_commands,
 )
@@ -86,6 +87,16 @@ nodes_app = typer.Typer(
     help="Requests to one node of a running execution.", no_args_is_help=True, cls=WhenflowGroup
 )
 app.add_typer(nodes_app, name="nodes")
+schedules_app = typer.Typer(
+    help="Schedules of published pipelines: list, pause, resume, next, trigger.",
+    no_args_is_help=True,
+    cls=WhenflowGroup,
+)
+app.add_typer(schedules_app, name="schedules")
+cycles_app = typer.Typer(
+    help="The cycles (fires) of a schedule: list, stop.", no_args_is_help=True, cls=WhenflowGroup
+)
+app.add_typer(cycles_app, name="cycles")
 command = functools.partial(app.command, cls=WhenflowCommand)
 pipelines_command = functools.partial(pipelines_app.command, cls=WhenflowCommand)
 executions_command = functools.partial(executions_app.command, cls=WhenflowCommand)
@@ -434,6 +445,13 @@ tokens_command("create")(token_commands.tokens_create)
 tokens_command("list")(token_commands.tokens_list)
 tokens_command("revoke")(token_commands.tokens_revoke)
 
+# Schedules and cycles (cli/schedule_commands.py).
+for _name in ("list", "pause", "resume", "next", "trigger"):
+    schedules_app.command(_name, cls=WhenflowCommand)(
+        getattr(schedule_commands, f"schedules_{_name}")
+    )
+cycles_app.command("list", cls=WhenflowCommand)(schedule_commands.cycles_list)
+cycles_app.command("stop", cls=WhenflowCommand)(schedule_commands.cycles_stop)
 
 command()(server_command.server)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from whenflow.domain.schedules import NotifyRule, Schedule
+from whenflow.domain.schedules import NotifyRule, Schedule, StartTrigger
 
 NODE_ID_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
 PIPELINE_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -190,6 +190,8 @@ class PipelineDefinition:
     """`spec.schedules`, each with its id (given, or `schedule-<n>` by position)."""
     notify: tuple[NotifyRule, ...] = ()
     """`spec.notify`: who is told of which outcomes."""
+    triggers: tuple[StartTrigger, ...] = ()
+    """`spec.triggers`: what else starts it (a webhook, another pipeline's end)."""
 
     def node(self, node_id: str) -> NodeDefinition:
         for node in self.nodes:

@@ -303,6 +303,18 @@ class ScheduleNotFound(WhenflowError):
         self.schedule_key = schedule_key
 
 
+class CycleNotFound(WhenflowError):
+    """A schedule has no cycle with that number (yet)."""
+
+    def __init__(self, schedule_key: str, cycle: int) -> None:
+        super().__init__(
+            f"schedule {schedule_key!r} has no cycle {cycle}; "
+            f"`whenflow cycles list {schedule_key}` shows its cycles"
+        )
+        self.schedule_key = schedule_key
+        self.cycle = cycle
+
+
 class AmbiguousExecutionId(WhenflowError):
     """An id prefix names several executions; give more of the id."""
 

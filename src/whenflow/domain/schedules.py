@@ -149,3 +149,27 @@ class NotifyRule:
     on: tuple[NotifyOn, ...]
     channel: Channel
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTrigger:
+    """One `spec.triggers` entry with `webhook:`: `POST /api/v1/hooks/{key}` starts the
+    pipeline. `key` and `inputs` are as written (templates unrendered): the key is
+    usually `{{ secret('HOOK_KEY') }}`; the inputs read `body` and `headers`."""
+
+    key: str
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AfterTrigger:
+    """One `spec.triggers` entry with `after:`: the end of an execution of `pipeline` with
+    one of `statuses` starts this pipeline. `inputs` are templates over `upstream`
+    (`{executionId, pipeline, version, status, outputs, error}`)."""
+
+    pipeline: str
+    statuses: tuple[str, ...] = ("completed",)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+StartTrigger = WebhookTrigger | AfterTrigger

@@ -72,6 +72,7 @@ from whenflow.dsl.schema import (
     TaskDocument,
     TaskRefModel,
 )
+from whenflow.dsl.start_triggers import start_trigger
 from whenflow.dsl.yaml_source import SourceMap, YamlPath
 
 _LOC_NOISE = frozenset({TASK_REF_TAG, TASK_INLINE_TAG, "[key]"})
@@ -531,5 +532,6 @@ def partial_pipeline(
         source_text=source_text,
         schedules=schedules,
         notify=_notify(spec.notify),
+        triggers=tuple(start_trigger(t) for t in spec.triggers),
     )
     return PartialPipeline(definition, tuple(issues), frozenset(placeholders))

@@ -23,6 +23,7 @@ from whenflow.domain.definitions import (
     RetryPolicy,
     TaskSpec,
 )
+from whenflow.domain.schedules import StartTrigger, WebhookTrigger
 
 _DEFAULT_RETRY = RetryPolicy()
 
@@ -59,7 +60,16 @@ def to_document(definition: PipelineDefinition) -> dict[str, Any]:
             {"on": [o.value for o in rule.on], rule.channel.value: _plain(rule.settings)}
             for rule in definition.notify
         ]
+    if definition.triggers:
+        spec["triggers"] = [_trigger(t) for t in definition.triggers]
     return {"apiVersion": "whenflow/v1", "kind": "Pipeline", "metadata": metadata, "spec": spec}
+
+
+def _trigger(trigger: StartTrigger) -> dict[str, Any]:
+    if isinstance(trigger, WebhookTrigger):
+        return {"webhook": {"key": trigger.key}, "inputs": _plain(trigger.inputs)}
+    after = {"pipeline": trigger.pipeline, "status": list(trigger.statuses)}
+    return {"after": after, "inputs": _plain(trigger.inputs)}
 
 
 def _node(node: NodeDefinition) -> dict[str, Any]:

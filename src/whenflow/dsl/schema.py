@@ -375,6 +375,40 @@ class NotifyModel(_Schema):
         return self
 
 
+class WebhookTriggerModel(_Schema):
+    """`webhook:` of a start trigger: the key of `POST /api/v1/hooks/{key}` (a secret)."""
+
+    key: Annotated[str, Field(min_length=1)]
+
+
+EndStatus = Literal["completed", "failed", "stopped", "cancelled"]
+
+
+class AfterTriggerModel(_Schema):
+    """`after:` of a start trigger: an execution of `pipeline` ended with one of `status`."""
+
+    pipeline: Annotated[str, Field(min_length=1)]
+    status: Annotated[list[EndStatus], Field(min_length=1)] = Field(
+        default_factory=lambda: list[EndStatus](["completed"])
+    )
+
+
+class TriggerModel(_Schema):
+    """One entry of `spec.triggers`: a webhook or another pipeline's end (exactly one),
+    and the inputs it starts the pipeline with (templates over `body` and `headers`,
+    or over `upstream`)."""
+
+    webhook: WebhookTriggerModel | None = None
+    after: AfterTriggerModel | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TriggerModel:
+        if (self.webhook is None) == (self.after is None):
+            raise ValueError("a trigger sets exactly one of `webhook` and `after`")
+        return self
+
+
 class PipelineSpecModel(_Schema):
     """`spec` of a Pipeline."""
 
@@ -389,6 +423,7 @@ class PipelineSpecModel(_Schema):
     outputs: dict[str, Any] = Field(default_factory=dict)
     schedules: list[ScheduleModel] = Field(default_factory=list)
     notify: list[NotifyModel] = Field(default_factory=list)
+    triggers: list[TriggerModel] = Field(default_factory=list)
 
 
 class TaskSpecModel(BaseModel):

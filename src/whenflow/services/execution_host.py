@@ -91,6 +91,8 @@ class ExecutionHost:
         self._background: list[asyncio.Task[None]] = []
         self.observers: list[Callable[[Orchestrator], None]] = []
         """Called with every execution this host starts, resumes or retries (metrics, traces)."""
+        self.result_listeners: list[Callable[[ExecutionResult], None]] = []
+        """Called with the result of every execution this host ran to its end."""
         self.closing = asyncio.Event()
         self.resumed_once = asyncio.Event()
         """Set once the start-up pass over unfinished executions is done."""
@@ -220,6 +222,8 @@ class ExecutionHost:
             await self._service.collect_garbage(result)
             if orchestrator is not None:
                 self._service.notified(orchestrator.program, result)
+            for listen in self.result_listeners:
+                listen(result)
         except asyncio.CancelledError:
             raise
         except WhenflowError as exc:
@@ -421,28 +425,39 @@ class ExecutionHost:
         for execution_id in await queries.unfinished_roots(self._engine):
             if self.closing.is_set():
                 return
-            if self._taken(execution_id):
-                continue
-            try:
-                tasks = await self._known_tasks() if self._known_tasks is not None else None
-                claimed = await self._service.claim(
-                    execution_id,
-                    on_event=self._listener(execution_id),
-                    shared_inbox=True,
-                    known_tasks=tasks,
-                )
-            except ExecutionOwned:
-                continue  # a live process runs it; taken over if its lease expires
-            except WhenflowError as exc:
-                self._unresumable.add(execution_id)
-                _log.error("cannot resume execution %s: %s", execution_id, exc)
-                continue
-            if isinstance(claimed, ExecutionResult) or self._taken(execution_id):
-                continue  # ended, or this process took it up while it was claimed
-            orchestrator, snapshot = claimed
-            self._running[execution_id] = self._watch_status(orchestrator)
-            _log.info("resuming execution %s", execution_id)
-            self._run(execution_id, orchestrator.resume(snapshot))
+            await self.adopt(execution_id)
+
+    async def adopt(self, execution_id: str) -> bool:
+        """Run an unfinished execution stored in the database (created by another path,
+        such as a schedule's fire, or left by a dead process) as one of this host's.
+
+        Returns False when it is not run here: this process runs it already, it
+        ended, a live process owns it, the server is closing, or it cannot load
+        (logged; it stays unfinished for the next server).
+        """
+        if self.closing.is_set() or self._taken(execution_id):
+            return False
+        try:
+            tasks = await self._known_tasks() if self._known_tasks is not None else None
+            claimed = await self._service.claim(
+                execution_id,
+                on_event=self._listener(execution_id),
+                shared_inbox=True,
+                known_tasks=tasks,
+            )
+        except ExecutionOwned:
+            return False  # a live process runs it; taken over if its lease expires
+        except WhenflowError as exc:
+            self._unresumable.add(execution_id)
+            _log.error("cannot resume execution %s: %s", execution_id, exc)
+            return False
+        if isinstance(claimed, ExecutionResult) or self._taken(execution_id):
+            return False  # ended, or this process took it up while it was claimed
+        orchestrator, snapshot = claimed
+        self._running[execution_id] = self._watch_status(orchestrator)
+        _log.info("running execution %s", execution_id)
+        self._run(execution_id, orchestrator.resume(snapshot))
+        return True
 
     def _taken(self, execution_id: str) -> bool:
         return (

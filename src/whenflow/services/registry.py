@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
@@ -51,6 +51,9 @@ class RegistryService:
         self._engine = engine
         self._runner = runner
         self._clock = clock
+        self.on_published: Callable[[str], Awaitable[None]] | None = None
+        """Awaited with a pipeline's name after one of its versions is published (or
+        pushed again as published): the server syncs its schedules (DESIGN.md §12)."""
 
     async def push(
         self, text: str, *, publish: bool = False, kind: DefinitionKind | None = None
@@ -74,6 +77,8 @@ class RegistryService:
             except IntegrityError:
                 continue
             if stored is not None:
+                if stored.status is VersionStatus.PUBLISHED:
+                    await self._published(kind, name)
                 return stored
         raise VersionConflict(f"{kind} {name}@{version} is being pushed concurrently; retry")
 
@@ -130,7 +135,12 @@ class RegistryService:
             found = await rows.find(conn, kind, name, version)
         if found is None:
             raise NotInRegistry(f"no {kind} {name}@{version} in the registry; push it first")
+        await self._published(kind, name)
         return found[0]
+
+    async def _published(self, kind: DefinitionKind, name: str) -> None:
+        if kind is DefinitionKind.PIPELINE and self.on_published is not None:
+            await self.on_published(name)
 
     async def get(
         self, kind: DefinitionKind, name: str, version: str | None = None

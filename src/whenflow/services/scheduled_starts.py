@@ -48,7 +48,14 @@ class FireRequest:
     pipeline_version: str
     schedule: Schedule
     slot: float
-    """Unix seconds; `system.logicalDate` of the execution."""
+    """Unix seconds: the fire's key; `system.logicalDate` of the execution unless
+    `logical_date` is given."""
+    cycle: int | None = None
+    """A past cycle to run again (its number is kept), or None for the next cycle."""
+    logical_date: float | None = None
+    """The `system.logicalDate` of a rerun: its cycle's slot."""
+    by_hand: bool = False
+    """Started by hand (`Scheduler.trigger`): it fires even while the schedule is paused."""
 
     @property
     def inputs(self) -> Mapping[str, Any]:
@@ -67,7 +74,9 @@ def system_values(request: FireRequest, cycle: int) -> dict[str, Any]:
     """The `system.*` values a fired execution gets besides the engine's own."""
     return {
         SYSTEM_CYCLE: cycle,
-        SYSTEM_LOGICAL_DATE: iso(request.slot),
+        SYSTEM_LOGICAL_DATE: iso(
+            request.slot if request.logical_date is None else request.logical_date
+        ),
         SYSTEM_SCHEDULE: request.schedule_key,
     }
 
@@ -77,7 +86,8 @@ async def create_fired_execution(
 ) -> Fired | None:
     """Commit the fire of `request.slot` with its execution's creation (module docstring).
 
-    Returns None when the slot had fired already (in this process or another).
+    Returns None when the slot had fired already (in this process or another), or,
+    unless `request.by_hand`, when the schedule is paused.
 
     Raises:
         InputError: the schedule's inputs do not match the pipeline's.
@@ -116,6 +126,8 @@ async def create_fired_execution(
         owner=store.owner,
         lease=store.lease,
         now=now,
+        cycle=request.cycle,
+        if_active=not request.by_hand,
     )
     return None if cycle is None else Fired(execution_id, cycle)
 

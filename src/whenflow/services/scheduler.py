@@ -35,7 +35,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from whenflow.domain.errors import ExecutionNotFound, StoreError, WhenflowError
+from whenflow.domain.errors import CycleNotFound, ExecutionNotFound, StoreError, WhenflowError
 from whenflow.domain.schedule_slots import DEFAULT_GRACE_S, next_slot, plan_due
 from whenflow.domain.schedules import Overlap
 from whenflow.services.scheduled_starts import Fired, FireRequest
@@ -181,20 +181,34 @@ class Scheduler:
             await schedules.set_paused(connection, key, False, self.clock.now())
         self.wake()
 
-    async def trigger(self, key: str) -> Fired | None:
-        """Start a cycle of a schedule now, by hand: the next cycle number, `logicalDate` now.
+    async def trigger(self, key: str, cycle: int | None = None) -> Fired | None:
+        """Start a cycle of a schedule now, by hand: the next cycle number, `logicalDate` now;
+        with `cycle`, that past cycle again (its number and `logicalDate`, a new execution).
 
         Paused or not, overlap aside; the schedule's later slots fire as usual.
         Returns None if a fire at this very instant exists already.
 
         Raises:
             ScheduleNotFound: no such schedule.
+            CycleNotFound: `cycle` has not fired.
             WhenflowError: the pipeline cannot start (its inputs, its version).
         """
+        slot = self.clock.now()
         async with self._engine.connect() as connection:
             row = await schedules.get_schedule(connection, key)
-        slot = self.clock.now()
-        request = FireRequest(row.key, row.pipeline_name, row.pipeline_version, row.schedule, slot)
+            past = None if cycle is None else await schedules.fire_of_cycle(connection, key, cycle)
+        if cycle is not None and past is None:
+            raise CycleNotFound(key, cycle)
+        request = FireRequest(
+            row.key,
+            row.pipeline_name,
+            row.pipeline_version,
+            row.schedule,
+            slot,
+            cycle=cycle,
+            logical_date=None if past is None else past.slot,
+            by_hand=True,
+        )
         fired = await self._starter.start(request)
         if fired is not None:
             self.fired.append(FireLog(key, slot, fired.cycle, fired.execution_id, slot))

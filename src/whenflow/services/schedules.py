@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from whenflow.domain.definitions import PipelineDefinition
-from whenflow.domain.errors import ExecutionNotFound
+from whenflow.domain.errors import CycleNotFound, ExecutionNotFound
 from whenflow.domain.schedule_slots import iso, upcoming
 from whenflow.storage import queries, schedules
-from whenflow.storage.schedules import ScheduleRow
+from whenflow.storage.schedules import FireRow, ScheduleRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ class CycleView:
         return {
             "cycle": self.cycle,
             "logicalDate": self.logical_date,
-            "execution_id": self.execution_id,
+            "executionId": self.execution_id,
             "status": self.status,
             "firedAt": self.fired_at,
         }
@@ -126,20 +126,32 @@ class ScheduleService:
         async with self._engine.connect() as connection:
             await schedules.get_schedule(connection, key)
             fires = await schedules.list_fires(connection, key, limit=limit)
-        views = []
-        for fire in fires:
-            status = None
-            if fire.execution_id is not None:
-                try:
-                    status = str(await queries.get_status(self._engine, fire.execution_id))
-                except ExecutionNotFound:
-                    status = None
-            views.append(
-                CycleView(
-                    fire.cycle, iso(fire.slot), fire.execution_id, status, iso(fire.created_at)
-                )
-            )
-        return views
+        return [await self._cycle_view(fire) for fire in fires]
+
+    async def cycle(self, key: str, cycle: int) -> CycleView:
+        """One cycle of a schedule.
+
+        Raises:
+            ScheduleNotFound: no such schedule.
+            CycleNotFound: it has no cycle with that number.
+        """
+        async with self._engine.connect() as connection:
+            await schedules.get_schedule(connection, key)
+            fire = await schedules.fire_of_cycle(connection, key, cycle)
+        if fire is None:
+            raise CycleNotFound(key, cycle)
+        return await self._cycle_view(fire)
+
+    async def _cycle_view(self, fire: FireRow) -> CycleView:
+        status = None
+        if fire.execution_id is not None:
+            try:
+                status = str(await queries.get_status(self._engine, fire.execution_id))
+            except ExecutionNotFound:
+                status = None
+        return CycleView(
+            fire.cycle, iso(fire.slot), fire.execution_id, status, iso(fire.created_at)
+        )
 
     def _view(self, row: ScheduleRow, count: int = 5) -> ScheduleView:
         times = () if row.paused else upcoming(row.schedule, self._clock(), count)

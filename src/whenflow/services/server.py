@@ -15,7 +15,9 @@ from whenflow.services.executions import ExecutionService
 from whenflow.services.pipelines import default_runner
 from whenflow.services.program_cache import ProgramCache
 from whenflow.services.registry import RegistryService
+from whenflow.services.server_schedules import ServerSchedules
 from whenflow.services.settings import Settings
+from whenflow.services.start_triggers import AfterStarts
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,7 @@ class ServerParts:
     host: ExecutionHost
     registry: RegistryService
     programs: ProgramCache
+    schedules: ServerSchedules
 
 
 def use_code_path(code_path: Path) -> None:
@@ -45,8 +48,9 @@ async def open_server(
     inbox_poll_s: float | None = None,
     observers: Sequence[Callable[[Orchestrator], None]] = (),
 ) -> AsyncIterator[ServerParts]:
-    """Open the store, resume what this process may own, and run until the block ends;
-    then shut down gracefully (running attempts get `grace_s` seconds).
+    """Open the store, resume what this process may own, then fire the schedules' slots,
+    and run until the block ends; then stop the scheduler and shut down gracefully
+    (running attempts get `grace_s` seconds).
 
     `observers` are called with every execution the server runs (metrics, traces).
     """
@@ -60,6 +64,14 @@ async def open_server(
             )
             host.observers.extend(observers)
             async with host:
-                yield ServerParts(host, registry, ProgramCache(registry))
+                programs = ProgramCache(registry)
+                after = AfterStarts(host, registry, programs)
+                host.result_listeners.append(after.on_result)
+                try:
+                    async with ServerSchedules(host, registry, programs) as schedules:
+                        registry.on_published = schedules.published
+                        yield ServerParts(host, registry, programs, schedules)
+                finally:
+                    await after.close()
     finally:
         runner.close()

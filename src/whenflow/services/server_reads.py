@@ -80,6 +80,8 @@ async def page_executions(
     pipeline: str | None = None,
     created_from: float | None = None,
     created_to: float | None = None,
+    schedule: str | None = None,
+    cycle: int | None = None,
 ) -> Page:
     """Top-level executions, newest first; pass the returned cursor for the next page.
 
@@ -94,6 +96,8 @@ async def page_executions(
         pipeline=pipeline,
         created_from=created_from,
         created_to=created_to,
+        schedule=schedule,
+        cycle=cycle,
     )
     rows = [
         ExecutionRow(

@@ -122,9 +122,13 @@ async def page_executions(
     pipeline: str | None = None,
     created_from: float | None = None,
     created_to: float | None = None,
+    schedule: str | None = None,
+    cycle: int | None = None,
 ) -> ExecutionPage:
     """Top-level executions, newest first, filtered; `after` is a previous page's cursor
-    (`created_at`, `id` of its last row). Sub-pipeline executions are left out."""
+    (`created_at`, `id` of its last row). Sub-pipeline executions are left out.
+    `schedule` (a schedule key) keeps the executions it fired, `cycle` those of that
+    cycle number (of any schedule unless `schedule` is given)."""
     ex = tables.executions
     query = sa.select(
         ex.c.id,
@@ -142,6 +146,14 @@ async def page_executions(
         query = query.where(ex.c.created_at >= created_from)
     if created_to is not None:
         query = query.where(ex.c.created_at < created_to)
+    if schedule is not None or cycle is not None:
+        fires = tables.schedule_fires
+        fired = sa.select(fires.c.execution_id).where(fires.c.execution_id.is_not(None))
+        if schedule is not None:
+            fired = fired.where(fires.c.schedule_id == schedule)
+        if cycle is not None:
+            fired = fired.where(fires.c.cycle == cycle)
+        query = query.where(ex.c.id.in_(fired))
     if after is not None:
         at, last_id = after
         query = query.where(

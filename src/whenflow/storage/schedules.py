@@ -206,6 +206,18 @@ async def list_fires(connection: AsyncConnection, key: str, *, limit: int = 50) 
     return [_fire_row(r) for r in await connection.execute(query)]
 
 
+async def fire_of_cycle(connection: AsyncConnection, key: str, cycle: int) -> FireRow | None:
+    """The latest fire of cycle `cycle` of a schedule (a rerun's, if any), or None."""
+    query = (
+        sa.select(_f)
+        .where(_f.c.schedule_id == key, _f.c.cycle == cycle)
+        .order_by(_f.c.slot.desc())
+        .limit(1)
+    )
+    row = (await connection.execute(query)).first()
+    return None if row is None else _fire_row(row)
+
+
 async def fire_of_execution(connection: AsyncConnection, execution_id: str) -> FireRow | None:
     """The fire that started an execution, if a schedule started it."""
     row = (await connection.execute(sa.select(_f).where(_f.c.execution_id == execution_id))).first()
@@ -243,6 +255,8 @@ async def fire_execution(
     owner: Owner,
     lease: LeasePolicy,
     now: float | None = None,
+    cycle: int | None = None,
+    if_active: bool = False,
 ) -> int | None:
     """Record the fire of `slot` and create its execution, in one transaction.
 
@@ -252,12 +266,38 @@ async def fire_execution(
     `owner` from that commit on (resume it to run it).
 
     Returns the cycle number, or None when the slot had already fired (then
-    nothing is written).
+    nothing is written). With `cycle`, the fire runs that cycle again (a rerun
+    by hand): the schedule's cycle count does not move. With `if_active` (the
+    scheduler's own fires), nothing is written and None is returned while the
+    schedule is paused: a pause that has committed stops every later fire.
 
     Raises:
         ScheduleNotFound: the schedule is not stored (it was deleted meanwhile).
         ValueError: `creation` holds no ExecutionCreated.
     """
+    try:
+        return await _fire_execution(
+            engine, key, slot, creation, owner, lease, now, cycle, if_active
+        )
+    except _Paused:
+        return None
+
+
+class _Paused(Exception):
+    """The schedule was paused before the fire: its transaction is rolled back."""
+
+
+async def _fire_execution(
+    engine: AsyncEngine,
+    key: str,
+    slot: float,
+    creation: Callable[[int], Sequence[Record]],
+    owner: Owner,
+    lease: LeasePolicy,
+    now: float | None,
+    cycle: int | None,
+    if_active: bool,
+) -> int | None:
     at = time.time() if now is None else now
     dialect = engine.dialect.name
     async with engine.begin() as connection:
@@ -267,17 +307,26 @@ async def fire_execution(
         )
         if inserted.rowcount != 1:
             return None
-        raised = (
-            await connection.execute(
-                sa.update(_s)
-                .where(_s.c.id == key)
-                .values(cycles=_s.c.cycles + 1)
-                .returning(_s.c.cycles)
-            )
-        ).scalar()
+        active = [_s.c.paused.is_(False)] if if_active else []
+        if cycle is None:
+            raised = (
+                await connection.execute(
+                    sa.update(_s)
+                    .where(_s.c.id == key, *active)
+                    .values(cycles=_s.c.cycles + 1)
+                    .returning(_s.c.cycles)
+                )
+            ).scalar()
+        else:
+            raised = (
+                await connection.execute(sa.select(_s.c.id).where(_s.c.id == key, *active))
+            ).scalar()
         if raised is None:
+            found = await connection.execute(sa.select(_s.c.id).where(_s.c.id == key))
+            if found.first() is not None:
+                raise _Paused(key)
             raise ScheduleNotFound(key)
-        cycle = int(raised)
+        cycle = int(raised) if cycle is None else cycle
         records = creation(cycle)
         created = next((r for r in records if isinstance(r, ExecutionCreated)), None)
         if created is None:
