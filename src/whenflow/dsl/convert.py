@@ -35,7 +35,6 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails
 
 from whenflow.domain.definitions import (
-    NODE_ID_PATTERN,
     Backoff,
     NodeDefinition,
     OnItemError,
@@ -47,56 +46,27 @@ from whenflow.domain.definitions import (
     TaskSpec,
 )
 from whenflow.domain.errors import DefinitionError, DefinitionErrors, DefinitionIssue
-from whenflow.domain.schedule_slots import zone
-from whenflow.domain.schedules import (
-    DEFAULT_MAX_CATCH_UP,
-    CatchUp,
-    Channel,
-    NotifyOn,
-    NotifyRule,
-    Overlap,
-    Schedule,
-)
 from whenflow.dsl.approval import APPROVAL_TASK_TYPE
+from whenflow.dsl.convert_schedules import notify_rules, schedules_of
 from whenflow.dsl.schema import (
     TASK_INLINE_TAG,
     TASK_REF_TAG,
     DefaultsModel,
     InlineTaskModel,
     NodeModel,
-    NotifyModel,
     ParamModel,
     PipelineDocument,
     RetryModel,
-    ScheduleModel,
     TaskDocument,
     TaskRefModel,
 )
 from whenflow.dsl.start_triggers import start_trigger
-from whenflow.dsl.yaml_source import SourceMap, YamlPath
+from whenflow.dsl.yaml_source import SourceMap, YamlPath, field_name
 
 _LOC_NOISE = frozenset({TASK_REF_TAG, TASK_INLINE_TAG, "[key]"})
 
 PLACEHOLDER_TASK = "noop"
 """The task of a node that stands in for one whose definition could not be read."""
-
-
-def field_name(path: YamlPath, node_ids: Sequence[object] = ()) -> str:
-    """The dotted name of a YAML path, naming nodes by id (see the module docstring)."""
-    if len(path) >= 3 and path[:2] == ("spec", "nodes") and isinstance(path[2], int):
-        index = path[2]
-        node_id = node_ids[index] if 0 <= index < len(node_ids) else None
-        unique = isinstance(node_id, str) and list(node_ids).count(node_id) == 1
-        if unique and NODE_ID_PATTERN.fullmatch(str(node_id)):
-            head = f"nodes.{node_id}"
-        else:
-            head = f"nodes[{index}]"
-        return head + _dotted(path[3:])
-    return _dotted(path).lstrip(".")
-
-
-def _dotted(parts: Sequence[str | int]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
 def node_ids_of(data: Any) -> list[object]:
@@ -264,78 +234,6 @@ def _retry(model: RetryModel | None) -> RetryPolicy:
         max_delay_s=model.max_delay,
         retry_on=tuple(model.retry_on),
     )
-
-
-def default_schedule_id(index: int) -> str:
-    """The id of the schedule at `index` of `spec.schedules` when it gives none."""
-    return f"schedule-{index + 1}"
-
-
-def _schedules(
-    models: Sequence[ScheduleModel], source: SourceMap
-) -> tuple[tuple[Schedule, ...], list[DefinitionIssue]]:
-    schedules: list[Schedule] = []
-    issues: list[DefinitionIssue] = []
-    seen: dict[str, int] = {}
-    for index, model in enumerate(models):
-        schedule_id = model.id or default_schedule_id(index)
-        path: YamlPath = ("spec", "schedules", index)
-        if schedule_id in seen:
-            issues.append(
-                DefinitionIssue(
-                    f"duplicate schedule id {schedule_id!r} (first at spec.schedules"
-                    f"[{seen[schedule_id]}]); give each schedule its own `id`",
-                    source.locate((*path, "id")),
-                    field_name((*path, "id")),
-                )
-            )
-            continue
-        seen[schedule_id] = index
-        tz = zone(model.timezone)
-        start, end = (
-            None if d is None else d if d.tzinfo is not None else d.replace(tzinfo=tz)
-            for d in (model.start, model.end)
-        )
-        try:
-            schedules.append(
-                Schedule(
-                    id=schedule_id,
-                    cron=model.cron,
-                    every_s=model.every,
-                    timezone=model.timezone,
-                    inputs=dict(model.inputs),
-                    overlap=Overlap(model.overlap),
-                    catch_up=CatchUp(model.catch_up),
-                    max_catch_up=model.max_catch_up or DEFAULT_MAX_CATCH_UP,
-                    start=start,
-                    end=end,
-                )
-            )
-        except ValueError as exc:
-            issues.append(DefinitionIssue(str(exc), source.locate(path), field_name(path)))
-    return tuple(schedules), issues
-
-
-def _notify(models: Sequence[NotifyModel]) -> tuple[NotifyRule, ...]:
-    rules = []
-    for model in models:
-        on = tuple(dict.fromkeys(NotifyOn(o) for o in model.on))
-        if model.webhook is not None:
-            settings: dict[str, Any] = {"url": model.webhook.url, "headers": model.webhook.headers}
-            if model.webhook.signing_secret is not None:
-                settings["signingSecret"] = model.webhook.signing_secret
-            rules.append(NotifyRule(on, Channel.WEBHOOK, settings))
-        elif model.slack is not None:
-            rules.append(NotifyRule(on, Channel.SLACK, {"url": model.slack.url}))
-        elif model.email is not None:
-            email = model.email
-            settings = {"to": list(email.to), "connection": email.connection}
-            if email.sender is not None:
-                settings["from"] = email.sender
-            if email.subject is not None:
-                settings["subject"] = email.subject
-            rules.append(NotifyRule(on, Channel.EMAIL, settings))
-    return tuple(rules)
 
 
 def task_from_document(doc: TaskDocument) -> TaskDefinition:
@@ -513,7 +411,7 @@ def partial_pipeline(
         if base_dir is not None:
             task = replace(task, base_dir=base_dir)
         nodes.append(_node(node, task, spec.defaults))
-    schedules, schedule_issues = _schedules(spec.schedules, source)
+    schedules, schedule_issues = schedules_of(spec.schedules, source)
     issues.extend(schedule_issues)
     meta = doc.metadata
     definition = PipelineDefinition(
@@ -531,7 +429,7 @@ def partial_pipeline(
         source_path=source_path,
         source_text=source_text,
         schedules=schedules,
-        notify=_notify(spec.notify),
+        notify=notify_rules(spec.notify),
         triggers=tuple(start_trigger(t) for t in spec.triggers),
     )
     return PartialPipeline(definition, tuple(issues), frozenset(placeholders))

@@ -36,12 +36,11 @@ from whenflow.domain.errors import (
 from whenflow.dsl.convert import (
     PLACEHOLDER_TASK,
     document_from_data,
-    field_name,
     partial_pipeline,
     task_from_document,
 )
 from whenflow.dsl.schema import NodeModel, PipelineDocument, TaskDocument
-from whenflow.dsl.yaml_source import SourceMap, YamlPath, load_yaml_documents
+from whenflow.dsl.yaml_source import SourceMap, YamlPath, field_name, load_yaml_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")
 # Recognises a Task file that does not parse, so its syntax error is not silently ignored.

@@ -28,6 +28,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from whenflow.domain.definitions import NODE_ID_PATTERN
 from whenflow.domain.errors import DefinitionError, DefinitionIssue, SourceLocation
 
 YamlPath = tuple[str | int, ...]
@@ -317,3 +318,21 @@ def _pure_python_error(text: str) -> yaml.YAMLError | None:
     except yaml.YAMLError as exc:
         return exc
     return None
+
+
+def field_name(path: YamlPath, node_ids: Sequence[object] = ()) -> str:
+    """The dotted name of a YAML path, naming nodes by id (see the module docstring)."""
+    if len(path) >= 3 and path[:2] == ("spec", "nodes") and isinstance(path[2], int):
+        index = path[2]
+        node_id = node_ids[index] if 0 <= index < len(node_ids) else None
+        unique = isinstance(node_id, str) and list(node_ids).count(node_id) == 1
+        if unique and NODE_ID_PATTERN.fullmatch(str(node_id)):
+            head = f"nodes.{node_id}"
+        else:
+            head = f"nodes[{index}]"
+        return head + _dotted(path[3:])
+    return _dotted(path).lstrip(".")
+
+
+def _dotted(parts: Sequence[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
