@@ -156,6 +156,7 @@ class AttemptWork:
         changed = 0
         last: tuple[dict[str, Any], tuple[str, ...]] | None = None
         for number, statement in enumerate(statements, 1):
+            self._stop_if_interrupted()
             try:
                 result = connection.execute(sa.text(bindable_text(statement)), self.params)
                 if _duckdb_count(connection, result, statement):
@@ -176,9 +177,15 @@ class AttemptWork:
                 for path in last[1] if last is not None else ():
                     shutil.rmtree(path, ignore_errors=True)
                 raise
+        self._stop_if_interrupted()  # a cancel that came while no statement ran: no commit
         if last is not None:
             return last
         return {"rowcount": changed, "columns": [], "rows": []}, ()
+
+    def _stop_if_interrupted(self) -> None:
+        """Raise CancelledError (the transaction rolls back) once the attempt is cancelled."""
+        if self.interrupter.interrupted:
+            raise asyncio.CancelledError
 
     def _collect(self, result: CursorResult[Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The result as `rows`, or, past the limits, as a Parquet file written as it comes."""
@@ -239,6 +246,7 @@ class AttemptWork:
         columns: list[str] = []
         total = 0
         for batch in self._insert_batches(spec):
+            self._stop_if_interrupted()
             if table is None:
                 columns = _columns_of(batch)
                 known = frozenset(columns)
