@@ -170,3 +170,23 @@ def test_loading_a_pipeline_imports_no_driver() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_plugin_that_exits_while_loading_is_broken_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sys.exit()` in a plugin's import or factory must not end whenflow (a CLI command)."""
+    (tmp_path / "exits_on_import.py").write_text("raise SystemExit('needs libfoo')\n")
+    (tmp_path / "exits_in_factory.py").write_text(
+        "import sys\n\ndef make(environment):\n    sys.exit(3)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sources = [
+        ExecutorSource("a", "exits_on_import:make", "exits 1.0"),
+        ExecutorSource("b", "exits_in_factory:make", "exits 1.0"),
+    ]
+    first, second = load_executors(environment(), sources)
+    assert isinstance(first, BrokenExecutor)
+    assert "SystemExit: needs libfoo" in first.check(TaskSpec("a"))[0]
+    assert isinstance(second, BrokenExecutor)
+    assert "raised SystemExit: 3" in second.check(TaskSpec("b"))[0]
