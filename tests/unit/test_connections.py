@@ -152,3 +152,14 @@ def test_the_mask_is_seeded_with_the_connections_a_pipeline_uses(tmp_path: Path)
 def test_task_subprocesses_get_no_connection_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHENFLOW_CONN_HIDDEN", "postgresql://u:pw@h/db")
     assert "WHENFLOW_CONN_HIDDEN" not in task_environment()
+
+
+def test_secrets_in_the_query_string_are_secrets() -> None:
+    """libpq's `?password=` and S3's `?session_token=` are masked like the URL's password."""
+    database = Connection("pgq", "postgresql://u@h:5432/db?sslmode=require&password=hunt%40er2")
+    assert "hunt@er2" in database.secrets()
+    assert redacted_url(database) == "postgresql://u@h:5432/db?sslmode=require&password=***"
+    s3 = Connection("s3t", "s3://AKIAX:sEcReTkEy@?session_token=TOKENsecret123&region=eu-west-1")
+    assert redacted_url(s3) == "s3://AKIAX:***@?session_token=***&region=eu-west-1"
+    extra = Connection("m", "http://k@127.0.0.1:9000", {"session_token": "TOKENfromextra"})
+    assert "TOKENfromextra" in extra.secrets()
