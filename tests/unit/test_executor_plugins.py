@@ -190,3 +190,20 @@ def test_a_plugin_that_exits_while_loading_is_broken_not_fatal(
     assert "SystemExit: needs libfoo" in first.check(TaskSpec("a"))[0]
     assert isinstance(second, BrokenExecutor)
     assert "raised SystemExit: 3" in second.check(TaskSpec("b"))[0]
+
+
+def test_a_plugin_whose_check_raises_is_a_problem_not_a_traceback() -> None:
+    class Faulty:
+        task_type = "faulty"
+
+        def check(self, task: TaskSpec) -> list[str]:
+            raise RuntimeError("plugin bug in check")
+
+        async def execute(self, request: TaskRequest, ctx: Any) -> Any:
+            raise AssertionError("never run")
+
+    registry = default_registry()
+    registry.register(Faulty())
+    (problem,) = LocalRunner(registry).check(TaskSpec("faulty"))
+    assert "the 'faulty' executor could not check this task" in problem
+    assert "RuntimeError: plugin bug in check" in problem

@@ -51,7 +51,13 @@ class LocalRunner:
         if not self.knows(request_task.type):
             known = ", ".join(self._registry.types) or "none"
             return [f"unknown task type {request_task.type!r}; known types: {known}"]
-        return self._registry.get(request_task.type).check(request_task)
+        try:
+            return self._registry.get(request_task.type).check(request_task)
+        except Exception as exc:  # a plugin's bug must not end `whenflow validate`
+            return [
+                f"the {request_task.type!r} executor could not check this task "
+                f"({type(exc).__name__}: {exc}); report it to the executor's authors"
+            ]
 
     async def run(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
         """Run one attempt with the executor of `request.task.type`."""
