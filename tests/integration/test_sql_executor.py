@@ -522,3 +522,33 @@ async def test_cancellation_between_statements_rolls_back(tmp_path: Path) -> Non
     with check.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM t")).scalar() == 0
     check.dispose()
+
+
+@pytest.mark.parametrize("kind", ["duckdb", pytest.param("postgresql", marks=pytest.mark.services)])
+def test_a_parameter_with_a_postgres_cast_binds(
+    kind: str, tmp_path: Path, require_service: Any
+) -> None:
+    """`:day::date` is the parameter `day` cast to a date, not a syntax error."""
+    if kind == "postgresql":
+        require_service("PostgreSQL", PG, 5432)
+        url = f"postgresql://{PG_USER}@{PG}:5432/test"
+    else:
+        url = f"duckdb:///{tmp_path / 'cast.duckdb'}"
+
+    async def go() -> dict[str, Any]:
+        executor = SqlExecutor(EnvironmentConnections({}))
+        try:
+            query = "SELECT :day::date AS d, '7'::int AS n"
+            request = TaskRequest(
+                "e",
+                "n",
+                1,
+                TaskSpec("sql", {"url": url, "query": query}),
+                {"day": "2024-02-03"},
+                "e/n",
+            )
+            return dict((await executor.execute(request, context())).outputs)
+        finally:
+            executor.close()
+
+    assert asyncio.run(go())["rows"] == [{"d": "2024-02-03", "n": 7}]

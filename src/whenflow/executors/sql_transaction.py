@@ -64,7 +64,7 @@ def split_statements(sql: str) -> list[str]:
 
 
 def bindable_text(statement: str) -> str:
-    """`statement` with the colons inside comments and literals escaped (`\\:`).
+    """`statement` with the colons inside comments, literals and `::` casts escaped (`\\:`).
 
     SQLAlchemy's `text()` takes every `:name` as a parameter, even in
     `-- until :day` or `'12:30:am'`; only real placeholders must bind.
@@ -78,6 +78,8 @@ def bindable_text(statement: str) -> str:
         value = token.value
         if ":" in value and (token.ttype in tokens.Comment or token.ttype in tokens.Literal):
             value = value.replace(":", "\\:")
+        elif value == "::" and token.ttype in tokens.Punctuation:  # `:day::date` binds `day`
+            value = "\\:\\:"
         parts.append(value)
     return "".join(parts)
 
