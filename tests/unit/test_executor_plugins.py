@@ -207,3 +207,31 @@ def test_a_plugin_whose_check_raises_is_a_problem_not_a_traceback() -> None:
     (problem,) = LocalRunner(registry).check(TaskSpec("faulty"))
     assert "the 'faulty' executor could not check this task" in problem
     assert "RuntimeError: plugin bug in check" in problem
+
+
+def test_a_plugin_whose_close_raises_does_not_stop_the_others_closing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed: list[str] = []
+
+    class Closing:
+        def __init__(self, task_type: str, fails: bool) -> None:
+            self.task_type, self._fails = task_type, fails
+
+        def check(self, task: TaskSpec) -> list[str]:
+            return []
+
+        async def execute(self, request: TaskRequest, ctx: Any) -> Any:
+            raise AssertionError("never run")
+
+        def close(self) -> None:
+            if self._fails:
+                raise RuntimeError("plugin bug in close")
+            closed.append(self.task_type)
+
+    registry = default_registry()
+    registry.register(Closing("aaa_faulty", fails=True))
+    registry.register(Closing("zzz_fine", fails=False))
+    LocalRunner(registry).close()  # a `whenflow run` ends here: no traceback, exit 0
+    assert closed == ["zzz_fine"]
+    assert "plugin bug in close" in caplog.text

@@ -12,11 +12,14 @@ so the registry is typed structurally (`ExecutorLookup`) rather than imported.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
 from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import Executor, TaskContext, TaskRequest, TaskResult
+
+_log = logging.getLogger("whenflow.executors")
 
 
 class ExecutorLookup(Protocol):
@@ -70,4 +73,12 @@ class LocalRunner:
                 self._registry.get(task_type), "close", None
             )
             if callable(close):
-                close()
+                try:
+                    close()
+                except Exception as exc:  # a plugin's bug: the others still close, the run ends
+                    _log.warning(
+                        "the %r executor failed to close: %s: %s",
+                        task_type,
+                        type(exc).__name__,
+                        exc,
+                    )
