@@ -242,3 +242,25 @@ def test_check_reports_configuration_problems() -> None:
 async def test_outputs_are_json(server: LoopbackServer, llm: LlmExecutor) -> None:
     out: Mapping[str, Any] = await ask(llm, model="json-echo", prompt="x y", responseSchema=SCHEMA)
     assert json.loads(json.dumps(dict(out))) == dict(out)
+
+
+async def test_a_connection_key_never_goes_to_another_base_url(llm: LlmExecutor) -> None:
+    """`baseUrl` (rendered, maybe from an input) cannot send a connection's key elsewhere."""
+    with serve() as elsewhere:
+        with pytest.raises(InvalidTaskConfig, match="origin"):
+            await ask(
+                llm,
+                model="echo",
+                prompt="x",
+                baseUrl=f"http://localhost:{elsewhere.port}/v1",
+                allowHosts=["localhost"],
+            )
+        assert elsewhere.requests == []
+
+
+async def test_a_base_url_on_the_connection_origin_is_used(
+    server: LoopbackServer, llm: LlmExecutor
+) -> None:
+    out = await ask(llm, model="echo", prompt="hi", baseUrl=f"http://127.0.0.1:{server.port}/v1/")
+    assert out["content"] == "hi"
+    assert server.requests[-1]["headers"]["authorization"] == f"Bearer {KEY}"

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import importlib
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -485,3 +486,69 @@ def test_insert_rows_must_be_rows_or_a_parquet_path(tmp_path: Path) -> None:
         asyncio.run(go("no such file"))
     with pytest.raises(InvalidTaskConfig, match=r"insert.rows\[1\] is a int"):
         asyncio.run(go([{"a": 1}, 2]))
+
+
+async def test_cancellation_between_statements_rolls_back(tmp_path: Path) -> None:
+    """A cancel that lands while no statement runs still stops the attempt: nothing commits."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    setup = sa.create_engine(url)
+    with setup.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE t (n INTEGER)"))
+    setup.dispose()
+    executor = SqlExecutor(EnvironmentConnections({}), threads=1)
+    engine = executor._engine(url, None)
+    first_done, go_on = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def pause(*_: Any) -> None:  # after statement 1, before statement 2: nothing running
+        if not first_done.is_set():
+            loop.call_soon_threadsafe(first_done.set)
+            assert go_on.wait(10)
+
+    query = "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"
+    request = TaskRequest("e", "n", 1, TaskSpec("sql", {"url": url, "query": query}), {}, "e/n")
+    task = asyncio.create_task(executor.execute(request, context()))
+    try:
+        async with asyncio.timeout(10):
+            await first_done.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        go_on.set()
+        executor.close()  # waits for the worker thread to finish the attempt
+    check = sa.create_engine(url)
+    with check.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM t")).scalar() == 0
+    check.dispose()
+
+
+@pytest.mark.parametrize("kind", ["duckdb", pytest.param("postgresql", marks=pytest.mark.services)])
+def test_a_parameter_with_a_postgres_cast_binds(
+    kind: str, tmp_path: Path, require_service: Any
+) -> None:
+    """`:day::date` is the parameter `day` cast to a date, not a syntax error."""
+    if kind == "postgresql":
+        require_service("PostgreSQL", PG, 5432)
+        url = f"postgresql://{PG_USER}@{PG}:5432/test"
+    else:
+        url = f"duckdb:///{tmp_path / 'cast.duckdb'}"
+
+    async def go() -> dict[str, Any]:
+        executor = SqlExecutor(EnvironmentConnections({}))
+        try:
+            query = "SELECT :day::date AS d, '7'::int AS n"
+            request = TaskRequest(
+                "e",
+                "n",
+                1,
+                TaskSpec("sql", {"url": url, "query": query}),
+                {"day": "2024-02-03"},
+                "e/n",
+            )
+            return dict((await executor.execute(request, context())).outputs)
+        finally:
+            executor.close()
+
+    assert asyncio.run(go())["rows"] == [{"d": "2024-02-03", "n": 7}]

@@ -152,3 +152,31 @@ def test_the_mask_is_seeded_with_the_connections_a_pipeline_uses(tmp_path: Path)
 def test_task_subprocesses_get_no_connection_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHENFLOW_CONN_HIDDEN", "postgresql://u:pw@h/db")
     assert "WHENFLOW_CONN_HIDDEN" not in task_environment()
+
+
+def test_secrets_in_the_query_string_are_secrets() -> None:
+    """libpq's `?password=` and S3's `?session_token=` are masked like the URL's password."""
+    database = Connection("pgq", "postgresql://u@h:5432/db?sslmode=require&password=hunt%40er2")
+    assert "hunt@er2" in database.secrets()
+    assert redacted_url(database) == "postgresql://u@h:5432/db?sslmode=require&password=***"
+    s3 = Connection("s3t", "s3://AKIAX:sEcReTkEy@?session_token=TOKENsecret123&region=eu-west-1")
+    assert redacted_url(s3) == "s3://AKIAX:***@?session_token=***&region=eu-west-1"
+    extra = Connection("m", "http://k@127.0.0.1:9000", {"session_token": "TOKENfromextra"})
+    assert "TOKENfromextra" in extra.secrets()
+
+
+def test_a_malformed_url_is_a_settings_error_that_hides_the_password(tmp_path: Path) -> None:
+    """Not a ValueError traceback out of `whenflow connections list` or a task."""
+    hosts = "spark://u:pw-canary-1@h1:7077,h2:7077"  # Spark's HA masters: no single port
+    (view,) = list_connections(
+        LayeredConnections(EnvironmentConnections({"WHENFLOW_CONN_HA": hosts}))
+    )
+    assert view.url == "spark://u:***@h1:7077,h2:7077"
+    env = EnvironmentConnections({"WHENFLOW_CONN_BAD": "http://u:pw-canary-1@[::1/x"})
+    with pytest.raises(ConnectionsFileError, match="WHENFLOW_CONN_BAD") as raised:
+        list_connections(LayeredConnections(env))
+    assert "pw-canary-1" not in str(raised.value)
+    path = write(tmp_path / "c.yaml", "broken: http://u:pw-canary-2@[::1/x\n")
+    with pytest.raises(ConnectionsFileError, match="'broken'") as raised:
+        FileConnections(path).get("broken")
+    assert "pw-canary-2" not in str(raised.value)

@@ -170,3 +170,68 @@ def test_loading_a_pipeline_imports_no_driver() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_plugin_that_exits_while_loading_is_broken_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sys.exit()` in a plugin's import or factory must not end whenflow (a CLI command)."""
+    (tmp_path / "exits_on_import.py").write_text("raise SystemExit('needs libfoo')\n")
+    (tmp_path / "exits_in_factory.py").write_text(
+        "import sys\n\ndef make(environment):\n    sys.exit(3)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sources = [
+        ExecutorSource("a", "exits_on_import:make", "exits 1.0"),
+        ExecutorSource("b", "exits_in_factory:make", "exits 1.0"),
+    ]
+    first, second = load_executors(environment(), sources)
+    assert isinstance(first, BrokenExecutor)
+    assert "SystemExit: needs libfoo" in first.check(TaskSpec("a"))[0]
+    assert isinstance(second, BrokenExecutor)
+    assert "raised SystemExit: 3" in second.check(TaskSpec("b"))[0]
+
+
+def test_a_plugin_whose_check_raises_is_a_problem_not_a_traceback() -> None:
+    class Faulty:
+        task_type = "faulty"
+
+        def check(self, task: TaskSpec) -> list[str]:
+            raise RuntimeError("plugin bug in check")
+
+        async def execute(self, request: TaskRequest, ctx: Any) -> Any:
+            raise AssertionError("never run")
+
+    registry = default_registry()
+    registry.register(Faulty())
+    (problem,) = LocalRunner(registry).check(TaskSpec("faulty"))
+    assert "the 'faulty' executor could not check this task" in problem
+    assert "RuntimeError: plugin bug in check" in problem
+
+
+def test_a_plugin_whose_close_raises_does_not_stop_the_others_closing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed: list[str] = []
+
+    class Closing:
+        def __init__(self, task_type: str, fails: bool) -> None:
+            self.task_type, self._fails = task_type, fails
+
+        def check(self, task: TaskSpec) -> list[str]:
+            return []
+
+        async def execute(self, request: TaskRequest, ctx: Any) -> Any:
+            raise AssertionError("never run")
+
+        def close(self) -> None:
+            if self._fails:
+                raise RuntimeError("plugin bug in close")
+            closed.append(self.task_type)
+
+    registry = default_registry()
+    registry.register(Closing("aaa_faulty", fails=True))
+    registry.register(Closing("zzz_fine", fails=False))
+    LocalRunner(registry).close()  # a `whenflow run` ends here: no traceback, exit 0
+    assert closed == ["zzz_fine"]
+    assert "plugin bug in close" in caplog.text

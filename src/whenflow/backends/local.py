@@ -12,11 +12,14 @@ so the registry is typed structurally (`ExecutorLookup`) rather than imported.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
 from whenflow.domain.definitions import TaskSpec
 from whenflow.domain.task_io import Executor, TaskContext, TaskRequest, TaskResult
+
+_log = logging.getLogger("whenflow.executors")
 
 
 class ExecutorLookup(Protocol):
@@ -51,7 +54,13 @@ class LocalRunner:
         if not self.knows(request_task.type):
             known = ", ".join(self._registry.types) or "none"
             return [f"unknown task type {request_task.type!r}; known types: {known}"]
-        return self._registry.get(request_task.type).check(request_task)
+        try:
+            return self._registry.get(request_task.type).check(request_task)
+        except Exception as exc:  # a plugin's bug must not end `whenflow validate`
+            return [
+                f"the {request_task.type!r} executor could not check this task "
+                f"({type(exc).__name__}: {exc}); report it to the executor's authors"
+            ]
 
     async def run(self, request: TaskRequest, ctx: TaskContext) -> TaskResult:
         """Run one attempt with the executor of `request.task.type`."""
@@ -64,4 +73,12 @@ class LocalRunner:
                 self._registry.get(task_type), "close", None
             )
             if callable(close):
-                close()
+                try:
+                    close()
+                except Exception as exc:  # a plugin's bug: the others still close, the run ends
+                    _log.warning(
+                        "the %r executor failed to close: %s: %s",
+                        task_type,
+                        type(exc).__name__,
+                        exc,
+                    )

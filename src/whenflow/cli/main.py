@@ -251,6 +251,7 @@ def _execute(
     resume_id: str | None,
     as_json: bool,
 ) -> int:
+    import asyncio
     import uuid
 
     from whenflow.cli.signals import EXIT_TERMINATED, Terminated, run_interruptible
@@ -268,17 +269,27 @@ def _execute(
     async def go(progress: Progress | None) -> ExecutionResult:
         listener = progress.on_event if progress else None
         log_listener = progress.on_log if progress else None
-        async with ExecutionService.open() as service:
-            if resume_id is not None:
-                return await service.resume(execution_id, on_event=listener, on_log=log_listener)
-            assert program is not None
-            return await service.run(
-                program,
-                inputs or {},
-                on_event=listener,
-                execution_id=execution_id,
-                on_log=log_listener,
-            )
+        result: ExecutionResult | None = None
+        try:
+            async with ExecutionService.open() as service:
+                if resume_id is not None:
+                    result = await service.resume(
+                        execution_id, on_event=listener, on_log=log_listener
+                    )
+                    return result
+                assert program is not None
+                result = await service.run(
+                    program,
+                    inputs or {},
+                    on_event=listener,
+                    execution_id=execution_id,
+                    on_log=log_listener,
+                )
+                return result
+        except asyncio.CancelledError:
+            if result is None:
+                raise
+            return result  # it had ended: Ctrl-C only cut the wait for its notifications
 
     node_ids = list(program.definition.node_ids) if program else []
     # `whenflow run` is one short-lived process: move what loading built out of the

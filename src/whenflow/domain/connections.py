@@ -13,12 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from whenflow.domain.errors import WhenflowError
 
 CONNECTION_ENV_PREFIX = "WHENFLOW_CONN_"
 CONNECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_SETTINGS = ("password", "apiKey", "token", "session_token")
+"""Settings (in the URL's query string or in `extra`) whose values are secrets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +64,13 @@ class Connection:
 
     def secrets(self) -> list[str]:
         """The values to mask wherever this connection's use could show them."""
-        raw = urlsplit(self.url).password  # as written in the URL: maybe percent-encoded
-        candidates = (self.password, raw, self.extra.get("apiKey"), self.extra.get("token"))
+        parts = urlsplit(self.url)
+        raw = parts.password  # as written in the URL: maybe percent-encoded
+        candidates: list[Any] = [self.password, raw, *(self.extra.get(k) for k in SECRET_SETTINGS)]
+        for pair in parts.query.split("&"):  # libpq's ?password=, S3's ?session_token=
+            key, _, value = pair.partition("=")
+            if unquote_plus(key) in SECRET_SETTINGS:
+                candidates.extend((unquote_plus(value), value))
         found: list[str] = []
         for value in candidates:
             if value and str(value) not in found:

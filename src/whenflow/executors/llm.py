@@ -38,6 +38,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from whenflow.domain.connections import ConnectionResolver
 from whenflow.domain.definitions import TaskSpec
@@ -92,7 +93,7 @@ class LlmExecutor:
         key = config.api_key
         model = config.model
         if connection is not None:
-            base = config.base_url or base_url(connection)
+            base = _on_origin(config.base_url, connection.name, base_url(connection))
             policy = policy.merged(connection_policy(connection))
             key = key or connection.password or _text(connection.extra.get("apiKey"))
             model = model or _text(connection.extra.get("model"))
@@ -163,6 +164,21 @@ class LlmExecutor:
         if usage:
             ctx.log(f"tokens: {json.dumps(usage, sort_keys=True)}")
         return TaskResult(outputs=scrub.value(outputs))
+
+
+def _on_origin(base: str | None, name: str, own: str) -> str:
+    """`base` when on the origin of the connection's URL `own` (its key goes there), else raise."""
+    if base is None:
+        return own
+    ours, theirs = urlsplit(base), urlsplit(own)
+    if (ours.scheme.lower(), ours.netloc.lower()) != (theirs.scheme.lower(), theirs.netloc.lower()):
+        raise InvalidTaskConfig(
+            "llm",
+            f"`baseUrl` {base!r} is not on the origin {theirs.scheme}://{theirs.netloc} of "
+            f"connection {name!r}, whose key must not go elsewhere: drop `baseUrl`, or drop "
+            "`connection` and give `apiKey`",
+        )
+    return base
 
 
 async def _read(response: httpx.Response, url: str) -> bytes:

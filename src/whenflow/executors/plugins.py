@@ -121,13 +121,13 @@ def _load_one(source: ExecutorSource, environment: ExecutorEnvironment) -> Execu
 
     try:
         factory = source.load()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not end whenflow
         return broken(f"cannot import {source.value}: {type(exc).__name__}: {exc}")
     if not callable(factory):
         return broken(f"{source.value} is not callable (a factory taking ExecutorEnvironment)")
     try:
         executor = factory(environment)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         return broken(f"{source.value}(environment) raised {type(exc).__name__}: {exc}")
     missing = [a for a in ("task_type", "check", "execute") if not hasattr(executor, a)]
     if missing:

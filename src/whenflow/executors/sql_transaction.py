@@ -64,7 +64,7 @@ def split_statements(sql: str) -> list[str]:
 
 
 def bindable_text(statement: str) -> str:
-    """`statement` with the colons inside comments and literals escaped (`\\:`).
+    """`statement` with the colons inside comments, literals and `::` casts escaped (`\\:`).
 
     SQLAlchemy's `text()` takes every `:name` as a parameter, even in
     `-- until :day` or `'12:30:am'`; only real placeholders must bind.
@@ -78,6 +78,8 @@ def bindable_text(statement: str) -> str:
         value = token.value
         if ":" in value and (token.ttype in tokens.Comment or token.ttype in tokens.Literal):
             value = value.replace(":", "\\:")
+        elif value == "::" and token.ttype in tokens.Punctuation:  # `:day::date` binds `day`
+            value = "\\:\\:"
         parts.append(value)
     return "".join(parts)
 
@@ -156,6 +158,7 @@ class AttemptWork:
         changed = 0
         last: tuple[dict[str, Any], tuple[str, ...]] | None = None
         for number, statement in enumerate(statements, 1):
+            self._stop_if_interrupted()
             try:
                 result = connection.execute(sa.text(bindable_text(statement)), self.params)
                 if _duckdb_count(connection, result, statement):
@@ -176,9 +179,15 @@ class AttemptWork:
                 for path in last[1] if last is not None else ():
                     shutil.rmtree(path, ignore_errors=True)
                 raise
+        self._stop_if_interrupted()  # a cancel that came while no statement ran: no commit
         if last is not None:
             return last
         return {"rowcount": changed, "columns": [], "rows": []}, ()
+
+    def _stop_if_interrupted(self) -> None:
+        """Raise CancelledError (the transaction rolls back) once the attempt is cancelled."""
+        if self.interrupter.interrupted:
+            raise asyncio.CancelledError
 
     def _collect(self, result: CursorResult[Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """The result as `rows`, or, past the limits, as a Parquet file written as it comes."""
@@ -239,6 +248,7 @@ class AttemptWork:
         columns: list[str] = []
         total = 0
         for batch in self._insert_batches(spec):
+            self._stop_if_interrupted()
             if table is None:
                 columns = _columns_of(batch)
                 known = frozenset(columns)

@@ -141,10 +141,8 @@ def redacted_url(connection: Connection) -> str:
     url = connection.url
     if parts.password is not None:
         user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{user}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
+        hosts = parts.netloc.rpartition("@")[2]  # as written: `h1:7077,h2:7077` has no one port
+        netloc = f"{user}:{MASK}@{hosts}"
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     mask = SecretMask()
     for value in connection.secrets():

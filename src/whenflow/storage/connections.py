@@ -69,7 +69,8 @@ class EnvironmentConnections:
         if CONNECTION_NAME.match(name):
             url = self._variables().get(CONNECTION_ENV_PREFIX + name.upper())
             if url:
-                return Connection(name=name.lower(), url=url)
+                where = f"${CONNECTION_ENV_PREFIX}{name.upper()}"
+                return _parsed(Connection(name=name.lower(), url=url), where)
         return None
 
     def names(self) -> list[str]:
@@ -246,14 +247,26 @@ def _entry(path: Path, name: Any, entry: Any) -> Connection:
             f"{path}: {name!r} is not a connection name: use letters, digits and _"
         )
     if isinstance(entry, str) and entry:
-        return Connection(name=name.lower(), url=entry)
+        return _parsed(Connection(name=name.lower(), url=entry), str(path))
     if isinstance(entry, dict) and isinstance(entry.get("url"), str) and entry["url"]:
         extra = {str(k): v for k, v in entry.items() if k != "url"}
-        return Connection(name=name.lower(), url=entry["url"], extra=extra)
+        return _parsed(Connection(name=name.lower(), url=entry["url"], extra=extra), str(path))
     raise ConnectionsFileError(
         f"{path}: connection {name!r} needs a url: write `{name}: URL` or "
         f"`{name}: {{url: URL, ...}}`"
     )
+
+
+def _parsed(connection: Connection, where: str) -> Connection:
+    """`connection` once its URL parses; raises ConnectionsFileError (never showing the URL)."""
+    try:
+        connection.host  # noqa: B018 - raises ValueError for a malformed URL
+    except ValueError as exc:
+        raise ConnectionsFileError(
+            f"{where}: the URL of connection {connection.name!r} is not a valid URL ({exc}); "
+            "fix it (it is not shown: it may hold a password)"
+        ) from None
+    return connection
 
 
 def connection_secrets(
