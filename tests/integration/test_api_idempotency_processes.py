@@ -30,8 +30,8 @@ async def test_one_key_started_on_two_servers_leaves_one_execution_going(
     async with (
         one.router.lifespan_context(one),
         two.router.lifespan_context(two),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=one), base_url="http://a") as a,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=two), base_url="http://b") as b,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=one), base_url="http://127.0.0.1") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=two), base_url="http://localhost") as b,
     ):
         pushed = await a.post(
             "/api/v1/pipelines", params={"publish": "true"}, content=PIPELINE.encode()

@@ -17,7 +17,7 @@ async def test_a_nul_character_in_the_path_query_or_body_is_refused(tmp_path: Pa
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
     ):
         answers = [
             await client.get("/api/v1/executions/a%00b"),

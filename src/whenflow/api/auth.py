@@ -21,8 +21,11 @@ loopback mode: `services.bind_policy.check_server_bind` lets it listen on
 loopback only, and every request without an `Authorization` header from a
 loopback client address is admitted as admin. A request from any other
 address, or one that a proxy forwarded (`Forwarded`, `X-Forwarded-For`,
-`X-Real-IP`: a proxy on the same machine connects from loopback), is refused
-even then (a token created or revoked while it runs
+`X-Real-IP`: a proxy on the same machine connects from loopback), or one a
+browser sent for another site (a `Host` that is not loopback, or an `Origin`
+that is not the server itself: a web page posting to the server, or reading
+it through DNS rebinding), is
+refused even then (a token created or revoked while it runs
 changes the mode within a second: `TokenService.HAS_TOKENS_TTL_S`). A request
 that does send a token is always checked, in either mode.
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.openapi.utils import get_openapi
@@ -190,10 +194,26 @@ PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
 def _from_loopback(request: Request) -> bool:
-    """Whether the peer is loopback and no proxy says it forwarded the request."""
+    """Whether the peer is loopback, no proxy says it forwarded the request, and no
+    browser sent it for another site (its `Origin` and `Host` name this machine)."""
     if any(name in request.headers for name in PROXY_HEADERS):
         return False
+    host = request.headers.get("host", "")
+    if host and not is_loopback(_split(f"//{host}")[1]):
+        return False
+    origin = request.headers.get("origin")
+    if origin is not None and _split(origin)[0] != host.lower():
+        return False  # a page of another site (another port of this machine included)
     return request.client is not None and is_loopback(request.client.host)
+
+
+def _split(url: str) -> tuple[str, str]:
+    """(netloc, hostname) of `url`, lowercase; empty strings for what is not a URL."""
+    try:
+        parts = urlsplit(url)
+        return parts.netloc.lower(), parts.hostname or ""
+    except ValueError:
+        return "", ""
 
 
 def _missing_message(has_tokens: bool) -> str:
