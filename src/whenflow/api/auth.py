@@ -29,7 +29,8 @@ refused even then (a token created or revoked while it runs
 changes the mode within a second: `TokenService.HAS_TOKENS_TTL_S`). A request
 that does send a token is always checked, in either mode.
 
-On success the caller's role is in `request.state.role`. The OpenAPI
+On success the caller's role is in `request.state.role`, and the name of
+its token (when it has one) in `request.state.principal`. The OpenAPI
 document states each route's role (its security requirement), and
 `unguarded_routes(app)` lists the routes that state none besides `/health`:
 a test of the whole app keeps that list empty.
@@ -62,7 +63,7 @@ BEARER = HTTPBearer(
 class TokenAuthority(Protocol):
     """What `require` asks of `app.state.tokens` (TokenService is one)."""
 
-    async def authenticate(self, token: str) -> Role | None: ...
+    async def caller(self, token: str) -> tuple[Role, str] | None: ...
 
     async def has_tokens(self) -> bool: ...
 
@@ -161,13 +162,16 @@ async def _caller_role(request: Request, needed: Role) -> Role:
                 return Role.ADMIN
             raise AuthFailed(401, "unauthenticated", _missing_message(guarded))
         token = _bearer_token(header)
-        found = await tokens.authenticate(token)
+        caller = await tokens.caller(token)
     except StoreError as exc:
         raise AuthFailed(503, "unavailable", f"cannot check the token now: {exc}") from exc
-    if found is None:
+    if caller is None:
         raise AuthFailed(
             401, "unauthenticated", "the token is unknown or revoked; ask an admin for a new one"
         )
+    found, name = caller
+    if name:
+        request.state.principal = name
     if not found.allows(needed):
         raise AuthFailed(
             403,
