@@ -24,6 +24,11 @@ async def test_a_nul_character_in_the_path_query_or_body_is_refused(tmp_path: Pa
             await client.get("/api/v1/executions", params={"pipeline": "a\x00b"}),
             await client.post("/api/v1/executions/x/cancel", json={"reason": "a\x00b"}),
             await client.post("/api/v1/pipelines/x/start", json={"inputVariables": {"a\x00": 1}}),
+            await client.post(  # a lone surrogate cannot be written as UTF-8 either
+                "/api/v1/pipelines/x/start",
+                content=b'{"inputVariables": {"s": "a\\ud800b"}}',
+                headers={"Content-Type": "application/json"},
+            ),
         ]
     for answer in answers:
         assert answer.status_code == 422, (answer.request.url, answer.text)
