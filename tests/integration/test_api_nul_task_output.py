@@ -19,7 +19,10 @@ metadata: {name: nulout, version: 1.0.0}
 spec:
   nodes:
     - id: n
-      task: {type: shell, script: 'printf "a\000b\n"'}
+      task: {type: shell, script: 'printf "a\000b\n" >&2; [ -z "$WF_INPUT_FAIL" ] || exit 3'}
+      inputBindings: {fail: "{{ pipeline.input.fail }}"}
+  inputs:
+    fail: {type: string, default: ""}
 """
 
 
@@ -46,10 +49,11 @@ async def test_a_nul_byte_a_task_prints_is_logged_and_the_server_goes_on(
             "/api/v1/pipelines", params={"publish": "true"}, content=PIPELINE.encode()
         )
         assert pushed.status_code == 201, pushed.text
-        for _ in range(2):  # the second start proves the store still commits
-            started = await client.post("/api/v1/pipelines/nulout/start", json={})
-            assert started.status_code == 201, started.text
+        for fail, status in [("", "completed"), ("yes", "failed"), ("", "completed")]:
+            body = {"inputVariables": {"fail": fail}}
+            started = await client.post("/api/v1/pipelines/nulout/start", json=body)
+            assert started.status_code == 201, started.text  # the store still commits
             execution_id = started.json()["executionId"]
-            assert (await _finished(client, execution_id))["status"] == "completed"
+            assert (await _finished(client, execution_id))["status"] == status
             logs = await client.get(f"/api/v1/executions/{execution_id}/nodes/n/logs")
             assert [line["message"] for line in logs.json()["items"]] == ["a\ufffdb"]
