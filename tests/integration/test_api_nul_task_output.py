@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from whenflow.api.app import create_app
+from whenflow.domain.auth import Role
 from whenflow.services.settings import Settings
 
 PIPELINE = r"""
@@ -45,6 +46,8 @@ async def test_a_nul_byte_a_task_prints_is_logged_and_the_server_goes_on(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
     ):
+        issued = await app.state.tokens.create(Role.ADMIN, "nul")  # the database is shared
+        client.headers["Authorization"] = f"Bearer {issued.token}"
         pushed = await client.post(
             "/api/v1/pipelines", params={"publish": "true"}, content=PIPELINE.encode()
         )
