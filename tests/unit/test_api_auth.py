@@ -22,7 +22,7 @@ async def tokens(tmp_path: Path) -> AsyncIterator[TokenService]:
 
 def client(tokens: TokenService | None, address: str = "127.0.0.1") -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=make_app(tokens), client=(address, 50000))
-    return httpx.AsyncClient(transport=transport, base_url="http://whenflow.test")
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -117,6 +117,27 @@ async def test_loopback_mode_refuses_what_a_local_proxy_forwarded(
     async with client(tokens) as http:
         response = await http.get("/api/v1/executions", headers=dict([header]))
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},  # a web page posting to the server (CSRF)
+        {"Origin": "null"},  # a sandboxed page or a local file
+        {"Origin": "http://localhost:3000"},  # another site of this machine
+        {"Host": "evil.example:8080"},  # DNS rebinding: a page reading as if same-origin
+    ],
+)
+async def test_loopback_mode_refuses_what_a_browser_sends_for_another_site(
+    tokens: TokenService, headers: dict[str, str]
+) -> None:
+    async with client(tokens) as http:
+        refused = await http.post("/api/v1/executions/e1/cancel", headers=headers)
+        own = await http.post(
+            "/api/v1/executions/e1/cancel", headers={"Origin": "http://127.0.0.1:8080"}
+        )
+    assert refused.status_code == 401
+    assert own.status_code == 200  # the server's own /docs page
 
 
 async def test_first_token_ends_loopback_mode(tokens: TokenService) -> None:

@@ -22,7 +22,7 @@ from whenflow.api import (
     routes_streams,
 )
 from whenflow.api.auth import install_auth_errors
-from whenflow.api.bodies import BodyLimit
+from whenflow.api.bodies import BodyLimit, NoNulCharacters
 from whenflow.api.errors import install_handlers
 from whenflow.api.operations import operations_router
 from whenflow.services.metrics import Metrics
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, *, inbox_poll_s: float | None =
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(NoNulCharacters)
     install_handlers(app)
     install_auth_errors(app)
     app.include_router(routes_registry.router, tags=["registry"])

@@ -21,12 +21,16 @@ loopback mode: `services.bind_policy.check_server_bind` lets it listen on
 loopback only, and every request without an `Authorization` header from a
 loopback client address is admitted as admin. A request from any other
 address, or one that a proxy forwarded (`Forwarded`, `X-Forwarded-For`,
-`X-Real-IP`: a proxy on the same machine connects from loopback), is refused
-even then (a token created or revoked while it runs
+`X-Real-IP`: a proxy on the same machine connects from loopback), or one a
+browser sent for another site (a `Host` that is not loopback, or an `Origin`
+that is not the server itself: a web page posting to the server, or reading
+it through DNS rebinding), is
+refused even then (a token created or revoked while it runs
 changes the mode within a second: `TokenService.HAS_TOKENS_TTL_S`). A request
 that does send a token is always checked, in either mode.
 
-On success the caller's role is in `request.state.role`. The OpenAPI
+On success the caller's role is in `request.state.role`, and the name of
+its token (when it has one) in `request.state.principal`. The OpenAPI
 document states each route's role (its security requirement), and
 `unguarded_routes(app)` lists the routes that state none besides `/health`:
 a test of the whole app keeps that list empty.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.openapi.utils import get_openapi
@@ -58,7 +63,7 @@ BEARER = HTTPBearer(
 class TokenAuthority(Protocol):
     """What `require` asks of `app.state.tokens` (TokenService is one)."""
 
-    async def authenticate(self, token: str) -> Role | None: ...
+    async def caller(self, token: str) -> tuple[Role, str] | None: ...
 
     async def has_tokens(self) -> bool: ...
 
@@ -157,13 +162,16 @@ async def _caller_role(request: Request, needed: Role) -> Role:
                 return Role.ADMIN
             raise AuthFailed(401, "unauthenticated", _missing_message(guarded))
         token = _bearer_token(header)
-        found = await tokens.authenticate(token)
+        caller = await tokens.caller(token)
     except StoreError as exc:
         raise AuthFailed(503, "unavailable", f"cannot check the token now: {exc}") from exc
-    if found is None:
+    if caller is None:
         raise AuthFailed(
             401, "unauthenticated", "the token is unknown or revoked; ask an admin for a new one"
         )
+    found, name = caller
+    if name:
+        request.state.principal = name
     if not found.allows(needed):
         raise AuthFailed(
             403,
@@ -190,10 +198,26 @@ PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
 def _from_loopback(request: Request) -> bool:
-    """Whether the peer is loopback and no proxy says it forwarded the request."""
+    """Whether the peer is loopback, no proxy says it forwarded the request, and no
+    browser sent it for another site (its `Origin` and `Host` name this machine)."""
     if any(name in request.headers for name in PROXY_HEADERS):
         return False
+    host = request.headers.get("host", "")
+    if host and not is_loopback(_split(f"//{host}")[1]):
+        return False
+    origin = request.headers.get("origin")
+    if origin is not None and _split(origin)[0] != host.lower():
+        return False  # a page of another site (another port of this machine included)
     return request.client is not None and is_loopback(request.client.host)
+
+
+def _split(url: str) -> tuple[str, str]:
+    """(netloc, hostname) of `url`, lowercase; empty strings for what is not a URL."""
+    try:
+        parts = urlsplit(url)
+        return parts.netloc.lower(), parts.hostname or ""
+    except ValueError:
+        return "", ""
 
 
 def _missing_message(has_tokens: bool) -> str:

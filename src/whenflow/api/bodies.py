@@ -4,6 +4,9 @@ A body over the limit is refused with 413 before it is read whole (by its
 `Content-Length`, or as soon as the bytes read pass it). JSON is parsed by
 the standard library, then checked for nesting depth and object size, so a
 hostile document is a 4xx, not a deep recursion or a huge allocation.
+A NUL character (in the path, the query or a JSON string) or a lone surrogate
+(in a JSON string) is a 422: PostgreSQL cannot store the one, no database
+the other.
 """
 
 from __future__ import annotations
@@ -70,12 +73,34 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class NoNulCharacters:
+    """ASGI middleware: refuse a path or query string holding a NUL character with 422."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            where = "path" if "\x00" in scope["path"] else None
+            if b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get(
+                "query_string", b""
+            ):
+                where = "query"
+            if where is not None:
+                error = _nul_character([where])
+                response = error_response(422, error.code, error.message, error.details)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def json_body(request: Request) -> Any:
     """The request body as bounded JSON; an empty body is `{}`.
 
     Raises:
         ApiError: 400 for what is not JSON, 422 for a document nested deeper
-            than MAX_JSON_DEPTH or an object with more than MAX_OBJECT_KEYS keys.
+            than MAX_JSON_DEPTH, an object with more than MAX_OBJECT_KEYS keys,
+            or a string holding a NUL character or a lone surrogate.
     """
     raw = await request.body()
     if not raw.strip():
@@ -99,11 +124,36 @@ def _too_deep() -> ApiError:
     )
 
 
+def _nul_character(path: list[str]) -> ApiError:
+    return ApiError(
+        422,
+        "invalid_request",
+        "the request holds a NUL character (\\u0000) or a lone surrogate "
+        "(\\ud800-\\udfff), which cannot be stored; remove it",
+        {"path": path},
+    )
+
+
+def _storable(text: str) -> bool:
+    """Whether a database can store `text`: no NUL, and valid UTF-8 (no lone surrogate)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_bounds(value: Any) -> None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str) and not _storable(item):
+            raise _nul_character(["body"])
         if isinstance(item, dict):
+            if not all(_storable(key) for key in item):
+                raise _nul_character(["body"])
             if len(item) > MAX_OBJECT_KEYS:
                 raise ApiError(
                     422,

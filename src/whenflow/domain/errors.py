@@ -185,9 +185,10 @@ def error_message(error: BaseException) -> str:
 
     whenflow's own errors speak for themselves; anything else (a task's
     `KeyError('rows')`, an isolated child's error) reads `KeyError: 'rows'`.
-    A message over MAX_ERROR_MESSAGE characters is cut, and says so.
+    A message over MAX_ERROR_MESSAGE characters is cut, and says so. A NUL in it
+    (a task's stderr) becomes U+FFFD: PostgreSQL cannot store NUL in text.
     """
-    text = exception_text(error)
+    text = exception_text(error).replace("\x00", "\ufffd")
     if isinstance(error, WhenflowError) and not isinstance(error, TaskRaised):
         message = text or type(error).__name__
     else:

@@ -295,7 +295,9 @@ def task_event(
 def task_log(
     state: ExecutionState, node_id: str, attempt: int, item: int, stream: str, message: str
 ) -> None:
-    """A line of a task's log; it goes straight to the store, outside any unit of work."""
+    """A line of a task's log; it goes straight to the store, outside any unit of work.
+    A NUL in it becomes U+FFFD: PostgreSQL cannot store NUL in text."""
+    message = message.replace("\x00", "\ufffd")
     if state.mask:
         message = state.mask.text(message)
     line = LogAppended(state.execution_id, node_id, attempt, item, stream, message, state.clock())

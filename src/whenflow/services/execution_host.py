@@ -159,7 +159,13 @@ class ExecutionHost:
             idempotency_key,
             request or {},
             lambda: self._start(program, resolved),
+            self._cancel_duplicate,
         )
+
+    async def _cancel_duplicate(self, execution_id: str) -> None:
+        reason = "another server started this Idempotency-Key first; that execution goes on"
+        with contextlib.suppress(RequestRefused):  # it has ended already
+            await self.request(execution_id, MessageKind.CANCEL, "", {"reason": reason})
 
     async def retry(self, execution_id: str) -> Started:
         """Start a new execution retrying an ended one (`engine/retries.py`): completed

@@ -42,8 +42,12 @@ async def start_once(
     key: str,
     request: Mapping[str, Any],
     start: Callable[[], Awaitable[Started]],
+    discard: Callable[[str], Awaitable[object]] | None = None,
 ) -> Started:
     """`start()` unless `key` started an execution before in `scope`; then that one.
+
+    When another process stored the key while `start()` ran, the execution
+    `start()` made is passed to `discard` (to cancel it) and theirs is returned.
 
     Raises:
         IdempotencyConflict: the key was used with another request body.
@@ -58,6 +62,8 @@ async def start_once(
                 entry = idempotency.IdempotentStart(started.execution_id, digest)
                 if await idempotency.record(engine, scope, key, entry, time.time()):
                     return started
+                if discard is not None:
+                    await discard(started.execution_id)
                 found = await idempotency.find(engine, scope, key)
                 assert found is not None  # another process recorded it meanwhile
     finally:

@@ -77,8 +77,8 @@ class TokenService:
         self._clock = clock
         self._cache_s = cache_s
         self._has_tokens: tuple[bool, float] | None = None
-        self._known: dict[str, tuple[Role, float]] = {}
-        """Valid tokens by digest: their role and when (monotonic) they were read."""
+        self._known: dict[str, tuple[Role, str, float]] = {}
+        """Valid tokens by digest: their role, name and when (monotonic) they were read."""
 
     @classmethod
     @asynccontextmanager
@@ -134,12 +134,21 @@ class TokenService:
         Raises:
             StoreError: the database cannot be read.
         """
+        found = await self.caller(token)
+        return None if found is None else found[0]
+
+    async def caller(self, token: str) -> tuple[Role, str] | None:
+        """(role, name) of `token`, or None if it is unknown, revoked or malformed.
+
+        Raises:
+            StoreError: the database cannot be read.
+        """
         if not token.startswith(TOKEN_PREFIX) or len(token) > MAX_TOKEN_CHARS:
             return None
         digest = token_digest(token)
         known = self._known.get(digest)
-        if known is not None and time.monotonic() - known[1] < self._cache_s:
-            return known[0]
+        if known is not None and time.monotonic() - known[2] < self._cache_s:
+            return known[0], known[1]
         async with self._reading() as conn:
             found = await rows.find_by_hash(conn, digest)
         if found is None:
@@ -153,8 +162,8 @@ class TokenService:
         if self._cache_s > 0:
             if len(self._known) >= CACHE_MAX_ENTRIES:
                 self._known.clear()
-            self._known[digest] = (stored.role, time.monotonic())
-        return stored.role
+            self._known[digest] = (stored.role, stored.name, time.monotonic())
+        return stored.role, stored.name
 
     async def has_tokens(self) -> bool:
         """Whether any token is active (not revoked); cached for `HAS_TOKENS_TTL_S`.
