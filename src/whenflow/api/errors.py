@@ -92,8 +92,21 @@ def _from_whenflow(exc: WhenflowError) -> JSONResponse:
     if isinstance(exc, IdempotencyConflict | VersionConflict | NotADraft | RequestRefused):
         return error_response(409, "conflict", message)
     if isinstance(exc, StoreError):
-        return error_response(503, "store_unavailable", message)
+        _log.error("store unavailable: %s", message)
+        return error_response(503, "store_unavailable", store_message(message))
     return error_response(400, "bad_request", message)
+
+
+def store_message(message: str) -> str:
+    """A store error's text for an API caller: its first line, without the statement.
+
+    SQLAlchemy appends the SQL, its bound parameters (task data, perhaps a
+    secret) and a link; the server's log keeps them, the caller gets the cause.
+    """
+    first = message.strip().splitlines()[0] if message.strip() else "the store is unavailable"
+    for marker in (" [SQL:", "[SQL:", " [parameters:", " (Background on this error"):
+        first = first.split(marker, 1)[0]
+    return first.rstrip()
 
 
 def _path(loc: tuple[int | str, ...]) -> list[int | str]:
