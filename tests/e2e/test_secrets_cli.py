@@ -83,7 +83,7 @@ def _last_execution(home: Path) -> str:
 
 
 TASKS_ENV = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-PIN = "48213"
+PIN = "4821390657"  # long enough not to occur by chance in timestamps and ids
 
 PYTHON_TASKS = """
 apiVersion: whenflow/v1

@@ -10,28 +10,14 @@ from whenflow.api.auth import require
 from whenflow.api.bodies import text_body
 from whenflow.api.models import ERROR_RESPONSES, YAML_BODY
 from whenflow.domain.auth import Role
-from whenflow.domain.registry import DefinitionKind, RegistryVersion
+from whenflow.domain.registry import DefinitionKind
 from whenflow.services.registry import RegistryService
-from whenflow.services.views import iso_time
+from whenflow.services.views import registry_version_view
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 VIEW = [Depends(require(Role.VIEWER))]
 ADMIN = [Depends(require(Role.ADMIN))]
 KINDS = {"pipelines": DefinitionKind.PIPELINE, "tasks": DefinitionKind.TASK}
-
-
-def version_json(entry: RegistryVersion) -> dict[str, Any]:
-    return {
-        "kind": str(entry.kind),
-        "name": entry.name,
-        "version": entry.version,
-        "status": str(entry.status),
-        "description": entry.description,
-        "sha256": entry.sha256,
-        "createdAt": iso_time(entry.created_at),
-        "updatedAt": iso_time(entry.updated_at),
-        "publishedAt": iso_time(entry.published_at),
-    }
 
 
 def _registry(request: Request) -> RegistryService:
@@ -45,21 +31,21 @@ def _add_routes(plural: str, kind: DefinitionKind) -> None:
     async def push(request: Request, response: Response, publish: bool = False) -> dict[str, Any]:
         entry = await _registry(request).push(await text_body(request), publish=publish, kind=kind)
         response.status_code = 201
-        return version_json(entry)
+        return registry_version_view(entry)
 
     async def publish_version(request: Request, name: str, version: str) -> dict[str, Any]:
-        return version_json(await _registry(request).publish(kind, name, version))
+        return registry_version_view(await _registry(request).publish(kind, name, version))
 
     async def list_all(request: Request) -> dict[str, Any]:
-        return {"items": [version_json(e) for e in await _registry(request).list(kind)]}
+        return {"items": [registry_version_view(e) for e in await _registry(request).list(kind)]}
 
     async def versions(request: Request, name: str) -> dict[str, Any]:
         found = await _registry(request).versions(kind, name)
-        return {"name": name, "versions": [version_json(e) for e in found]}
+        return {"name": name, "versions": [registry_version_view(e) for e in found]}
 
     async def one_version(request: Request, name: str, version: str) -> dict[str, Any]:
         entry, text = await _registry(request).get(kind, name, version)
-        return {**version_json(entry), "yaml": text}
+        return {**registry_version_view(entry), "yaml": text}
 
     async def delete_draft(request: Request, name: str, version: str) -> Response:
         await _registry(request).delete_draft(kind, name, version)

@@ -19,6 +19,7 @@ import typer
 from whenflow.cli.common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, JsonOption, fail
 from whenflow.cli.output import print_json, print_table
 from whenflow.cli.server_client import print_execution, server_url, with_client
+from whenflow.services.views import registry_version_view
 
 if TYPE_CHECKING:
     from whenflow.services.executions import ExecutionService
@@ -78,23 +79,6 @@ def _with_registry(action: Callable[[ExecutionService, RegistryService], Awaitab
         fail(f"error: {exc}", EXIT_FAILED)
 
 
-def _version_json(entry: Any) -> dict[str, Any]:
-    """A registry version as the API shows it (`routes_registry.version_json`)."""
-    from whenflow.services.views import iso_time
-
-    return {
-        "kind": str(entry.kind),
-        "name": entry.name,
-        "version": entry.version,
-        "status": str(entry.status),
-        "description": entry.description,
-        "sha256": entry.sha256,
-        "createdAt": iso_time(entry.created_at),
-        "updatedAt": iso_time(entry.updated_at),
-        "publishedAt": iso_time(entry.published_at),
-    }
-
-
 def _kind() -> Any:
     from whenflow.domain.registry import DefinitionKind
 
@@ -133,7 +117,7 @@ def pipelines_push(
     if server_url() is not None:
         pushed = with_client(lambda c: c.push(text, publish=publish, kind=plural))
     else:
-        pushed = _version_json(_with_registry(lambda _s, r: r.push(text, publish=publish)))
+        pushed = registry_version_view(_with_registry(lambda _s, r: r.push(text, publish=publish)))
     if as_json:
         print_json(pushed)
     else:
@@ -149,7 +133,9 @@ def pipelines_publish(
     if server_url() is not None:
         done = with_client(lambda c: c.publish(name, version))
     else:
-        done = _version_json(_with_registry(lambda _s, r: r.publish(_kind(), name, version)))
+        done = registry_version_view(
+            _with_registry(lambda _s, r: r.publish(_kind(), name, version))
+        )
     if as_json:
         print_json(done)
     else:
@@ -162,7 +148,7 @@ def pipelines_list(as_json: bool = JsonOption) -> None:
         listed = with_client(lambda c: c.pipelines())
     else:
         found = _with_registry(lambda _s, r: r.list(_kind()))
-        listed = {"items": [_version_json(e) for e in found]}
+        listed = {"items": [registry_version_view(e) for e in found]}
     if as_json:
         print_json(listed)
         return
@@ -182,10 +168,10 @@ def pipelines_show(
         shown = with_client(lambda c: c.pipeline(name, version))
     elif version is None:
         found = _with_registry(lambda _s, r: r.versions(_kind(), name))
-        shown = {"name": name, "versions": [_version_json(e) for e in found]}
+        shown = {"name": name, "versions": [registry_version_view(e) for e in found]}
     else:
         entry, text = _with_registry(lambda _s, r: r.get(_kind(), name, version))
-        shown = {**_version_json(entry), "yaml": text}
+        shown = {**registry_version_view(entry), "yaml": text}
     if as_json:
         print_json(shown)
     elif version is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from whenflow.domain.events import Event
+from whenflow.domain.registry import RegistryVersion
 
 MAX_DISPLAY = 120
 
@@ -112,3 +113,18 @@ class LogView:
             "message": self.message,
             "at": iso_time(self.at),
         }
+
+
+def registry_version_view(entry: RegistryVersion) -> dict[str, Any]:
+    """A registry version as the API and `pipelines ... --json` show it (camelCase)."""
+    return {
+        "kind": str(entry.kind),
+        "name": entry.name,
+        "version": entry.version,
+        "status": str(entry.status),
+        "description": entry.description,
+        "sha256": entry.sha256,
+        "createdAt": iso_time(entry.created_at),
+        "updatedAt": iso_time(entry.updated_at),
+        "publishedAt": iso_time(entry.published_at),
+    }

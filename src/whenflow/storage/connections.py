@@ -24,12 +24,9 @@ implements the `ConnectionResolver` the executors receive.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from whenflow.domain.connections import (
     CONNECTION_ENV_PREFIX,
@@ -39,6 +36,7 @@ from whenflow.domain.connections import (
     UnknownConnection,
 )
 from whenflow.domain.errors import StoreSettingsError
+from whenflow.storage.private_files import read_private_yaml
 
 CONNECTIONS_FILE_VARIABLE = "WHENFLOW_CONNECTIONS_FILE"
 DEFAULT_CONNECTIONS_FILE = "connections.yaml"
@@ -207,25 +205,12 @@ def read_connections_file(path: Path) -> dict[str, Connection]:
 
     The file must be private to its owner (no group or other permission bits).
     """
-    try:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConnectionsFileError(
-                f"{path}: the connections file holds passwords but its mode is "
-                f"{stat.S_IMODE(mode):04o}; run `chmod 600 {path}`"
-            )
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConnectionsFileError(
-            f"{path}: cannot read the connections file: {exc.strerror or exc}"
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConnectionsFileError(f"{where}: {problem}") from None
+    data = read_private_yaml(
+        path,
+        "connections file",
+        ConnectionsFileError,
+        "the connections file holds passwords but its mode is {mode}",
+    )
     if data is None:
         return {}
     if not isinstance(data, dict):

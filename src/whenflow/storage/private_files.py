@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import BinaryIO
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import yaml
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -66,3 +70,29 @@ def tighten(path: str | os.PathLike[str], mode: int) -> None:
         return
     if stat.S_IMODE(info.st_mode) & ~mode:
         os.chmod(path, mode)
+
+
+def read_private_yaml(
+    path: Path, what: str, error: Callable[[str], Exception], too_open: str
+) -> Any:
+    """The YAML document of a file that must be private to its owner (mode 0600).
+
+    `what` names the file in messages ("connections file"); `error` builds the
+    exception raised for a mode others may use (`too_open`, with `{mode}`), an
+    unreadable file or bad YAML (with `file:line:col`). None for an empty file.
+    """
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            shown = too_open.format(mode=f"{stat.S_IMODE(mode):04o}")
+            raise error(f"{path}: {shown}; run `chmod 600 {path}`")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise error(f"{where}: {problem}") from None

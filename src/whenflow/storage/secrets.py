@@ -21,15 +21,13 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 from whenflow.domain.errors import StoreSettingsError
 from whenflow.domain.secrets import SECRET_ENV_PREFIX
+from whenflow.storage.private_files import read_private_yaml
 
 SECRETS_FILE_VARIABLE = "WHENFLOW_SECRETS_FILE"
 
@@ -163,26 +161,12 @@ def read_secrets_file(path: Path) -> dict[str, str]:
 
     The file must be private to its owner (no group or other permission bits).
     """
-    try:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SecretsFileError(
-                f"{path}: the secrets file may be read by others (mode "
-                f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}`"
-            )
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SecretsFileError(
-            f"{path}: cannot read the secrets file: {exc.strerror or exc}"
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise SecretsFileError(
-            f"{where}: {getattr(exc, 'problem', None) or 'not valid YAML'}"
-        ) from None
+    data = read_private_yaml(
+        path,
+        "secrets file",
+        SecretsFileError,
+        "the secrets file may be read by others (mode {mode})",
+    )
     if data is None:
         return {}
     if not isinstance(data, dict):
